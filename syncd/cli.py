@@ -1,0 +1,195 @@
+"""The command line: parse, dispatch, and turn every SyncdError into one line and an exit code.
+
+Exit codes (DESIGN.md, "CLI"): 0 ok, 1 runtime failure, 2 usage or configuration error,
+3 daemon not running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from syncd import __version__
+from syncd.config import Config, default_config_path, default_status_socket, load
+from syncd.errors import SyncdError, UsageError
+from syncd.status import ask
+
+log = logging.getLogger("syncd")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-c", "--config", type=Path, help="the configuration file (default: %(default)s)"
+    )
+    parser = argparse.ArgumentParser(
+        prog="syncd", description="Watch folders and upload every new file; see README.md."
+    )
+    parser.add_argument("--version", action="version", version=f"syncd {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", parents=[common], help="run the daemon in the foreground")
+    run.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="start the local service emulators in the same process and point every "
+        "endpoint at them (a demo folder ./syncd-demo unless -c is given)",
+    )
+    status = commands.add_parser("status", parents=[common], help="what the daemon is doing")
+    status.add_argument("--json", action="store_true", help="print the daemon's reply as is")
+    retry = commands.add_parser("retry", parents=[common], help="queue failed files again")
+    retry.add_argument("paths", nargs="*", type=Path, help="files to retry")
+    retry.add_argument("--all-failed", action="store_true", help="retry every failed file")
+    commands.add_parser("check", parents=[common], help="validate the configuration and exit")
+    sandbox = commands.add_parser("sandbox", help="serve the service emulators")
+    sandbox.add_argument("--listen", default="127.0.0.1:8700", help="HOST:PORT")
+    sandbox.add_argument("--data-dir", type=Path, help="keep what was received here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:
+        return 2 if exc.code not in (0, None) else 0
+    try:
+        return _dispatch(args)
+    except SyncdError as exc:
+        print(f"syncd: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    command: str = args.command
+    if command == "run":
+        return _run(args)
+    if command == "status":
+        return _status(args)
+    if command == "retry":
+        return _retry(args)
+    if command == "check":
+        config = load(args.config or default_config_path())
+        print(
+            f"{config.source}: ok ({len(config.services)} services, {len(config.watches)} watches)"
+        )
+        return 0
+    from syncd.sandbox.server import main as sandbox_main
+
+    forwarded = ["--listen", args.listen]
+    if args.data_dir:
+        forwarded += ["--data-dir", str(args.data_dir)]
+    return int(sandbox_main(forwarded))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from syncd.daemon import Daemon
+    from syncd.logs import setup_logging
+
+    if args.sandbox:
+        from syncd.demo import sandboxed
+
+        with sandboxed(args.config) as (config_path, config):
+            setup_logging(config.daemon.log_level)
+            return Daemon(config_path, config).run()
+    config_path = args.config or default_config_path()
+    config = load(config_path)
+    setup_logging(config.daemon.log_level)
+    return Daemon(config_path, config).run()
+
+
+def _socket_path(args: argparse.Namespace) -> Path:
+    """The config's socket; without -c and without a config file, the default one."""
+    path: Path | None = args.config
+    if path is None:
+        path = default_config_path()
+        if not path.exists():
+            return default_status_socket()
+    config: Config = load(path)
+    return config.daemon.status_socket
+
+
+def _status(args: argparse.Namespace) -> int:
+    reply = ask(_socket_path(args), {"command": "status"})
+    if args.json:
+        print(json.dumps(reply, indent=2))
+    else:
+        print(render_status(reply))
+    return 0
+
+
+def _retry(args: argparse.Namespace) -> int:
+    request: dict[str, Any] = {"command": "retry"}
+    if args.all_failed:
+        request["all_failed"] = True
+    elif args.paths:
+        request["paths"] = [os.path.abspath(p) for p in args.paths]
+    else:
+        raise UsageError("name the files to retry, or give --all-failed")
+    reply = ask(_socket_path(args), request)
+    if "error" in reply:
+        raise SyncdError(str(reply["error"]))
+    print(f"{reply.get('retried', 0)} files queued again")
+    return 0
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} GiB"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def render_status(reply: dict[str, Any]) -> str:
+    """The status reply for people: what is watched, moving, waiting and broken."""
+    if "error" in reply:
+        return f"error: {reply['error']}"
+    counts: dict[str, int] = reply.get("counts", {})
+    lines = [
+        f"syncd {reply.get('version')} (pid {reply.get('pid')}),"
+        f" up {_duration(float(reply.get('uptime_s', 0)))}",
+        "files: " + (", ".join(f"{n} {state}" for state, n in counts.items() if n) or "none"),
+    ]
+    if reply.get("settling"):
+        lines.append(f"settling: {reply['settling']} files being written")
+    lines.append("watching:")
+    lines += [f"  {w['path']} -> {w['service']}" for w in reply.get("watches", [])]
+    if reply.get("uploads"):
+        lines.append("uploading:")
+        for upload in reply["uploads"]:
+            total = max(int(upload["total"]), 1)
+            rate = f", {_size(upload['rate'])}/s" if upload.get("rate") else ""
+            lines.append(
+                f"  {upload['path']} ({upload['service']}): {_size(upload['sent'])}"
+                f" of {_size(upload['total'])} ({100 * upload['sent'] // total}%{rate})"
+            )
+    if reply.get("retrying"):
+        lines.append("retrying:")
+        lines += [
+            f"  {r['path']} ({r['service']}) at {r['next_at']}: {r['error']}"
+            for r in reply["retrying"]
+        ]
+    if reply.get("failures"):
+        lines.append("failed (syncd retry PATH, or --all-failed):")
+        lines += [
+            f"  {f['at']} {f['path']} ({f['service']}): {f['error']}" for f in reply["failures"]
+        ]
+    return "\n".join(lines)

@@ -1,0 +1,340 @@
+"""The running daemon: wires journal, watcher, workers, status socket and systemd together.
+
+The main thread only waits, pings the watchdog, updates STATUS= and handles the flags the
+signal handlers set (handlers do nothing else). SIGTERM or SIGINT once: stop taking work,
+let in-flight requests finish (chunked uploads stop between chunks) for up to
+`STOP_TIMEOUT`; twice: leave at once. Either way the journal is consistent and the next
+start resumes what was in flight. SIGHUP reloads the configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from syncd import __version__
+from syncd.config import Config, WatchConfig, load
+from syncd.errors import ConfigError
+from syncd.journal import Identity, Journal
+from syncd.logs import log_fields, setup_logging
+from syncd.notify import Notifier, listen_fds
+from syncd.pipeline import Pipeline
+from syncd.services import make_uploader
+from syncd.services.base import Uploader
+from syncd.status import StatusServer
+from syncd.watcher import Watcher, count_folders, inside, route
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT = 30.0
+"""How long in-flight requests may take to finish after SIGTERM (TimeoutStopSec is 90 s)."""
+TICK = 1.0
+"""The main loop's longest sleep: bounds how late STATUS= and the reload flag are seen."""
+FAILURES_SHOWN = 20
+
+
+def _inotify_limit() -> int | None:
+    try:
+        return int(Path("/proc/sys/fs/inotify/max_user_watches").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class Workers:
+    """`count` threads, each claiming the next due row and running it through the pipeline."""
+
+    def __init__(self, count: int, journal: Journal, pipeline: Pipeline) -> None:
+        self._journal = journal
+        self._pipeline = pipeline
+        self._cond = threading.Condition()
+        self._stop = False
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"worker-{n}", daemon=True)
+            for n in range(1, count + 1)
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+
+    def join(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
+
+    def alive(self) -> bool:
+        return all(t.is_alive() for t in self._threads)
+
+    def _loop(self) -> None:
+        while not self._stop:
+            row = self._journal.claim(time.time())
+            if row is None:
+                due = self._journal.next_due()
+                with self._cond:
+                    if self._stop:
+                        return
+                    self._cond.wait(None if due is None else max(0.01, due - time.time()))
+                continue
+            try:
+                self._pipeline.process(row)
+            except Exception:
+                log.exception(
+                    "unexpected error on %s", os.fsdecode(row.path), extra=log_fields(row.path)
+                )
+            finally:
+                self._journal.release(row.id)
+
+
+class Daemon:
+    def __init__(self, config_path: Path, config: Config, notifier: Notifier | None = None) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.notifier = notifier or Notifier.from_env()
+        self.started = time.monotonic()
+        self.stopping = threading.Event()
+        self._wake = threading.Event()
+        self._signals = 0
+        self._reload = False
+        self.journal = Journal(config.daemon.state_dir / "journal.sqlite")
+        self.pipeline = Pipeline(self.journal, self._inside_watch, self.stopping)
+        self.pipeline.use(config.services, self._uploaders(config))
+        self.status = StatusServer(
+            config.daemon.status_socket, self.answer, config.daemon.status_group
+        )
+        self.watcher = Watcher(
+            config.watches, config.daemon.settle_seconds, self._complete, self.journal.known
+        )
+        self.workers = Workers(config.daemon.workers, self.journal, self.pipeline)
+
+    @staticmethod
+    def _uploaders(config: Config) -> dict[str, Uploader]:
+        return {name: make_uploader(service) for name, service in config.services.items()}
+
+    # -- start, run, stop --------------------------------------------------------------
+
+    def run(self) -> int:
+        self._install_signals()
+        recovered = self.journal.recover()
+        if recovered:
+            log.info("resuming %d uploads interrupted by the last stop", recovered)
+        self.status.start(listen_fds("status"))
+        self._finish_uploaded()
+        self.watcher.start()
+        self.workers.start()
+        self._warn_inotify_limit()
+        self.notifier.ready()
+        log.info(
+            "syncd %s watching %d folders; status on %s",
+            __version__,
+            len(self.config.watches),
+            self.config.daemon.status_socket,
+        )
+        self._main_loop()
+        return self._shutdown()
+
+    def _install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, self._on_reload_signal)
+
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        self.stopping.set()
+        self._wake.set()
+
+    def _on_reload_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._reload = True
+        self._wake.set()
+
+    def _main_loop(self) -> None:
+        interval = self.notifier.watchdog_interval
+        tick = min(TICK, interval) if interval else TICK
+        last_changes = -1
+        next_rescan = time.monotonic() + (self.config.daemon.rescan_interval or float("inf"))
+        while not self.stopping.is_set():
+            self._wake.wait(tick)
+            self._wake.clear()
+            if self.stopping.is_set():
+                break
+            if self._reload:
+                self._reload = False
+                self._apply_reload()
+            if interval and self._healthy():
+                self.notifier.watchdog()
+            if self.journal.changes != last_changes:
+                last_changes = self.journal.changes
+                self.notifier.status(self._status_line())
+            if time.monotonic() >= next_rescan:
+                next_rescan = time.monotonic() + self.config.daemon.rescan_interval
+                self.watcher.request_rescan()
+
+    def _shutdown(self) -> int:
+        self.notifier.stopping()
+        log.info("stopping: letting in-flight requests finish")
+        self.watcher.stop()
+        self.workers.stop()
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while time.monotonic() < deadline and self._signals < 2:
+            if self.workers.join(0.2):
+                break
+        finished = self.workers.join(0)
+        self.status.close()
+        if finished:
+            self.journal.close()
+        else:
+            log.warning("left unfinished requests behind; they resume at the next start")
+        log.info("stopped")
+        return 0
+
+    # -- health and status ---------------------------------------------------------------
+
+    def _healthy(self) -> bool:
+        return (
+            self.watcher.alive()
+            and self.workers.alive()
+            and self.status.alive()
+            and self.journal.ping()
+        )
+
+    def _status_line(self) -> str:
+        counts = self.journal.counts()
+        queued = counts["seen"] + counts["hashed"] + counts["retry_wait"]
+        parts = [
+            f"{len(self.config.watches)} folders",
+            f"{counts['uploading']} uploading",
+            f"{queued} queued",
+        ]
+        if counts["awaiting_callback"]:
+            parts.append(f"{counts['awaiting_callback']} awaiting callback")
+        parts += [f"{counts['done']} done", f"{counts['failed']} failed"]
+        return ", ".join(parts)
+
+    def answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The status socket's requests (DESIGN.md, "Status socket")."""
+        command = request.get("command")
+        if command == "status":
+            return self._status_reply()
+        if command == "retry":
+            if request.get("all_failed") is True:
+                count = self.journal.retry(None)
+            elif isinstance(request.get("paths"), list) and all(
+                isinstance(p, str) for p in request["paths"]
+            ):
+                count = self.journal.retry(
+                    os.fsencode(os.path.abspath(p)) for p in request["paths"]
+                )
+            else:
+                return {"error": 'retry needs "paths": [...] or "all_failed": true'}
+            self.workers.wake()
+            return {"retried": count}
+        return {"error": f"unknown command {command!r}"}
+
+    def _status_reply(self) -> dict[str, Any]:
+        counts = self.journal.counts()
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "counts": counts,
+            "uploads": [
+                {
+                    "path": u.path,
+                    "service": u.service,
+                    "sent": u.sent,
+                    "total": u.total,
+                    "rate": round(u.rate()),
+                }
+                for u in self.pipeline.in_flight.snapshot()
+            ],
+            "failures": [
+                {
+                    "path": os.fsdecode(row.path),
+                    "service": row.service,
+                    "error": row.error,
+                    "at": _rfc3339(row.error_at),
+                }
+                for row in self.journal.with_error("failed", FAILURES_SHOWN)
+            ],
+            "retrying": [
+                {
+                    "path": os.fsdecode(row.path),
+                    "service": row.service,
+                    "error": row.error,
+                    "next_at": _rfc3339(row.due),
+                }
+                for row in self.journal.with_error("retry_wait", FAILURES_SHOWN)
+            ],
+            "watches": [
+                {"path": os.fsdecode(w.path), "service": w.service} for w in self.config.watches
+            ],
+            "settling": self.watcher.pending(),
+        }
+
+    # -- files -------------------------------------------------------------------------
+
+    def _complete(self, path: Path, watch: WatchConfig, identity: Identity) -> None:
+        if self.journal.record_seen(os.fsencode(path), watch.service, identity):
+            self.workers.wake()
+
+    def _inside_watch(self, path: Path) -> bool:
+        watch = route(self.config.watches, path)
+        return watch is not None and inside(watch, path)
+
+    def _finish_uploaded(self) -> None:
+        """Rows uploaded before a crash but without their sidecar get it now."""
+        for row in self.journal.in_state("uploaded"):
+            service = self.config.services.get(row.service)
+            if service is not None:
+                self.pipeline.finish(row, service)
+
+    def _warn_inotify_limit(self) -> None:
+        limit = _inotify_limit()
+        folders = count_folders(self.config.watches)
+        if limit is not None and folders > limit * 0.9:
+            message = (
+                f"{folders} folders to watch but fs.inotify.max_user_watches is {limit}: "
+                "raise it (sysctl fs.inotify.max_user_watches=524288)"
+            )
+            log.warning("%s", message)
+            self.notifier.status(message)
+
+    # -- reload ------------------------------------------------------------------------
+
+    def _apply_reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            config = load(self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            self.notifier.ready()
+            return
+        setup_logging(config.daemon.log_level)
+        self.pipeline.use(config.services, self._uploaders(config))
+        self.config = config
+        self.watcher.settle_seconds = config.daemon.settle_seconds
+        self.watcher.apply(config.watches)
+        self.workers.wake()
+        log.info("configuration reloaded from %s", self.config_path)
+        self.notifier.ready()
+
+
+def _rfc3339(when: float | None) -> str | None:
+    if when is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))

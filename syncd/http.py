@@ -1,0 +1,184 @@
+"""HTTP for the service modules: one session per service, and what a reply means.
+
+Hygiene from protocols.md ("syncd's choices"): redirects are never followed (requests
+treats TON's 308 with a Location as one and would re-send the chunk elsewhere), no
+library-level retries (they would re-send a signed request's nonce), timeouts on every
+call plus a total deadline on reading the reply, and reply bodies read streamed and
+capped with `Accept-Encoding: identity`. Whether and when to try again is decided in one
+place, `retry_delay`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import random
+import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import IO, Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase
+from requests.structures import CaseInsensitiveDict
+
+from syncd import __version__
+from syncd.errors import PermanentError, RetryableError
+
+MAX_REPLY = 1024 * 1024
+"""A reply body larger than this is cut: a broken or hostile server cannot exhaust memory."""
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 120.0
+"""Between two socket operations, sending included: a chunk that stalls this long fails."""
+REPLY_DEADLINE = 300.0
+"""The whole reply, once the request is sent, must arrive within this."""
+
+BACKOFF_FIRST = 1.0
+BACKOFF_FACTOR = 1.5
+BACKOFF_CAP = 300.0
+"""A daemon outlives outages: retry for ever, but no more often than every 5 minutes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    headers: CaseInsensitiveDict[str]
+    body: bytes
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+
+def retry_delay(attempts: int, retry_after: float | None) -> float:
+    """Seconds until the next try: the server's wish, else backoff x1.5 with jitter."""
+    if retry_after is not None:
+        return max(0.0, retry_after) + random.uniform(0.0, 0.5)
+    delay = min(BACKOFF_CAP, BACKOFF_FIRST * BACKOFF_FACTOR ** max(0, attempts - 1))
+    return delay * random.uniform(0.75, 1.25)
+
+
+def retry_after_of(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """`Retry-After` (seconds or an HTTP-date), else Twitter's `x-rate-limit-reset`."""
+    now = time.time() if now is None else now
+    value = headers.get("Retry-After")
+    if value:
+        if value.strip().isdigit():
+            return float(value)
+        try:
+            return email.utils.parsedate_to_datetime(value).timestamp() - now
+        except (TypeError, ValueError):
+            pass
+    reset = headers.get("x-rate-limit-reset")
+    if reset and reset.strip().isdigit():
+        return max(0.0, float(reset) - now)
+    return None
+
+
+def error_text(reply: Reply) -> str:
+    """The reason a service gave, in the shapes Twitter, TwitLonger and OneAll use."""
+    data = reply.json()
+    if isinstance(data, dict):
+        errors = data.get("errors")
+        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+            first = errors[0]
+            return f"{first.get('message', '')} (code {first.get('code', '?')})".strip()
+        status = data.get("response", {}).get("request", {}).get("status", {})
+        if isinstance(status, dict) and status.get("info"):
+            return str(status["info"])
+    text = reply.body[:200].decode("utf-8", "replace").strip()
+    return text or "no reason given"
+
+
+def raise_for(service: str, reply: Reply) -> None:
+    """Turn an unexpected reply into the error that says what to do about it."""
+    reason = error_text(reply)
+    if reply.status == 429 or reply.status >= 500:
+        raise RetryableError(
+            f"{service}: HTTP {reply.status}: {reason}", retry_after_of(reply.headers)
+        )
+    if reply.status == 401:
+        hint = " (the clock is off: check NTP)" if "code 135" in reason else ""
+        raise PermanentError(f"{service}: authentication failed (HTTP 401: {reason}){hint}")
+    raise PermanentError(f"{service}: HTTP {reply.status}: {reason}")
+
+
+class ServiceHttp:
+    """One requests.Session per service, so connections are reused per host."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self._session = requests.Session()
+        self._session.headers.update(
+            {"User-Agent": f"syncd/{__version__}", "Accept-Encoding": "identity"}
+        )
+        adapter = HTTPAdapter(max_retries=0, pool_maxsize=16)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+
+    def close(self) -> None:
+        self._session.close()
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        expect: Collection[int],
+        auth: AuthBase | None = None,
+        headers: Mapping[str, str] | None = None,
+        data: bytes | IO[bytes] | Mapping[str, str] | Any = None,
+        json_body: Any = None,
+    ) -> Reply:
+        """One exchange; a reply whose status is not in `expect` raises via `raise_for`."""
+        try:
+            response = self._session.request(
+                method,
+                url,
+                auth=auth,
+                headers=dict(headers or {}),
+                data=data,
+                json=json_body,
+                timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+                allow_redirects=False,
+                stream=True,
+                verify=True,
+            )
+        except requests.Timeout as exc:
+            raise RetryableError(f"{self.service}: timed out: {type(exc).__name__}") from None
+        except requests.ConnectionError as exc:
+            raise RetryableError(f"{self.service}: connection failed: {_short(exc)}") from None
+        except requests.RequestException as exc:
+            raise PermanentError(f"{self.service}: {_short(exc)}") from None
+        with response:
+            try:
+                body = _read_capped(response)
+            except (requests.RequestException, OSError) as exc:
+                raise RetryableError(f"{self.service}: reply broken off: {_short(exc)}") from None
+        reply = Reply(response.status_code, response.headers, body)
+        if reply.status not in expect:
+            raise_for(self.service, reply)
+        return reply
+
+
+def _read_capped(response: requests.Response) -> bytes:
+    deadline = time.monotonic() + REPLY_DEADLINE
+    pieces: list[bytes] = []
+    size = 0
+    for piece in response.iter_content(64 * 1024):
+        pieces.append(piece)
+        size += len(piece)
+        if size >= MAX_REPLY or time.monotonic() > deadline:
+            break
+    return b"".join(pieces)[:MAX_REPLY]
+
+
+def _short(exc: BaseException) -> str:
+    """The innermost reason, without the URL-laden chain requests builds."""
+    while exc.__context__ is not None and exc.__context__ is not exc:
+        exc = exc.__context__
+    text = str(exc) or type(exc).__name__
+    return text if len(text) < 200 else text[:200] + "..."

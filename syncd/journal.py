@@ -1,0 +1,436 @@
+"""The SQLite journal: every file's state, and the only SQL in syncd.
+
+One connection, guarded by a lock, so every write is serialised; each state change is
+one `BEGIN IMMEDIATE` transaction (a deferred one that upgrades gets SQLITE_BUSY without
+the busy handler). WAL with synchronous=NORMAL survives kill -9 at any moment; paths are
+stored as bytes so that names which are not UTF-8 survive.
+
+A row's `version` rises whenever the watcher sees the file change; a worker's writes name
+the version it started from and do nothing once it is stale, so a file that changes
+mid-upload is never recorded with the old content's hash or result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+STATES = (
+    "seen",
+    "hashed",
+    "uploading",
+    "retry_wait",
+    "uploaded",
+    "awaiting_callback",
+    "done",
+    "failed",
+)
+CLAIMABLE = ("seen", "hashed", "retry_wait")
+IN_FLIGHT = ("uploading", "awaiting_callback")
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE files (
+        id INTEGER PRIMARY KEY,
+        path BLOB NOT NULL UNIQUE,
+        service TEXT NOT NULL,
+        state TEXT NOT NULL,
+        version INTEGER NOT NULL DEFAULT 0,
+        dev INTEGER NOT NULL,
+        inode INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        sha256 TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        due REAL NOT NULL DEFAULT 0,
+        error TEXT,
+        error_at REAL,
+        progress TEXT,
+        result TEXT,
+        duplicate_of BLOB,
+        uploaded_at REAL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX files_due ON files(state, due);
+    CREATE INDEX files_content ON files(service, sha256);
+    """,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What tells one version of a file from another without reading it."""
+
+    dev: int
+    inode: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> Identity:
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    id: int
+    path: bytes
+    service: str
+    state: str
+    version: int
+    identity: Identity
+    sha256: str | None
+    attempts: int
+    due: float
+    error: str | None
+    error_at: float | None
+    progress: dict[str, Any]
+    result: dict[str, Any] | None
+    duplicate_of: bytes | None
+    uploaded_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """The content was already uploaded through the service: reuse that result."""
+
+    original: bytes
+    result: dict[str, Any]
+
+
+WAIT = "wait"
+"""begin_upload's answer while another row with the same content is in flight."""
+UPLOAD = "upload"
+"""begin_upload's answer when this row is the one to upload."""
+
+
+def _encode(value: Any) -> str:
+    def default(obj: object) -> object:
+        if isinstance(obj, datetime):
+            return {"$datetime": obj.isoformat()}
+        raise TypeError(f"cannot journal {type(obj).__name__}")
+
+    return json.dumps(value, default=default)
+
+
+def _decode(text: str | None) -> Any:
+    if text is None:
+        return None
+
+    def hook(obj: dict[str, Any]) -> Any:
+        if obj.keys() == {"$datetime"}:
+            return datetime.fromisoformat(obj["$datetime"])
+        return obj
+
+    return json.loads(text, object_hook=hook)
+
+
+class Journal:
+    """Durable state of every file syncd knows; safe to share between threads."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Created 0600 before SQLite opens it: results and errors are nobody else's.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        self._claimed: set[int] = set()
+        self.changes = 0
+        """Counts committed writes, so the status line is recomputed only when it can differ."""
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            self.changes += 1
+
+    def _migrate(self) -> None:
+        with self._write() as db:
+            current = db.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version={number}")
+
+    def recover(self) -> int:
+        """After a crash nothing is in flight: uploads resume from their saved progress."""
+        with self._write() as db:
+            return db.execute(
+                "UPDATE files SET state='hashed', updated_at=? WHERE state='uploading'",
+                (time.time(),),
+            ).rowcount
+
+    # -- the watcher's side ------------------------------------------------------------
+
+    def known(self) -> dict[bytes, Identity]:
+        """Every path's identity, for the reconciliation scans."""
+        with self._lock:
+            rows = self._db.execute("SELECT path, dev, inode, size, mtime_ns FROM files").fetchall()
+        return {r[0]: Identity(r[1], r[2], r[3], r[4]) for r in rows}
+
+    def record_seen(self, path: bytes, service: str, identity: Identity) -> bool:
+        """A complete file: new, or changed since we last saw it. True when there is work."""
+        now = time.time()
+        with self._write() as db:
+            row = db.execute(
+                "SELECT dev, inode, size, mtime_ns, service FROM files WHERE path=?", (path,)
+            ).fetchone()
+            if row is None:
+                db.execute(
+                    "INSERT INTO files (path, service, state, dev, inode, size, mtime_ns,"
+                    " due, updated_at) VALUES (?, ?, 'seen', ?, ?, ?, ?, 0, ?)",
+                    (
+                        path,
+                        service,
+                        identity.dev,
+                        identity.inode,
+                        identity.size,
+                        identity.mtime_ns,
+                        now,
+                    ),
+                )
+                return True
+            if Identity(*row[:4]) == identity and row[4] == service:
+                return False
+            # The progress stays: a resumable session is kept only if the content's hash
+            # turns out the same (the service checks); everything else starts afresh.
+            db.execute(
+                "UPDATE files SET service=?, state='seen', version=version+1, dev=?, inode=?,"
+                " size=?, mtime_ns=?, sha256=NULL, attempts=0, due=0, error=NULL,"
+                " error_at=NULL, result=NULL, duplicate_of=NULL, updated_at=? WHERE path=?",
+                (
+                    service,
+                    identity.dev,
+                    identity.inode,
+                    identity.size,
+                    identity.mtime_ns,
+                    now,
+                    path,
+                ),
+            )
+            return True
+
+    def forget_missing(self, path: bytes) -> None:
+        """A file that vanished before it was uploaded: nothing left to do for it."""
+        with self._write() as db:
+            db.execute(
+                "DELETE FROM files WHERE path=? AND state IN ('seen', 'hashed', 'retry_wait')",
+                (path,),
+            )
+
+    # -- the workers' side -------------------------------------------------------------
+
+    def claim(self, now: float) -> Row | None:
+        """The next due row no worker holds; held until `release`."""
+        with self._lock:
+            held = ",".join(str(i) for i in self._claimed) or "-1"
+            found = self._db.execute(
+                f"SELECT * FROM files WHERE state IN {CLAIMABLE} AND due <= ?"  # noqa: S608
+                f" AND id NOT IN ({held}) ORDER BY due, id LIMIT 1",
+                (now,),
+            ).fetchone()
+            if found is None:
+                return None
+            self._claimed.add(found[0])
+            return self._row(found)
+
+    def release(self, row_id: int) -> None:
+        with self._lock:
+            self._claimed.discard(row_id)
+
+    def next_due(self) -> float | None:
+        """When the earliest waiting row becomes due, so idle workers sleep exactly that long."""
+        with self._lock:
+            held = ",".join(str(i) for i in self._claimed) or "-1"
+            found = self._db.execute(
+                f"SELECT MIN(due) FROM files WHERE state IN {CLAIMABLE}"  # noqa: S608
+                f" AND id NOT IN ({held})"
+            ).fetchone()
+        return None if found[0] is None else float(found[0])
+
+    def get(self, row_id: int) -> Row | None:
+        with self._lock:
+            found = self._db.execute("SELECT * FROM files WHERE id=?", (row_id,)).fetchone()
+        return None if found is None else self._row(found)
+
+    def _update(self, row: Row, assignments: str, *values: object) -> bool:
+        with self._write() as db:
+            return (
+                db.execute(
+                    f"UPDATE files SET {assignments}, updated_at=? WHERE id=? AND version=?",  # noqa: S608
+                    (*values, time.time(), row.id, row.version),
+                ).rowcount
+                == 1
+            )
+
+    def mark_hashed(self, row: Row, sha256: str, identity: Identity) -> bool:
+        return self._update(
+            row,
+            "state='hashed', sha256=?, dev=?, inode=?, size=?, mtime_ns=?",
+            sha256,
+            identity.dev,
+            identity.inode,
+            identity.size,
+            identity.mtime_ns,
+        )
+
+    def mark_changed(self, row: Row) -> bool:
+        """The file changed under a worker: hash it again before anything else."""
+        return self._update(row, "state='seen', sha256=NULL, version=version+1, due=0")
+
+    def begin_upload(
+        self, row: Row, still_valid: Callable[[dict[str, Any]], bool]
+    ) -> Duplicate | str | None:
+        """Decide, atomically, whether this row uploads, reuses an upload, or waits.
+
+        Two copies of one content arriving at once both get here; the transaction makes
+        exactly one of them the uploader. None means the row changed meanwhile.
+        """
+        now = time.time()
+        with self._write() as db:
+            others = db.execute(
+                "SELECT path, state, result, duplicate_of FROM files WHERE service=?"
+                " AND sha256=? AND id<>? AND state IN ('uploading', 'awaiting_callback',"
+                " 'uploaded', 'done')",
+                (row.service, row.sha256, row.id),
+            ).fetchall()
+            for path, state, result, duplicate_of in others:
+                decoded = _decode(result)
+                if decoded is not None and still_valid(decoded):
+                    original = duplicate_of or path
+                    changed = db.execute(
+                        "UPDATE files SET state='uploaded', result=?, duplicate_of=?,"
+                        " uploaded_at=?, error=NULL, updated_at=? WHERE id=? AND version=?",
+                        (result, original, now, now, row.id, row.version),
+                    ).rowcount
+                    return Duplicate(original, decoded) if changed else None
+                if state in IN_FLIGHT:
+                    changed = db.execute(
+                        "UPDATE files SET due=?, updated_at=? WHERE id=? AND version=?",
+                        (now + 1.0, now, row.id, row.version),
+                    ).rowcount
+                    return WAIT if changed else None
+            changed = db.execute(
+                "UPDATE files SET state='uploading', attempts=attempts+1, updated_at=?"
+                " WHERE id=? AND version=?",
+                (now, row.id, row.version),
+            ).rowcount
+            return UPLOAD if changed else None
+
+    def save_progress(self, row: Row, progress: dict[str, Any]) -> bool:
+        """A stepwise service's durable state (TON session, TwitLonger's post id, ...)."""
+        return self._update(row, "progress=?", _encode(progress))
+
+    def load_progress(self, row: Row) -> dict[str, Any]:
+        with self._lock:
+            found = self._db.execute("SELECT progress FROM files WHERE id=?", (row.id,)).fetchone()
+        return (_decode(found[0]) if found else None) or {}
+
+    def mark_uploaded(self, row: Row, result: dict[str, Any]) -> bool:
+        now = time.time()
+        return self._update(
+            row, "state='uploaded', result=?, uploaded_at=?, error=NULL", _encode(result), now
+        )
+
+    def mark_awaiting(self, row: Row, deadline: float) -> bool:
+        """Waiting for a service's callback; `due` holds the deadline."""
+        return self._update(row, "state='awaiting_callback', due=?", deadline)
+
+    def mark_done(self, row_id: int) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE files SET state='done', updated_at=? WHERE id=? AND state='uploaded'",
+                (time.time(), row_id),
+            )
+
+    def mark_retry(self, row: Row, error: str, due: float) -> bool:
+        now = time.time()
+        return self._update(row, "state='retry_wait', error=?, error_at=?, due=?", error, now, due)
+
+    def mark_failed(self, row: Row, error: str) -> bool:
+        return self._update(row, "state='failed', error=?, error_at=?", error, time.time())
+
+    def ping(self) -> bool:
+        """The watchdog's proof that the journal still answers."""
+        with self._lock:
+            return bool(self._db.execute("SELECT 1").fetchone() == (1,))
+
+    def in_state(self, state: str) -> list[Row]:
+        with self._lock:
+            found = self._db.execute("SELECT * FROM files WHERE state=?", (state,)).fetchall()
+        return [self._row(r) for r in found]
+
+    # -- the status socket's side ------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            found = dict(
+                self._db.execute("SELECT state, COUNT(*) FROM files GROUP BY state").fetchall()
+            )
+        return {state: int(found.get(state, 0)) for state in STATES}
+
+    def with_error(self, state: str, limit: int) -> list[Row]:
+        """The latest rows in `state` that carry an error, newest first."""
+        with self._lock:
+            found = self._db.execute(
+                "SELECT * FROM files WHERE state=? AND error IS NOT NULL"
+                " ORDER BY error_at DESC LIMIT ?",
+                (state, limit),
+            ).fetchall()
+        return [self._row(r) for r in found]
+
+    def retry(self, paths: Iterable[bytes] | None) -> int:
+        """Failed rows (all of them with None) go back to the queue, counted afresh."""
+        with self._write() as db:
+            query = (
+                "UPDATE files SET state=CASE WHEN sha256 IS NULL THEN 'seen' ELSE 'hashed' END,"
+                " attempts=0, due=0, error=NULL, error_at=NULL, updated_at=?"
+                " WHERE state IN ('failed', 'retry_wait')"
+            )
+            if paths is None:
+                return db.execute(query, (time.time(),)).rowcount
+            return sum(db.execute(query + " AND path=?", (time.time(), p)).rowcount for p in paths)
+
+    @staticmethod
+    def _row(r: tuple[Any, ...]) -> Row:
+        return Row(
+            id=r[0],
+            path=r[1],
+            service=r[2],
+            state=r[3],
+            version=r[4],
+            identity=Identity(r[5], r[6], r[7], r[8]),
+            sha256=r[9],
+            attempts=r[10],
+            due=r[11],
+            error=r[12],
+            error_at=r[13],
+            progress=_decode(r[14]) or {},
+            result=_decode(r[15]),
+            duplicate_of=r[16],
+            uploaded_at=r[17],
+        )

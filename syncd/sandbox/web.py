@@ -1,0 +1,303 @@
+"""HTTP primitives the emulators are written with: the request, its streamed body, replies, routes.
+
+A service module never touches sockets: it gets an `Exchange`, reads the body in 1 MiB
+pieces (so multi-GiB uploads keep memory flat), and returns a `Reply` or raises `HttpError`.
+A body that ends early, or that a fault cuts, raises `ConnectionDropped`; the server then
+resets the connection, as a real server would see a dead client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from email.message import Message
+from email.utils import formatdate, parsedate_to_datetime
+from typing import BinaryIO
+from urllib.parse import parse_qsl, urlsplit
+
+PIECE = 1 << 20
+"""Bodies are read and written in pieces of at most 1 MiB."""
+FORM_MAX = 1 << 20
+"""Form and JSON bodies are small; anything larger is refused with 413."""
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+class ConnectionDropped(Exception):
+    """The body ended before its declared end, or a fault cut it: reset the connection."""
+
+
+@dataclass(slots=True)
+class Reply:
+    """One response. `stream` (with `length`) serves a file without loading it."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    stream: BinaryIO | None = None
+    length: int = 0
+    close: bool = False
+    """Close the connection after replying (the request's framing cannot be trusted)."""
+
+    @property
+    def content_length(self) -> int:
+        return self.length if self.stream is not None else len(self.body)
+
+
+class HttpError(Exception):
+    """Raised by a handler to answer with `reply` at once."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.status)
+        self.reply = reply
+
+
+def json_reply(status: int, obj: object, headers: dict[str, str] | None = None) -> Reply:
+    body = json.dumps(obj, separators=(",", ":")).encode()
+    return Reply(status, {"Content-Type": "application/json; charset=utf-8", **(headers or {})}, body)
+
+
+def twitter_error(status: int, code: int, message: str) -> HttpError:
+    """Twitter's error shape `{"errors":[{"code":N,"message":"..."}]}` (protocols.md 7)."""
+    return HttpError(json_reply(status, {"errors": [{"code": code, "message": message}]}))
+
+
+def error(status: int, message: str) -> HttpError:
+    """An error the vendor documents no code for: `{"errors":[{"message":"..."}]}` [INF]."""
+    return HttpError(json_reply(status, {"errors": [{"message": message}]}))
+
+
+def control_error(message: str, status: int = 400) -> HttpError:
+    """The control API's own error shape, distinct from any emulated service's."""
+    return HttpError(json_reply(status, {"error": message}))
+
+
+def http_date(epoch: float) -> str:
+    """RFC 1123 date in GMT, as X-TON-Expires and Expires use (protocols.md 2.6)."""
+    return formatdate(epoch, usegmt=True)
+
+
+def parse_http_date(value: str) -> float | None:
+    """Epoch seconds of an HTTP-date, or None when it does not parse."""
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+class Body:
+    """A request body read once, streamed, hashed as it goes (for the journal).
+
+    Framing is Content-Length or `Transfer-Encoding: chunked`; no header means no body.
+    `drop_after` (set by a fault) cuts the body after that many bytes.
+    """
+
+    def __init__(self, rfile: BinaryIO, headers: Message) -> None:
+        self._rfile = rfile
+        self.chunked = "chunked" in (headers.get("Transfer-Encoding") or "").lower()
+        self.declared: int | None = None
+        if not self.chunked:
+            value = (headers.get("Content-Length") or "0").strip()
+            if not value.isdigit():
+                bad = error(400, "Content-Length is not a number.")
+                bad.reply.close = True
+                raise bad
+            self.declared = int(value)
+        self.drop_after: int | None = None
+        self.received = 0
+        self._sha = hashlib.sha256()
+        self._pieces = self._counted()
+
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+    def pieces(self) -> Iterator[bytes]:
+        """The rest of the body, at most PIECE bytes at a time."""
+        return self._pieces
+
+    def read_all(self, cap: int) -> bytes:
+        """The whole body; 413 when it is over `cap` bytes."""
+        if self.declared is not None and self.declared > cap:
+            raise error(413, f"The body is over {cap} bytes.")
+        data = bytearray()
+        for piece in self._pieces:
+            data += piece
+            if len(data) > cap:
+                raise error(413, f"The body is over {cap} bytes.")
+        return bytes(data)
+
+    def drain(self) -> None:
+        """Read and discard what is left, so the connection can carry the next request."""
+        for _ in self._pieces:
+            pass
+
+    def _counted(self) -> Iterator[bytes]:
+        for piece in self._raw():
+            if self.drop_after is not None and self.received + len(piece) >= self.drop_after:
+                piece = piece[: self.drop_after - self.received]
+                self._count(piece)
+                if piece:
+                    yield piece
+                raise ConnectionDropped
+            self._count(piece)
+            yield piece
+        if self.drop_after is not None:
+            # The whole body arrived before the fault's byte count: still no reply.
+            raise ConnectionDropped
+
+    def _count(self, piece: bytes) -> None:
+        self.received += len(piece)
+        self._sha.update(piece)
+
+    def _raw(self) -> Iterator[bytes]:
+        if not self.chunked:
+            yield from self._exactly(self.declared or 0)
+            return
+        while True:
+            line = self._line()
+            try:
+                size = int(line.split(b";", 1)[0], 16)
+            except ValueError:
+                raise ConnectionDropped from None
+            if size == 0:
+                while self._line().strip():  # trailer fields, then the blank line
+                    pass
+                return
+            yield from self._exactly(size)
+            if self._line().strip():
+                raise ConnectionDropped
+
+    def _exactly(self, size: int) -> Iterator[bytes]:
+        while size:
+            want = min(PIECE, size)
+            try:
+                piece = self._rfile.read(want)
+            except OSError:  # includes the socket timeout
+                raise ConnectionDropped from None
+            if len(piece) < want:
+                raise ConnectionDropped
+            size -= want
+            yield piece
+
+    def _line(self) -> bytes:
+        try:
+            line = self._rfile.readline(4096)
+        except OSError:
+            raise ConnectionDropped from None
+        if not line.endswith(b"\n"):
+            raise ConnectionDropped
+        return line
+
+
+class Exchange:
+    """One request as a handler sees it. `url` is rebuilt from the Host the client sent,
+    because an OAuth signature covers scheme, host, port, path and query (protocols.md 1)."""
+
+    def __init__(
+        self, method: str, target: str, headers: Message, body: Body, default_host: str
+    ) -> None:
+        self.method = method
+        self.headers = headers
+        self.body = body
+        parts = urlsplit(target)
+        self.path = parts.path
+        self.query_string = parts.query
+        self.query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        host = parts.netloc or headers.get("Host") or default_host
+        self.url = f"http://{host}{target}" if not parts.scheme else target
+        self.match: re.Match[str] | None = None
+        self._form_text: str | None = None
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+    def group(self, name: str) -> str:
+        """A named group of the route pattern that matched this request."""
+        assert self.match is not None
+        return self.match.group(name)
+
+    @property
+    def content_type(self) -> str:
+        """The media type, lower case, without parameters; "" when absent."""
+        return (self.header("Content-Type") or "").split(";", 1)[0].strip().lower()
+
+    @property
+    def is_form(self) -> bool:
+        return self.content_type == FORM_TYPE
+
+    def form_text(self) -> str:
+        """The form-encoded body as text (read once); "" when the body is not a form."""
+        if self._form_text is None:
+            raw = self.body.read_all(FORM_MAX) if self.is_form else b""
+            try:
+                self._form_text = raw.decode()
+            except UnicodeDecodeError:
+                raise error(400, "The form body is not UTF-8.") from None
+        return self._form_text
+
+    def param(self, name: str) -> str | None:
+        """A parameter from the form body, else the query, as Twitter reads both."""
+        form = dict(parse_qsl(self.form_text(), keep_blank_values=True))
+        return form.get(name, self.query.get(name))
+
+    def json(self) -> object:
+        """The body parsed as JSON; an empty body is `{}`. Bad JSON is a control API 400."""
+        raw = self.body.read_all(FORM_MAX)
+        try:
+            return json.loads(raw) if raw.strip() else {}
+        except ValueError as exc:
+            raise control_error(f"body is not JSON: {exc}") from None
+
+
+Handler = Callable[[Exchange], Reply]
+
+
+@dataclass(frozen=True, slots=True)
+class RateGroup:
+    """A bucket of Twitter-style rate limiting: responses carry its x-rate-limit-* headers."""
+
+    name: str
+    limit: Callable[[], int]
+    """The current limit per window (read from the service's settings on every request)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler
+    rate: RateGroup | None = None
+
+
+def route(method: str, pattern: str, handler: Handler, rate: RateGroup | None = None) -> Route:
+    """A route whose `pattern` must match the whole path."""
+    return Route(method, re.compile(pattern), handler, rate)
+
+
+class Router:
+    """The route table every service module adds its routes to."""
+
+    def __init__(self) -> None:
+        self._routes: list[Route] = []
+
+    def add(self, routes: Iterable[Route]) -> None:
+        self._routes.extend(routes)
+
+    def resolve(self, method: str, path: str) -> tuple[Route, re.Match[str]]:
+        """The route for a request: 404 for an unknown path, 405 for a wrong method."""
+        allowed: list[str] = []
+        for candidate in self._routes:
+            match = candidate.pattern.fullmatch(path)
+            if match is None:
+                continue
+            if candidate.method == method:
+                return candidate, match
+            allowed.append(candidate.method)
+        if allowed:
+            refusal = error(405, f"{method} is not allowed here.")
+            refusal.reply.headers["Allow"] = ", ".join(sorted(set(allowed)))
+            raise refusal
+        raise twitter_error(404, 34, "Sorry, that page does not exist.")

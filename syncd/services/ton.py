@@ -1,0 +1,264 @@
+"""TON (Twitter Object Nest): one POST below the resumable threshold, chunks at and above.
+
+Wire details and the choices where Twitter's documents are silent: protocols.md section 2
+and "syncd's choices". The resumable session (Location, sizes, expiry, the offset the
+server confirmed) is saved before the first chunk and after every 308, so that after a
+crash, a reboot or a broken connection the upload goes on from what the server has, and
+a confirmed byte is never sent twice while the session lives.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from io import BufferedReader
+from typing import Any
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+from syncd.config import TON_MAX_SINGLE, TonService
+from syncd.errors import PermanentError, RetryableError
+from syncd.http import Reply, ServiceHttp, raise_for
+from syncd.oauth import user_auth
+from syncd.services.base import Interrupted, Job, Result
+
+RESULT_MARGIN = 3600.0
+"""A duplicate reuses an earlier TON object only while it has this long left to live."""
+RANGE = re.compile(r"^\s*(?:bytes=)?(\d+)-(\d+)\s*$")
+
+
+def chunk_length(wanted: int, minimum: int, maximum: int) -> int:
+    """`wanted` rounded down to a multiple of the server's minimum, within its limits."""
+    minimum = max(1, minimum)
+    ceiling = min(maximum, TON_MAX_SINGLE - 1)
+    length = max(minimum, wanted // minimum * minimum)
+    if length > ceiling:
+        length = max(minimum, ceiling // minimum * minimum)
+    return min(length, ceiling)
+
+
+def confirmed_end(reply: Reply) -> int | None:
+    """Bytes the server holds, from `Range: bytes=0-N` or `Range: 0-N`; None without one."""
+    found = RANGE.match(reply.headers.get("Range", ""))
+    return int(found.group(2)) + 1 if found else None
+
+
+def http_date(when: float) -> str:
+    return email.utils.formatdate(when, usegmt=True)
+
+
+class TonUploader:
+    def __init__(self, config: TonService, http: ServiceHttp) -> None:
+        self.config = config
+        self.http = http
+        self.auth = user_auth(config.account)
+        self.bucket_url = f"{config.endpoint}/1.1/ton/bucket/{config.bucket}"
+
+    def still_valid(self, result: Result) -> bool:
+        expires = result.get("expires")
+        return isinstance(expires, datetime) and expires.timestamp() > time.time() + RESULT_MARGIN
+
+    def upload(self, job: Job) -> Result:
+        if job.size >= self.config.resumable_threshold:
+            return self._resumable(job)
+        return self._single(job)
+
+    def _result(self, location: str, expires_at: float) -> Result:
+        return {
+            "location": location,
+            "url": urljoin(self.config.endpoint + "/", location),
+            "expires": datetime.fromtimestamp(int(expires_at), UTC),
+        }
+
+    def _headers(self, job: Job, expires_at: float, **extra: str) -> dict[str, str]:
+        return {"Content-Type": job.media_type, "X-TON-Expires": http_date(expires_at), **extra}
+
+    def _single(self, job: Job) -> Result:
+        expires_at = time.time() + self.config.expires
+        job.file.seek(0)
+        reply = self.http.send(
+            "POST",
+            self.bucket_url,
+            expect=(201,),
+            auth=self.auth,
+            headers=self._headers(job, expires_at),
+            data=CountingReader(job.file, job.size, job.progress),
+        )
+        location = reply.headers.get("Location")
+        if not location:
+            raise PermanentError(f"{self.config.name}: TON answered 201 without a Location")
+        return self._result(location, expires_at)
+
+    # -- resumable ---------------------------------------------------------------------
+
+    def _resumable(self, job: Job) -> Result:
+        session = job.store.load()
+        fresh_sessions = 0
+        offset: int | None = None
+        if self._resumable_session(job, session):
+            found = self._query(job, session)
+            if isinstance(found, dict):
+                return found
+            offset = found
+        while True:
+            if offset is None:
+                if fresh_sessions:
+                    raise RetryableError(f"{self.config.name}: TON lost the new session too")
+                fresh_sessions += 1
+                session = self._init(job)
+                offset = 0
+            finished = self._send_chunks(job, session, offset)
+            if isinstance(finished, dict):
+                return finished
+            offset = None
+
+    @staticmethod
+    def _resumable_session(job: Job, session: dict[str, Any]) -> bool:
+        """A saved session continues only for the same content, and only while it lives."""
+        same = session.get("sha256") == job.sha256 and session.get("total") == job.size
+        expires = session.get("expires")
+        return same and (expires is None or expires > time.time())
+
+    def _init(self, job: Job) -> dict[str, Any]:
+        ton_expires = time.time() + self.config.expires
+        reply = self.http.send(
+            "POST",
+            self.bucket_url + "?resumable=true",
+            expect=(201,),
+            auth=self.auth,
+            headers=self._headers(
+                job,
+                ton_expires,
+                **{"X-TON-Content-Type": job.media_type, "X-TON-Content-Length": str(job.size)},
+            ),
+            data=b"",
+        )
+        location = reply.headers.get("Location")
+        try:
+            minimum = int(reply.headers["X-TON-Min-Chunk-Size"])
+            maximum = int(reply.headers["X-TON-Max-Chunk-Size"])
+        except (KeyError, ValueError):
+            raise PermanentError(
+                f"{self.config.name}: TON's resumable answer lacks the chunk sizes"
+            ) from None
+        if not location:
+            raise PermanentError(f"{self.config.name}: TON answered 201 without a Location")
+        session = {
+            "sha256": job.sha256,
+            "total": job.size,
+            "location": location,
+            "media_type": job.media_type,
+            "min": minimum,
+            "max": maximum,
+            "chunk": chunk_length(self.config.chunk_size, minimum, maximum),
+            "expires": _expiry(reply.headers.get("Expires")),
+            "ton_expires": ton_expires,
+            "offset": 0,
+        }
+        job.store.save(session)
+        return session
+
+    def _session_url(self, session: dict[str, Any]) -> str:
+        return urljoin(self.config.endpoint + "/", str(session["location"]))
+
+    def _query(self, job: Job, session: dict[str, Any]) -> int | Result | None:
+        """Where the server stands: an offset, a finished result, or None (start anew)."""
+        reply = self.http.send(
+            "PUT",
+            self._session_url(session),
+            expect=(201, 308, 400, 404, 405, 410),
+            auth=self.auth,
+            headers=self._headers(
+                job, session["ton_expires"], **{"Content-Range": f"bytes */{job.size}"}
+            ),
+            data=b"",
+        )
+        if reply.status == 201:
+            return self._finished(reply, session)
+        if reply.status in (404, 410):
+            return None
+        end = confirmed_end(reply)
+        if reply.status == 308:
+            offset = end or 0
+        else:
+            # No status query here (400/405 without a Range): trust the journal.
+            offset = end if end is not None else int(session["offset"])
+        job.progress(offset)
+        return offset
+
+    def _finished(self, reply: Reply, session: dict[str, Any]) -> Result:
+        location = reply.headers.get("Location") or _without_query(session["location"])
+        return self._result(location, session["ton_expires"])
+
+    def _send_chunks(self, job: Job, session: dict[str, Any], offset: int) -> Result | None:
+        """Chunks in order from `offset`; a result, or None when the session is gone."""
+        total = job.size
+        fd = job.file.fileno()
+        while True:
+            if job.stopping.is_set():
+                raise Interrupted
+            length = min(int(session["chunk"]), total - offset)
+            data = os.pread(fd, length, offset)
+            if len(data) != length:
+                raise RetryableError(f"{self.config.name}: the file shrank while uploading")
+            last = offset + length - 1
+            reply = self.http.send(
+                "PUT",
+                self._session_url(session),
+                expect=(201, 308, 400, 404, 410),
+                auth=self.auth,
+                headers=self._headers(
+                    job,
+                    session["ton_expires"],
+                    **{"Content-Range": f"bytes {offset}-{last}/{total}"},
+                ),
+                data=data,
+            )
+            if reply.status == 201:
+                job.progress(total)
+                return self._finished(reply, session)
+            if reply.status in (404, 410):
+                return None
+            end = confirmed_end(reply)
+            if reply.status == 400 and (end is None or end == offset):
+                raise_for(self.config.name, reply)
+            offset = last + 1 if end is None else end
+            session["offset"] = offset
+            job.store.save(session)
+            job.progress(offset)
+
+
+class CountingReader:
+    """A file as a request body that reports how much of it was read off for sending."""
+
+    def __init__(self, file: BufferedReader, size: int, progress: Callable[[int], None]) -> None:
+        self._file = file
+        self._size = size
+        self._progress = progress
+        self._sent = 0
+
+    def __len__(self) -> int:
+        return self._size - self._sent
+
+    def read(self, amount: int = -1) -> bytes:
+        data = self._file.read(amount)
+        self._sent += len(data)
+        self._progress(self._sent)
+        return data
+
+
+def _expiry(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def _without_query(location: str) -> str:
+    parts = urlsplit(location)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))

@@ -1,0 +1,73 @@
+"""`NAME.syncd.toml` beside each uploaded file, written so that it is whole or absent.
+
+Temp file in the same folder, fsync, rename over, fsync the folder: a crash at any moment
+leaves either no sidecar or a complete one, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+SUFFIX = ".syncd.toml"
+
+
+def sidecar_path(path: Path) -> Path:
+    return path.with_name(path.name + SUFFIX)
+
+
+def _utc(when: float) -> datetime:
+    return datetime.fromtimestamp(int(when), UTC)
+
+
+def render(
+    *,
+    service: str,
+    service_type: str,
+    sha256: str,
+    size: int,
+    uploaded_at: float,
+    result: dict[str, Any],
+    duplicate_of: Path | None = None,
+) -> str:
+    document: dict[str, Any] = {
+        "service": service,
+        "type": service_type,
+        "sha256": sha256,
+        "size": size,
+        "uploaded_at": _utc(uploaded_at),
+    }
+    if duplicate_of is not None:
+        document["duplicate_of"] = (
+            os.fsdecode(duplicate_of).encode("utf-8", "backslashreplace").decode("utf-8")
+        )
+    document["result"] = {k: v for k, v in result.items() if v is not None}
+    return tomli_w.dumps(document)
+
+
+def write(path: Path, text: str) -> Path:
+    """Atomically put `text` at the sidecar of `path`; returns the sidecar's path."""
+    target = sidecar_path(path)
+    folder = target.parent
+    fd, temp = tempfile.mkstemp(prefix=".", suffix=".syncd.tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temp, 0o644)
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return target

@@ -1,0 +1,383 @@
+"""Which files are complete: watchdog hints, settle detection and reconciliation scans.
+
+inotify events are hints, not facts (ENGINEERING.md): the kernel coalesces them, drops
+them on queue overflow, and close events are missing for files moved in or written in a
+folder created a moment before. So every hint only makes a path a *candidate*; a
+candidate is complete once its size, mtime, ctime and inode have stood still for
+`settle_seconds` (0.5 s after a close-after-write or a rename into place). Scans at start,
+on overflow and periodically catch whatever the events missed.
+
+Nothing here opens a file: candidates are only `lstat`-ed, symlinks and anything but
+regular files are skipped, and a path whose folder resolves outside its watch is ignored.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from syncd.config import WatchConfig
+from syncd.journal import Identity
+
+log = logging.getLogger(__name__)
+
+QUICK_SETTLE = 0.5
+"""After a close-after-write or a rename into place, a file need stand still only this long."""
+BUILTIN_IGNORES = ("*.syncd.toml", "*.caption", ".*", "*.part", "*.tmp", "*.crdownload", "*~")
+"""Our own sidecars, captions, and the temporary names of editors, browsers and rsync."""
+INOTIFY_LOGGER = "watchdog.observers.inotify_c"
+
+Complete = Callable[[Path, WatchConfig, Identity], None]
+"""Told of each file that is complete; the journal decides whether it is new."""
+Known = Callable[[], dict[bytes, Identity]]
+"""The identities the journal already holds, so a scan skips what is done."""
+
+
+def ignored(name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in BUILTIN_IGNORES)
+
+
+def _matches(patterns: tuple[str, ...], name: str, relative: str) -> bool:
+    return any(
+        fnmatch.fnmatchcase(relative if "/" in pattern else name, pattern) for pattern in patterns
+    )
+
+
+def route(watches: tuple[WatchConfig, ...], path: Path) -> WatchConfig | None:
+    """The first watch whose folder and patterns take `path`, if any."""
+    text = os.fsdecode(path)
+    for watch in watches:
+        root = os.fsdecode(watch.path)
+        if not text.startswith(root.rstrip("/") + "/"):
+            continue
+        relative = text[len(root.rstrip("/")) + 1 :]
+        parts = relative.split("/")
+        if any(ignored(part) for part in parts[:-1]) or ignored(parts[-1]):
+            return None
+        if not watch.recursive and len(parts) > 1:
+            continue
+        if _matches(watch.include, parts[-1], relative) and not _matches(
+            watch.exclude, parts[-1], relative
+        ):
+            return watch
+    return None
+
+
+def inside(watch: WatchConfig, path: Path) -> bool:
+    """True when the folder holding `path` really lies in the watch, symlinks resolved."""
+    real = os.path.realpath(path.parent)
+    root = os.fsdecode(watch.path)
+    return real == root or real.startswith(root.rstrip("/") + "/")
+
+
+def _signature(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@dataclass(slots=True)
+class _Candidate:
+    signature: tuple[int, int, int, int, int]
+    still_since: float
+    """Monotonic time since when the signature has not changed."""
+    quick: bool
+    due: float
+
+
+class Watcher:
+    """Turns events and scans into complete files, on threads of its own."""
+
+    def __init__(
+        self,
+        watches: tuple[WatchConfig, ...],
+        settle_seconds: float,
+        complete: Complete,
+        known: Known,
+    ) -> None:
+        self.watches = watches
+        self.settle_seconds = settle_seconds
+        self._complete = complete
+        self._known = known
+        self._cond = threading.Condition()
+        self._hints: dict[Path, bool] = {}
+        self._folders: set[Path] = set()
+        self._rescan = False
+        self._candidates: dict[Path, _Candidate] = {}
+        self._stopped = False
+        self._observers: list[BaseObserver] = []
+        self._settler = threading.Thread(target=self._settle_loop, name="settler", daemon=True)
+        self._overflow = _OverflowHook(self.request_rescan)
+
+    # -- life cycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Watches first, then the scan: a change during the scan is caught by one of them."""
+        logging.getLogger(INOTIFY_LOGGER).addHandler(self._overflow)
+        self._observe()
+        self._settler.start()
+        self.request_rescan()
+
+    def stop(self) -> None:
+        logging.getLogger(INOTIFY_LOGGER).removeHandler(self._overflow)
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        self._unobserve()
+        if self._settler.is_alive():
+            self._settler.join(timeout=5)
+
+    def alive(self) -> bool:
+        return self._settler.is_alive() and all(o.is_alive() for o in self._observers)
+
+    def apply(self, watches: tuple[WatchConfig, ...]) -> None:
+        """New watches from a reload: observe them and reconcile the folders they add."""
+        added = [w.path for w in watches if w.path not in {old.path for old in self.watches}]
+        self._unobserve()
+        self.watches = watches
+        self._observe()
+        with self._cond:
+            self._folders.update(added)
+            self._cond.notify_all()
+
+    def _observe(self) -> None:
+        handler = _Events(self)
+        inotify: BaseObserver | None = None
+        scheduled: set[tuple[Path, bool, float]] = set()
+        for watch in self.watches:
+            key = (watch.path, watch.recursive, watch.poll_interval)
+            if key in scheduled:
+                continue
+            scheduled.add(key)
+            if watch.poll_interval > 0:
+                observer: BaseObserver = PollingObserver(timeout=watch.poll_interval)
+                self._observers.append(observer)
+            else:
+                if inotify is None:
+                    inotify = Observer()
+                    self._observers.append(inotify)
+                observer = inotify
+            observer.schedule(handler, os.fsdecode(watch.path), recursive=watch.recursive)
+        for observer in self._observers:
+            observer.daemon = True
+            observer.start()
+
+    def _unobserve(self) -> None:
+        observers, self._observers = self._observers, []
+        for observer in observers:
+            observer.stop()
+        for observer in observers:
+            observer.join(timeout=5)
+
+    # -- hints -------------------------------------------------------------------------
+
+    def hint(self, path: Path, quick: bool) -> None:
+        """Something happened at `path`; called on watchdog's thread, so only enqueue."""
+        with self._cond:
+            self._hints[path] = self._hints.get(path, False) or quick
+            self._cond.notify_all()
+
+    def hint_folder(self, path: Path) -> None:
+        """A folder appeared (created or moved in): what it already holds must be found."""
+        with self._cond:
+            self._folders.add(path)
+            self._cond.notify_all()
+
+    def forget(self, path: Path) -> None:
+        with self._cond:
+            self._hints.pop(path, None)
+            self._candidates.pop(path, None)
+
+    def request_rescan(self) -> None:
+        with self._cond:
+            self._rescan = True
+            self._cond.notify_all()
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._candidates) + len(self._hints)
+
+    # -- the settler thread ------------------------------------------------------------
+
+    def _settle_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped and not (self._hints or self._folders or self._rescan):
+                    now = time.monotonic()
+                    due = min((c.due for c in self._candidates.values()), default=None)
+                    if due is not None and due <= now:
+                        break
+                    self._cond.wait(None if due is None else due - now)
+                if self._stopped:
+                    return
+                hints, self._hints = self._hints, {}
+                folders, self._folders = self._folders, set()
+                rescan, self._rescan = self._rescan, False
+            try:
+                if rescan:
+                    self._scan([w.path for w in self.watches], self._known())
+                if folders:
+                    self._scan(sorted(folders), {})
+                for path, quick in hints.items():
+                    self._observe_path(path, quick)
+                self._settle_due()
+            except Exception:
+                log.exception("the settler hit an unexpected error; it goes on")
+
+    def _observe_path(self, path: Path, quick: bool, st: os.stat_result | None = None) -> None:
+        try:
+            st = st or os.lstat(path)
+        except OSError:
+            self._candidates.pop(path, None)
+            return
+        if not stat.S_ISREG(st.st_mode):
+            if stat.S_ISDIR(st.st_mode):
+                self._scan([path], {})
+            return
+        if route(self.watches, path) is None:
+            return
+        now = time.monotonic()
+        signature = _signature(st)
+        candidate = self._candidates.get(path)
+        if candidate is None:
+            # Files untouched for a while (found by a scan, or moved in with an old
+            # mtime) count as still since their last change, not since we noticed them.
+            age = time.time() - max(st.st_mtime, st.st_ctime)
+            still_since = now - min(max(age, 0.0), self.settle_seconds)
+            candidate = _Candidate(signature, still_since, quick, now)
+            self._candidates[path] = candidate
+        elif candidate.signature != signature:
+            candidate.signature = signature
+            candidate.still_since = now
+            candidate.quick = quick
+        else:
+            candidate.quick = candidate.quick or quick
+        wait = min(QUICK_SETTLE, self.settle_seconds) if candidate.quick else self.settle_seconds
+        candidate.due = max(now, candidate.still_since + wait)
+
+    def _settle_due(self) -> None:
+        now = time.monotonic()
+        for path in [p for p, c in self._candidates.items() if c.due <= now]:
+            candidate = self._candidates[path]
+            try:
+                st = os.lstat(path)
+            except OSError:
+                del self._candidates[path]
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                del self._candidates[path]
+                continue
+            if _signature(st) != candidate.signature:
+                self._observe_path(path, False, st)
+                continue
+            del self._candidates[path]
+            watch = route(self.watches, path)
+            if watch is not None and inside(watch, path):
+                self._complete(path, watch, Identity.of(st))
+
+    def _scan(self, folders: list[Path], known: dict[bytes, Identity]) -> None:
+        """Make candidates of files not in `known` with the identity they have now."""
+        found = 0
+        for path, st in self._walk(folders):
+            if known.get(os.fsencode(path)) != Identity.of(st) and path not in self._candidates:
+                self._observe_path(path, False, st)
+                found += 1
+        if found:
+            log.info("scan found %d new or changed files", found)
+
+    def _walk(self, folders: list[Path]) -> Iterator[tuple[Path, os.stat_result]]:
+        """Regular files below `folders` a watch takes; symlinks are never followed."""
+        stack = [os.fsdecode(f) for f in folders]
+        while stack:
+            folder = stack.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except OSError as exc:
+                log.warning("cannot read folder %s: %s", folder, exc.strerror)
+                continue
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    if not ignored(entry.name) and self._descend(Path(entry.path)):
+                        stack.append(entry.path)
+                elif entry.is_file(follow_symlinks=False) and not ignored(entry.name):
+                    path = Path(entry.path)
+                    if route(self.watches, path) is not None:
+                        try:
+                            yield path, entry.stat(follow_symlinks=False)
+                        except OSError:
+                            continue
+
+    def _descend(self, folder: Path) -> bool:
+        text = os.fsdecode(folder)
+        for watch in self.watches:
+            root = os.fsdecode(watch.path).rstrip("/") + "/"
+            if text.startswith(root) and (watch.recursive or "/" not in text[len(root) :]):
+                return True
+        return False
+
+
+class _Events(FileSystemEventHandler):
+    """Runs on watchdog's dispatcher thread: classify and enqueue, nothing else."""
+
+    def __init__(self, watcher: Watcher) -> None:
+        self._watcher = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        watcher = self._watcher
+        if isinstance(event, DirCreatedEvent | DirMovedEvent):
+            target = event.dest_path if isinstance(event, DirMovedEvent) else event.src_path
+            watcher.hint_folder(Path(os.fsdecode(target)))
+        elif isinstance(event, FileMovedEvent):
+            watcher.forget(Path(os.fsdecode(event.src_path)))
+            watcher.hint(Path(os.fsdecode(event.dest_path)), quick=True)
+        elif isinstance(event, FileDeletedEvent):
+            watcher.forget(Path(os.fsdecode(event.src_path)))
+        elif not event.is_directory and event.event_type not in ("opened", "closed_no_write"):
+            watcher.hint(
+                Path(os.fsdecode(event.src_path)), quick=isinstance(event, FileClosedEvent)
+            )
+
+
+class _OverflowHook(logging.Handler):
+    """watchdog 7.1 only logs an inotify queue overflow; lost events mean a rescan."""
+
+    def __init__(self, rescan: Callable[[], None]) -> None:
+        super().__init__(logging.WARNING)
+        self._rescan = rescan
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self._rescan()
+
+
+def count_folders(watches: tuple[WatchConfig, ...]) -> int:
+    """inotify needs one watch per folder; fs.inotify.max_user_watches caps them per user."""
+    total = 0
+    for watch in watches:
+        if watch.poll_interval > 0:
+            continue
+        if not watch.recursive:
+            total += 1
+            continue
+        for _, dirs, _ in os.walk(watch.path):
+            total += 1
+            dirs[:] = [d for d in dirs if not ignored(d)]
+    return total
