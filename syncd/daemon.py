@@ -23,10 +23,12 @@ from syncd.config import Config, WatchConfig, load
 from syncd.errors import ConfigError
 from syncd.journal import Identity, Journal
 from syncd.logs import log_fields, setup_logging
+from syncd.mediaserver import MediaServer, Servable, Signer
 from syncd.notify import Notifier, listen_fds
-from syncd.pipeline import Pipeline
+from syncd.pipeline import Pipeline, media_type
 from syncd.services import make_uploader
 from syncd.services.base import Uploader
+from syncd.services.oneall import callback_outcome
 from syncd.status import StatusServer
 from syncd.watcher import Watcher, count_folders, inside, route
 
@@ -37,6 +39,8 @@ STOP_TIMEOUT = 30.0
 TICK = 1.0
 """The main loop's longest sleep: bounds how late STATUS= and the reload flag are seen."""
 FAILURES_SHOWN = 20
+CALLBACK_RACE = 10.0
+"""A callback may overtake the commit of its own request's answer; wait this long for it."""
 
 
 def _inotify_limit() -> int | None:
@@ -112,6 +116,19 @@ class Daemon:
         self._signals = 0
         self._reload = False
         self.journal = Journal(config.daemon.state_dir / "journal.sqlite")
+        self.media: MediaServer | None = None
+        self.signer: Signer | None = None
+        if config.media_server is not None:
+            self.signer = Signer.from_state_dir(
+                config.daemon.state_dir, config.media_server.public_url
+            )
+            self.media = MediaServer(
+                config.media_server.host,
+                config.media_server.port,
+                self.signer,
+                self._servable,
+                self._on_callback,
+            )
         self.pipeline = Pipeline(self.journal, self._inside_watch, self.stopping)
         self.pipeline.use(config.services, self._uploaders(config))
         self.status = StatusServer(
@@ -122,9 +139,8 @@ class Daemon:
         )
         self.workers = Workers(config.daemon.workers, self.journal, self.pipeline)
 
-    @staticmethod
-    def _uploaders(config: Config) -> dict[str, Uploader]:
-        return {name: make_uploader(service) for name, service in config.services.items()}
+    def _uploaders(self, config: Config) -> dict[str, Uploader]:
+        return {name: make_uploader(s, self.signer) for name, s in config.services.items()}
 
     # -- start, run, stop --------------------------------------------------------------
 
@@ -134,6 +150,8 @@ class Daemon:
         if recovered:
             log.info("resuming %d uploads interrupted by the last stop", recovered)
         self.status.start(listen_fds("status"))
+        if self.media is not None:
+            self.media.start()
         self._finish_uploaded()
         self.watcher.start()
         self.workers.start()
@@ -180,6 +198,7 @@ class Daemon:
             if self.journal.changes != last_changes:
                 last_changes = self.journal.changes
                 self.notifier.status(self._status_line())
+            self._expire_callbacks()
             if time.monotonic() >= next_rescan:
                 next_rescan = time.monotonic() + self.config.daemon.rescan_interval
                 self.watcher.request_rescan()
@@ -195,6 +214,8 @@ class Daemon:
                 break
         finished = self.workers.join(0)
         self.status.close()
+        if self.media is not None:
+            self.media.stop()
         if finished:
             self.journal.close()
         else:
@@ -209,6 +230,7 @@ class Daemon:
             self.watcher.alive()
             and self.workers.alive()
             and self.status.alive()
+            and (self.media is None or self.media.alive())
             and self.journal.ping()
         )
 
@@ -295,6 +317,43 @@ class Daemon:
     def _inside_watch(self, path: Path) -> bool:
         watch = route(self.config.watches, path)
         return watch is not None and inside(watch, path)
+
+    # -- OneAll: the media server's side -----------------------------------------------
+
+    def _servable(self, row_id: int) -> Servable | None:
+        row = self.journal.get(row_id)
+        if row is None or row.state not in ("uploading", "awaiting_callback"):
+            return None
+        path = Path(os.fsdecode(row.path))
+        return Servable(path, row.identity, media_type(path))
+
+    def _on_callback(self, row_id: int, data: dict[str, Any]) -> bool:
+        deadline = time.monotonic() + CALLBACK_RACE
+        row = self.journal.get(row_id)
+        while row is not None and row.state == "uploading" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            row = self.journal.get(row_id)
+        if row is None or row.state != "awaiting_callback":
+            return False
+        service = self.config.services.get(row.service)
+        outcome = callback_outcome(data)
+        fields = log_fields(row.path, row.service)
+        if isinstance(outcome, str) or service is None:
+            reason = f"{row.service}: OneAll reported: {outcome}"
+            log.error("%s: %s", os.fsdecode(row.path), reason, extra=fields)
+            return self.journal.mark_failed(row, reason)
+        if not self.journal.mark_uploaded(row, outcome):
+            return False
+        self.pipeline.finish(self.journal.get(row_id) or row, service)
+        return True
+
+    def _expire_callbacks(self) -> None:
+        for row in self.journal.overdue_callbacks(time.time()):
+            service = self.config.services.get(row.service)
+            timeout = getattr(service, "callback_timeout", 0.0)
+            reason = f"{row.service}: no callback from OneAll within {timeout:g} s"
+            log.error("%s: %s", os.fsdecode(row.path), reason, extra=log_fields(row.path))
+            self.journal.mark_failed(row, reason)
 
     def _finish_uploaded(self) -> None:
         """Rows uploaded before a crash but without their sidecar get it now."""

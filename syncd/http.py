@@ -14,7 +14,7 @@ import email.utils
 import json
 import random
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -93,9 +93,13 @@ def error_text(reply: Reply) -> str:
     return text or "no reason given"
 
 
-def raise_for(service: str, reply: Reply) -> None:
+Explain = Callable[[Reply], str | None]
+"""A service's own reading of an error reply (TwitLonger's codes); None falls back."""
+
+
+def raise_for(service: str, reply: Reply, explain: Explain | None = None) -> None:
     """Turn an unexpected reply into the error that says what to do about it."""
-    reason = error_text(reply)
+    reason = (explain(reply) if explain else None) or error_text(reply)
     if reply.status == 429 or reply.status >= 500:
         raise RetryableError(
             f"{service}: HTTP {reply.status}: {reason}", retry_after_of(reply.headers)
@@ -109,8 +113,9 @@ def raise_for(service: str, reply: Reply) -> None:
 class ServiceHttp:
     """One requests.Session per service, so connections are reused per host."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, explain: Explain | None = None) -> None:
         self.service = service
+        self.explain = explain
         self._session = requests.Session()
         self._session.headers.update(
             {"User-Agent": f"syncd/{__version__}", "Accept-Encoding": "identity"}
@@ -160,7 +165,7 @@ class ServiceHttp:
                 raise RetryableError(f"{self.service}: reply broken off: {_short(exc)}") from None
         reply = Reply(response.status_code, response.headers, body)
         if reply.status not in expect:
-            raise_for(self.service, reply)
+            raise_for(self.service, reply, self.explain)
         return reply
 
 

@@ -374,6 +374,14 @@ class Journal:
     def mark_failed(self, row: Row, error: str) -> bool:
         return self._update(row, "state='failed', error=?, error_at=?", error, time.time())
 
+    def overdue_callbacks(self, now: float) -> list[Row]:
+        """Rows whose callback deadline (kept in `due`) has passed."""
+        with self._lock:
+            found = self._db.execute(
+                "SELECT * FROM files WHERE state='awaiting_callback' AND due <= ?", (now,)
+            ).fetchall()
+        return [self._row(r) for r in found]
+
     def ping(self) -> bool:
         """The watchdog's proof that the journal still answers."""
         with self._lock:

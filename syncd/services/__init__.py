@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
-from syncd.config import ServiceConfig, TonService
-from syncd.http import ServiceHttp
+from syncd.config import (
+    OneAllService,
+    ServiceConfig,
+    TonService,
+    TwitLongerService,
+    TwitPicService,
+)
+from syncd.errors import SyncdError
+from syncd.mediaserver import Signer
 from syncd.services.base import Uploader
+from syncd.services.oneall import OneAllUploader
 from syncd.services.ton import TonUploader
+from syncd.services.twitlonger import TwitLongerUploader
+from syncd.services.twitpic import TwitPicUploader
 
 
-def make_uploader(config: ServiceConfig) -> Uploader:
+def make_uploader(config: ServiceConfig, signer: Signer | None) -> Uploader:
     """The uploader for a configured service; each owns its HTTP session."""
-    http = ServiceHttp(config.name)
     if isinstance(config, TonService):
-        return TonUploader(config, http)
-    raise NotImplementedError(f"service type {config.type!r} is not available yet")
+        return TonUploader(config)
+    if isinstance(config, TwitPicService):
+        return TwitPicUploader(config)
+    if isinstance(config, TwitLongerService):
+        return TwitLongerUploader(config)
+    if isinstance(config, OneAllService):
+        if signer is None:
+            raise SyncdError(f"[services.{config.name}]: oneall needs a [media_server] table")
+        return OneAllUploader(config, signer)
+    raise SyncdError(f"[services.{config.name}] type: unknown service type {config.type!r}")

@@ -51,9 +51,9 @@ def http_date(when: float) -> str:
 
 
 class TonUploader:
-    def __init__(self, config: TonService, http: ServiceHttp) -> None:
+    def __init__(self, config: TonService) -> None:
         self.config = config
-        self.http = http
+        self.http = ServiceHttp(config.name)
         self.auth = user_auth(config.account)
         self.bucket_url = f"{config.endpoint}/1.1/ton/bucket/{config.bucket}"
 

@@ -1,0 +1,148 @@
+"""The request pipeline every emulator shares, and the list of emulators.
+
+Each request is routed, recorded in the journal, exposed to a fault if one fires, counted
+against its rate-limit group, handed to its handler, and its body is read to the end (so
+the keep-alive connection can carry the next request); the reply gets the x-rate-limit-*
+and x-response-time headers. Control API requests (`/_sandbox/...`) skip the journal,
+faults and rate limits.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from syncd.sandbox.context import Clock, Context, Service, Settings
+from syncd.sandbox.control import control_routes
+from syncd.sandbox.faults import Fault, Faults
+from syncd.sandbox.journal import Entry, Journal
+from syncd.sandbox.oauth_check import OAuthVerifier
+from syncd.sandbox.ratelimit import RateLimiter, RateState
+from syncd.sandbox.ton import TonService
+from syncd.sandbox.twitter import TwitterService
+from syncd.sandbox.web import (
+    ConnectionDropped,
+    Exchange,
+    HttpError,
+    Reply,
+    Route,
+    Router,
+    error,
+    twitter_error,
+)
+
+CONTROL_PREFIX = "/_sandbox/"
+
+SERVICES: tuple[Callable[[Context], Service], ...] = (TonService, TwitterService)
+"""Every emulator; a new one is a module with a Service class, added here."""
+
+log = logging.getLogger("syncd.sandbox")
+
+
+class App:
+    def __init__(self, data_dir: Path, stopping: threading.Event) -> None:
+        self._stopping = stopping
+        self.clock = Clock()
+        self.settings = Settings()
+        self.oauth = OAuthVerifier(self.clock.now)
+        self.journal = Journal()
+        self.faults = Faults()
+        self.rates = RateLimiter()
+        context = Context(self.clock, self.settings, self.oauth, data_dir)
+        self.services = [make(context) for make in SERVICES]
+        self.router = Router()
+        self.router.add(control_routes(self))
+        for service in self.services:
+            self.router.add(service.routes())
+
+    def reset(self) -> None:
+        """Back to a fresh start: `POST /_sandbox/reset`."""
+        self.faults.clear()
+        for service in self.services:
+            service.reset()
+        self.journal.clear()
+        self.settings.reset()
+        self.clock.set_offset(0.0)
+        self.oauth.reset()
+        self.rates.reset()
+
+    def serve(self, ex: Exchange, send: Callable[[Reply], None]) -> None:
+        """Answer `ex` through `send`. Raises ConnectionDropped when the connection must be
+        reset instead (a fault, or a client that went away mid-body)."""
+        if ex.path.startswith(CONTROL_PREFIX):
+            found = self._resolve(ex)
+            reply = found if isinstance(found, Reply) else self._call(found, ex)
+            ex.body.drain()
+            send(reply)
+            return
+        started = time.monotonic()
+        entry = self.journal.begin(ex, self.clock.now())
+        status = None
+        try:
+            reply = self._serve(ex, entry)
+            reply.headers["x-response-time"] = str(round((time.monotonic() - started) * 1000))
+            send(reply)
+            status = reply.status
+        finally:
+            Journal.finish(entry, ex, status, self.clock.now())
+
+    def _serve(self, ex: Exchange, entry: Entry) -> Reply:
+        fault = self.faults.take(ex.method, ex.path)
+        if fault is not None:
+            entry.fault = fault.id
+            self._disturb(ex, fault)
+        found = self._resolve(ex)
+        rate: RateState | None = None
+        allowed = True
+        if isinstance(found, Route) and found.rate is not None:
+            rate, allowed = self.rates.hit(found.rate.name, found.rate.limit(), self.clock.now())
+        if fault is not None and fault.status is not None:
+            reply = fault.reply()
+            if fault.status == 429 and rate is not None:
+                # An injected 429 looks like an exhausted window (protocols.md 8).
+                wait = fault.retry_after
+                reset = rate.reset if wait is None else self.clock.now() + wait
+                rate = RateState(rate.limit, 0, reset)
+        elif isinstance(found, Reply):
+            reply = found
+        elif not allowed:
+            reply = twitter_error(429, 88, "Rate limit exceeded.").reply
+        else:
+            reply = self._call(found, ex)
+        ex.body.drain()
+        if rate is not None:
+            reply.headers = {**rate.headers(), **reply.headers}
+        return reply
+
+    def _disturb(self, ex: Exchange, fault: Fault) -> None:
+        """The effects of a fault that come before any handling."""
+        if fault.delay_ms:
+            self._stopping.wait(fault.delay_ms / 1000)
+        if fault.reset_connection:
+            raise ConnectionDropped
+        if fault.reset_after_bytes is not None:
+            ex.body.drop_after = fault.reset_after_bytes
+
+    def _resolve(self, ex: Exchange) -> Route | Reply:
+        """The request's route, or the 404/405 reply when it has none."""
+        try:
+            found, ex.match = self.router.resolve(ex.method, ex.path)
+        except HttpError as exc:
+            return exc.reply
+        return found
+
+    @staticmethod
+    def _call(found: Route, ex: Exchange) -> Reply:
+        """Run a handler; an unexpected exception is a sandbox bug: 500, and logged."""
+        try:
+            return found.handler(ex)
+        except HttpError as exc:
+            return exc.reply
+        except ConnectionDropped:
+            raise
+        except Exception:
+            log.exception("sandbox bug handling %s %s", ex.method, ex.path)
+            return error(500, "The sandbox failed; see its log.").reply

@@ -1,0 +1,84 @@
+"""The control API's shared endpoints under `/_sandbox/` (JSON, no auth).
+
+Requests journal, faults, settings, clock and reset live here; each service adds its own
+inspection endpoints (e.g. `/_sandbox/ton/sessions`) with its routes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from syncd.sandbox.web import Exchange, Reply, Route, control_error, http_date, json_reply, route
+
+if TYPE_CHECKING:
+    from syncd.sandbox.app import App
+
+OK = {"ok": True}
+CLOCK_USAGE = 'give one of {"advance": seconds} or {"offset": seconds}'
+
+
+def control_routes(app: App) -> list[Route]:
+    def requests(ex: Exchange) -> Reply:
+        return json_reply(200, app.journal.entries())
+
+    def clear_requests(ex: Exchange) -> Reply:
+        app.journal.clear()
+        return json_reply(200, OK)
+
+    def faults(ex: Exchange) -> Reply:
+        return json_reply(200, app.faults.active())
+
+    def add_fault(ex: Exchange) -> Reply:
+        try:
+            fault = app.faults.add(ex.json())
+        except ValueError as exc:
+            raise control_error(str(exc)) from None
+        return json_reply(200, {"id": fault.id})
+
+    def clear_faults(ex: Exchange) -> Reply:
+        app.faults.clear()
+        return json_reply(200, OK)
+
+    def settings(ex: Exchange) -> Reply:
+        return json_reply(200, app.settings.as_dict())
+
+    def merge_settings(ex: Exchange) -> Reply:
+        try:
+            app.settings.merge(ex.json())
+        except ValueError as exc:
+            raise control_error(str(exc)) from None
+        return settings(ex)
+
+    def clock(ex: Exchange) -> Reply:
+        now = app.clock.now()
+        return json_reply(200, {"now": now, "offset": app.clock.offset, "date": http_date(now)})
+
+    def move_clock(ex: Exchange) -> Reply:
+        spec = ex.json()
+        if not isinstance(spec, dict) or len(spec) != 1:
+            raise control_error(CLOCK_USAGE)
+        ((key, value),) = spec.items()
+        if key not in ("advance", "offset") or type(value) not in (int, float):
+            raise control_error(CLOCK_USAGE)
+        if key == "advance":
+            app.clock.advance(value)
+        else:
+            app.clock.set_offset(value)
+        return clock(ex)
+
+    def reset(ex: Exchange) -> Reply:
+        app.reset()
+        return json_reply(200, OK)
+
+    return [
+        route("GET", "/_sandbox/requests", requests),
+        route("DELETE", "/_sandbox/requests", clear_requests),
+        route("GET", "/_sandbox/faults", faults),
+        route("POST", "/_sandbox/faults", add_fault),
+        route("DELETE", "/_sandbox/faults", clear_faults),
+        route("GET", "/_sandbox/settings", settings),
+        route("POST", "/_sandbox/settings", merge_settings),
+        route("GET", "/_sandbox/clock", clock),
+        route("POST", "/_sandbox/clock", move_clock),
+        route("POST", "/_sandbox/reset", reset),
+    ]

@@ -1,0 +1,297 @@
+"""The sandbox's HTTP server: `Sandbox` for tests and `syncd run --sandbox`, `main` for the CLI.
+
+A ThreadingHTTPServer speaking HTTP/1.1 with keep-alive, one thread per connection; every
+reply has a Content-Length. A reset is a real TCP RST (SO_LINGER 0), which is what a
+client sees when a server or a middlebox drops it mid-request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import socket
+import socketserver
+import struct
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from types import FrameType, TracebackType
+from typing import Any
+
+from syncd.sandbox import credentials
+from syncd.sandbox.app import App
+from syncd.sandbox.web import PIECE, Body, ConnectionDropped, Exchange, HttpError, Reply, http_date
+
+log = logging.getLogger("syncd.sandbox")
+
+REASONS = {308: "Resume Incomplete"}
+"""TON's reason phrase for 308, from Google's resumable protocol (protocols.md 2.4)."""
+IDLE_TIMEOUT = 120.0
+"""Seconds a connection may sit idle or stall mid-body before the server drops it."""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "syncd-sandbox"
+    sys_version = ""
+    timeout = IDLE_TIMEOUT
+    server: _Server
+
+    def _dispatch(self) -> None:
+        host, port = self.server.server_address[:2]
+        try:
+            body = Body(self.rfile, self.headers)
+        except HttpError as exc:
+            self._send(exc.reply)
+            return
+        ex = Exchange(self.command, self.path, self.headers, body, f"{host}:{port}")
+        try:
+            self.server.app.serve(ex, self._send)
+        except ConnectionDropped:
+            self._reset()
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _dispatch
+
+    def _send(self, reply: Reply) -> None:
+        try:
+            self.send_response(reply.status, REASONS.get(reply.status))
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(reply.content_length))
+            if reply.close:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            if reply.stream is None:
+                self.wfile.write(reply.body)
+                return
+            while piece := reply.stream.read(PIECE):
+                self.wfile.write(piece)
+        finally:
+            if reply.stream is not None:
+                reply.stream.close()
+
+    def _reset(self) -> None:
+        """Close with RST before any response: linger 0 discards, never a polite FIN."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        self.close_connection = True
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The Date header follows the sandbox clock, so a client sees the skew it is given."""
+        return http_date(self.server.app.clock.now() if timestamp is None else timestamp)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
+        if self.server.verbose:
+            log.info("%s %s", self.address_string(), format % args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], app: App, verbose: bool) -> None:
+        self.app = app
+        self.verbose = verbose
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves the host's FQDN, which can stall for seconds
+        # without DNS; the sandbox has no use for it.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Wake every connection thread (idle keep-alive or mid-body) so it ends now."""
+        with self._open_lock:
+            for sock in self._open:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass  # already closed by its thread
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that goes away while being answered is normal in fault tests.
+        log.debug("connection from %s failed", client_address, exc_info=True)
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class Sandbox:
+    """All emulators on one loopback port, served from a background thread.
+
+    `data_dir` receives the uploaded bytes (a temporary folder, removed on stop, when None);
+    everything else is kept in memory and forgotten on stop.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        data_dir: Path | None = None,
+        *,
+        verbose: bool = False,
+    ) -> None:
+        self._address = (host, port)
+        self._data_dir = data_dir
+        self._verbose = verbose
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._tmp: TemporaryDirectory[str] | None = None
+
+    def start(self) -> Sandbox:
+        if self._server is not None:
+            raise RuntimeError("the sandbox is already running")
+        if self._data_dir is None:
+            self._tmp = TemporaryDirectory(prefix="syncd-sandbox-")
+            data_dir = Path(self._tmp.name)
+        else:
+            data_dir = self._data_dir
+            data_dir.mkdir(parents=True, exist_ok=True)
+        self._stopping.clear()
+        kind = _Server6 if ":" in self._address[0] else _Server
+        try:
+            self._server = kind(self._address, App(data_dir, self._stopping), self._verbose)
+        except BaseException:
+            self._cleanup_tmp()
+            raise
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"syncd-sandbox-{self.url}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, end every connection, wait for their threads, remove temp data."""
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        server.close_connections()
+        server.server_close()  # joins the connection threads
+        thread.join()
+        self._server = self._thread = None
+        self._cleanup_tmp()
+
+    @property
+    def url(self) -> str:
+        """The base URL every service `endpoint` can point at, e.g. http://127.0.0.1:41234."""
+        if self._server is None:
+            raise RuntimeError("the sandbox is not running")
+        host, port = self._server.server_address[:2]
+        host = f"[{host}]" if ":" in str(host) else str(host)
+        return f"http://{host}:{port}"
+
+    @property
+    def app(self) -> App:
+        """The running emulators, for in-process callers (tests use the control API)."""
+        if self._server is None:
+            raise RuntimeError("the sandbox is not running")
+        return self._server.app
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _cleanup_tmp(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+def _listen_address(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def banner(url: str, data_dir: Path | None) -> str:
+    """What `syncd sandbox` prints on start: where it listens and what it accepts."""
+    return "\n".join(
+        [
+            f"syncd sandbox listening on {url}  (control API: {url}/_sandbox/)",
+            f"data: {data_dir or 'a temporary folder, removed on exit'}",
+            "",
+            "# Twitter account (TON, statuses/update, OAuth Echo):",
+            f'consumer_key = "{credentials.CONSUMER_KEY}"',
+            f'consumer_secret = "{credentials.CONSUMER_SECRET}"',
+            f'access_token = "{credentials.ACCESS_TOKEN}"',
+            f'access_token_secret = "{credentials.ACCESS_TOKEN_SECRET}"',
+            f"# user: @{credentials.USER.screen_name} (id {credentials.USER.id})",
+            "# TON buckets: ta_partner (X-TON-Expires required), syncd, forbidden (403)",
+            f'# twitpic api_key = "{credentials.TWITPIC_API_KEY}"',
+            f'# twitlonger api_key = "{credentials.TWITLONGER_API_KEY}"',
+            f'# oneall public_key = "{credentials.ONEALL_PUBLIC_KEY}"',
+            f'# oneall private_key = "{credentials.ONEALL_PRIVATE_KEY}"',
+            f'# oneall identity_token = "{credentials.ONEALL_IDENTITY_TOKEN}"',
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`syncd sandbox`: serve until SIGINT or SIGTERM."""
+    parser = argparse.ArgumentParser(
+        prog="syncd sandbox", description="Serve local emulators of every service syncd uses."
+    )
+    parser.add_argument(
+        "--listen",
+        type=_listen_address,
+        default=("127.0.0.1", 8700),
+        metavar="HOST:PORT",
+        help="address to listen on (default 127.0.0.1:8700; port 0 picks a free one)",
+    )
+    parser.add_argument("--data-dir", type=Path, help="keep uploaded bytes here")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    host, port = args.listen
+    sandbox = Sandbox(host, port, args.data_dir, verbose=args.verbose)
+    try:
+        sandbox.start()
+    except OSError as exc:
+        print(f"syncd sandbox: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        print(banner(sandbox.url, args.data_dir), flush=True)
+        stop.wait()
+    finally:
+        sandbox.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
