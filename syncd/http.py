@@ -61,8 +61,14 @@ def retry_delay(attempts: int, retry_after: float | None) -> float:
     return delay * random.uniform(0.75, 1.25)
 
 
-def retry_after_of(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """`Retry-After` (seconds or an HTTP-date), else Twitter's `x-rate-limit-reset`."""
+def retry_after_of(
+    headers: Mapping[str, str], rate_limited: bool, now: float | None = None
+) -> float | None:
+    """`Retry-After` (seconds or an HTTP-date); for a 429 also Twitter's `x-rate-limit-reset`.
+
+    Twitter sends the rate-limit headers on every reply, so the reset time says when to
+    come back only when the limit is what refused us.
+    """
     now = time.time() if now is None else now
     value = headers.get("Retry-After")
     if value:
@@ -73,7 +79,7 @@ def retry_after_of(headers: Mapping[str, str], now: float | None = None) -> floa
         except (TypeError, ValueError):
             pass
     reset = headers.get("x-rate-limit-reset")
-    if reset and reset.strip().isdigit():
+    if rate_limited and reset and reset.strip().isdigit():
         return max(0.0, float(reset) - now)
     return None
 
@@ -102,7 +108,8 @@ def raise_for(service: str, reply: Reply, explain: Explain | None = None) -> Non
     reason = (explain(reply) if explain else None) or error_text(reply)
     if reply.status == 429 or reply.status >= 500:
         raise RetryableError(
-            f"{service}: HTTP {reply.status}: {reason}", retry_after_of(reply.headers)
+            f"{service}: HTTP {reply.status}: {reason}",
+            retry_after_of(reply.headers, rate_limited=reply.status == 429),
         )
     if reply.status == 401:
         hint = " (the clock is off: check NTP)" if "code 135" in reason else ""

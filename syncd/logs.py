@@ -17,7 +17,7 @@ from types import ModuleType
 HANDLER_NAME = "syncd"
 """Marks the handler `setup_logging()` installs, so a second call replaces it."""
 
-QUIET_LOGGERS = ("urllib3", "oauthlib", "requests_oauthlib")
+QUIET_LOGGERS = ("urllib3", "oauthlib", "requests_oauthlib", "watchdog")
 """Kept at WARNING or above even at `log_level = "debug"`: urllib3 logs every connection,
 and the OAuth libraries log signature base strings and Authorization headers."""
 

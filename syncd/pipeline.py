@@ -72,7 +72,7 @@ class InFlight:
 
         def progress(sent: int) -> None:
             if upload.started_sent < 0:
-                upload.started_sent = sent if sent < upload.total else 0
+                upload.started_sent = sent  # where a resumed upload picked up
             upload.sent = sent
 
         return progress

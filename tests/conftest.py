@@ -61,6 +61,9 @@ class SandboxClient:
     def fault(self, **spec: Any) -> None:
         self.post("faults", spec)
 
+    def clear_faults(self) -> None:
+        self.http.delete(f"{self.url}/_sandbox/faults", timeout=10).raise_for_status()
+
     def requests(self) -> list[dict[str, Any]]:
         return list(self.get("requests"))
 

@@ -112,7 +112,12 @@ class App:
             reply = twitter_error(429, 88, "Rate limit exceeded.").reply
         else:
             reply = self._call(found, ex)
-        ex.body.drain()
+        try:
+            ex.body.drain()
+        except ConnectionDropped:
+            if reply.stream is not None:
+                reply.stream.close()
+            raise
         if rate is not None:
             reply.headers = {**rate.headers(), **reply.headers}
         return reply

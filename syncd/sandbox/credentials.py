@@ -4,6 +4,8 @@ They are public on purpose (the sandbox prints them on start), so a machine with
 credentials can run syncd end to end. Nothing here is a secret of any real service.
 """
 
+# ruff: noqa: S105 (fixed, published test credentials are the point of this module)
+
 from __future__ import annotations
 
 from dataclasses import dataclass

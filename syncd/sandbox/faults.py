@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-from syncd.sandbox.web import Reply, error, json_reply, twitter_error
+from syncd.sandbox.web import Reply, error, twitter_error
 
 ACTIONS = ("status", "delay_ms", "reset_connection", "reset_after_bytes")
 TWITTER_CODES = {

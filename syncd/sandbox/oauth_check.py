@@ -18,7 +18,8 @@ from syncd.sandbox.credentials import CONSUMERS, TOKENS, TwitterUser
 from syncd.sandbox.web import Exchange, twitter_error
 
 TIMESTAMP_WINDOW = 300.0
-"""Allowed clock skew in seconds; Twitter's is undocumented, "about 5 minutes" [INF] (protocols.md 1)."""
+"""Allowed clock skew in seconds: Twitter's is undocumented, "about 5 minutes" [INF]
+(protocols.md 1)."""
 
 BAD_AUTH = (32, "Could not authenticate you.")
 STALE_TIMESTAMP = (135, "Timestamp out of bounds.")

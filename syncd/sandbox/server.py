@@ -8,6 +8,7 @@ client sees when a server or a middlebox drops it mid-request.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import socket
@@ -36,18 +37,19 @@ IDLE_TIMEOUT = 120.0
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "syncd-sandbox"
-    sys_version = ""
     timeout = IDLE_TIMEOUT
+    # Headers and body go out in separate writes; with Nagle on, the second waits for the
+    # client's delayed ACK (40 ms a reply on Linux).
+    disable_nagle_algorithm = True
     server: _Server
 
     def _dispatch(self) -> None:
-        host, port = self.server.server_address[:2]
         try:
             body = Body(self.rfile, self.headers)
         except HttpError as exc:
             self._send(exc.reply)
             return
-        ex = Exchange(self.command, self.path, self.headers, body, f"{host}:{port}")
+        ex = Exchange(self.command, self.path, self.headers, body, self.server.authority)
         try:
             self.server.app.serve(ex, self._send)
         except ConnectionDropped:
@@ -79,11 +81,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.close()
         self.close_connection = True
 
+    def version_string(self) -> str:
+        return self.server_version
+
     def date_time_string(self, timestamp: float | None = None) -> str:
         """The Date header follows the sandbox clock, so a client sees the skew it is given."""
         return http_date(self.server.app.clock.now() if timestamp is None else timestamp)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
+    def log_message(self, format: str, *args: Any) -> None:
         if self.server.verbose:
             log.info("%s %s", self.address_string(), format % args)
 
@@ -102,8 +107,10 @@ class _Server(ThreadingHTTPServer):
         # HTTPServer.server_bind resolves the host's FQDN, which can stall for seconds
         # without DNS; the sandbox has no use for it.
         socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
+        host, port = self.socket.getsockname()[:2]
+        self.server_name, self.server_port = host, port
+        # host:port as it appears in a URL; also the Host of a request that sends none.
+        self.authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._open_lock:
@@ -119,10 +126,8 @@ class _Server(ThreadingHTTPServer):
         """Wake every connection thread (idle keep-alive or mid-body) so it ends now."""
         with self._open_lock:
             for sock in self._open:
-                try:
+                with contextlib.suppress(OSError):  # already closed by its thread
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass  # already closed by its thread
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that goes away while being answered is normal in fault tests.
@@ -199,16 +204,7 @@ class Sandbox:
         """The base URL every service `endpoint` can point at, e.g. http://127.0.0.1:41234."""
         if self._server is None:
             raise RuntimeError("the sandbox is not running")
-        host, port = self._server.server_address[:2]
-        host = f"[{host}]" if ":" in str(host) else str(host)
-        return f"http://{host}:{port}"
-
-    @property
-    def app(self) -> App:
-        """The running emulators, for in-process callers (tests use the control API)."""
-        if self._server is None:
-            raise RuntimeError("the sandbox is not running")
-        return self._server.app
+        return f"http://{self._server.authority}"
 
     def __enter__(self) -> Sandbox:
         return self.start()

@@ -30,8 +30,8 @@ from syncd.sandbox.credentials import (
 )
 from syncd.sandbox.oauth_check import TIMESTAMP_WINDOW
 from syncd.sandbox.web import (
-    PIECE,
     FORM_TYPE,
+    PIECE,
     ConnectionDropped,
     Exchange,
     HttpError,
@@ -187,6 +187,7 @@ class TonService:
         yield route("POST", "/_sandbox/ton/forget", self.forget)
 
     def reset(self) -> None:
+        """Forget every object and session, files included (also a previous run's)."""
         with self._lock:
             self._objects.clear()
             self._sessions.clear()

@@ -13,8 +13,10 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC
 from email.message import Message
 from email.utils import formatdate, parsedate_to_datetime
+from io import BufferedIOBase
 from typing import BinaryIO
 from urllib.parse import parse_qsl, urlsplit
 
@@ -23,6 +25,7 @@ PIECE = 1 << 20
 FORM_MAX = 1 << 20
 """Form and JSON bodies are small; anything larger is refused with 413."""
 FORM_TYPE = "application/x-www-form-urlencoded"
+JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
 
 
 class ConnectionDropped(Exception):
@@ -54,9 +57,8 @@ class HttpError(Exception):
         self.reply = reply
 
 
-def json_reply(status: int, obj: object, headers: dict[str, str] | None = None) -> Reply:
-    body = json.dumps(obj, separators=(",", ":")).encode()
-    return Reply(status, {"Content-Type": "application/json; charset=utf-8", **(headers or {})}, body)
+def json_reply(status: int, obj: object) -> Reply:
+    return Reply(status, dict(JSON_HEADERS), json.dumps(obj, separators=(",", ":")).encode())
 
 
 def twitter_error(status: int, code: int, message: str) -> HttpError:
@@ -82,9 +84,11 @@ def http_date(epoch: float) -> str:
 def parse_http_date(value: str) -> float | None:
     """Epoch seconds of an HTTP-date, or None when it does not parse."""
     try:
-        return parsedate_to_datetime(value).timestamp()
+        when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
+    # A zone of -0000 parses as naive; HTTP-dates are always GMT.
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 class Body:
@@ -94,7 +98,7 @@ class Body:
     `drop_after` (set by a fault) cuts the body after that many bytes.
     """
 
-    def __init__(self, rfile: BinaryIO, headers: Message) -> None:
+    def __init__(self, rfile: BufferedIOBase, headers: Message) -> None:
         self._rfile = rfile
         self.chunked = "chunked" in (headers.get("Transfer-Encoding") or "").lower()
         self.declared: int | None = None

@@ -197,6 +197,7 @@ class TonUploader:
         """Chunks in order from `offset`; a result, or None when the session is gone."""
         total = job.size
         fd = job.file.fileno()
+        job.progress(offset)
         while True:
             if job.stopping.is_set():
                 raise Interrupted
