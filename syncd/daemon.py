@@ -183,7 +183,7 @@ class Daemon:
     def _main_loop(self) -> None:
         interval = self.notifier.watchdog_interval
         tick = min(TICK, interval) if interval else TICK
-        last_changes = -1
+        last_changes: tuple[int, int, bool] = (-1, -1, False)
         next_rescan = time.monotonic() + (self.config.daemon.rescan_interval or float("inf"))
         while not self.stopping.is_set():
             self._wake.wait(tick)
@@ -195,8 +195,9 @@ class Daemon:
                 self._apply_reload()
             if interval and self._healthy():
                 self.notifier.watchdog()
-            if self.journal.changes != last_changes:
-                last_changes = self.journal.changes
+            changes = (self.journal.changes, self.watcher.scans.count, self.watcher.scans.running)
+            if changes != last_changes:
+                last_changes = changes
                 self.notifier.status(self._status_line())
             self._expire_callbacks()
             if time.monotonic() >= next_rescan:
@@ -245,6 +246,8 @@ class Daemon:
         if counts["awaiting_callback"]:
             parts.append(f"{counts['awaiting_callback']} awaiting callback")
         parts += [f"{counts['done']} done", f"{counts['failed']} failed"]
+        if self.watcher.scans.running:
+            parts.append("scanning folders")
         return ", ".join(parts)
 
     def answer(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -306,6 +309,12 @@ class Daemon:
                 {"path": os.fsdecode(w.path), "service": w.service} for w in self.config.watches
             ],
             "settling": self.watcher.pending(),
+            "scan": {
+                "running": self.watcher.scans.running,
+                "completed": self.watcher.scans.count,
+                "files": self.watcher.scans.files,
+                "seconds": round(self.watcher.scans.seconds, 3),
+            },
         }
 
     # -- files -------------------------------------------------------------------------

@@ -95,6 +95,16 @@ def _signature(st: os.stat_result) -> tuple[int, int, int, int, int]:
 
 
 @dataclass(slots=True)
+class ScanStats:
+    """The last full scan, for `syncd status` and STATUS=."""
+
+    running: bool = False
+    count: int = 0
+    files: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(slots=True)
 class _Candidate:
     signature: tuple[int, int, int, int, int]
     still_since: float
@@ -126,6 +136,7 @@ class Watcher:
         self._observers: list[BaseObserver] = []
         self._settler = threading.Thread(target=self._settle_loop, name="settler", daemon=True)
         self._overflow = _OverflowHook(self.request_rescan)
+        self.scans = ScanStats()
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -233,7 +244,7 @@ class Watcher:
                 rescan, self._rescan = self._rescan, False
             try:
                 if rescan:
-                    self._scan([w.path for w in self.watches], self._known())
+                    self._full_scan()
                 if folders:
                     self._scan(sorted(folders), {})
                 for path, quick in hints.items():
@@ -293,15 +304,28 @@ class Watcher:
             if watch is not None and inside(watch, path):
                 self._complete(path, watch, Identity.of(st))
 
-    def _scan(self, folders: list[Path], known: dict[bytes, Identity]) -> None:
+    def _full_scan(self) -> None:
+        self.scans.running = True
+        started = time.monotonic()
+        try:
+            self.scans.files = self._scan([w.path for w in self.watches], self._known())
+        finally:
+            self.scans.running = False
+            self.scans.count += 1
+            self.scans.seconds = time.monotonic() - started
+        log.info("scan of %d files took %.2f s", self.scans.files, self.scans.seconds)
+
+    def _scan(self, folders: list[Path], known: dict[bytes, Identity]) -> int:
         """Make candidates of files not in `known` with the identity they have now."""
-        found = 0
+        found = seen = 0
         for path, st in self._walk(folders):
+            seen += 1
             if known.get(os.fsencode(path)) != Identity.of(st) and path not in self._candidates:
                 self._observe_path(path, False, st)
                 found += 1
         if found:
             log.info("scan found %d new or changed files", found)
+        return seen
 
     def _walk(self, folders: list[Path]) -> Iterator[tuple[Path, os.stat_result]]:
         """Regular files below `folders` a watch takes; symlinks are never followed."""
