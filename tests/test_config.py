@@ -554,7 +554,8 @@ def test_default_paths_without_systemd(monkeypatch: pytest.MonkeyPatch, euid: in
     root = euid == 0
     config_path = "/etc/syncd/config.toml" if root else "/home/u/.config/syncd/config.toml"
     assert default_config_path() == Path(config_path)
-    assert default_state_dir() == Path("/home/u/.local/state/syncd")
+    state = "/var/lib/syncd" if root else "/home/u/.local/state/syncd"
+    assert default_state_dir() == Path(state)
     socket = "/run/syncd/status.sock" if root else "/tmp/syncd-1000/status.sock"
     assert default_status_socket() == Path(socket)
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1000")

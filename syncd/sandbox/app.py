@@ -47,7 +47,7 @@ class App:
         self._stopping = stopping
         self.clock = Clock()
         self.settings = Settings()
-        self.oauth = OAuthVerifier(self.clock.now)
+        self.oauth = OAuthVerifier(self.clock.oauth_now)
         self.journal = Journal()
         self.faults = Faults()
         self.rates = RateLimiter()
@@ -65,7 +65,7 @@ class App:
             service.reset()
         self.journal.clear()
         self.settings.reset()
-        self.clock.set_offset(0.0)
+        self.clock.reset()
         self.oauth.reset()
         self.rates.reset()
 

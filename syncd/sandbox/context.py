@@ -20,24 +20,29 @@ from syncd.sandbox.web import Route
 
 
 class Clock:
-    """Wall-clock time plus an offset the control API moves, so expiry (TON sessions,
-    X-TON-Expires, OAuth timestamps) is tested without sleeping (protocols.md 8)."""
+    """The sandbox's time, with two knobs the control API turns (protocols.md 8).
+
+    `offset` is time passing on the server side: session and object expiry, the
+    X-TON-Expires horizon, rate-limit windows and the Date header move with it, so expiry
+    is tested without sleeping, even against a daemon in another process. It does not touch
+    OAuth timestamp checks, since a client's clock moves on with the server's in real life.
+    `skew` is a disagreement with the clients' clocks: only OAuth timestamp checks see it,
+    to provoke 401 code 135.
+    """
 
     def __init__(self) -> None:
-        self._offset = 0.0
-
-    @property
-    def offset(self) -> float:
-        return self._offset
+        self.offset = 0.0
+        self.skew = 0.0
 
     def now(self) -> float:
-        return time.time() + self._offset
+        return time.time() + self.offset
 
-    def advance(self, seconds: float) -> None:
-        self._offset += seconds
+    def oauth_now(self) -> float:
+        """What a client's oauth_timestamp is compared with."""
+        return time.time() + self.skew
 
-    def set_offset(self, seconds: float) -> None:
-        self._offset = seconds
+    def reset(self) -> None:
+        self.offset = self.skew = 0.0
 
 
 S = TypeVar("S")

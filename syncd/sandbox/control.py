@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from syncd.sandbox.app import App
 
 OK = {"ok": True}
-CLOCK_USAGE = 'give one of {"advance": seconds} or {"offset": seconds}'
+CLOCK_USAGE = 'give {"advance": s} or {"offset": s}, and/or {"skew": s} (seconds)'
 
 
 def control_routes(app: App) -> list[Route]:
@@ -51,19 +51,21 @@ def control_routes(app: App) -> list[Route]:
 
     def clock(ex: Exchange) -> Reply:
         now = app.clock.now()
-        return json_reply(200, {"now": now, "offset": app.clock.offset, "date": http_date(now)})
+        shown = {"now": now, "offset": app.clock.offset, "skew": app.clock.skew}
+        return json_reply(200, {**shown, "date": http_date(now)})
 
     def move_clock(ex: Exchange) -> Reply:
         spec = ex.json()
-        if not isinstance(spec, dict) or len(spec) != 1:
+        if (
+            not isinstance(spec, dict)
+            or not spec
+            or not set(spec) <= {"advance", "offset", "skew"}
+            or {"advance", "offset"} <= set(spec)
+            or any(type(value) not in (int, float) for value in spec.values())
+        ):
             raise control_error(CLOCK_USAGE)
-        ((key, value),) = spec.items()
-        if key not in ("advance", "offset") or type(value) not in (int, float):
-            raise control_error(CLOCK_USAGE)
-        if key == "advance":
-            app.clock.advance(value)
-        else:
-            app.clock.set_offset(value)
+        app.clock.offset = spec.get("offset", app.clock.offset) + spec.get("advance", 0)
+        app.clock.skew = spec.get("skew", app.clock.skew)
         return clock(ex)
 
     def reset(ex: Exchange) -> Reply:

@@ -30,6 +30,8 @@ log = logging.getLogger("syncd.sandbox")
 
 REASONS = {308: "Resume Incomplete"}
 """TON's reason phrase for 308, from Google's resumable protocol (protocols.md 2.4)."""
+STOP_POLL = 0.02
+"""How often the accept loop looks for a stop request: what `stop()` may wait for."""
 IDLE_TIMEOUT = 120.0
 """Seconds a connection may sit idle or stall mid-body before the server drops it."""
 
@@ -179,7 +181,7 @@ class Sandbox:
             raise
         self._thread = threading.Thread(
             target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.1},
+            kwargs={"poll_interval": STOP_POLL},
             name=f"syncd-sandbox-{self.url}",
             daemon=True,
         )
@@ -270,12 +272,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     host, port = args.listen
     sandbox = Sandbox(host, port, args.data_dir, verbose=args.verbose)
     try:
@@ -283,6 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"syncd sandbox: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         return 1
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         print(banner(sandbox.url, args.data_dir), flush=True)
         stop.wait()

@@ -6,9 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sandbox_client import Box
 
 from syncd.sandbox.server import Sandbox
+
+from .sandbox_client import Box
 
 
 @pytest.fixture

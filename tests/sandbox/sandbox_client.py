@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from email.utils import formatdate
 from typing import Any
 
@@ -33,14 +32,12 @@ class Box:
     def __init__(self, url: str) -> None:
         self.url = url
         self.http = requests.Session()
-        self.skew = 0.0
-        """The sandbox clock's offset, which the client's OAuth timestamps follow."""
 
     def call(self, method: str, path: str, *, signed: bool = True, **kw: Any) -> requests.Response:
         kw.setdefault("timeout", TIMEOUT)
         kw.setdefault("allow_redirects", False)  # a 308 is TON's "resume incomplete"
         if signed:
-            kw.setdefault("auth", oauth(timestamp=str(int(time.time() + self.skew))))
+            kw.setdefault("auth", oauth())
         target = path if path.startswith("http") else self.url + path
         return self.http.request(method, target, **kw)
 
@@ -55,10 +52,6 @@ class Box:
         reply = self.call("POST", f"/_sandbox/{path}", signed=False, json=body)
         assert reply.status_code == 200, reply.text
         return reply.json()
-
-    def advance(self, seconds: float) -> None:
-        """Move the sandbox clock, and the client's with it (else every request is stale)."""
-        self.skew = self.post("clock", {"advance": seconds})["offset"]
 
     def settings(self, **ton: Any) -> None:
         self.post("settings", {"ton": ton})

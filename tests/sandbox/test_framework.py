@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 import requests
-from sandbox_client import TIMEOUT, Box, oauth
 
 from syncd.sandbox import credentials
+
+from .sandbox_client import TIMEOUT, Box, oauth
 
 VERIFY = "/1.1/account/verify_credentials.json"
 BAD_AUTH = {"errors": [{"code": 32, "message": "Could not authenticate you."}]}
@@ -40,9 +41,13 @@ def test_stale_timestamp_is_135(box: Box) -> None:
     stale = box.call("GET", VERIFY, auth=oauth(timestamp=str(int(time.time()) - 301 - 5)))
     assert stale.status_code == 401
     assert stale.json()["errors"][0]["code"] == 135
-    # The sandbox clock is what counts: moving it makes a correct client clock stale too.
+    # Time passing on the server (offset) is not skew; a skewed server clock is.
     box.post("clock", {"advance": 600})
-    assert box.call("GET", VERIFY, auth=oauth()).json()["errors"][0]["code"] == 135
+    assert box.call("GET", VERIFY).status_code == 200
+    box.post("clock", {"skew": -400})
+    assert box.call("GET", VERIFY).json()["errors"][0]["code"] == 135
+    box.post("clock", {"skew": -200})
+    assert box.call("GET", VERIFY).status_code == 200
 
 
 def test_nonce_replay_is_refused(box: Box) -> None:
@@ -182,8 +187,10 @@ def test_clock(box: Box) -> None:
     before = box.get("clock")
     moved = box.post("clock", {"advance": 3600})
     assert moved["offset"] == 3600 and moved["now"] - before["now"] >= 3600
-    assert box.post("clock", {"offset": -10})["offset"] == -10
-    assert box.call("POST", "/_sandbox/clock", signed=False, json={"tick": 1}).status_code == 400
+    moved = box.post("clock", {"offset": -10, "skew": 5})
+    assert (moved["offset"], moved["skew"]) == (-10, 5)
+    for bad in ({"tick": 1}, {"advance": 1, "offset": 2}, {"skew": "1"}, {}):
+        assert box.call("POST", "/_sandbox/clock", signed=False, json=bad).status_code == 400
 
 
 def test_reset_forgets_everything(box: Box) -> None:
@@ -191,12 +198,12 @@ def test_reset_forgets_everything(box: Box) -> None:
     box.ton_post(b"data")
     box.ton_init(5000)
     box.fault(path="never-matches", status=500)
-    box.post("clock", {"advance": 100})
+    box.post("clock", {"advance": 100, "skew": 10})
     assert box.post("reset", {}) == {"ok": True}
     assert box.get("ton/objects") == box.get("ton/sessions") == box.get("faults") == []
     assert box.get("requests") == []
     assert box.get("settings")["ton"]["min_chunk"] == 2**20
-    assert box.get("clock")["offset"] == 0
+    assert (box.get("clock")["offset"], box.get("clock")["skew"]) == (0, 0)
 
 
 def test_unknown_path_and_method(box: Box) -> None:

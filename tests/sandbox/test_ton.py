@@ -7,7 +7,8 @@ import os
 
 import pytest
 import requests
-from sandbox_client import SMALL, Box
+
+from .sandbox_client import SMALL, Box
 
 
 def test_single_upload_round_trip(box: Box) -> None:
@@ -77,7 +78,7 @@ def test_single_upload_at_the_limit_is_413(box: Box) -> None:
 def test_object_expires(box: Box) -> None:
     location = box.ton_post(b"short-lived", **{"X-TON-Expires": box.expires(1)}).headers["Location"]
     assert box.call("GET", location).status_code == 200
-    box.advance(86400 + 1)
+    box.post("clock", {"advance": 86400 + 1})
     assert box.call("GET", location).status_code == 404
 
 
@@ -209,7 +210,7 @@ def test_expired_session(box: Box, expired_status: int) -> None:
     box.settings(session_ttl=5, expired_status=expired_status, **SMALL)
     location = box.ton_init(3000)
     assert box.ton_put(location, b"x" * 1024, 0, 3000).status_code == 308
-    box.advance(6)
+    box.post("clock", {"advance": 6})
     assert box.ton_put(location, b"x" * 1024, 1024, 3000).status_code == expired_status
     assert box.ton_put(location, b"", 0, 3000).status_code == expired_status
 
