@@ -37,9 +37,12 @@ class StatusServer:
         self._socket: socket.socket | None = None
         self._thread = threading.Thread(target=self._serve, name="status", daemon=True)
         self._closing = False
+        self._owned = False
+        """A socket we bound is removed at close; one systemd passed belongs to systemd."""
 
     def start(self, passed: socket.socket | None = None) -> None:
         """Bind (or take the socket systemd passed) and answer from now on."""
+        self._owned = passed is None
         self._socket = passed if passed is not None else self._bind()
         self._thread.start()
 
@@ -84,6 +87,8 @@ class StatusServer:
             with contextlib.suppress(OSError):
                 self._socket.shutdown(socket.SHUT_RDWR)
             self._socket.close()
+            if self._owned:
+                self.path.unlink(missing_ok=True)
         if self._thread.is_alive():
             self._thread.join(timeout=2)
 

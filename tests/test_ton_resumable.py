@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -68,9 +67,7 @@ def test_300_mib_in_aligned_chunks(tmp_path, sandbox, make_daemon):
 
 def test_chunk_rounded_to_a_minimum_that_is_not_a_power_of_two(tmp_path, sandbox, make_daemon):
     sandbox.post("settings", {"ton": {"min_chunk": 393216}})
-    config = resumable_config(
-        tmp_path, sandbox, chunk_size="1MiB", resumable_threshold="1MiB"
-    )
+    config = resumable_config(tmp_path, sandbox, chunk_size="1MiB", resumable_threshold="1MiB")
     daemon = make_daemon(config).start()
     path = tmp_path / "drop" / "odd.bin"
     digest = write_random(path, 5 * MiB + 123, 2)
@@ -109,9 +106,7 @@ def test_kill_9_three_times_resends_at_most_a_chunk_each(tmp_path, sandbox, make
 def test_connection_reset_mid_chunk_resumes(tmp_path, sandbox, make_daemon):
     chunk = 256 * 1024
     sandbox.post("settings", {"ton": {"min_chunk": 64 * 1024}})
-    config = resumable_config(
-        tmp_path, sandbox, chunk_size="256KiB", resumable_threshold="1MiB"
-    )
+    config = resumable_config(tmp_path, sandbox, chunk_size="256KiB", resumable_threshold="1MiB")
     daemon = make_daemon(config).start()
     path = tmp_path / "drop" / "reset.bin"
     total = 4 * MiB

@@ -50,7 +50,6 @@ def restart_scan(daemon: Daemon, count: int) -> tuple[float, float]:
     """(scan.seconds, process start -> scan seen complete) of one restart."""
     daemon.start(wait=False)
     try:
-        daemon.answers()
         reply = daemon.wait_scan(600, interval=0.01)
         wall = time.monotonic() - daemon.started_at
         counts = reply["counts"]

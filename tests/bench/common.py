@@ -358,13 +358,18 @@ class Daemon:
         return self
 
     def answers(self) -> bool:
+        return self.poll_status() is not None
+
+    def poll_status(self) -> dict[str, Any] | None:
+        """The status reply; None while nobody answers; RuntimeError once syncd has exited."""
         assert self.process is not None
         if self.process.poll() is not None:
             raise RuntimeError(f"syncd exited {self.process.returncode}:\n{self.log()[-4000:]}")
         try:
-            return "pid" in ask(self.socket, {"command": "status"}, timeout=2)
+            reply = ask(self.socket, {"command": "status"}, timeout=2)
         except Exception:
-            return False
+            return None
+        return reply if "pid" in reply else None
 
     def status(self) -> dict[str, Any]:
         return ask(self.socket, {"command": "status"}, timeout=10)
@@ -376,11 +381,12 @@ class Daemon:
         """Poll `syncd status` until every count named in `wanted` has that value."""
 
         def probe() -> dict[str, int] | None:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"syncd exited:\n{self.log()[-4000:]}")
-            counts: dict[str, int] = self.status()["counts"]
+            reply = self.poll_status()
+            if reply is None:
+                return None
+            counts: dict[str, int] = reply["counts"]
             if counts.get("failed"):
-                raise RuntimeError(f"uploads failed: {json.dumps(self.status()['failures'])}")
+                raise RuntimeError(f"uploads failed: {json.dumps(reply['failures'])}")
             return counts if all(counts.get(k) == v for k, v in wanted.items()) else None
 
         return wait_until(probe, timeout, f"counts {wanted}", interval)
@@ -389,8 +395,8 @@ class Daemon:
         """The status reply once the start-up full scan has completed."""
 
         def probe() -> dict[str, Any] | None:
-            reply = self.status()
-            return reply if reply["scan"]["completed"] >= 1 else None
+            reply = self.poll_status()
+            return reply if reply is not None and reply["scan"]["completed"] >= 1 else None
 
         return wait_until(probe, timeout, "the start-up scan", interval)
 
