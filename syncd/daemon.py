@@ -20,7 +20,7 @@ from typing import Any
 
 from syncd import __version__
 from syncd.config import Config, WatchConfig, load
-from syncd.errors import ConfigError
+from syncd.errors import SyncdError
 from syncd.journal import Identity, Journal
 from syncd.logs import log_fields, setup_logging
 from syncd.mediaserver import MediaServer, Servable, Signer
@@ -388,12 +388,18 @@ class Daemon:
         self.notifier.reloading()
         try:
             config = load(self.config_path)
-        except ConfigError as exc:
+            uploaders = self._uploaders(config)
+        except SyncdError as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
             self.notifier.ready()
             return
         setup_logging(config.daemon.log_level)
-        self.pipeline.use(config.services, self._uploaders(config))
+        for key in ("state_dir", "status_socket", "workers", "status_group"):
+            if getattr(config.daemon, key) != getattr(self.config.daemon, key):
+                log.warning("[daemon] %s changes only when syncd restarts", key)
+        if config.media_server != self.config.media_server:
+            log.warning("[media_server] changes only when syncd restarts")
+        self.pipeline.use(config.services, uploaders)
         self.config = config
         self.watcher.settle_seconds = config.daemon.settle_seconds
         self.watcher.apply(config.watches)

@@ -256,25 +256,31 @@ class Pipeline:
         if isinstance(outcome, AwaitCallback):
             self.journal.mark_awaiting(row, outcome.deadline)
             return
-        if self._identity(file) != row.identity or not self._still_there(path, row.identity):
+        if (
+            self._identity(file) != row.identity
+            or self._mode_if_still_there(path, row.identity) is None
+        ):
             self.journal.mark_changed(row)
             raise FileChanged
         if self.journal.mark_uploaded(row, outcome):
             self.finish(self.journal.get(row.id) or row, service)
 
     @staticmethod
-    def _still_there(path: Path, identity: Identity) -> bool:
+    def _mode_if_still_there(path: Path, identity: Identity) -> int | None:
+        """The file's permission bits while it is the one uploaded; None once it is not."""
         try:
-            return Identity.of(os.lstat(path)) == identity
+            st = os.lstat(path)
         except OSError:
-            return False
+            return None
+        return st.st_mode if Identity.of(st) == identity else None
 
     def finish(self, row: Row, service: ServiceConfig) -> None:
         """The sidecar of an uploaded row, then `done`; a crash in between is mended at start."""
         path = Path(os.fsdecode(row.path))
         fields = log_fields(path, row.service, "done")
         assert row.result is not None and row.sha256 is not None
-        if self._still_there(path, row.identity):
+        mode = self._mode_if_still_there(path, row.identity)
+        if mode is not None:
             text = sidecar.render(
                 service=row.service,
                 service_type=service.type,
@@ -285,7 +291,7 @@ class Pipeline:
                 duplicate_of=Path(os.fsdecode(row.duplicate_of)) if row.duplicate_of else None,
             )
             try:
-                sidecar.write(path, text)
+                sidecar.write(path, text, mode)
             except OSError as exc:
                 log.error("cannot write the sidecar of %s: %s", path, exc, extra=fields)
                 return

@@ -50,8 +50,11 @@ def render(
     return tomli_w.dumps(document)
 
 
-def write(path: Path, text: str) -> Path:
-    """Atomically put `text` at the sidecar of `path`; returns the sidecar's path."""
+def write(path: Path, text: str, mode: int = 0o644) -> Path:
+    """Atomically put `text` at the sidecar of `path`; returns the sidecar's path.
+
+    `mode` is meant to be the file's own: whoever may read the file may read its sidecar.
+    """
     target = sidecar_path(path)
     folder = target.parent
     fd, temp = tempfile.mkstemp(prefix=".", suffix=".syncd.tmp", dir=folder)
@@ -60,7 +63,7 @@ def write(path: Path, text: str) -> Path:
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
-        os.chmod(temp, 0o644)
+        os.chmod(temp, mode & 0o666)
         os.replace(temp, target)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

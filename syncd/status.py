@@ -67,7 +67,15 @@ class StatusServer:
         finally:
             os.umask(old)
         if gid >= 0:
-            os.chown(self.path, -1, gid)
+            try:
+                os.chown(self.path, -1, gid)
+            except OSError as exc:
+                sock.close()
+                raise SyncdError(
+                    f"[daemon] status_group: cannot give {self.path} to group {self._group!r}"
+                    f" ({exc.strerror}); under the hardened unit use syncd.socket with"
+                    " SocketGroup= and SocketMode=0660 instead"
+                ) from None
             os.chmod(self.path, 0o660)
         else:
             os.chmod(self.path, 0o600)

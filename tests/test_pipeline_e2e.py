@@ -254,3 +254,50 @@ def test_status_socket_answers_errors_and_survives(tmp_path, sandbox, make_daemo
     assert daemon.status()["pid"] == daemon.process.pid
     done = threading.Event()
     assert not done.is_set()
+
+
+def test_names_that_are_not_utf8_survive(tmp_path, sandbox, make_daemon):
+    daemon = make_daemon(ton_config(tmp_path, sandbox)).start()
+    raw = os.path.join(os.fsencode(tmp_path / "drop"), b"caf\xe9-\xff.bin")
+    with open(raw, "wb") as out:
+        out.write(b"latin-1 name")
+    daemon.wait_counts(done=1)
+    assert os.path.exists(raw + b".syncd.toml")
+    reply = daemon.status()
+    assert reply["counts"]["done"] == 1
+
+
+def test_retry_after_fixing_the_cause(tmp_path, sandbox, make_daemon):
+    config = ton_config(tmp_path, sandbox)
+    good_secret = config["accounts"]["main"]["consumer_secret"]
+    config["accounts"]["main"]["consumer_secret"] = "not-the-secret"
+    daemon = make_daemon(config).start()
+    path = drop(tmp_path / "drop" / "retry-me.txt", b"again")
+    daemon.wait_counts(failed=1)
+    config["accounts"]["main"]["consumer_secret"] = good_secret
+    daemon.write_config(config)
+    daemon.signal(signal.SIGHUP)
+    wait_until(lambda: "configuration reloaded" in daemon.log(), 10, "the reload")
+    shown = daemon.cli("retry", str(path))
+    assert shown.returncode == 0 and "1 files queued again" in shown.stdout
+    daemon.wait_counts(done=1, failed=0)
+    assert sidecar_exists(path)
+
+
+def test_a_file_changed_after_upload_is_uploaded_again(tmp_path, sandbox, make_daemon):
+    daemon = make_daemon(ton_config(tmp_path, sandbox)).start()
+    path = drop(tmp_path / "drop" / "edited.txt", b"first version")
+    daemon.wait_counts(done=1)
+    path.write_bytes(b"second version, longer")
+    second = hashlib.sha256(b"second version, longer").hexdigest()
+    wait_until(lambda: read_sidecar(path)["sha256"] == second, 30, "the new sidecar")
+    assert len(sandbox.ton_objects()) == 2
+
+
+def test_sidecar_is_as_readable_as_its_file(tmp_path, sandbox, make_daemon):
+    daemon = make_daemon(ton_config(tmp_path, sandbox)).start()
+    path = drop(tmp_path / "drop" / "private.txt", b"mine")
+    os.chmod(path, 0o600)
+    daemon.wait_counts(done=1)
+    side = path.with_name(path.name + ".syncd.toml")
+    assert side.stat().st_mode & 0o777 == 0o600

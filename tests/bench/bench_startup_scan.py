@@ -50,7 +50,7 @@ def restart_scan(daemon: Daemon, count: int) -> tuple[float, float]:
     """(scan.seconds, process start -> scan seen complete) of one restart."""
     daemon.start(wait=False)
     try:
-        reply = daemon.wait_scan(600, interval=0.01)
+        reply = daemon.wait_scan(600)
         wall = time.monotonic() - daemon.started_at
         counts = reply["counts"]
         if counts["done"] != count or reply["scan"]["files"] != count:

@@ -391,7 +391,7 @@ class Daemon:
 
         return wait_until(probe, timeout, f"counts {wanted}", interval)
 
-    def wait_scan(self, timeout: float, interval: float = 0.02) -> dict[str, Any]:
+    def wait_scan(self, timeout: float, interval: float = 0.05) -> dict[str, Any]:
         """The status reply once the start-up full scan has completed."""
 
         def probe() -> dict[str, Any] | None:

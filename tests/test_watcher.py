@@ -1,0 +1,139 @@
+"""The watcher in-process: routing, the stability backstop, rescans, symlinks."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import wait_until
+
+from syncd.config import WatchConfig
+from syncd.journal import Identity
+from syncd.watcher import INOTIFY_LOGGER, Watcher, route
+
+
+class Completed:
+    """Records what the watcher reports complete, as the journal would be told."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.items: list[tuple[Path, str, Identity]] = []
+
+    def __call__(self, path: Path, watch: WatchConfig, identity: Identity) -> None:
+        with self.lock:
+            self.items.append((path, watch.service, identity))
+
+    def paths(self) -> list[Path]:
+        with self.lock:
+            return [p for p, _, _ in self.items]
+
+
+@pytest.fixture
+def watching(tmp_path: Path) -> Iterator[Callable[..., tuple[Watcher, Completed]]]:
+    started: list[Watcher] = []
+
+    def start(*watches: WatchConfig, settle: float = 0.5) -> tuple[Watcher, Completed]:
+        completed = Completed()
+        watcher = Watcher(tuple(watches), settle, completed, dict)
+        watcher.start()
+        started.append(watcher)
+        return watcher, completed
+
+    yield start
+    for watcher in started:
+        watcher.stop()
+
+
+def watch(path: Path, service: str = "s", **options: object) -> WatchConfig:
+    path.mkdir(parents=True, exist_ok=True)
+    return WatchConfig(path=path.resolve(), service=service, **options)  # type: ignore[arg-type]
+
+
+def test_route_first_match_patterns_and_ignores(tmp_path):
+    notes = watch(tmp_path / "drop", "notes", include=("*.txt",))
+    photos = watch(tmp_path / "drop", "photos", exclude=("*.raw",))
+    flat = watch(tmp_path / "flat", "flat", recursive=False)
+    watches = (notes, photos, flat)
+    drop = tmp_path.resolve() / "drop"
+    assert route(watches, drop / "a.txt") is notes
+    assert route(watches, drop / "sub" / "a.jpg") is photos
+    assert route(watches, drop / "a.raw") is None
+    for ignored in ("a.jpg.syncd.toml", "a.jpg.caption", ".hidden", "x.part", "y.tmp", "z~"):
+        assert route(watches, drop / ignored) is None, ignored
+    assert route(watches, drop / ".git" / "config") is None
+    assert route(watches, drop / ".~tmp~" / "a.jpg") is None
+    assert route(watches, tmp_path.resolve() / "flat" / "a") is flat
+    assert route(watches, tmp_path.resolve() / "flat" / "sub" / "a") is None
+    assert route(watches, tmp_path.resolve() / "elsewhere" / "a") is None
+
+
+def test_polling_observer_never_closes_yet_files_complete(tmp_path, watching):
+    """PollingObserver emits no close events: only the stability check can finish a file."""
+    folder = watch(tmp_path / "polled", poll_interval=0.1)
+    _, completed = watching(folder, settle=0.5)
+    path = folder.path / "growing.bin"
+    with path.open("wb") as out:
+        for _ in range(5):
+            out.write(os.urandom(1000))
+            out.flush()
+            threading.Event().wait(0.2)  # the writer's pace under test
+    wait_until(lambda: completed.paths() == [path], 10, "the file completed once")
+    assert completed.items[0][2].size == 5000
+
+
+def test_inotify_overflow_warning_triggers_a_rescan(tmp_path, watching):
+    folder = watch(tmp_path / "drop")
+    watcher, _ = watching(folder)
+    wait_until(lambda: watcher.scans.count >= 1, 10, "the start-up scan")
+    logging.getLogger(INOTIFY_LOGGER).warning("Inotify queue overflowed")
+    wait_until(lambda: watcher.scans.count >= 2, 10, "the rescan")
+
+
+def test_files_present_at_start_are_found(tmp_path):
+    folder = watch(tmp_path / "drop")
+    old = folder.path / "sub" / "old.txt"
+    old.parent.mkdir()
+    old.write_text("was here first")
+    completed = Completed()
+    watcher = Watcher((folder,), 5.0, completed, dict)
+    try:
+        watcher.start()
+        wait_until(lambda: completed.paths() == [old], 10, "the old file")
+    finally:
+        watcher.stop()
+
+
+def test_symlinks_and_outside_folders_are_never_reported(tmp_path, watching):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("secret")
+    folder = watch(tmp_path / "drop")
+    (folder.path / "link.txt").symlink_to(outside / "secret.txt")
+    (folder.path / "linked-folder").symlink_to(outside, target_is_directory=True)
+    _, completed = watching(folder)
+    marker = folder.path / "marker.txt"
+    marker.write_text("m")
+    wait_until(lambda: marker in completed.paths(), 10, "the marker")
+    assert completed.paths() == [marker]
+
+
+def test_known_files_are_skipped_by_the_scan(tmp_path):
+    folder = watch(tmp_path / "drop")
+    done = folder.path / "done.txt"
+    done.write_text("uploaded before")
+    fresh = folder.path / "fresh.txt"
+    fresh.write_text("new")
+    known = {os.fsencode(done): Identity.of(done.lstat())}
+    completed = Completed()
+    watcher = Watcher((folder,), 0.2, completed, lambda: known)
+    try:
+        watcher.start()
+        wait_until(lambda: completed.paths() == [fresh], 10, "only the new file")
+        wait_until(lambda: watcher.scans.count >= 1, 10, "the scan")
+        assert completed.paths() == [fresh]
+    finally:
+        watcher.stop()
