@@ -58,6 +58,8 @@ class Workers:
         self._pipeline = pipeline
         self._cond = threading.Condition()
         self._stop = False
+        self._generation = 0
+        """Counts wake-ups, so a wake between an empty claim and the wait is not lost."""
         self._threads = [
             threading.Thread(target=self._loop, name=f"worker-{n}", daemon=True)
             for n in range(1, count + 1)
@@ -69,6 +71,7 @@ class Workers:
 
     def wake(self) -> None:
         with self._cond:
+            self._generation += 1
             self._cond.notify_all()
 
     def stop(self) -> None:
@@ -87,13 +90,16 @@ class Workers:
 
     def _loop(self) -> None:
         while not self._stop:
+            with self._cond:
+                generation = self._generation
             row = self._journal.claim(time.time())
             if row is None:
                 due = self._journal.next_due()
                 with self._cond:
                     if self._stop:
                         return
-                    self._cond.wait(None if due is None else max(0.01, due - time.time()))
+                    if generation == self._generation:
+                        self._cond.wait(None if due is None else max(0.01, due - time.time()))
                 continue
             try:
                 self._pipeline.process(row)

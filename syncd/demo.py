@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,14 +25,31 @@ DEMO_DIR = Path("syncd-demo")
 ENDPOINT_KEYS = ("endpoint", "twitter_endpoint")
 
 
-def demo_config(folder: Path, sandbox_url: str) -> dict[str, Any]:
+def _free_port() -> int:
+    """A loopback port for the media server, whose public URL must be known in advance."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def demo_config(folder: Path, sandbox_url: str, media_port: int) -> dict[str, Any]:
     """A config routing one drop folder per service type to the sandbox."""
+    twitter = {"account": "demo", "endpoint": sandbox_url}
     services: dict[str, dict[str, Any]] = {
-        "ton": {
-            "type": "ton",
-            "account": "demo",
-            "bucket": credentials.TON_BUCKET_TA_PARTNER,
+        "ton": {"type": "ton", "bucket": credentials.TON_BUCKET_TA_PARTNER, **twitter},
+        "twitpic": {"type": "twitpic", "api_key": credentials.TWITPIC_API_KEY, **twitter},
+        "twitlonger": {
+            "type": "twitlonger",
+            "api_key": credentials.TWITLONGER_API_KEY,
+            "twitter_endpoint": sandbox_url,
+            **twitter,
+        },
+        "oneall": {
+            "type": "oneall",
             "endpoint": sandbox_url,
+            "public_key": credentials.ONEALL_PUBLIC_KEY,
+            "private_key": credentials.ONEALL_PRIVATE_KEY,
+            "identity_token": credentials.ONEALL_IDENTITY_TOKEN,
         },
     }
     return {
@@ -49,13 +67,17 @@ def demo_config(folder: Path, sandbox_url: str) -> dict[str, Any]:
             }
         },
         "services": services,
+        "media_server": {
+            "listen": f"127.0.0.1:{media_port}",
+            "public_url": f"http://127.0.0.1:{media_port}",
+        },
         "watch": [{"path": str(folder / name), "service": name} for name in services],
     }
 
 
 def _write_demo(sandbox_url: str) -> Path:
     folder = DEMO_DIR.absolute()
-    data = demo_config(folder, sandbox_url)
+    data = demo_config(folder, sandbox_url, _free_port())
     for watch in data["watch"]:
         Path(watch["path"]).mkdir(parents=True, exist_ok=True)
     path = folder / "config.toml"

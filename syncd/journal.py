@@ -24,6 +24,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from syncd.errors import SyncdError
+
 STATES = (
     "seen",
     "hashed",
@@ -138,10 +140,14 @@ class Journal:
     """Durable state of every file syncd knows; safe to share between threads."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Created 0600 before SQLite opens it: results and errors are nobody else's.
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Created 0600 before SQLite opens it: results and errors are nobody else's.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+            raise SyncdError(f"{path}: cannot open the journal: {reason}") from None
         self._lock = threading.Lock()
         self._claimed: set[int] = set()
         self.changes = 0
@@ -312,11 +318,13 @@ class Journal:
         """
         now = time.time()
         with self._write() as db:
+            # A copy waiting to retry holds the content too, but only for rows after it:
+            # two copies both in retry_wait must not wait for each other.
             others = db.execute(
                 "SELECT path, state, result, duplicate_of FROM files WHERE service=?"
-                " AND sha256=? AND id<>? AND state IN ('uploading', 'awaiting_callback',"
-                " 'uploaded', 'done')",
-                (row.service, row.sha256, row.id),
+                " AND sha256=? AND id<>? AND (state IN ('uploading', 'awaiting_callback',"
+                " 'uploaded', 'done') OR (state='retry_wait' AND id<?))",
+                (row.service, row.sha256, row.id, row.id),
             ).fetchall()
             for path, state, result, duplicate_of in others:
                 decoded = _decode(result)
@@ -328,7 +336,7 @@ class Journal:
                         (result, original, now, now, row.id, row.version),
                     ).rowcount
                     return Duplicate(original, decoded) if changed else None
-                if state in IN_FLIGHT:
+                if state in (*IN_FLIGHT, "retry_wait"):
                     changed = db.execute(
                         "UPDATE files SET due=?, updated_at=? WHERE id=? AND version=?",
                         (now + 1.0, now, row.id, row.version),

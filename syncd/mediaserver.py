@@ -118,7 +118,10 @@ class MediaServer:
         self._lookup = lookup
         self._callback = callback
         handler = type("Handler", (_Handler,), {"server_side": self})
-        self._httpd = ThreadingHTTPServer((host, port), handler)
+        try:
+            self._httpd = ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:
+            raise SyncdError(f"[media_server] listen {host}:{port}: {exc.strerror}") from None
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, name="mediaserver", daemon=True

@@ -47,7 +47,10 @@ class StatusServer:
         self._thread.start()
 
     def _bind(self) -> socket.socket:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise SyncdError(f"{self.path.parent}: {exc.strerror}") from None
         try:
             if stat.S_ISSOCK(os.lstat(self.path).st_mode):
                 self._refuse_if_answered()
@@ -64,6 +67,11 @@ class StatusServer:
         old = os.umask(0o177)
         try:
             sock.bind(os.fsdecode(self.path))
+        except OSError as exc:
+            sock.close()
+            raise SyncdError(
+                f"{self.path}: cannot listen for status requests: {exc.strerror or exc}"
+            ) from None
         finally:
             os.umask(old)
         if gid >= 0:
