@@ -14,8 +14,10 @@ regular files are skipped, and a path whose folder resolves outside its watch is
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
 import os
+import re
 import stat
 import threading
 import time
@@ -53,26 +55,36 @@ Known = Callable[[], dict[bytes, Identity]]
 """The identities the journal already holds, so a scan skips what is done."""
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """Shell patterns as one regex: a scan tests every name, so this is the hot path."""
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns) or "(?!)")
+
+
+IGNORED = _compiled(BUILTIN_IGNORES)
+
+
 def ignored(name: str) -> bool:
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in BUILTIN_IGNORES)
+    return IGNORED.match(name) is not None
 
 
 def _matches(patterns: tuple[str, ...], name: str, relative: str) -> bool:
-    return any(
-        fnmatch.fnmatchcase(relative if "/" in pattern else name, pattern) for pattern in patterns
-    )
+    """Patterns with a `/` match the path below the watch; the others the name alone."""
+    by_name = tuple(p for p in patterns if "/" not in p)
+    by_path = tuple(p for p in patterns if "/" in p)
+    return bool(_compiled(by_name).match(name) or (by_path and _compiled(by_path).match(relative)))
 
 
 def route(watches: tuple[WatchConfig, ...], path: Path) -> WatchConfig | None:
     """The first watch whose folder and patterns take `path`, if any."""
     text = os.fsdecode(path)
     for watch in watches:
-        root = os.fsdecode(watch.path)
-        if not text.startswith(root.rstrip("/") + "/"):
+        root = os.fsdecode(watch.path).rstrip("/") + "/"
+        if not text.startswith(root):
             continue
-        relative = text[len(root.rstrip("/")) + 1 :]
+        relative = text[len(root) :]
         parts = relative.split("/")
-        if any(ignored(part) for part in parts[:-1]) or ignored(parts[-1]):
+        if any(IGNORED.match(part) for part in parts):
             return None
         if not watch.recursive and len(parts) > 1:
             continue

@@ -15,13 +15,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from syncd.sandbox.background import Background
 from syncd.sandbox.context import Clock, Context, Service, Settings
 from syncd.sandbox.control import control_routes
 from syncd.sandbox.faults import Fault, Faults
 from syncd.sandbox.journal import Entry, Journal
 from syncd.sandbox.oauth_check import OAuthVerifier
+from syncd.sandbox.oneall import OneAllService
 from syncd.sandbox.ratelimit import RateLimiter, RateState
 from syncd.sandbox.ton import TonService
+from syncd.sandbox.twitlonger import TwitLongerService
+from syncd.sandbox.twitpic import TwitPicService
 from syncd.sandbox.twitter import TwitterService
 from syncd.sandbox.web import (
     ConnectionDropped,
@@ -30,13 +34,19 @@ from syncd.sandbox.web import (
     Reply,
     Route,
     Router,
-    error,
+    error_reply,
     twitter_error,
 )
 
 CONTROL_PREFIX = "/_sandbox/"
 
-SERVICES: tuple[Callable[[Context], Service], ...] = (TonService, TwitterService)
+SERVICES: tuple[Callable[[Context], Service], ...] = (
+    TonService,
+    TwitterService,
+    TwitPicService,
+    TwitLongerService,
+    OneAllService,
+)
 """Every emulator; a new one is a module with a Service class, added here."""
 
 log = logging.getLogger("syncd.sandbox")
@@ -51,7 +61,8 @@ class App:
         self.journal = Journal()
         self.faults = Faults()
         self.rates = RateLimiter()
-        context = Context(self.clock, self.settings, self.oauth, data_dir)
+        self.background = Background()
+        context = Context(self.clock, self.settings, self.oauth, data_dir, self.background)
         self.services = [make(context) for make in SERVICES]
         self.router = Router()
         self.router.add(control_routes(self))
@@ -60,6 +71,7 @@ class App:
 
     def reset(self) -> None:
         """Back to a fresh start: `POST /_sandbox/reset`."""
+        self.background.cancel()
         self.faults.clear()
         for service in self.services:
             service.reset()
@@ -68,6 +80,10 @@ class App:
         self.clock.reset()
         self.oauth.reset()
         self.rates.reset()
+
+    def close(self) -> None:
+        """The sandbox stops: cancel background work and wait for it."""
+        self.background.cancel(close=True)
 
     def serve(self, ex: Exchange, send: Callable[[Reply], None]) -> None:
         """Answer `ex` through `send`. Raises ConnectionDropped when the connection must be
@@ -100,7 +116,7 @@ class App:
         if isinstance(found, Route) and found.rate is not None:
             rate, allowed = self.rates.hit(found.rate.name, found.rate.limit(), self.clock.now())
         if fault is not None and fault.status is not None:
-            reply = fault.reply()
+            reply = fault.reply(ex.path, found.shape if isinstance(found, Route) else None)
             if fault.status == 429 and rate is not None:
                 # An injected 429 looks like an exhausted window (protocols.md 8).
                 wait = fault.retry_after
@@ -150,4 +166,5 @@ class App:
             raise
         except Exception:
             log.exception("sandbox bug handling %s %s", ex.method, ex.path)
-            return error(500, "The sandbox failed; see its log.").reply
+            shape = found.shape or error_reply
+            return shape(500, "The sandbox failed; see its log.", ex.path)

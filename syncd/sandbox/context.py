@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
+from syncd.sandbox.background import Background
 from syncd.sandbox.oauth_check import OAuthVerifier
 from syncd.sandbox.web import Route
 
@@ -129,6 +130,8 @@ class Context:
     oauth: OAuthVerifier
     data_dir: Path
     """Each service keeps its files in its own sub-folder of this."""
+    background: Background
+    """Threads for work done after replying; cancelled and joined on reset and stop."""
 
 
 class Service(Protocol):

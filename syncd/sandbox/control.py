@@ -1,7 +1,8 @@
 """The control API's shared endpoints under `/_sandbox/` (JSON, no auth).
 
-Requests journal, faults, settings, clock and reset live here; each service adds its own
-inspection endpoints (e.g. `/_sandbox/ton/sessions`) with its routes.
+Requests journal, faults, settings, clock, waiting for background work and reset live
+here; each service adds its own inspection endpoints (e.g. `/_sandbox/ton/sessions`) with
+its routes.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
     from syncd.sandbox.app import App
 
 OK = {"ok": True}
+IDLE_WAIT_MAX = 600
+"""The longest `POST /_sandbox/idle` waits: under the server's idle connection timeout."""
 CLOCK_USAGE = 'give {"advance": s} or {"offset": s}, and/or {"skew": s} (seconds)'
 
 
@@ -68,6 +71,20 @@ def control_routes(app: App) -> list[Route]:
         app.clock.skew = spec.get("skew", app.clock.skew)
         return clock(ex)
 
+    def idle(ex: Exchange) -> Reply:
+        """Wait (at most `timeout` s, default 10) for background work such as OneAll
+        callbacks to finish: tests synchronise on this instead of sleeping."""
+        spec = ex.json()
+        timeout = spec.get("timeout", 10) if isinstance(spec, dict) else None
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 <= timeout <= IDLE_WAIT_MAX
+        ):
+            raise control_error(f'give {{"timeout": s}} with 0 <= s <= {IDLE_WAIT_MAX}')
+        idle = app.background.wait_idle(float(timeout))
+        return json_reply(200, {"idle": idle, "pending": app.background.pending()})
+
     def reset(ex: Exchange) -> Reply:
         app.reset()
         return json_reply(200, OK)
@@ -82,5 +99,6 @@ def control_routes(app: App) -> list[Route]:
         route("POST", "/_sandbox/settings", merge_settings),
         route("GET", "/_sandbox/clock", clock),
         route("POST", "/_sandbox/clock", move_clock),
+        route("POST", "/_sandbox/idle", idle),
         route("POST", "/_sandbox/reset", reset),
     ]

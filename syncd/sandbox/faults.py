@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-from syncd.sandbox.web import Reply, error, twitter_error
+from syncd.sandbox.web import ErrorShape, Reply, error, twitter_error
 
 ACTIONS = ("status", "delay_ms", "reset_connection", "reset_after_bytes")
 TWITTER_CODES = {
@@ -49,16 +49,23 @@ class Fault:
             self.path is None or self.path.search(path) is not None
         )
 
-    def reply(self) -> Reply:
-        """The response of a status fault: the given body, else the service's error shape."""
+    def reply(self, path: str, shape: ErrorShape | None = None) -> Reply:
+        """The response of a status fault: the given body, else the error shape of the
+        service owning `path` (Twitter's when it names none)."""
         assert self.status is not None
+        try:
+            phrase = HTTPStatus(self.status).phrase
+        except ValueError:
+            phrase = "Error"
         if self.body is not None:
             plain = {"Content-Type": "text/plain; charset=utf-8"}
             reply = Reply(self.status, plain, self.body.encode())
+        elif shape is not None:
+            reply = shape(self.status, phrase, path)
         elif self.status in TWITTER_CODES:
             reply = twitter_error(self.status, *TWITTER_CODES[self.status]).reply
         else:
-            reply = error(self.status, HTTPStatus(self.status).phrase).reply
+            reply = error(self.status, phrase).reply
         if self.retry_after is not None:
             reply.headers["Retry-After"] = f"{self.retry_after:g}"
         reply.headers.update(self.headers)

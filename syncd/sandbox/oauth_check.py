@@ -8,7 +8,7 @@ sent, form parameters only for a form body) so a client that signs something els
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
 from oauthlib.common import Request
@@ -23,6 +23,25 @@ TIMESTAMP_WINDOW = 300.0
 
 BAD_AUTH = (32, "Could not authenticate you.")
 STALE_TIMESTAMP = (135, "Timestamp out of bounds.")
+
+
+ECHO_PROVIDER = "X-Auth-Service-Provider"
+ECHO_AUTHORIZATION = "X-Verify-Credentials-Authorization"
+"""OAuth Echo's two headers (protocols.md 3.1); header names are case-insensitive."""
+
+
+def echo_headers(ex: Exchange) -> tuple[str | None, str | None]:
+    """(provider URL, authorization) of an OAuth Echo request; None for a missing one."""
+    return ex.header(ECHO_PROVIDER), ex.header(ECHO_AUTHORIZATION)
+
+
+def provider_is(provider: str, accepted: Iterable[str]) -> bool:
+    """Whether `provider` is one of the `accepted` identity URLs. Its query is not compared:
+    extra parameters are honoured (protocols.md 3.1, 5), and signed, so the signature is
+    still checked over the URL exactly as sent."""
+    parts = urlsplit(provider)
+    bare = f"{parts.scheme}://{parts.netloc}{parts.path}"
+    return not parts.fragment and bare in accepted
 
 
 class AuthError(Exception):

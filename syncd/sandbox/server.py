@@ -194,6 +194,7 @@ class Sandbox:
         if server is None or thread is None:
             return
         self._stopping.set()
+        server.app.close()
         server.shutdown()
         server.close_connections()
         server.server_close()  # joins the connection threads

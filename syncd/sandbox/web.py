@@ -13,9 +13,9 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from email.message import Message
-from email.utils import formatdate, parsedate_to_datetime
+from email.utils import format_datetime, formatdate, parsedate_to_datetime
 from io import BufferedIOBase
 from typing import BinaryIO
 from urllib.parse import parse_qsl, urlsplit
@@ -71,6 +71,11 @@ def error(status: int, message: str) -> HttpError:
     return HttpError(json_reply(status, {"errors": [{"message": message}]}))
 
 
+def error_reply(status: int, message: str, path: str) -> Reply:
+    """`error` as an `ErrorShape`: the shape of routes that name none."""
+    return error(status, message).reply
+
+
 def control_error(message: str, status: int = 400) -> HttpError:
     """The control API's own error shape, distinct from any emulated service's."""
     return HttpError(json_reply(status, {"error": message}))
@@ -79,6 +84,12 @@ def control_error(message: str, status: int = 400) -> HttpError:
 def http_date(epoch: float) -> str:
     """RFC 1123 date in GMT, as X-TON-Expires and Expires use (protocols.md 2.6)."""
     return formatdate(epoch, usegmt=True)
+
+
+def mail_date(epoch: float) -> str:
+    """RFC 2822 date with a numeric zone, `Wed, 05 May 2010 16:11:48 +0000`, as TwitPic's
+    `timestamp` and OneAll's `date` fields show it (protocols.md 4, 6.1)."""
+    return format_datetime(datetime.fromtimestamp(epoch, UTC))
 
 
 def parse_http_date(value: str) -> float | None:
@@ -257,6 +268,11 @@ class Exchange:
 
 
 Handler = Callable[[Exchange], Reply]
+ErrorShape = Callable[[int, str, str], Reply]
+"""`(status, message, path) -> Reply`: how one service words an error. Routing refusals
+(405, an unknown endpoint), injected faults and sandbox bugs on its paths use it, so a
+client sees the service's own error body whatever produced the status."""
+ANY_METHOD = "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,11 +290,21 @@ class Route:
     pattern: re.Pattern[str]
     handler: Handler
     rate: RateGroup | None = None
+    shape: ErrorShape | None = None
+    """The service's error shape; None: Twitter's (and `error`'s for statuses without a code)."""
 
 
-def route(method: str, pattern: str, handler: Handler, rate: RateGroup | None = None) -> Route:
-    """A route whose `pattern` must match the whole path."""
-    return Route(method, re.compile(pattern), handler, rate)
+def route(
+    method: str,
+    pattern: str,
+    handler: Handler,
+    rate: RateGroup | None = None,
+    shape: ErrorShape | None = None,
+) -> Route:
+    """A route whose `pattern` must match the whole path. Method `ANY_METHOD` makes it a
+    fallback: any method, tried only when no other route matches the path (how an API
+    answers "no such endpoint" under its prefix)."""
+    return Route(method, re.compile(pattern), handler, rate, shape)
 
 
 class Router:
@@ -291,17 +317,23 @@ class Router:
         self._routes.extend(routes)
 
     def resolve(self, method: str, path: str) -> tuple[Route, re.Match[str]]:
-        """The route for a request: 404 for an unknown path, 405 for a wrong method."""
-        allowed: list[str] = []
+        """The route for a request: 405 for a wrong method (in the shape of the path's
+        service), else a fallback route, else 404."""
+        allowed: list[Route] = []
         for candidate in self._routes:
             match = candidate.pattern.fullmatch(path)
-            if match is None:
+            if match is None or candidate.method == ANY_METHOD:
                 continue
             if candidate.method == method:
                 return candidate, match
-            allowed.append(candidate.method)
+            allowed.append(candidate)
         if allowed:
-            refusal = error(405, f"{method} is not allowed here.")
-            refusal.reply.headers["Allow"] = ", ".join(sorted(set(allowed)))
-            raise refusal
+            shape = allowed[0].shape or error_reply
+            reply = shape(405, f"{method} is not allowed here.", path)
+            reply.headers["Allow"] = ", ".join(sorted({r.method for r in allowed}))
+            raise HttpError(reply)
+        for candidate in self._routes:
+            match = candidate.pattern.fullmatch(path)
+            if match is not None and candidate.method == ANY_METHOD:
+                return candidate, match
         raise twitter_error(404, 34, "Sorry, that page does not exist.")

@@ -16,11 +16,10 @@ import time
 from pathlib import Path
 
 from common import (
-    KiB,
     Daemon,
-    Figure,
-    base_config,
+    KiB,
     bare_client,
+    base_config,
     cpu_seconds,
     parse_args,
     print_table,
@@ -87,7 +86,9 @@ def main() -> None:
     e2e = last - started
     figures = [
         ratio_figure("end to end", count / e2e, bare_rate, "files/s", at_least=TARGET),
-        ratio_figure("without settle", count / (e2e - SETTLE), bare_rate, "files/s", at_least=TARGET),
+        ratio_figure(
+            "without settle", count / (e2e - SETTLE), bare_rate, "files/s", at_least=TARGET
+        ),
         ratio_figure("upload phase", count / (last - first_request), bare_rate, "files/s"),
     ]
     print_table(

@@ -6,6 +6,7 @@ from email.utils import formatdate
 from typing import Any
 
 import requests
+from oauthlib.oauth1 import Client
 from requests_oauthlib import OAuth1
 
 from syncd.sandbox import credentials
@@ -24,6 +25,28 @@ def oauth(**overrides: Any) -> OAuth1:
         "resource_owner_secret": credentials.ACCESS_TOKEN_SECRET,
     }
     return OAuth1(**{**args, **overrides})
+
+
+VERIFY_CREDENTIALS = "https://api.twitter.com/1.1/account/verify_credentials.json"
+
+
+def echo(
+    provider: str = VERIFY_CREDENTIALS, signed_url: str | None = None, **overrides: Any
+) -> dict[str, str]:
+    """OAuth Echo headers as protocols.md 3.2 builds them: the Authorization a GET of
+    `signed_url` (default: the provider URL) would carry; `overrides` go to the Client."""
+    args: dict[str, Any] = {
+        "client_key": credentials.CONSUMER_KEY,
+        "client_secret": credentials.CONSUMER_SECRET,
+        "resource_owner_key": credentials.ACCESS_TOKEN,
+        "resource_owner_secret": credentials.ACCESS_TOKEN_SECRET,
+        "realm": "http://api.twitter.com/",
+    }
+    _, headers, _ = Client(**{**args, **overrides}).sign(signed_url or provider, http_method="GET")
+    return {
+        "X-Auth-Service-Provider": provider,
+        "X-Verify-Credentials-Authorization": headers["Authorization"],
+    }
 
 
 class Box:

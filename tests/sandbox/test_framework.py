@@ -233,6 +233,24 @@ def test_keep_alive_serves_many_requests_on_one_connection(box: Box) -> None:
 # -- the command line -----------------------------------------------------------------------
 
 
+def test_banner_names_every_credential() -> None:
+    from syncd.sandbox.server import banner
+
+    shown = banner("http://127.0.0.1:8700", None)
+    for name in (
+        "CONSUMER_KEY",
+        "CONSUMER_SECRET",
+        "ACCESS_TOKEN",
+        "ACCESS_TOKEN_SECRET",
+        "TWITPIC_API_KEY",
+        "TWITLONGER_API_KEY",
+        "ONEALL_PUBLIC_KEY",
+        "ONEALL_PRIVATE_KEY",
+        "ONEALL_IDENTITY_TOKEN",
+    ):
+        assert f'"{getattr(credentials, name)}"' in shown, name
+
+
 def test_main_serves_until_sigterm(tmp_path: Any) -> None:
     command = [sys.executable, "-m", "syncd.sandbox", "--listen", "127.0.0.1:0"]
     with subprocess.Popen(
