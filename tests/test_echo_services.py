@@ -1,0 +1,167 @@
+"""TwitPic uploads and TwitLonger posts through OAuth Echo, the real daemon against the sandbox."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from conftest import SandboxClient, base_config, read_sidecar, sidecar_exists, wait_until
+from sandbox.samples import png, video
+
+from syncd.sandbox import credentials
+
+
+def echo_config(tmp_path: Path, sandbox: SandboxClient, **twitlonger: Any) -> dict[str, Any]:
+    config = base_config(tmp_path, sandbox.url)
+    config["services"]["photos"] = {
+        "type": "twitpic",
+        "account": "main",
+        "api_key": credentials.TWITPIC_API_KEY,
+        "endpoint": sandbox.url,
+        "message": "default caption",
+    }
+    config["services"]["notes"] = {
+        "type": "twitlonger",
+        "account": "main",
+        "api_key": credentials.TWITLONGER_API_KEY,
+        "endpoint": sandbox.url,
+        "twitter_endpoint": sandbox.url,
+        **twitlonger,
+    }
+    for name in ("photos", "notes"):
+        (tmp_path / name).mkdir(exist_ok=True)
+    config["watch"] = [
+        {"path": str(tmp_path / "photos"), "service": "photos"},
+        {"path": str(tmp_path / "notes"), "service": "notes", "include": ["*.txt"]},
+    ]
+    return config
+
+
+def service_requests(sandbox: SandboxClient, prefix: str) -> list[dict[str, Any]]:
+    return [r for r in sandbox.requests() if r["path"].startswith(prefix)]
+
+
+def test_png_and_video_to_twitpic_with_a_caption(tmp_path, sandbox, make_daemon):
+    daemon = make_daemon(echo_config(tmp_path, sandbox)).start()
+    photo = tmp_path / "photos" / "photo.png"
+    (tmp_path / "photos" / "photo.png.caption").write_text("A caption from the file\n")
+    photo.write_bytes(png())
+    clip = tmp_path / "photos" / "clip.mp4"
+    with clip.open("wb") as out:
+        out.write(video("mp4", 1024))
+        for _ in range(50):
+            out.write(os.urandom(1024 * 1024))
+    daemon.wait_counts(done=2, timeout=120)
+    uploads = {u["sha256"]: u for u in sandbox.get("twitpic/uploads")}
+    for path, message in ((photo, "A caption from the file"), (clip, "default caption")):
+        side = read_sidecar(path)
+        issued = uploads[hashlib.sha256(path.read_bytes()).hexdigest()]
+        assert side["type"] == "twitpic"
+        assert side["result"]["id"] == issued["id"] and side["result"]["url"] == issued["url"]
+        assert issued["message"] == message
+    assert read_sidecar(photo)["result"]["width"] == 220
+    assert read_sidecar(clip)["result"]["size"] == clip.stat().st_size
+
+
+def test_twitpic_numbers_as_strings_are_read_leniently(tmp_path, sandbox, make_daemon):
+    sandbox.post("settings", {"twitpic": {"numbers_as_strings": True}})
+    daemon = make_daemon(echo_config(tmp_path, sandbox)).start()
+    photo = tmp_path / "photos" / "photo.png"
+    photo.write_bytes(png(48, 32))
+    daemon.wait_counts(done=1)
+    result = read_sidecar(photo)["result"]
+    assert (result["width"], result["height"]) == (48, 32)
+
+
+LONG_TEXT = ("A long thought that does not fit in a tweet. " * 45)[:2000]
+
+
+def test_text_file_becomes_post_tweet_and_link(tmp_path, sandbox, make_daemon):
+    daemon = make_daemon(echo_config(tmp_path, sandbox)).start()
+    note = tmp_path / "notes" / "thought.txt"
+    note.write_text(
+        '+++\nreply_to_id = 1234567890123456789\nreply_to_screen_name = "someone"\n+++\n\n'
+        + LONG_TEXT
+        + "\n\n"
+    )
+    daemon.wait_counts(done=1)
+    posts = sandbox.get("twitlonger/posts")
+    tweets = sandbox.get("twitter/statuses")
+    assert len(posts) == 1 and len(tweets) == 1
+    post, tweet = posts[0], tweets[0]
+    assert post["content"] == LONG_TEXT.rstrip()
+    assert (post["reply_to_id"], post["reply_to_screen_name"]) == ("1234567890123456789", "someone")
+    assert tweet["text"] == post["tweet_content"]
+    assert post["puts"] == 1 and post["twitter_status_id"] == tweet["id_str"]
+    result = read_sidecar(note)["result"]
+    assert result == {
+        "id": post["id"],
+        "short_url": post["short_url"],
+        "full_url": post["full_url"],
+        "tweet_content": post["tweet_content"],
+        "twitter_status_id": tweet["id_str"],
+    }
+
+
+def test_no_tweet_when_the_front_matter_says_so(tmp_path, sandbox, make_daemon):
+    daemon = make_daemon(echo_config(tmp_path, sandbox)).start()
+    note = tmp_path / "notes" / "quiet.txt"
+    note.write_text("+++\ntweet = false\n+++\nJust a post.\n")
+    daemon.wait_counts(done=1)
+    assert len(sandbox.get("twitlonger/posts")) == 1
+    assert sandbox.get("twitter/statuses") == []
+    assert "twitter_status_id" not in read_sidecar(note)["result"]
+
+
+def test_kill_after_the_post_and_before_the_tweet(tmp_path, sandbox, make_daemon):
+    daemon = make_daemon(echo_config(tmp_path, sandbox)).start()
+    sandbox.fault(method="POST", path="/1.1/statuses/update", status=503, count=1000)
+    note = tmp_path / "notes" / "interrupted.txt"
+    note.write_text(LONG_TEXT)
+    wait_until(lambda: daemon.status()["counts"]["retry_wait"] == 1, 30, "the tweet failing")
+    assert len(sandbox.get("twitlonger/posts")) == 1
+    daemon.kill()
+    sandbox.clear_faults()
+    daemon.start()
+    daemon.wait_counts(done=1)
+    posts = sandbox.get("twitlonger/posts")
+    assert len(posts) == 1 and posts[0]["puts"] == 1
+    assert len(sandbox.get("twitter/statuses")) == 1
+    assert sidecar_exists(note)
+
+
+def test_wrong_consumer_secret_fails_without_leaking_it(tmp_path, sandbox, make_daemon):
+    config = echo_config(tmp_path, sandbox)
+    config["accounts"]["main"]["consumer_secret"] = "this-secret-must-not-leak"
+    daemon = make_daemon(config).start()
+    (tmp_path / "photos" / "photo.png").write_bytes(png())
+    (tmp_path / "notes" / "note.txt").write_text("hello")
+    daemon.wait_counts(failed=2)
+    reply = daemon.status()
+    assert all("authentication failed" in f["error"] for f in reply["failures"])
+    shown = daemon.cli("status", "--json").stdout + daemon.cli("status").stdout
+    assert "this-secret-must-not-leak" not in shown + daemon.log() + str(reply)
+
+
+def test_bad_text_files_fail_before_any_request(tmp_path, sandbox, make_daemon):
+    daemon = make_daemon(echo_config(tmp_path, sandbox)).start()
+    (tmp_path / "notes" / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (tmp_path / "notes" / "empty.txt").write_bytes(b"\n\n  \n")
+    (tmp_path / "notes" / "half.txt").write_text('+++\nreply_to_id = "1"\n+++\nhello')
+    daemon.wait_counts(failed=3)
+    reasons = {Path(f["path"]).name: f["error"] for f in daemon.status()["failures"]}
+    assert "not UTF-8" in reasons["latin1.txt"]
+    assert "empty" in reasons["empty.txt"]
+    assert "reply_to_screen_name" in reasons["half.txt"]
+    assert service_requests(sandbox, "/2/posts") == []
+
+
+def test_twitlonger_error_codes_read_as_reasons(tmp_path, sandbox, make_daemon):
+    config = echo_config(tmp_path, sandbox)
+    config["services"]["notes"]["api_key"] = "an-unknown-key"
+    daemon = make_daemon(config).start()
+    (tmp_path / "notes" / "note.txt").write_text("hello")
+    daemon.wait_counts(failed=1)
+    assert "X-API-KEY" in daemon.status()["failures"][0]["error"]
