@@ -21,7 +21,7 @@ from typing import Any
 from syncd import __version__
 from syncd.config import Config, WatchConfig, load
 from syncd.errors import SyncdError
-from syncd.journal import Identity, Journal
+from syncd.journal import Identity, Journal, Row
 from syncd.logs import log_fields, setup_logging
 from syncd.mediaserver import MediaServer, Servable, Signer
 from syncd.notify import Notifier, listen_fds
@@ -39,8 +39,8 @@ STOP_TIMEOUT = 30.0
 TICK = 1.0
 """The main loop's longest sleep: bounds how late STATUS= and the reload flag are seen."""
 FAILURES_SHOWN = 20
-CALLBACK_RACE = 10.0
-"""A callback may overtake the commit of its own request's answer; wait this long for it."""
+EARLY_CALLBACK = "early_callback"
+"""Where a callback that arrived before its request's answer waits (in the row's progress)."""
 
 
 def _inotify_limit() -> int | None:
@@ -205,7 +205,7 @@ class Daemon:
             if changes != last_changes:
                 last_changes = changes
                 self.notifier.status(self._status_line())
-            self._expire_callbacks()
+            self._check_callbacks()
             if time.monotonic() >= next_rescan:
                 next_rescan = time.monotonic() + self.config.daemon.rescan_interval
                 self.watcher.request_rescan()
@@ -343,26 +343,31 @@ class Daemon:
         return Servable(path, row.identity, media_type(path))
 
     def _on_callback(self, row_id: int, data: dict[str, Any]) -> bool:
-        deadline = time.monotonic() + CALLBACK_RACE
+        """A OneAll callback; one that overtakes its own request's answer is kept for later."""
         row = self.journal.get(row_id)
-        while row is not None and row.state == "uploading" and time.monotonic() < deadline:
-            time.sleep(0.05)
-            row = self.journal.get(row_id)
+        if row is not None and row.state == "uploading":
+            return self.journal.save_progress(row, {**row.progress, EARLY_CALLBACK: data})
         if row is None or row.state != "awaiting_callback":
             return False
+        return self._complete_callback(row, data)
+
+    def _complete_callback(self, row: Row, data: dict[str, Any]) -> bool:
         service = self.config.services.get(row.service)
         outcome = callback_outcome(data)
-        fields = log_fields(row.path, row.service)
         if isinstance(outcome, str) or service is None:
             reason = f"{row.service}: OneAll reported: {outcome}"
-            log.error("%s: %s", os.fsdecode(row.path), reason, extra=fields)
+            log.error("%s: %s", os.fsdecode(row.path), reason, extra=log_fields(row.path))
             return self.journal.mark_failed(row, reason)
         if not self.journal.mark_uploaded(row, outcome):
             return False
-        self.pipeline.finish(self.journal.get(row_id) or row, service)
+        self.pipeline.finish(self.journal.get(row.id) or row, service)
         return True
 
-    def _expire_callbacks(self) -> None:
+    def _check_callbacks(self) -> None:
+        """Apply callbacks that came early; fail the rows whose deadline has passed."""
+        for row in self.journal.in_state("awaiting_callback"):
+            if EARLY_CALLBACK in row.progress:
+                self._complete_callback(row, row.progress[EARLY_CALLBACK])
         for row in self.journal.overdue_callbacks(time.time()):
             service = self.config.services.get(row.service)
             timeout = getattr(service, "callback_timeout", 0.0)

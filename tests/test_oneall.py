@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from conftest import SandboxClient, base_config, read_sidecar
+from conftest import SandboxClient, base_config, read_sidecar, wait_until
 from sandbox.samples import png, video
 
 from syncd.mediaserver import CALLBACK, MEDIA, Signer
@@ -138,3 +138,20 @@ def test_forged_or_expired_tokens_are_refused(tmp_path, sandbox, make_daemon):
     assert served.status_code == 206 and served.content == clip.read_bytes()[10:20]
     clip.write_bytes(video("mp4", 50_001))
     assert requests.get(good, timeout=10).status_code == 409
+
+
+def test_a_callback_that_overtakes_its_request_is_kept(tmp_path, sandbox, make_daemon):
+    sandbox.post("settings", {"oneall": {"video_callback": "none"}})
+    config = oneall_config(tmp_path, sandbox)
+    daemon = make_daemon(config).start()
+    sandbox.fault(method="POST", path="/push/", delay_ms=2000, count=1)
+    clip = tmp_path / "social" / "early.mp4"
+    clip.write_bytes(video("mp4", 20_000))
+    wait_until(lambda: daemon.status()["counts"]["uploading"] == 1, 10, "the push in flight")
+    signer = Signer((tmp_path / "state" / "media.key").read_bytes(), "unused")
+    path = f"/{CALLBACK}/{signer.token(CALLBACK, 1, time.time() + 60)}"
+    envelope = {"response": {"result": {"data": {"video_id": "987654321987654321"}}}}
+    url = config["media_server"]["public_url"] + path
+    assert requests.post(url, json=envelope, timeout=10).status_code == 200
+    daemon.wait_counts(done=1)
+    assert read_sidecar(clip)["result"]["video_id"] == "987654321987654321"
