@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -205,19 +205,13 @@ class Journal:
             row = db.execute(
                 "SELECT dev, inode, size, mtime_ns, service FROM files WHERE path=?", (path,)
             ).fetchone()
+            values = {"path": path, "service": service, "now": now, **asdict(identity)}
             if row is None:
                 db.execute(
                     "INSERT INTO files (path, service, state, dev, inode, size, mtime_ns,"
-                    " due, updated_at) VALUES (?, ?, 'seen', ?, ?, ?, ?, 0, ?)",
-                    (
-                        path,
-                        service,
-                        identity.dev,
-                        identity.inode,
-                        identity.size,
-                        identity.mtime_ns,
-                        now,
-                    ),
+                    " due, updated_at) VALUES (:path, :service, 'seen', :dev, :inode, :size,"
+                    " :mtime_ns, 0, :now)",
+                    values,
                 )
                 return True
             if Identity(*row[:4]) == identity and row[4] == service:
@@ -225,18 +219,11 @@ class Journal:
             # The progress stays: a resumable session is kept only if the content's hash
             # turns out the same (the service checks); everything else starts afresh.
             db.execute(
-                "UPDATE files SET service=?, state='seen', version=version+1, dev=?, inode=?,"
-                " size=?, mtime_ns=?, sha256=NULL, attempts=0, due=0, error=NULL,"
-                " error_at=NULL, result=NULL, duplicate_of=NULL, updated_at=? WHERE path=?",
-                (
-                    service,
-                    identity.dev,
-                    identity.inode,
-                    identity.size,
-                    identity.mtime_ns,
-                    now,
-                    path,
-                ),
+                "UPDATE files SET service=:service, state='seen', version=version+1, dev=:dev,"
+                " inode=:inode, size=:size, mtime_ns=:mtime_ns, sha256=NULL, attempts=0, due=0,"
+                " error=NULL, error_at=NULL, result=NULL, duplicate_of=NULL, updated_at=:now"
+                " WHERE path=:path",
+                values,
             )
             return True
 
@@ -253,16 +240,20 @@ class Journal:
     def claim(self, now: float) -> Row | None:
         """The next due row no worker holds; held until `release`."""
         with self._lock:
-            held = ",".join(str(i) for i in self._claimed) or "-1"
             found = self._db.execute(
-                f"SELECT * FROM files WHERE state IN {CLAIMABLE} AND due <= ?"  # noqa: S608
-                f" AND id NOT IN ({held}) ORDER BY due, id LIMIT 1",
+                f"SELECT * FROM files WHERE {self._waiting()} AND due <= ?"  # noqa: S608
+                " ORDER BY due, id LIMIT 1",
                 (now,),
             ).fetchone()
             if found is None:
                 return None
             self._claimed.add(found[0])
             return self._row(found)
+
+    def _waiting(self) -> str:
+        """SQL for rows waiting for a worker; ids are integers we hold, never user input."""
+        held = ",".join(str(i) for i in self._claimed) or "-1"
+        return f"state IN {CLAIMABLE} AND id NOT IN ({held})"
 
     def release(self, row_id: int) -> None:
         with self._lock:
@@ -271,10 +262,8 @@ class Journal:
     def next_due(self) -> float | None:
         """When the earliest waiting row becomes due, so idle workers sleep exactly that long."""
         with self._lock:
-            held = ",".join(str(i) for i in self._claimed) or "-1"
             found = self._db.execute(
-                f"SELECT MIN(due) FROM files WHERE state IN {CLAIMABLE}"  # noqa: S608
-                f" AND id NOT IN ({held})"
+                f"SELECT MIN(due) FROM files WHERE {self._waiting()}"  # noqa: S608
             ).fetchone()
         return None if found[0] is None else float(found[0])
 

@@ -2,7 +2,8 @@
 
 syncd: first file written -> last sidecar (hash, journal, POST, sidecar with fsync, for
 every file; `workers = 4`). Baseline: bare_client.py POSTing the same files one after the
-other with one requests Session and OAuth1, same headers, same sandbox, same run. The
+other with one requests Session and OAuth1, same headers, same sandbox, same run, once
+before and once after syncd (best of the two; the sandbox is reset between runs). The
 settle wait (`settle_seconds`, a latency paid once, not per file) counts against syncd;
 the rate without it and the rate of the upload phase alone (first TON request -> last
 sidecar) are shown too. Issue 2.
@@ -57,9 +58,8 @@ def main() -> None:
         bare_paths = write_all(root / "bare", contents)
         listing = root / "bare.list"
         listing.write_text("".join(f"{p}\n" for p in bare_paths))
-        bare = bare_client("single", control.url, str(listing))
-        bare_rate = count / bare["seconds"]
-        control.delete("requests")
+        bare = [bare_client("single", control.url, str(listing))["seconds"]]
+        control.reset()
 
         drop = root / "drop"
         drop.mkdir()
@@ -80,8 +80,12 @@ def main() -> None:
             cpu_used = cpu_seconds(daemon.pid) - cpu_before
             last = max(sidecar_time(p) for p in paths)
             first_request = control.first_ton_request()
-        if len(control.get("ton/objects")) != 2 * count:
+        if len(control.get("ton/objects")) != count:
             raise RuntimeError("the sandbox does not hold every upload")
+        control.reset()
+        bare.append(bare_client("single", control.url, str(listing))["seconds"])
+
+    bare_rate = count / min(bare)
 
     e2e = last - started
     figures = [
@@ -98,7 +102,8 @@ def main() -> None:
             f"syncd: {e2e:.2f} s from the first file written to the last sidecar; writing the "
             f"files took {written - started:.2f} s; first TON request after "
             f"{first_request - started:.2f} s",
-            f"bare loop: {bare['seconds']:.2f} s, one POST after another",
+            "bare loop, before and after syncd (best counts): "
+            + ", ".join(f"{b:.2f} s" for b in bare),
             f"daemon CPU: {cpu_used:.2f} s ({cpu_used / count * 1000:.2f} ms a file)",
         ],
     )
