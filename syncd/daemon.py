@@ -103,10 +103,9 @@ class Workers:
                 continue
             try:
                 self._pipeline.process(row)
-            except Exception:
-                log.exception(
-                    "unexpected error on %s", os.fsdecode(row.path), extra=log_fields(row.path)
-                )
+            except Exception as exc:
+                log.exception("unexpected error on %s", os.fsdecode(row.path))
+                self._pipeline.fail(row, f"internal error: {type(exc).__name__}: {exc}")
             finally:
                 self._journal.release(row.id)
 

@@ -158,6 +158,15 @@ class Pipeline:
                 self._process_open(row, path, file, fields)
             except FileChanged:
                 log.info("%s changed while it was being handled; starting over", path, extra=fields)
+            except OSError as exc:
+                self.fail(row, f"{path}: cannot read: {exc.strerror or exc}")
+
+    def fail(self, row: Row, reason: str) -> None:
+        """A failure no retry will mend (an I/O error, a bug): shown until `syncd retry`."""
+        log.error("%s", reason, extra=log_fields(row.path, row.service, "failed"))
+        current = self.journal.get(row.id)
+        if current is not None:
+            self.journal.mark_failed(current, reason)
 
     def _open(self, row: Row, path: Path) -> BufferedReader:
         if not self.inside_watch(path):
@@ -246,11 +255,9 @@ class Pipeline:
         except Interrupted:
             self.journal.mark_retry(row, "interrupted by shutdown", time.time())
             return
-        except (FileChanged, OSError) as exc:
-            if isinstance(exc, OSError):
-                log.warning("%s: %s", path, exc, extra=fields)
+        except FileChanged:
             self.journal.mark_changed(row)
-            raise FileChanged from None
+            raise
         finally:
             self.in_flight.end(row.id)
         if isinstance(outcome, AwaitCallback):

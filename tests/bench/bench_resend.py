@@ -1,8 +1,8 @@
 """Bytes re-sent per kill -9 of a large resumable TON upload: at most one chunk each.
 
 One 400 MiB upload in 8 MiB chunks, slowed by a sandbox delay on every PUT so that kills
-land mid-upload; the daemon is killed with SIGKILL at random points 20 times and started
-again each time. The sandbox counts every body byte each session received
+land mid-upload; the daemon is killed with SIGKILL at random points 20 times (--quick: 5)
+and started again each time. The sandbox counts every body byte each session received
 (`bytes_received`, re-sent and cut-off bytes included) beside the bytes it kept
 (`received`); their difference is the waste. A kill's share is the waste added from just
 before it to just before the next kill (or the end): the chunk cut short plus anything the
@@ -25,12 +25,12 @@ from common import (
     fmt_bytes,
     parse_args,
     print_table,
+    sandbox,
     sidecar_of,
     wait_until,
     workdir,
     write_random,
 )
-from common import sandbox as sandbox_server
 
 CHUNK = 8 * MiB
 CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/\d+")
@@ -75,7 +75,7 @@ def main() -> None:
     chunks = total // CHUNK
     # Kill once the server holds this many chunks, then after a random part of a chunk's time.
     points = sorted(rng.sample(range(1, chunks - 1), kills))
-    with workdir("resend") as root, sandbox_server(root) as control:
+    with workdir("resend") as root, sandbox(root) as control:
         watched = root / "drop"
         config = base_config(
             root,

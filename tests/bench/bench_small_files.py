@@ -79,7 +79,7 @@ def main() -> None:
             daemon.wait_counts(timeout=600, done=count)
             cpu_used = cpu_seconds(daemon.pid) - cpu_before
             last = max(sidecar_time(p) for p in paths)
-            first_request = control.first_ton_request()
+            first_request = control.ton_span()[0]
         if len(control.get("ton/objects")) != count:
             raise RuntimeError("the sandbox does not hold every upload")
         control.reset()

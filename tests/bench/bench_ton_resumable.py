@@ -82,12 +82,6 @@ def drop(daemon: Daemon, staged: Path, folder: Path, done: int) -> tuple[float, 
     return complete, target, rss.peak_bytes
 
 
-def wire_span(control: Control) -> tuple[float, float]:
-    """(first TON request started, last TON reply finished), by the sandbox's clock."""
-    ton = [r for r in control.requests() if r["path"].startswith("/1.1/ton/")]
-    return min(r["started"] for r in ton), max(r["finished"] or 0.0 for r in ton)
-
-
 def only_complete_session(control: Control, total: int) -> None:
     """Check that one session got exactly the file, then forget it (frees the sandbox's copy)."""
     sessions = control.ton_sessions()
@@ -113,12 +107,12 @@ def timed_pair(
     size = staged.stat().st_size
     os.sync()  # no dirty pages of the last write to throttle the sandbox's writes
     bare = bare_client("resumable", control.url, str(staged), str(CHUNK))["seconds"]
-    first, last = wire_span(control)
+    first, last = control.ton_span()
     only_complete_session(control, size)
     os.sync()
     complete, path, peak = drop(daemon, staged, watched, done)
     appeared = sidecar_time(path)
-    first_request, last_reply = wire_span(control)
+    first_request, last_reply = control.ton_span()
     only_complete_session(control, size)
     os.unlink(path)
     timed = Timed(

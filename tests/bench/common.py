@@ -260,9 +260,10 @@ class Control:
     def ton_sessions(self) -> list[dict[str, Any]]:
         return list(self.get("ton/sessions"))
 
-    def first_ton_request(self) -> float:
-        """Sandbox-clock epoch time at which the first TON request came in."""
-        return min(r["started"] for r in self.requests() if r["path"].startswith("/1.1/ton/"))
+    def ton_span(self) -> tuple[float, float]:
+        """(first TON request started, last TON reply finished), sandbox-clock epoch time."""
+        ton = [r for r in self.requests() if r["path"].startswith("/1.1/ton/")]
+        return float(min(r["started"] for r in ton)), float(max(r["finished"] or 0 for r in ton))
 
 
 @contextlib.contextmanager
