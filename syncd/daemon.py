@@ -9,6 +9,7 @@ start resumes what was in flight. SIGHUP reloads the configuration.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -41,6 +42,21 @@ TICK = 1.0
 FAILURES_SHOWN = 20
 EARLY_CALLBACK = "early_callback"
 """Where a callback that arrived before its request's answer waits (in the row's progress)."""
+
+
+M_MMAP_THRESHOLD = -3
+
+
+def _return_large_buffers() -> None:
+    """Serve chunk buffers (MiBs) from mmap, so that freeing them returns them to the OS.
+
+    Otherwise glibc's adaptive threshold keeps a freed chunk in each worker thread's arena
+    and the resident size grows by about a chunk per worker after the first large upload.
+    """
+    try:
+        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 1024 * 1024)
+    except (OSError, AttributeError):
+        log.debug("mallopt is not available; large buffers stay with the allocator")
 
 
 def _inotify_limit() -> int | None:
@@ -150,6 +166,7 @@ class Daemon:
     # -- start, run, stop --------------------------------------------------------------
 
     def run(self) -> int:
+        _return_large_buffers()
         self._install_signals()
         recovered = self.journal.recover()
         if recovered:
@@ -357,9 +374,10 @@ class Daemon:
             reason = f"{row.service}: OneAll reported: {outcome}"
             log.error("%s: %s", os.fsdecode(row.path), reason, extra=log_fields(row.path))
             return self.journal.mark_failed(row, reason)
-        if not self.journal.mark_uploaded(row, outcome):
+        uploaded = self.journal.mark_uploaded(row, outcome)
+        if uploaded is None:
             return False
-        self.pipeline.finish(self.journal.get(row.id) or row, service)
+        self.pipeline.finish(uploaded, service)
         return True
 
     def _check_callbacks(self) -> None:

@@ -19,10 +19,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from syncd.errors import SyncdError
 
@@ -68,9 +68,11 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """What tells one version of a file from another without reading it."""
+class Identity(NamedTuple):
+    """What tells one version of a file from another without reading it.
+
+    A tuple, not a dataclass: a rescan compares one per file, tens of thousands at a time.
+    """
 
     dev: int
     inode: int
@@ -101,18 +103,12 @@ class Row:
     uploaded_at: float | None
 
 
-@dataclass(frozen=True, slots=True)
-class Duplicate:
-    """The content was already uploaded through the service: reuse that result."""
-
-    original: bytes
-    result: dict[str, Any]
-
-
 WAIT = "wait"
 """begin_upload's answer while another row with the same content is in flight."""
 UPLOAD = "upload"
 """begin_upload's answer when this row is the one to upload."""
+DUPLICATE = "duplicate"
+"""begin_upload's answer when the content was uploaded already: its result is reused."""
 
 
 def _encode(value: Any) -> str:
@@ -205,7 +201,7 @@ class Journal:
             row = db.execute(
                 "SELECT dev, inode, size, mtime_ns, service FROM files WHERE path=?", (path,)
             ).fetchone()
-            values = {"path": path, "service": service, "now": now, **asdict(identity)}
+            values = {"path": path, "service": service, "now": now, **identity._asdict()}
             if row is None:
                 db.execute(
                     "INSERT INTO files (path, service, state, dev, inode, size, mtime_ns,"
@@ -282,8 +278,9 @@ class Journal:
                 == 1
             )
 
-    def mark_hashed(self, row: Row, sha256: str, identity: Identity) -> bool:
-        return self._update(
+    def mark_hashed(self, row: Row, sha256: str, identity: Identity) -> Row | None:
+        """The row as it now stands, or None when the file changed meanwhile."""
+        changed = self._update(
             row,
             "state='hashed', sha256=?, dev=?, inode=?, size=?, mtime_ns=?",
             sha256,
@@ -292,6 +289,7 @@ class Journal:
             identity.size,
             identity.mtime_ns,
         )
+        return replace(row, state="hashed", sha256=sha256, identity=identity) if changed else None
 
     def mark_changed(self, row: Row) -> bool:
         """The file changed under a worker: hash it again before anything else."""
@@ -299,11 +297,12 @@ class Journal:
 
     def begin_upload(
         self, row: Row, still_valid: Callable[[dict[str, Any]], bool]
-    ) -> Duplicate | str | None:
+    ) -> tuple[str, Row] | None:
         """Decide, atomically, whether this row uploads, reuses an upload, or waits.
 
         Two copies of one content arriving at once both get here; the transaction makes
-        exactly one of them the uploader. None means the row changed meanwhile.
+        exactly one of them the uploader. The answer is UPLOAD, DUPLICATE or WAIT with the
+        row as it now stands; None means the row changed meanwhile.
         """
         now = time.time()
         with self._write() as db:
@@ -324,19 +323,30 @@ class Journal:
                         " uploaded_at=?, error=NULL, updated_at=? WHERE id=? AND version=?",
                         (result, original, now, now, row.id, row.version),
                     ).rowcount
-                    return Duplicate(original, decoded) if changed else None
+                    if not changed:
+                        return None
+                    return DUPLICATE, replace(
+                        row,
+                        state="uploaded",
+                        result=decoded,
+                        duplicate_of=original,
+                        uploaded_at=now,
+                        error=None,
+                    )
                 if state in (*IN_FLIGHT, "retry_wait"):
                     changed = db.execute(
                         "UPDATE files SET due=?, updated_at=? WHERE id=? AND version=?",
                         (now + 1.0, now, row.id, row.version),
                     ).rowcount
-                    return WAIT if changed else None
+                    return (WAIT, replace(row, due=now + 1.0)) if changed else None
             changed = db.execute(
                 "UPDATE files SET state='uploading', attempts=attempts+1, updated_at=?"
                 " WHERE id=? AND version=?",
                 (now, row.id, row.version),
             ).rowcount
-            return UPLOAD if changed else None
+            if not changed:
+                return None
+            return UPLOAD, replace(row, state="uploading", attempts=row.attempts + 1)
 
     def save_progress(self, row: Row, progress: dict[str, Any]) -> bool:
         """A stepwise service's durable state (TON session, TwitLonger's post id, ...)."""
@@ -347,11 +357,15 @@ class Journal:
             found = self._db.execute("SELECT progress FROM files WHERE id=?", (row.id,)).fetchone()
         return (_decode(found[0]) if found else None) or {}
 
-    def mark_uploaded(self, row: Row, result: dict[str, Any]) -> bool:
+    def mark_uploaded(self, row: Row, result: dict[str, Any]) -> Row | None:
+        """The row as it now stands, or None when the file changed meanwhile."""
         now = time.time()
-        return self._update(
+        changed = self._update(
             row, "state='uploaded', result=?, uploaded_at=?, error=NULL", _encode(result), now
         )
+        if not changed:
+            return None
+        return replace(row, state="uploaded", result=result, uploaded_at=now, error=None)
 
     def mark_awaiting(self, row: Row, deadline: float) -> bool:
         """Waiting for a service's callback; `due` holds the deadline."""

@@ -26,7 +26,7 @@ from syncd import sidecar
 from syncd.config import ServiceConfig
 from syncd.errors import PermanentError, RetryableError
 from syncd.http import retry_delay
-from syncd.journal import UPLOAD, WAIT, Duplicate, Identity, Journal, Row
+from syncd.journal import DUPLICATE, UPLOAD, Identity, Journal, Row
 from syncd.logs import log_fields
 from syncd.services.base import AwaitCallback, Interrupted, Job, Uploader
 
@@ -194,11 +194,13 @@ class Pipeline:
         identity = self._identity(file)
         if row.sha256 is None or identity != row.identity:
             digest = sha256_of(file)
-            now_identity = self._identity(file)
-            if now_identity != identity or not self.journal.mark_hashed(row, digest, identity):
+            hashed = None
+            if self._identity(file) == identity:
+                hashed = self.journal.mark_hashed(row, digest, identity)
+            if hashed is None:
                 self.journal.mark_changed(row)
                 raise FileChanged
-            row = self.journal.get(row.id) or row
+            row = hashed
         service = self.services.get(row.service)
         uploader = self.uploaders.get(row.service)
         if service is None or uploader is None:
@@ -207,15 +209,13 @@ class Pipeline:
         decision = self.journal.begin_upload(row, uploader.still_valid)
         if decision is None:
             raise FileChanged
-        if decision == WAIT:
-            return
-        if isinstance(decision, Duplicate):
-            log.info("%s duplicates %s", path, os.fsdecode(decision.original), extra=fields)
-            self.finish(self.journal.get(row.id) or row, service)
-            return
-        assert decision == UPLOAD
-        row = self.journal.get(row.id) or row
-        self._upload(row, path, file, service, uploader, fields)
+        answer, row = decision
+        if answer == DUPLICATE:
+            assert row.duplicate_of is not None
+            log.info("%s duplicates %s", path, os.fsdecode(row.duplicate_of), extra=fields)
+            self.finish(row, service)
+        elif answer == UPLOAD:
+            self._upload(row, path, file, service, uploader, fields)
 
     def _upload(
         self,
@@ -240,7 +240,7 @@ class Pipeline:
             stopping=self.stopping,
             row_id=row.id,
         )
-        log.info("uploading %s to %s", path, row.service, extra=fields)
+        log.debug("uploading %s to %s", path, row.service, extra=fields)
         try:
             outcome = uploader.upload(job)
         except RetryableError as exc:
@@ -269,8 +269,9 @@ class Pipeline:
         ):
             self.journal.mark_changed(row)
             raise FileChanged
-        if self.journal.mark_uploaded(row, outcome):
-            self.finish(self.journal.get(row.id) or row, service)
+        uploaded = self.journal.mark_uploaded(row, outcome)
+        if uploaded is not None:
+            self.finish(uploaded, service)
 
     @staticmethod
     def _mode_if_still_there(path: Path, identity: Identity) -> int | None:

@@ -21,7 +21,7 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +75,13 @@ def _matches(patterns: tuple[str, ...], name: str, relative: str) -> bool:
     return bool(_compiled(by_name).match(name) or (by_path and _compiled(by_path).match(relative)))
 
 
+def _accepts(watch: WatchConfig, name: str, relative: str) -> bool:
+    """Whether `watch` takes the file `relative` (its path below the watch's folder)."""
+    if not watch.recursive and "/" in relative:
+        return False
+    return _matches(watch.include, name, relative) and not _matches(watch.exclude, name, relative)
+
+
 def route(watches: tuple[WatchConfig, ...], path: Path) -> WatchConfig | None:
     """The first watch whose folder and patterns take `path`, if any."""
     text = os.fsdecode(path)
@@ -83,14 +90,9 @@ def route(watches: tuple[WatchConfig, ...], path: Path) -> WatchConfig | None:
         if not text.startswith(root):
             continue
         relative = text[len(root) :]
-        parts = relative.split("/")
-        if any(IGNORED.match(part) for part in parts):
+        if any(IGNORED.match(part) for part in relative.split("/")):
             return None
-        if not watch.recursive and len(parts) > 1:
-            continue
-        if _matches(watch.include, parts[-1], relative) and not _matches(
-            watch.exclude, parts[-1], relative
-        ):
+        if _accepts(watch, relative.rsplit("/", 1)[-1], relative):
             return watch
     return None
 
@@ -328,46 +330,66 @@ class Watcher:
         log.info("scan of %d files took %.2f s", self.scans.files, self.scans.seconds)
 
     def _scan(self, folders: list[Path], known: dict[bytes, Identity]) -> int:
-        """Make candidates of files not in `known` with the identity they have now."""
+        """Make candidates of files not in `known` with the identity they have now.
+
+        The hot loop of a rescan over tens of thousands of done files: folders are routed
+        once, names matched by one regex, paths kept as bytes, and only files that turn
+        out new or changed become Path objects. Symlinks are never followed.
+        """
         found = seen = 0
-        for path, st in self._walk(folders):
-            seen += 1
-            if known.get(os.fsencode(path)) != Identity.of(st) and path not in self._candidates:
-                self._observe_path(path, False, st)
-                found += 1
+        stack = [os.fsencode(f) for f in folders]
+        while stack:
+            folder = stack.pop()
+            takers = self._takers(folder)
+            if not takers:
+                continue
+            try:
+                entries = list(os.scandir(folder))
+            except OSError as exc:
+                log.warning("cannot read folder %s: %s", os.fsdecode(folder), exc.strerror)
+                continue
+            for entry in entries:
+                name = os.fsdecode(entry.name)
+                if IGNORED.match(name):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                    continue
+                if not entry.is_file(follow_symlinks=False) or not any(
+                    _accepts(watch, name, below + name) for watch, below in takers
+                ):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                seen += 1
+                if known.get(entry.path) == Identity.of(st):
+                    continue
+                path = Path(os.fsdecode(entry.path))
+                if path not in self._candidates:
+                    self._observe_path(path, False, st)
+                    found += 1
         if found:
             log.info("scan found %d new or changed files", found)
         return seen
 
-    def _walk(self, folders: list[Path]) -> Iterator[tuple[Path, os.stat_result]]:
-        """Regular files below `folders` a watch takes; symlinks are never followed."""
-        stack = [os.fsdecode(f) for f in folders]
-        while stack:
-            folder = stack.pop()
-            try:
-                entries = list(os.scandir(folder))
-            except OSError as exc:
-                log.warning("cannot read folder %s: %s", folder, exc.strerror)
-                continue
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    if not ignored(entry.name) and self._descend(Path(entry.path)):
-                        stack.append(entry.path)
-                elif entry.is_file(follow_symlinks=False) and not ignored(entry.name):
-                    path = Path(entry.path)
-                    if route(self.watches, path) is not None:
-                        try:
-                            yield path, entry.stat(follow_symlinks=False)
-                        except OSError:
-                            continue
-
-    def _descend(self, folder: Path) -> bool:
-        text = os.fsdecode(folder)
+    def _takers(self, folder: bytes) -> list[tuple[WatchConfig, str]]:
+        """The watches that may take files right in `folder`, each with the folder's path
+        below its root (ending in "/", or empty at the root)."""
+        text = os.fsdecode(folder).rstrip("/") + "/"
+        takers = []
         for watch in self.watches:
             root = os.fsdecode(watch.path).rstrip("/") + "/"
-            if text.startswith(root) and (watch.recursive or "/" not in text[len(root) :]):
-                return True
-        return False
+            if not text.startswith(root):
+                continue
+            below = text[len(root) :]
+            if below and not watch.recursive:
+                continue
+            if any(IGNORED.match(part) for part in below.split("/")[:-1]):
+                continue
+            takers.append((watch, below))
+        return takers
 
 
 class _Events(FileSystemEventHandler):

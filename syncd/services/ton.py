@@ -218,6 +218,7 @@ class TonUploader:
                 ),
                 data=data,
             )
+            del data  # before the next chunk is read: one chunk in memory, never two
             if reply.status == 201:
                 job.progress(total)
                 return self._finished(reply, session)

@@ -73,7 +73,11 @@ def main() -> None:
     total = 400 * MiB
     rng = random.Random(6)
     chunks = total // CHUNK
-    # Kill once the server holds this many chunks, then after a random part of a chunk's time.
+    # Kill once the server holds this many chunks, then at a random moment of the next
+    # chunk's life at the sandbox (its delay, then ~15 ms of reading). The client pushes the
+    # body into the loopback socket buffers during the delay: a kill then leaves the sandbox
+    # part of a chunk (wasted); a kill once all of it is buffered wastes nothing, as the
+    # sandbox still reads and keeps the whole chunk.
     points = sorted(rng.sample(range(1, chunks - 1), kills))
     with workdir("resend") as root, sandbox(root) as control:
         watched = root / "drop"
@@ -98,7 +102,7 @@ def main() -> None:
                     return session is not None and session["received"] >= point * CHUNK
 
                 wait_until(reached, 300, f"chunk {point} at the server", interval=0.01)
-                time.sleep(rng.uniform(0, DELAY_MS / 1000 + 0.05))
+                time.sleep(rng.uniform(0, 1.15) * DELAY_MS / 1000)
                 before.append(waste(control))
                 daemon.kill()
                 daemon.start()
