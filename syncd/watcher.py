@@ -29,6 +29,7 @@ from watchdog.events import (
     DirCreatedEvent,
     DirMovedEvent,
     FileClosedEvent,
+    FileCreatedEvent,
     FileDeletedEvent,
     FileMovedEvent,
     FileSystemEvent,
@@ -48,6 +49,17 @@ QUICK_SETTLE = 0.5
 BUILTIN_IGNORES = ("*.syncd.toml", "*.caption", ".*", "*.part", "*.tmp", "*.crdownload", "*~")
 """Our own sidecars, captions, and the temporary names of editors, browsers and rsync."""
 INOTIFY_LOGGER = "watchdog.observers.inotify_c"
+EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    DirCreatedEvent,
+    FileMovedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileDeletedEvent,
+]
+"""What inotify is asked for. Not opens, reads or every write: our own hashing, uploads
+and sidecars would each cost events, and a write without a close is caught by the
+stability check anyway (which a created file always gets)."""
 
 Complete = Callable[[Path, WatchConfig, Identity], None]
 """Told of each file that is complete; the journal decides whether it is new."""
@@ -200,7 +212,9 @@ class Watcher:
                     inotify = Observer()
                     self._observers.append(inotify)
                 observer = inotify
-            observer.schedule(handler, os.fsdecode(watch.path), recursive=watch.recursive)
+            observer.schedule(
+                handler, os.fsdecode(watch.path), recursive=watch.recursive, event_filter=EVENTS
+            )
         for observer in self._observers:
             observer.daemon = True
             observer.start()
