@@ -65,6 +65,9 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX files_due ON files(state, due);
     CREATE INDEX files_content ON files(service, sha256);
     """,
+    # 2: the hash of the content `result` stands for, so that a file touched or rewritten
+    # with the same bytes is not uploaded again.
+    "ALTER TABLE files ADD COLUMN uploaded_sha256 TEXT",
 )
 
 
@@ -101,6 +104,7 @@ class Row:
     result: dict[str, Any] | None
     duplicate_of: bytes | None
     uploaded_at: float | None
+    uploaded_sha256: str | None
 
 
 WAIT = "wait"
@@ -109,6 +113,8 @@ UPLOAD = "upload"
 """begin_upload's answer when this row is the one to upload."""
 DUPLICATE = "duplicate"
 """begin_upload's answer when the content was uploaded already: its result is reused."""
+UNCHANGED = "unchanged"
+"""begin_upload's answer when this very path was uploaded with this content before."""
 
 
 def _encode(value: Any) -> str:
@@ -138,8 +144,13 @@ class Journal:
     def __init__(self, path: Path) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            # Created 0600 before SQLite opens it: results and errors are nobody else's.
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            # 0600 before SQLite opens it (its -wal and -shm files take the same mode):
+            # results and errors are nobody else's.
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.fchmod(fd, 0o600)
+            finally:
+                os.close(fd)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
@@ -213,11 +224,15 @@ class Journal:
             if Identity(*row[:4]) == identity and row[4] == service:
                 return False
             # The progress stays: a resumable session is kept only if the content's hash
-            # turns out the same (the service checks); everything else starts afresh.
+            # turns out the same (the service checks). So does the last result, for the
+            # same reason (see begin_upload), unless the file now goes to another service.
+            # (SQLite reads the old `service` on the right-hand sides.)
             db.execute(
                 "UPDATE files SET service=:service, state='seen', version=version+1, dev=:dev,"
                 " inode=:inode, size=:size, mtime_ns=:mtime_ns, sha256=NULL, attempts=0, due=0,"
-                " error=NULL, error_at=NULL, result=NULL, duplicate_of=NULL, updated_at=:now"
+                " error=NULL, error_at=NULL, updated_at=:now,"
+                " result=CASE WHEN service=:service THEN result END,"
+                " uploaded_sha256=CASE WHEN service=:service THEN uploaded_sha256 END"
                 " WHERE path=:path",
                 values,
             )
@@ -305,6 +320,10 @@ class Journal:
         row as it now stands; None means the row changed meanwhile.
         """
         now = time.time()
+        if row.result is not None and row.uploaded_sha256 == row.sha256 and still_valid(row.result):
+            if not self._update(row, "state='uploaded', error=NULL"):
+                return None
+            return UNCHANGED, replace(row, state="uploaded", error=None)
         with self._write() as db:
             # A copy waiting to retry holds the content too, but only for rows after it:
             # two copies both in retry_wait must not wait for each other.
@@ -320,7 +339,8 @@ class Journal:
                     original = duplicate_of or path
                     changed = db.execute(
                         "UPDATE files SET state='uploaded', result=?, duplicate_of=?,"
-                        " uploaded_at=?, error=NULL, updated_at=? WHERE id=? AND version=?",
+                        " uploaded_at=?, uploaded_sha256=sha256, error=NULL, updated_at=?"
+                        " WHERE id=? AND version=?",
                         (result, original, now, now, row.id, row.version),
                     ).rowcount
                     if not changed:
@@ -331,6 +351,7 @@ class Journal:
                         result=decoded,
                         duplicate_of=original,
                         uploaded_at=now,
+                        uploaded_sha256=row.sha256,
                         error=None,
                     )
                 if state in (*IN_FLIGHT, "retry_wait"):
@@ -361,11 +382,23 @@ class Journal:
         """The row as it now stands, or None when the file changed meanwhile."""
         now = time.time()
         changed = self._update(
-            row, "state='uploaded', result=?, uploaded_at=?, error=NULL", _encode(result), now
+            row,
+            "state='uploaded', result=?, uploaded_at=?, uploaded_sha256=sha256, duplicate_of=NULL,"
+            " error=NULL",
+            _encode(result),
+            now,
         )
         if not changed:
             return None
-        return replace(row, state="uploaded", result=result, uploaded_at=now, error=None)
+        return replace(
+            row,
+            state="uploaded",
+            result=result,
+            uploaded_at=now,
+            uploaded_sha256=row.sha256,
+            duplicate_of=None,
+            error=None,
+        )
 
     def mark_awaiting(self, row: Row, deadline: float) -> bool:
         """Waiting for a service's callback; `due` holds the deadline."""
@@ -452,4 +485,5 @@ class Journal:
             result=_decode(r[15]),
             duplicate_of=r[16],
             uploaded_at=r[17],
+            uploaded_sha256=r[19],
         )

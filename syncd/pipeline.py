@@ -26,7 +26,7 @@ from syncd import sidecar
 from syncd.config import ServiceConfig
 from syncd.errors import PermanentError, RetryableError
 from syncd.http import retry_delay
-from syncd.journal import DUPLICATE, UPLOAD, Identity, Journal, Row
+from syncd.journal import DUPLICATE, UNCHANGED, UPLOAD, Identity, Journal, Row
 from syncd.logs import log_fields
 from syncd.services.base import AwaitCallback, Interrupted, Job, Uploader
 
@@ -213,6 +213,9 @@ class Pipeline:
         if answer == DUPLICATE:
             assert row.duplicate_of is not None
             log.info("%s duplicates %s", path, os.fsdecode(row.duplicate_of), extra=fields)
+            self.finish(row, service)
+        elif answer == UNCHANGED:
+            log.info("%s changed on disk but not in content: not uploaded again", path)
             self.finish(row, service)
         elif answer == UPLOAD:
             self._upload(row, path, file, service, uploader, fields)

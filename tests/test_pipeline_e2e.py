@@ -301,3 +301,16 @@ def test_sidecar_is_as_readable_as_its_file(tmp_path, sandbox, make_daemon):
     daemon.wait_counts(done=1)
     side = path.with_name(path.name + ".syncd.toml")
     assert side.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_touched_file_is_not_uploaded_again(tmp_path, sandbox, make_daemon):
+    daemon = make_daemon(ton_config(tmp_path, sandbox)).start()
+    path = drop(tmp_path / "drop" / "touched.txt", b"same bytes")
+    daemon.wait_counts(done=1)
+    first = read_sidecar(path)
+    os.utime(path, (time.time() + 10, time.time() + 10))
+    path.write_bytes(b"same bytes")
+    wait_until(lambda: "not uploaded again" in daemon.log(), 30, "the unchanged content noticed")
+    daemon.wait_counts(done=1)
+    assert len(sandbox.ton_objects()) == 1
+    assert read_sidecar(path) == first
