@@ -197,3 +197,20 @@ def test_socket_activation_is_used(tmp_path, sandbox, make_daemon):
         activator.send_signal(signal.SIGTERM)
         assert activator.wait(30) == 0, daemon.log()
     assert socket_path.exists(), "an activated socket belongs to systemd: never removed by syncd"
+
+
+def test_secrets_from_the_credentials_directory(tmp_path, sandbox, make_daemon):
+    """LoadCredential= puts secrets in $CREDENTIALS_DIRECTORY; the config only names them."""
+    config = drop_config(tmp_path, sandbox)
+    account = config["accounts"]["main"]
+    credentials_dir = tmp_path / "credentials"
+    credentials_dir.mkdir(mode=0o700)
+    for key in ("consumer_secret", "access_token_secret"):
+        (credentials_dir / key).write_text(account.pop(key) + "\n")
+        (credentials_dir / key).chmod(0o400)
+        account[f"{key}_file"] = "${CREDENTIALS_DIRECTORY}/" + key
+    daemon = make_daemon(config, CREDENTIALS_DIRECTORY=str(credentials_dir))
+    daemon.config_path.chmod(0o644)  # no secret inside: readable by others is fine
+    daemon.start()
+    (tmp_path / "drop" / "signed.txt").write_bytes(b"signed with a credential")
+    daemon.wait_counts(done=1)
