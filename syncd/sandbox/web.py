@@ -193,6 +193,7 @@ class Body:
             except OSError:  # includes the socket timeout
                 raise ConnectionDropped from None
             if len(piece) < want:
+                self._count(piece)  # a client cut off mid-body did send these bytes
                 raise ConnectionDropped
             size -= want
             yield piece
