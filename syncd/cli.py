@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -16,10 +15,11 @@ from typing import Any
 
 from syncd import __version__
 from syncd.config import Config, default_config_path, default_status_socket, load
-from syncd.errors import SyncdError, UsageError
+from syncd.errors import DaemonNotRunning, SyncdError, UsageError
 from syncd.status import ask
 
-log = logging.getLogger("syncd")
+SYSTEM_SOCKET = Path("/run/syncd/status.sock")
+"""Where syncd.service (RuntimeDirectory=syncd) answers."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -115,8 +115,20 @@ def _socket_path(args: argparse.Namespace) -> Path:
     return config.daemon.status_socket
 
 
+def _ask(args: argparse.Namespace, request: dict[str, Any]) -> dict[str, Any]:
+    """Ask the daemon the config names; else the system service's, for the operator whose
+    own environment (XDG_RUNTIME_DIR) points elsewhere."""
+    path = _socket_path(args)
+    try:
+        return ask(path, request)
+    except DaemonNotRunning:
+        if path == SYSTEM_SOCKET or not SYSTEM_SOCKET.exists():
+            raise
+    return ask(SYSTEM_SOCKET, request)
+
+
 def _status(args: argparse.Namespace) -> int:
-    reply = ask(_socket_path(args), {"command": "status"})
+    reply = _ask(args, {"command": "status"})
     if args.json:
         print(json.dumps(reply, indent=2))
     else:
@@ -132,7 +144,7 @@ def _retry(args: argparse.Namespace) -> int:
         request["paths"] = [os.path.abspath(p) for p in args.paths]
     else:
         raise UsageError("name the files to retry, or give --all-failed")
-    reply = ask(_socket_path(args), request)
+    reply = _ask(args, request)
     if "error" in reply:
         raise SyncdError(str(reply["error"]))
     print(f"{reply.get('retried', 0)} files queued again")
