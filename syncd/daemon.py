@@ -86,9 +86,10 @@ class Workers:
             thread.start()
 
     def wake(self) -> None:
+        """One more row may be due: one idle worker is enough to take it."""
         with self._cond:
             self._generation += 1
-            self._cond.notify_all()
+            self._cond.notify()
 
     def stop(self) -> None:
         with self._cond:
@@ -117,6 +118,7 @@ class Workers:
                     if generation == self._generation:
                         self._cond.wait(None if due is None else max(0.01, due - time.time()))
                 continue
+            self.wake()  # pass the baton: if more rows are due, the next idle worker takes one
             try:
                 self._pipeline.process(row)
             except Exception as exc:

@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import email.utils
 import json
+import os
 import random
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 from requests.structures import CaseInsensitiveDict
+from requests.utils import get_environ_proxies
 
 from syncd import __version__
 from syncd.errors import PermanentError, RetryableError
@@ -130,9 +133,24 @@ class ServiceHttp:
         adapter = HTTPAdapter(max_retries=0, pool_maxsize=16)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
+        # requests re-reads the proxy variables on every request (a scan of os.environ,
+        # a good part of a small upload's cost); the environment of a daemon does not change,
+        # so read it once per origin. A CA bundle named in the environment still counts.
+        self._session.trust_env = False
+        self._verify: bool | str = (
+            os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        )
+        self._proxies: dict[str, dict[str, str]] = {}
 
     def close(self) -> None:
         self._session.close()
+
+    def _proxies_for(self, url: str) -> dict[str, str]:
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        if origin not in self._proxies:
+            self._proxies[origin] = get_environ_proxies(origin)
+        return self._proxies[origin]
 
     def send(
         self,
@@ -157,7 +175,8 @@ class ServiceHttp:
                 timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
                 allow_redirects=False,
                 stream=True,
-                verify=True,
+                verify=self._verify,
+                proxies=self._proxies_for(url),
             )
         except requests.Timeout as exc:
             raise RetryableError(f"{self.service}: timed out: {type(exc).__name__}") from None

@@ -199,11 +199,13 @@ class Journal:
 
     # -- the watcher's side ------------------------------------------------------------
 
-    def known(self) -> dict[bytes, Identity]:
-        """Every path's identity, for the reconciliation scans."""
+    def known(self) -> dict[bytes, tuple[int, int, int, int]]:
+        """Every path's identity (dev, inode, size, mtime_ns), for the reconciliation scans:
+        plain tuples, which an Identity compares equal to, as a rescan builds tens of
+        thousands of them."""
         with self._lock:
             rows = self._db.execute("SELECT path, dev, inode, size, mtime_ns FROM files").fetchall()
-        return {r[0]: Identity(r[1], r[2], r[3], r[4]) for r in rows}
+        return {r[0]: r[1:] for r in rows}
 
     def record_seen(self, path: bytes, service: str, identity: Identity) -> bool:
         """A complete file: new, or changed since we last saw it. True when there is work."""

@@ -63,7 +63,7 @@ stability check anyway (which a created file always gets)."""
 
 Complete = Callable[[Path, WatchConfig, Identity], None]
 """Told of each file that is complete; the journal decides whether it is new."""
-Known = Callable[[], dict[bytes, Identity]]
+Known = Callable[[], dict[bytes, tuple[int, int, int, int]]]
 """The identities the journal already holds, so a scan skips what is done."""
 
 
@@ -74,17 +74,25 @@ def _compiled(patterns: tuple[str, ...]) -> re.Pattern[str]:
 
 
 IGNORED = _compiled(BUILTIN_IGNORES)
+IGNORED_BYTES = re.compile(os.fsencode(IGNORED.pattern))
+"""The same, for the names a scan reads as bytes (no decoding for what it skips)."""
 
 
 def ignored(name: str) -> bool:
     return IGNORED.match(name) is not None
 
 
-def _matches(patterns: tuple[str, ...], name: str, relative: str) -> bool:
+@functools.lru_cache(maxsize=256)
+def _split(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str] | None]:
     """Patterns with a `/` match the path below the watch; the others the name alone."""
-    by_name = tuple(p for p in patterns if "/" not in p)
     by_path = tuple(p for p in patterns if "/" in p)
-    return bool(_compiled(by_name).match(name) or (by_path and _compiled(by_path).match(relative)))
+    by_name = tuple(p for p in patterns if "/" not in p)
+    return _compiled(by_name), _compiled(by_path) if by_path else None
+
+
+def _matches(patterns: tuple[str, ...], name: str, relative: str) -> bool:
+    by_name, by_path = _split(patterns)
+    return bool(by_name.match(name) or (by_path is not None and by_path.match(relative)))
 
 
 def _accepts(watch: WatchConfig, name: str, relative: str) -> bool:
@@ -343,7 +351,7 @@ class Watcher:
             self.scans.seconds = time.monotonic() - started
         log.info("scan of %d files took %.2f s", self.scans.files, self.scans.seconds)
 
-    def _scan(self, folders: list[Path], known: dict[bytes, Identity]) -> int:
+    def _scan(self, folders: list[Path], known: dict[bytes, tuple[int, int, int, int]]) -> int:
         """Make candidates of files not in `known` with the identity they have now.
 
         The hot loop of a rescan over tens of thousands of done files: folders are routed
@@ -363,12 +371,12 @@ class Watcher:
                 log.warning("cannot read folder %s: %s", os.fsdecode(folder), exc.strerror)
                 continue
             for entry in entries:
-                name = os.fsdecode(entry.name)
-                if IGNORED.match(name):
+                if IGNORED_BYTES.match(entry.name):
                     continue
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(entry.path)
                     continue
+                name = os.fsdecode(entry.name)
                 if not entry.is_file(follow_symlinks=False) or not any(
                     _accepts(watch, name, below + name) for watch, below in takers
                 ):
@@ -378,7 +386,7 @@ class Watcher:
                 except OSError:
                     continue
                 seen += 1
-                if known.get(entry.path) == Identity.of(st):
+                if known.get(entry.path) == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns):
                     continue
                 path = Path(os.fsdecode(entry.path))
                 if path not in self._candidates:
