@@ -136,6 +136,9 @@ def test_forged_or_expired_tokens_are_refused(tmp_path, sandbox, make_daemon):
     good = expired.media_url(row_id, "clip.mp4", time.time() + 60)
     served = requests.get(good, headers={"Range": "bytes=10-19"}, timeout=10)
     assert served.status_code == 206 and served.content == clip.read_bytes()[10:20]
+    head = requests.head(good, timeout=10)
+    assert head.status_code == 200 and head.headers["Content-Length"] == "50000"
+    assert head.headers["Content-Type"] == "video/mp4" and head.content == b""
     clip.write_bytes(video("mp4", 50_001))
     assert requests.get(good, timeout=10).status_code == 409
 
