@@ -169,7 +169,8 @@ def test_socket_activation_is_used(tmp_path, sandbox, make_daemon):
     socket_path = Path(config["daemon"]["status_socket"])
     socket_path.parent.mkdir(parents=True)
     with daemon.log_path.open("ab") as log:
-        activator = subprocess.Popen(
+        # systemd-socket-activate execs syncd in its own process: the same pid.
+        daemon.process = subprocess.Popen(
             [
                 "systemd-socket-activate",
                 "-l",
@@ -194,8 +195,7 @@ def test_socket_activation_is_used(tmp_path, sandbox, make_daemon):
         (tmp_path / "drop" / "via-activation.txt").write_bytes(b"x")
         daemon.wait_counts(done=1)
     finally:
-        activator.send_signal(signal.SIGTERM)
-        assert activator.wait(30) == 0, daemon.log()
+        assert daemon.stop() == 0, daemon.log()
     assert socket_path.exists(), "an activated socket belongs to systemd: never removed by syncd"
 
 

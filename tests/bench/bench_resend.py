@@ -136,8 +136,6 @@ def main() -> None:
             f"total re-sent {fmt_bytes(final)} ({final} bytes) over {kills} kills; one session;"
             f" bytes of confirmed chunks sent again: {again}",
             "per kill (MiB): " + ", ".join(f"{b / MiB:.1f}" for b in per_kill),
-            "the sandbox counts a body cut short in whole 1 MiB pieces (PIECE): each kill's"
-            " figure may be up to 1 MiB short of what reached it",
         ],
     )
 

@@ -1,7 +1,8 @@
 """What every benchmark shares: the sandbox, the daemon as a subprocess, clocks and a table.
 
-The daemon runs exactly as the end-to-end tests run it (`python -m syncd run -c CONFIG`,
-see tests/conftest.py) against the in-process sandbox over loopback. Every wait has a
+The daemon runs exactly as the end-to-end tests run it, through the same harness
+(tests/harness.py: `python -m syncd run -c CONFIG`), against the in-process sandbox over
+loopback. Every wait has a
 deadline, every daemon started is stopped (SIGTERM, then SIGKILL), every temporary folder
 is removed. Baseline clients run in a subprocess of their own (bare_client.py), as the
 daemon does, so neither side shares the sandbox's interpreter and GIL.
@@ -13,7 +14,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,23 +22,24 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import requests
-import tomli_w
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR.parent))
 
-from syncd.sandbox import credentials
-from syncd.sandbox.server import Sandbox
-from syncd.status import ask
+import harness  # noqa: E402 - found through the line above
+from harness import RunningDaemon as Daemon  # noqa: E402
+from harness import SandboxClient as Control  # noqa: E402
+from harness import sidecar_of, wait_until  # noqa: E402
 
-T = TypeVar("T")
+from syncd.sandbox.server import Sandbox  # noqa: E402
+
+__all__ = ["Daemon", "sidecar_of", "wait_until"]
 KiB = 1 << 10
 MiB = 1 << 20
 GiB = 1 << 30
-BENCH_DIR = Path(__file__).resolve().parent
 PYTHON = sys.executable
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-SIDECAR_SUFFIX = ".syncd.toml"
 
 
 # -- command line and the printed table --------------------------------------------------
@@ -103,20 +104,6 @@ def print_table(title: str, figures: list[Figure], notes: list[str] | None = Non
 # -- waiting and timing --------------------------------------------------------------------
 
 
-def wait_until(
-    probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05
-) -> T:
-    """Poll `probe` until it returns something truthy; RuntimeError at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
-
-
 def best_of(runs: int, measure: Callable[[], float]) -> float:
     return min(measure() for _ in range(runs))
 
@@ -158,10 +145,6 @@ def warm(path: Path) -> None:
     with path.open("rb") as file:
         while file.read(8 * MiB):
             pass
-
-
-def sidecar_of(path: Path) -> Path:
-    return path.with_name(path.name + SIDECAR_SUFFIX)
 
 
 def sidecar_time(path: Path) -> float:
@@ -227,45 +210,6 @@ class RssSampler:
 # -- the sandbox -------------------------------------------------------------------------------
 
 
-class Control:
-    """The sandbox's control API under /_sandbox/."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.http = requests.Session()
-
-    def get(self, path: str) -> Any:
-        reply = self.http.get(f"{self.url}/_sandbox/{path}", timeout=30)
-        reply.raise_for_status()
-        return reply.json()
-
-    def post(self, path: str, body: dict[str, Any]) -> Any:
-        reply = self.http.post(f"{self.url}/_sandbox/{path}", json=body, timeout=30)
-        reply.raise_for_status()
-        return reply.json()
-
-    def delete(self, path: str) -> None:
-        self.http.delete(f"{self.url}/_sandbox/{path}", timeout=30).raise_for_status()
-
-    def fault(self, **spec: Any) -> None:
-        self.post("faults", spec)
-
-    def reset(self) -> None:
-        """Forget objects, sessions, requests, faults and settings (stored bytes too)."""
-        self.post("reset", {})
-
-    def requests(self) -> list[dict[str, Any]]:
-        return list(self.get("requests"))
-
-    def ton_sessions(self) -> list[dict[str, Any]]:
-        return list(self.get("ton/sessions"))
-
-    def ton_span(self) -> tuple[float, float]:
-        """(first TON request started, last TON reply finished), sandbox-clock epoch time."""
-        ton = [r for r in self.requests() if r["path"].startswith("/1.1/ton/")]
-        return float(min(r["started"] for r in ton)), float(max(r["finished"] or 0 for r in ton))
-
-
 @contextlib.contextmanager
 def sandbox(root: Path, in_memory: bool = False) -> Iterator[Control]:
     """The sandbox in this process, its stored bytes under `root`; with `in_memory`, in a
@@ -291,136 +235,13 @@ def base_config(
     daemon: dict[str, Any] | None = None,
     service: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A config as tests/conftest.py builds it: the sandbox account, one TON service "ads"."""
-    return {
-        "daemon": {
-            "state_dir": str(root / "state"),
-            "status_socket": str(root / "run" / "status.sock"),
-            "log_level": "info",
-            **(daemon or {}),
-        },
-        "accounts": {
-            "main": {
-                "consumer_key": credentials.CONSUMER_KEY,
-                "consumer_secret": credentials.CONSUMER_SECRET,
-                "access_token": credentials.ACCESS_TOKEN,
-                "access_token_secret": credentials.ACCESS_TOKEN_SECRET,
-            }
-        },
-        "services": {
-            "ads": {
-                "type": "ton",
-                "account": "main",
-                "bucket": credentials.TON_BUCKET_TA_PARTNER,
-                "endpoint": sandbox_url,
-                **(service or {}),
-            }
-        },
-        "watch": [{"service": "ads", **w} for w in watches],
-    }
-
-
-class Daemon:
-    """`python -m syncd run -c CONFIG` in a subprocess; its log goes to ROOT/daemon.log."""
-
-    def __init__(self, root: Path, config: dict[str, Any]) -> None:
-        self.root = root
-        self.config = config
-        self.config_path = root / "config.toml"
-        self.log_path = root / "daemon.log"
-        self.socket = Path(config["daemon"]["status_socket"])
-        self.process: subprocess.Popen[bytes] | None = None
-        self.started_at = 0.0
-        """time.monotonic() just before the process was spawned."""
-        self.config_path.write_text(tomli_w.dumps(config))
-        os.chmod(self.config_path, 0o600)
-        self.env = {
-            k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM")
-        }
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def start(self, wait: bool = True) -> Daemon:
-        assert self.process is None or self.process.poll() is not None
-        with self.log_path.open("ab") as log:
-            self.started_at = time.monotonic()
-            self.process = subprocess.Popen(
-                [PYTHON, "-m", "syncd", "run", "-c", str(self.config_path)],
-                stdout=log,
-                stderr=log,
-                env=self.env,
-            )
-        if wait:
-            wait_until(self.answers, 60, "the status socket", interval=0.02)
-        return self
-
-    def answers(self) -> bool:
-        return self.poll_status() is not None
-
-    def poll_status(self) -> dict[str, Any] | None:
-        """The status reply; None while nobody answers; RuntimeError once syncd has exited."""
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise RuntimeError(f"syncd exited {self.process.returncode}:\n{self.log()[-4000:]}")
-        try:
-            reply = ask(self.socket, {"command": "status"}, timeout=2)
-        except Exception:
-            return None
-        return reply if "pid" in reply else None
-
-    def status(self) -> dict[str, Any]:
-        return ask(self.socket, {"command": "status"}, timeout=10)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def wait_counts(self, timeout: float, interval: float = 0.1, **wanted: int) -> dict[str, int]:
-        """Poll `syncd status` until every count named in `wanted` has that value."""
-
-        def probe() -> dict[str, int] | None:
-            reply = self.poll_status()
-            if reply is None:
-                return None
-            counts: dict[str, int] = reply["counts"]
-            if counts.get("failed"):
-                raise RuntimeError(f"uploads failed: {json.dumps(reply['failures'])}")
-            return counts if all(counts.get(k) == v for k, v in wanted.items()) else None
-
-        return wait_until(probe, timeout, f"counts {wanted}", interval)
-
-    def wait_scan(self, timeout: float, interval: float = 0.05) -> dict[str, Any]:
-        """The status reply once the start-up full scan has completed."""
-
-        def probe() -> dict[str, Any] | None:
-            reply = self.poll_status()
-            return reply if reply is not None and reply["scan"]["completed"] >= 1 else None
-
-        return wait_until(probe, timeout, "the start-up scan", interval)
-
-    def stop(self, timeout: float = 60) -> None:
-        """SIGTERM, then SIGKILL if it has not exited within `timeout`."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def kill(self) -> None:
-        """kill -9, as a crash or a power cut would stop it."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(30)
-
-    def __enter__(self) -> Daemon:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    """The tests' config (harness.base_config) at log level info: debug lines would be part
+    of what is measured."""
+    config = harness.base_config(
+        root, sandbox_url, watches, **{"log_level": "info", **(daemon or {})}
+    )
+    config["services"]["ads"].update(service or {})
+    return config
 
 
 # -- the baseline client --------------------------------------------------------------------
