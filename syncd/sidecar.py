@@ -21,8 +21,17 @@ def sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + SUFFIX)
 
 
-def _utc(when: float) -> datetime:
-    return datetime.fromtimestamp(int(when), UTC)
+class _Utc(datetime):
+    """A UTC time that tomli-w writes as the contract spells it: 2026-11-22T10:00:00Z
+    (tomli-w writes str(value), which for a plain datetime is "2026-11-22 10:00:00+00:00")."""
+
+    def __str__(self) -> str:
+        return self.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _utc(when: float | datetime) -> _Utc:
+    seconds = when.timestamp() if isinstance(when, datetime) else when
+    return _Utc.fromtimestamp(int(seconds), UTC)
 
 
 def render(
@@ -46,7 +55,9 @@ def render(
         document["duplicate_of"] = (
             os.fsdecode(duplicate_of).encode("utf-8", "backslashreplace").decode("utf-8")
         )
-    document["result"] = {k: v for k, v in result.items() if v is not None}
+    document["result"] = {
+        k: _utc(v) if isinstance(v, datetime) else v for k, v in result.items() if v is not None
+    }
     return tomli_w.dumps(document)
 
 

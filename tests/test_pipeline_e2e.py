@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import sqlite3
 import time
@@ -236,6 +237,9 @@ def test_sidecar_records_what_ton_was_told(tmp_path, sandbox, make_daemon):
     assert post["headers"]["Content-Type"] == "image/jpeg"
     sent = parsedate_to_datetime(post["headers"]["X-TON-Expires"])
     assert side["result"]["expires"] == sent
+    text = path.with_name(path.name + ".syncd.toml").read_text()
+    assert re.search(r"^uploaded_at = \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", text, re.M), text
+    assert re.search(r"^expires = \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", text, re.M), text
     assert abs(sent.timestamp() - time.time() - 7 * 86400) < 120
 
 
