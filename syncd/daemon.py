@@ -10,6 +10,7 @@ start resumes what was in flight. SIGHUP reloads the configuration.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import logging
 import os
 import signal
@@ -57,6 +58,21 @@ def _return_large_buffers() -> None:
         ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 1024 * 1024)
     except (OSError, AttributeError):
         log.debug("mallopt is not available; large buffers stay with the allocator")
+
+
+def _lock_state_dir(state_dir: Path) -> int:
+    """One daemon per journal: a second would reset the first one's uploads as crashed."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(state_dir / "syncd.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise SyncdError(f"{state_dir}: cannot use the state folder: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise SyncdError(f"{state_dir}: another syncd is already running with it") from None
+    return fd
 
 
 def _inotify_limit() -> int | None:
@@ -138,6 +154,7 @@ class Daemon:
         self._wake = threading.Event()
         self._signals = 0
         self._reload = False
+        self._lock = _lock_state_dir(config.daemon.state_dir)
         self.journal = Journal(config.daemon.state_dir / "journal.sqlite")
         self.media: MediaServer | None = None
         self.signer: Signer | None = None

@@ -109,7 +109,7 @@ Explain = Callable[[Reply], str | None]
 def raise_for(service: str, reply: Reply, explain: Explain | None = None) -> None:
     """Turn an unexpected reply into the error that says what to do about it."""
     reason = (explain(reply) if explain else None) or error_text(reply)
-    if reply.status == 429 or reply.status >= 500:
+    if reply.status in (408, 429) or reply.status >= 500:
         raise RetryableError(
             f"{service}: HTTP {reply.status}: {reason}",
             retry_after_of(reply.headers, rate_limited=reply.status == 429),

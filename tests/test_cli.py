@@ -137,3 +137,18 @@ def test_run_sandbox_demo_uploads_a_dropped_file(tmp_path):
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output
     assert "drop files into" in output
+
+
+def test_a_second_daemon_on_the_same_state_is_refused(tmp_path):
+    path = write_config(tmp_path / "config.toml", good_config(tmp_path))
+    first = subprocess.Popen([sys.executable, "-m", "syncd", "run", "-c", str(path)])
+    try:
+        socket_path = Path(good_config(tmp_path)["daemon"]["status_socket"])
+        wait_until(lambda: socket_path.exists(), 30, "the first daemon")
+        second = syncd("run", "-c", str(path))
+        assert second.returncode == 1
+        assert "another syncd is already running" in second.stderr
+        assert "pid" in ask(socket_path, {"command": "status"})
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(30) == 0
