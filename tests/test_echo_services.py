@@ -165,3 +165,28 @@ def test_twitlonger_error_codes_read_as_reasons(tmp_path, sandbox, make_daemon):
     (tmp_path / "notes" / "note.txt").write_text("hello")
     daemon.wait_counts(failed=1)
     assert "X-API-KEY" in daemon.status()["failures"][0]["error"]
+
+
+def test_kill_after_the_tweet_left_but_before_its_id_was_kept(tmp_path, sandbox, make_daemon):
+    """The tweet lands while the daemon is gone: after a restart it is found, not re-sent."""
+    daemon = make_daemon(echo_config(tmp_path, sandbox)).start()
+    sandbox.fault(method="POST", path="/1.1/statuses/update", delay_ms=3000, count=1)
+    note = tmp_path / "notes" / "in-the-air.txt"
+    note.write_text(LONG_TEXT)
+
+    def tweet_in_flight() -> bool:
+        return any(
+            r["path"] == "/1.1/statuses/update.json" and r["status"] is None
+            for r in sandbox.requests()
+        )
+
+    wait_until(tweet_in_flight, 30, "the tweet on its way")
+    daemon.kill()
+    wait_until(lambda: sandbox.get("twitter/statuses"), 30, "the tweet landing anyway")
+    daemon.start()
+    daemon.wait_counts(done=1)
+    tweets = sandbox.get("twitter/statuses")
+    posts = sandbox.get("twitlonger/posts")
+    assert len(tweets) == 1 and len(posts) == 1
+    assert posts[0]["puts"] == 1 and posts[0]["twitter_status_id"] == tweets[0]["id_str"]
+    assert read_sidecar(note)["result"]["twitter_status_id"] == tweets[0]["id_str"]

@@ -70,7 +70,16 @@ class TwitterService:
             self._last_text.clear()
 
     def verify_credentials(self, ex: Exchange) -> Reply:
-        return json_reply(200, user_json(self._ctx.oauth.authenticate(ex)))
+        """The user, with their most recent tweet as `status`, as Twitter answers unless
+        `skip_status=true`: how a client learns whether its last, unanswered tweet landed."""
+        user = self._ctx.oauth.authenticate(ex)
+        reply = user_json(user)
+        if ex.param("skip_status") not in ("true", "1", "t"):
+            with self._lock:
+                mine = [s for s in self._statuses if s["user"]["id_str"] == user.id]
+            if mine:
+                reply["status"] = {k: v for k, v in mine[-1].items() if k != "user"}
+        return json_reply(200, reply)
 
     def update(self, ex: Exchange) -> Reply:
         """Post a tweet; the form body is part of the signature (protocols.md 1, 7)."""

@@ -163,7 +163,15 @@ class TwitLongerUploader:
         if job.stopping.is_set():
             raise Interrupted
         if "tweet_id" not in steps:
-            steps["tweet_id"] = self._tweet(str(created["tweet_content"]), post.reply_to_id)
+            content = str(created["tweet_content"])
+            # An attempt that died after sending the tweet may have posted it: ask Twitter
+            # for the account's latest tweet before sending a second one.
+            found = self._latest_tweet_with(content) if steps.get("tweet_sent") else None
+            if found is None:
+                steps["tweet_sent"] = True
+                job.store.save(steps)
+                found = self._tweet(content, post.reply_to_id)
+            steps["tweet_id"] = found
             job.store.save(steps)
         self.http.send(
             "PUT",
@@ -187,6 +195,20 @@ class TwitLongerUploader:
         if not isinstance(data, dict) or not data.get("id") or not data.get("tweet_content"):
             raise PermanentError(f"{self.config.name}: TwitLonger answered without a post id")
         return {key: None if data.get(key) is None else str(data[key]) for key in POST_FIELDS}
+
+    def _latest_tweet_with(self, text: str) -> str | None:
+        """The id of the account's most recent tweet if its text is `text`."""
+        reply = self.twitter.send(
+            "GET",
+            f"{self.config.twitter_endpoint}/1.1/account/verify_credentials.json",
+            expect=(200,),
+            auth=self.auth,
+        )
+        data = reply.json()
+        latest = data.get("status") if isinstance(data, dict) else None
+        if isinstance(latest, dict) and latest.get("text") == text and latest.get("id_str"):
+            return str(latest["id_str"])
+        return None
 
     def _tweet(self, status: str, reply_to_id: str | None) -> str:
         form = {"status": status}
