@@ -193,6 +193,12 @@ def render_status(reply: dict[str, Any]) -> str:
                 f"  {upload['path']} ({upload['service']}): {_size(upload['sent'])}"
                 f" of {_size(upload['total'])} ({100 * upload['sent'] // total}%{rate})"
             )
+    if reply.get("hashing"):
+        lines.append("hashing:")
+        lines += [
+            f"  {h['path']} ({h['service']}): {_size(h['hashed'])} of {_size(h['total'])}"
+            for h in reply["hashing"]
+        ]
     if reply.get("retrying"):
         lines.append("retrying:")
         lines += [

@@ -328,6 +328,10 @@ class Daemon:
                 }
                 for u in self.pipeline.in_flight.snapshot()
             ],
+            "hashing": [
+                {"path": h.path, "service": h.service, "hashed": h.sent, "total": h.total}
+                for h in self.pipeline.hashing.snapshot()
+            ],
             "failures": [
                 {
                     "path": os.fsdecode(row.path),

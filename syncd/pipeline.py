@@ -118,9 +118,22 @@ def read_caption(path: Path) -> str | None:
         return file.read(CAPTION_MAX).decode("utf-8", "replace").strip()
 
 
-def sha256_of(file: BufferedReader) -> str:
+HASH_PIECE = 1024 * 1024
+
+
+def sha256_of(file: BufferedReader, progress: Callable[[int], None] | None = None) -> str:
+    """Streamed in 1 MiB pieces (hashlib runs on OpenSSL's SHA instructions), reporting
+    how far it got: hashing a 4 GiB file takes seconds, and status should say so."""
     file.seek(0)
-    return hashlib.file_digest(file, "sha256").hexdigest()
+    digest = hashlib.sha256()
+    view = memoryview(bytearray(HASH_PIECE))
+    done = 0
+    while count := file.readinto(view):
+        digest.update(view[:count])
+        done += count
+        if progress is not None:
+            progress(done)
+    return digest.hexdigest()
 
 
 class Pipeline:
@@ -134,6 +147,7 @@ class Pipeline:
         self.inside_watch = inside_watch
         self.stopping = stopping
         self.in_flight = InFlight()
+        self.hashing = InFlight()
         self.services: dict[str, ServiceConfig] = {}
         self.uploaders: dict[str, Uploader] = {}
 
@@ -193,7 +207,11 @@ class Pipeline:
     ) -> None:
         identity = self._identity(file)
         if row.sha256 is None or identity != row.identity:
-            digest = sha256_of(file)
+            tracked = Upload(str(path), row.service, identity.size)
+            try:
+                digest = sha256_of(file, self.hashing.begin(row.id, tracked))
+            finally:
+                self.hashing.end(row.id)
             hashed = None
             if self._identity(file) == identity:
                 hashed = self.journal.mark_hashed(row, digest, identity)
