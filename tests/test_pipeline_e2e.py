@@ -315,3 +315,19 @@ def test_a_touched_file_is_not_uploaded_again(tmp_path, sandbox, make_daemon):
     daemon.wait_counts(done=1)
     assert len(sandbox.ton_objects()) == 1
     assert read_sidecar(path) == first
+
+
+def test_an_uploaded_row_without_its_sidecar_gets_it_at_start(tmp_path, sandbox, make_daemon):
+    """As after a crash between the journal's `uploaded` and the sidecar's rename."""
+    daemon = make_daemon(ton_config(tmp_path, sandbox)).start()
+    path = drop(tmp_path / "drop" / "crashed.txt", b"uploaded, then the power went")
+    daemon.wait_counts(done=1)
+    expected = read_sidecar(path)
+    assert daemon.stop() == 0
+    path.with_name(path.name + ".syncd.toml").unlink()
+    with sqlite3.connect(tmp_path / "state" / "journal.sqlite") as db:
+        db.execute("UPDATE files SET state='uploaded'")
+    daemon.start()
+    daemon.wait_counts(done=1)
+    assert read_sidecar(path) == expected
+    assert len(sandbox.ton_objects()) == 1
