@@ -25,7 +25,11 @@ SYSTEM_SOCKET = Path("/run/syncd/status.sock")
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "-c", "--config", type=Path, help="the configuration file (default: %(default)s)"
+        "-c",
+        "--config",
+        type=Path,
+        help="the configuration file (default: $CONFIGURATION_DIRECTORY/config.toml, else"
+        " /etc/syncd/config.toml for root, else ~/.config/syncd/config.toml)",
     )
     parser = argparse.ArgumentParser(
         prog="syncd", description="Watch folders and upload every new file; see README.md."
