@@ -126,7 +126,8 @@ def sha256_of(file: BufferedReader, progress: Callable[[int], None] | None = Non
     how far it got: hashing a 4 GiB file takes seconds, and status should say so."""
     file.seek(0)
     digest = hashlib.sha256()
-    view = memoryview(bytearray(HASH_PIECE))
+    # No bigger than the file: a small file must not pay for a fresh 1 MiB of pages.
+    view = memoryview(bytearray(max(1, min(HASH_PIECE, os.fstat(file.fileno()).st_size))))
     done = 0
     while count := file.readinto(view):
         digest.update(view[:count])
