@@ -242,8 +242,11 @@ class Daemon:
                 self.notifier.status(self._status_line())
             self._check_callbacks()
             if time.monotonic() >= next_rescan:
-                next_rescan = time.monotonic() + self.config.daemon.rescan_interval
+                next_rescan = time.monotonic() + (
+                    self.config.daemon.rescan_interval or float("inf")
+                )
                 self.watcher.request_rescan()
+                self._finish_uploaded()
 
     def _shutdown(self) -> int:
         self.notifier.stopping()
@@ -416,7 +419,8 @@ class Daemon:
             self.journal.mark_failed(row, reason)
 
     def _finish_uploaded(self) -> None:
-        """Rows uploaded before a crash but without their sidecar get it now."""
+        """Rows uploaded but without their sidecar (a crash, a folder that refused the
+        write) get it now: at start and with every periodic rescan."""
         for row in self.journal.in_state("uploaded"):
             service = self.config.services.get(row.service)
             if service is not None:
