@@ -78,10 +78,6 @@ IGNORED_BYTES = re.compile(os.fsencode(IGNORED.pattern))
 """The same, for the names a scan reads as bytes (no decoding for what it skips)."""
 
 
-def ignored(name: str) -> bool:
-    return IGNORED.match(name) is not None
-
-
 @functools.lru_cache(maxsize=256)
 def _split(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str] | None]:
     """Patterns with a `/` match the path below the watch; the others the name alone."""
@@ -96,23 +92,35 @@ def _matches(patterns: tuple[str, ...], name: str, relative: str) -> bool:
 
 
 def _accepts(watch: WatchConfig, name: str, relative: str) -> bool:
-    """Whether `watch` takes the file `relative` (its path below the watch's folder)."""
-    if not watch.recursive and "/" in relative:
-        return False
+    """Whether `watch`'s patterns take the file `relative` (its path below the watch)."""
     return _matches(watch.include, name, relative) and not _matches(watch.exclude, name, relative)
 
 
-def route(watches: tuple[WatchConfig, ...], path: Path) -> WatchConfig | None:
-    """The first watch whose folder and patterns take `path`, if any."""
-    text = os.fsdecode(path)
+def _takers(watches: tuple[WatchConfig, ...], folder: str) -> list[tuple[WatchConfig, str]]:
+    """The watches that may take files right in `folder`, each with the folder's path
+    below its root (ending in "/", or empty at the root)."""
+    text = folder.rstrip("/") + "/"
+    takers = []
     for watch in watches:
         root = os.fsdecode(watch.path).rstrip("/") + "/"
         if not text.startswith(root):
             continue
-        relative = text[len(root) :]
-        if any(IGNORED.match(part) for part in relative.split("/")):
-            return None
-        if _accepts(watch, relative.rsplit("/", 1)[-1], relative):
+        below = text[len(root) :]
+        if below and not watch.recursive:
+            continue
+        if any(IGNORED.match(part) for part in below.split("/")[:-1]):
+            continue
+        takers.append((watch, below))
+    return takers
+
+
+def route(watches: tuple[WatchConfig, ...], path: Path) -> WatchConfig | None:
+    """The first watch whose folder and patterns take `path`, if any."""
+    folder, _, name = os.fsdecode(path).rpartition("/")
+    if IGNORED.match(name):
+        return None
+    for watch, below in _takers(watches, folder):
+        if _accepts(watch, name, below + name):
             return watch
     return None
 
@@ -362,7 +370,7 @@ class Watcher:
         stack = [os.fsencode(f) for f in folders]
         while stack:
             folder = stack.pop()
-            takers = self._takers(folder)
+            takers = _takers(self.watches, os.fsdecode(folder))
             if not takers:
                 continue
             try:
@@ -395,23 +403,6 @@ class Watcher:
         if found:
             log.info("scan found %d new or changed files", found)
         return seen
-
-    def _takers(self, folder: bytes) -> list[tuple[WatchConfig, str]]:
-        """The watches that may take files right in `folder`, each with the folder's path
-        below its root (ending in "/", or empty at the root)."""
-        text = os.fsdecode(folder).rstrip("/") + "/"
-        takers = []
-        for watch in self.watches:
-            root = os.fsdecode(watch.path).rstrip("/") + "/"
-            if not text.startswith(root):
-                continue
-            below = text[len(root) :]
-            if below and not watch.recursive:
-                continue
-            if any(IGNORED.match(part) for part in below.split("/")[:-1]):
-                continue
-            takers.append((watch, below))
-        return takers
 
 
 class _Events(FileSystemEventHandler):
@@ -459,5 +450,5 @@ def count_folders(watches: tuple[WatchConfig, ...]) -> int:
             continue
         for _, dirs, _ in os.walk(watch.path):
             total += 1
-            dirs[:] = [d for d in dirs if not ignored(d)]
+            dirs[:] = [d for d in dirs if not IGNORED.match(d)]
     return total
