@@ -18,21 +18,24 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from syncd import __version__
 from syncd.config import Config, WatchConfig, load
+from syncd.control.logs import setup_logging
+from syncd.control.notify import Notifier, listen_fds
+from syncd.control.reply import Control
+from syncd.control.status import StatusServer
 from syncd.errors import SyncdError
-from syncd.journal import Identity, Journal, Row
-from syncd.logs import log_fields, setup_logging
-from syncd.mediaserver import MediaServer, Servable, Signer
-from syncd.notify import Notifier, listen_fds
-from syncd.pipeline import Pipeline, media_type
+from syncd.files import Identity
+from syncd.intake.routing import count_folders
+from syncd.intake.watcher import Watcher
+from syncd.journal.sqlite import Journal
 from syncd.services import make_uploader
 from syncd.services.base import Uploader
-from syncd.services.oneall import callback_outcome
-from syncd.status import StatusServer
-from syncd.watcher import Watcher, count_folders, inside, route
+from syncd.services.oneall.mediaserver import MediaServer, Signer
+from syncd.work.callbacks import Callbacks
+from syncd.work.pipeline import Pipeline
+from syncd.work.pool import Workers
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +43,6 @@ STOP_TIMEOUT = 30.0
 """How long in-flight requests may take to finish after SIGTERM (TimeoutStopSec is 90 s)."""
 TICK = 1.0
 """The main loop's longest sleep: bounds how late STATUS= and the reload flag are seen."""
-FAILURES_SHOWN = 20
-EARLY_CALLBACK = "early_callback"
-"""Where a callback that arrived before its request's answer waits (in the row's progress)."""
 
 
 M_MMAP_THRESHOLD = -3
@@ -82,68 +82,6 @@ def _inotify_limit() -> int | None:
         return None
 
 
-class Workers:
-    """`count` threads, each claiming the next due row and running it through the pipeline."""
-
-    def __init__(self, count: int, journal: Journal, pipeline: Pipeline) -> None:
-        self._journal = journal
-        self._pipeline = pipeline
-        self._cond = threading.Condition()
-        self._stop = False
-        self._generation = 0
-        """Counts wake-ups, so a wake between an empty claim and the wait is not lost."""
-        self._threads = [
-            threading.Thread(target=self._loop, name=f"worker-{n}", daemon=True)
-            for n in range(1, count + 1)
-        ]
-
-    def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
-
-    def wake(self) -> None:
-        """One more row may be due: one idle worker is enough to take it."""
-        with self._cond:
-            self._generation += 1
-            self._cond.notify()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
-
-    def join(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in self._threads)
-
-    def alive(self) -> bool:
-        return all(t.is_alive() for t in self._threads)
-
-    def _loop(self) -> None:
-        while not self._stop:
-            with self._cond:
-                generation = self._generation
-            row = self._journal.claim(time.time())
-            if row is None:
-                due = self._journal.next_due()
-                with self._cond:
-                    if self._stop:
-                        return
-                    if generation == self._generation:
-                        self._cond.wait(None if due is None else max(0.01, due - time.time()))
-                continue
-            self.wake()  # pass the baton: if more rows are due, the next idle worker takes one
-            try:
-                self._pipeline.process(row)
-            except Exception as exc:
-                log.exception("unexpected error on %s", os.fsdecode(row.path))
-                self._pipeline.fail(row, f"internal error: {type(exc).__name__}: {exc}")
-            finally:
-                self._journal.release(row.id)
-
-
 class Daemon:
     def __init__(self, config_path: Path, config: Config, notifier: Notifier | None = None) -> None:
         self.config_path = config_path
@@ -156,6 +94,8 @@ class Daemon:
         self._reload = False
         self._lock = _lock_state_dir(config.daemon.state_dir)
         self.journal = Journal(config.daemon.state_dir / "journal.sqlite")
+        self.pipeline = Pipeline(self.journal, lambda: self.config.watches, self.stopping)
+        self.callbacks = Callbacks(self.journal, self.pipeline)
         self.media: MediaServer | None = None
         self.signer: Signer | None = None
         if config.media_server is not None:
@@ -166,18 +106,20 @@ class Daemon:
                 config.media_server.host,
                 config.media_server.port,
                 self.signer,
-                self._servable,
-                self._on_callback,
+                self.callbacks.servable,
+                self.callbacks.receive,
             )
-        self.pipeline = Pipeline(self.journal, self._inside_watch, self.stopping)
         self.pipeline.use(config.services, self._uploaders(config))
-        self.status = StatusServer(
-            config.daemon.status_socket, self.answer, config.daemon.status_group
-        )
         self.watcher = Watcher(
             config.watches, config.daemon.settle_seconds, self._complete, self.journal.known
         )
         self.workers = Workers(config.daemon.workers, self.journal, self.pipeline)
+        self.control = Control(
+            lambda: self.config, self.journal, self.pipeline, self.watcher, self.workers.wake
+        )
+        self.status = StatusServer(
+            config.daemon.status_socket, self.control.answer, config.daemon.status_group
+        )
 
     def _uploaders(self, config: Config) -> dict[str, Uploader]:
         return {name: make_uploader(s, self.signer) for name, s in config.services.items()}
@@ -193,7 +135,7 @@ class Daemon:
         self.status.start(listen_fds("status"))
         if self.media is not None:
             self.media.start()
-        self._finish_uploaded()
+        self.pipeline.finish_uploaded()
         self.watcher.start()
         self.workers.start()
         self._warn_inotify_limit()
@@ -239,14 +181,14 @@ class Daemon:
             changes = (self.journal.changes, self.watcher.scans.count, self.watcher.scans.running)
             if changes != last_changes:
                 last_changes = changes
-                self.notifier.status(self._status_line())
-            self._check_callbacks()
+                self.notifier.status(self.control.status_line())
+            self.callbacks.check()
             if time.monotonic() >= next_rescan:
                 next_rescan = time.monotonic() + (
                     self.config.daemon.rescan_interval or float("inf")
                 )
                 self.watcher.request_rescan()
-                self._finish_uploaded()
+                self.pipeline.finish_uploaded()
 
     def _shutdown(self) -> int:
         self.notifier.stopping()
@@ -279,152 +221,10 @@ class Daemon:
             and self.journal.ping()
         )
 
-    def _status_line(self) -> str:
-        counts = self.journal.counts()
-        queued = counts["seen"] + counts["hashed"] + counts["retry_wait"]
-        parts = [
-            f"{len(self.config.watches)} folders",
-            f"{counts['uploading']} uploading",
-            f"{queued} queued",
-        ]
-        if counts["awaiting_callback"]:
-            parts.append(f"{counts['awaiting_callback']} awaiting callback")
-        parts += [f"{counts['done']} done", f"{counts['failed']} failed"]
-        if self.watcher.scans.running:
-            parts.append("scanning folders")
-        return ", ".join(parts)
-
-    def answer(self, request: dict[str, Any]) -> dict[str, Any]:
-        """The status socket's requests (DESIGN.md, "Status socket")."""
-        command = request.get("command")
-        if command == "status":
-            return self._status_reply()
-        if command == "retry":
-            if request.get("all_failed") is True:
-                count = self.journal.retry(None)
-            elif isinstance(request.get("paths"), list) and all(
-                isinstance(p, str) for p in request["paths"]
-            ):
-                count = self.journal.retry(
-                    os.fsencode(os.path.abspath(p)) for p in request["paths"]
-                )
-            else:
-                return {"error": 'retry needs "paths": [...] or "all_failed": true'}
-            self.workers.wake()
-            return {"retried": count}
-        return {"error": f"unknown command {command!r}"}
-
-    def _status_reply(self) -> dict[str, Any]:
-        counts = self.journal.counts()
-        return {
-            "version": __version__,
-            "pid": os.getpid(),
-            "uptime_s": round(time.monotonic() - self.started, 3),
-            "counts": counts,
-            "uploads": [
-                {
-                    "path": u.path,
-                    "service": u.service,
-                    "sent": u.sent,
-                    "total": u.total,
-                    "rate": round(u.rate()),
-                }
-                for u in self.pipeline.in_flight.snapshot()
-            ],
-            "hashing": [
-                {"path": h.path, "service": h.service, "hashed": h.sent, "total": h.total}
-                for h in self.pipeline.hashing.snapshot()
-            ],
-            "failures": [
-                {
-                    "path": os.fsdecode(row.path),
-                    "service": row.service,
-                    "error": row.error,
-                    "at": _rfc3339(row.error_at),
-                }
-                for row in self.journal.with_error("failed", FAILURES_SHOWN)
-            ],
-            "retrying": [
-                {
-                    "path": os.fsdecode(row.path),
-                    "service": row.service,
-                    "error": row.error,
-                    "next_at": _rfc3339(row.due),
-                }
-                for row in self.journal.with_error("retry_wait", FAILURES_SHOWN)
-            ],
-            "watches": [
-                {"path": os.fsdecode(w.path), "service": w.service} for w in self.config.watches
-            ],
-            "settling": self.watcher.pending(),
-            "scan": {
-                "running": self.watcher.scans.running,
-                "completed": self.watcher.scans.count,
-                "files": self.watcher.scans.files,
-                "seconds": round(self.watcher.scans.seconds, 3),
-            },
-        }
-
-    # -- files -------------------------------------------------------------------------
-
     def _complete(self, path: Path, watch: WatchConfig, identity: Identity) -> None:
+        """Intake found a complete file: journal it, and wake a worker when there is work."""
         if self.journal.record_seen(os.fsencode(path), watch.service, identity):
             self.workers.wake()
-
-    def _inside_watch(self, path: Path) -> bool:
-        watch = route(self.config.watches, path)
-        return watch is not None and inside(watch, path)
-
-    # -- OneAll: the media server's side -----------------------------------------------
-
-    def _servable(self, row_id: int) -> Servable | None:
-        row = self.journal.get(row_id)
-        if row is None or row.state not in ("uploading", "awaiting_callback"):
-            return None
-        path = Path(os.fsdecode(row.path))
-        return Servable(path, row.identity, media_type(path))
-
-    def _on_callback(self, row_id: int, data: dict[str, Any]) -> bool:
-        """A OneAll callback; one that overtakes its own request's answer is kept for later."""
-        row = self.journal.get(row_id)
-        if row is not None and row.state == "uploading":
-            return self.journal.save_progress(row, {**row.progress, EARLY_CALLBACK: data})
-        if row is None or row.state != "awaiting_callback":
-            return False
-        return self._complete_callback(row, data)
-
-    def _complete_callback(self, row: Row, data: dict[str, Any]) -> bool:
-        service = self.config.services.get(row.service)
-        outcome = callback_outcome(data)
-        if isinstance(outcome, str) or service is None:
-            reason = f"{row.service}: OneAll reported: {outcome}"
-            log.error("%s: %s", os.fsdecode(row.path), reason, extra=log_fields(row.path))
-            return self.journal.mark_failed(row, reason)
-        uploaded = self.journal.mark_uploaded(row, outcome)
-        if uploaded is None:
-            return False
-        self.pipeline.finish(uploaded, service)
-        return True
-
-    def _check_callbacks(self) -> None:
-        """Apply callbacks that came early; fail the rows whose deadline has passed."""
-        for row in self.journal.in_state("awaiting_callback"):
-            if EARLY_CALLBACK in row.progress:
-                self._complete_callback(row, row.progress[EARLY_CALLBACK])
-        for row in self.journal.overdue_callbacks(time.time()):
-            service = self.config.services.get(row.service)
-            timeout = getattr(service, "callback_timeout", 0.0)
-            reason = f"{row.service}: no callback from OneAll within {timeout:g} s"
-            log.error("%s: %s", os.fsdecode(row.path), reason, extra=log_fields(row.path))
-            self.journal.mark_failed(row, reason)
-
-    def _finish_uploaded(self) -> None:
-        """Rows uploaded but without their sidecar (a crash, a folder that refused the
-        write) get it now: at start and with every periodic rescan."""
-        for row in self.journal.in_state("uploaded"):
-            service = self.config.services.get(row.service)
-            if service is not None:
-                self.pipeline.finish(row, service)
 
     def _warn_inotify_limit(self) -> None:
         limit = _inotify_limit()
@@ -461,9 +261,3 @@ class Daemon:
         self.workers.wake()
         log.info("configuration reloaded from %s", self.config_path)
         self.notifier.ready()
-
-
-def _rfc3339(when: float | None) -> str | None:
-    if when is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))

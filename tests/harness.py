@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import requests
 import tomli_w
 
+from syncd.control.status import ask
 from syncd.sandbox import credentials
-from syncd.status import ask
 
 T = TypeVar("T")
 DEADLINE = 60.0

@@ -13,7 +13,7 @@ import pytest
 import tomli_w
 from conftest import base_config, read_sidecar, wait_until
 
-from syncd.status import ask
+from syncd.control.status import ask
 
 
 def syncd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

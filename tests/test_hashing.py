@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from syncd.pipeline import HASH_PIECE, sha256_of
+from syncd.files import HASH_PIECE, sha256_of
 
 
 def test_sha256_of_reports_progress_and_matches_hashlib(tmp_path):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from syncd.journal import MIGRATIONS, Identity, Journal
+from syncd.files import Identity
+from syncd.journal.sqlite import MIGRATIONS, Journal
 
 
 def test_a_journal_of_an_older_schema_is_migrated_forward(tmp_path):

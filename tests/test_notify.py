@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 
 import syncd
-from syncd import logs
-from syncd.logs import log_fields, setup_logging
-from syncd.notify import Notifier, listen_fds
+from syncd.control import logs
+from syncd.control.logs import log_fields, setup_logging
+from syncd.control.notify import Notifier, listen_fds
 
 WAIT = 5.0
 """Upper bound on any single wait for a datagram, connection or child process."""
@@ -174,12 +174,12 @@ def test_a_missing_receiver_does_not_raise(
 ) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "nobody.sock"))
     notifier = Notifier.from_env(use_systemd_python=use_systemd_python)
-    with caplog.at_level(logging.DEBUG, logger="syncd.notify"):
+    with caplog.at_level(logging.DEBUG, logger="syncd.control.notify"):
         notifier.ready()
         notifier.status("a")
     assert "READY=1" in caplog.text
     # Not delivered, so not remembered: the same status is tried again.
-    with caplog.at_level(logging.DEBUG, logger="syncd.notify"):
+    with caplog.at_level(logging.DEBUG, logger="syncd.control.notify"):
         caplog.clear()
         notifier.status("a")
     assert "STATUS=a" in caplog.text
@@ -207,7 +207,7 @@ def test_a_stalled_receiver_does_not_block_for_long(receiver: socket.socket) -> 
 def test_insisting_on_systemd_python_without_it_fails_loudly(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("syncd.notify._systemd_daemon", lambda: None)
+    monkeypatch.setattr("syncd.control.notify._systemd_daemon", lambda: None)
     with pytest.raises(ImportError):
         Notifier("/run/x", use_systemd_python=True)
     assert not Notifier("/run/x").uses_systemd_python
@@ -249,7 +249,7 @@ def test_watchdog_interval_needs_a_notify_socket(monkeypatch: pytest.MonkeyPatch
 CHILD = textwrap.dedent(
     """
     import fcntl, json, os, sys
-    from syncd.notify import listen_fds
+    from syncd.control.notify import listen_fds
 
     sources, fdnames, pid, wanted = json.loads(sys.argv[1])
     # Put the inherited sockets at 3, 4, ... as systemd does, via high numbers so that no
@@ -375,7 +375,7 @@ def test_listen_fds_under_systemd_socket_activate(
     """The real tool systemd ships sets up fd 3 and the LISTEN_* variables."""
     path = tmp_path_factory.mktemp("a") / "status.sock"
     script = (
-        "from syncd.notify import listen_fds\n"
+        "from syncd.control.notify import listen_fds\n"
         "sock = listen_fds('status')\n"
         "conn, _ = sock.accept()\n"
         "conn.sendall(b'fd %d' % sock.fileno())\n"

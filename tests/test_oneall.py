@@ -12,8 +12,8 @@ import requests
 from conftest import SandboxClient, base_config, read_sidecar, wait_until
 from sandbox.samples import png, video
 
-from syncd.mediaserver import CALLBACK, MEDIA, Signer
 from syncd.sandbox import credentials
+from syncd.services.oneall.mediaserver import CALLBACK, MEDIA, Signer
 
 
 def free_port() -> int:

@@ -12,8 +12,8 @@ import pytest
 from conftest import wait_until
 
 from syncd.config import WatchConfig
-from syncd.journal import Identity
-from syncd.watcher import INOTIFY_LOGGER, Watcher, route
+from syncd.files import Identity
+from syncd.intake.watcher import INOTIFY_LOGGER, Watcher, route
 
 
 class Completed:

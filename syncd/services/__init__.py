@@ -10,9 +10,9 @@ from syncd.config import (
     TwitPicService,
 )
 from syncd.errors import SyncdError
-from syncd.mediaserver import Signer
 from syncd.services.base import Uploader
-from syncd.services.oneall import OneAllUploader
+from syncd.services.oneall.mediaserver import Signer
+from syncd.services.oneall.uploader import OneAllUploader
 from syncd.services.ton import TonUploader
 from syncd.services.twitlonger import TwitLongerUploader
 from syncd.services.twitpic import TwitPicUploader

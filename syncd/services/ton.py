@@ -21,9 +21,9 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from syncd.config import TON_MAX_SINGLE, TonService
 from syncd.errors import PermanentError, RetryableError
-from syncd.http import Reply, ServiceHttp, raise_for
-from syncd.oauth import user_auth
 from syncd.services.base import Interrupted, Job, Result
+from syncd.services.http import Reply, ServiceHttp, raise_for
+from syncd.services.oauth import user_auth
 
 RESULT_MARGIN = 3600.0
 """A duplicate reuses an earlier TON object only while it has this long left to live."""

@@ -19,9 +19,9 @@ from typing import Any
 
 from syncd.config import TwitLongerService
 from syncd.errors import PermanentError
-from syncd.http import Reply, ServiceHttp
-from syncd.oauth import echo_headers, user_auth
 from syncd.services.base import Interrupted, Job, Result
+from syncd.services.http import Reply, ServiceHttp
+from syncd.services.oauth import echo_headers, user_auth
 
 MAX_TEXT = 1024 * 1024
 FENCE = "+++"

@@ -13,9 +13,9 @@ from requests_toolbelt import MultipartEncoder, MultipartEncoderMonitor
 
 from syncd.config import TwitPicService
 from syncd.errors import PermanentError
-from syncd.http import ServiceHttp
-from syncd.oauth import echo_headers
 from syncd.services.base import Job, Result
+from syncd.services.http import ServiceHttp
+from syncd.services.oauth import echo_headers
 
 NUMBERS = ("width", "height", "size")
 

@@ -23,7 +23,7 @@ from common import (
     write_random,
 )
 
-from syncd.pipeline import sha256_of
+from syncd.files import sha256_of
 
 TARGET = 0.9
 """syncd's speed / openssl's speed, at least."""

@@ -22,9 +22,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from syncd.errors import SyncdError
+from syncd.files import Identity
 
 STATES = (
     "seen",
@@ -69,22 +70,6 @@ MIGRATIONS: tuple[str, ...] = (
     # with the same bytes is not uploaded again.
     "ALTER TABLE files ADD COLUMN uploaded_sha256 TEXT",
 )
-
-
-class Identity(NamedTuple):
-    """What tells one version of a file from another without reading it.
-
-    A tuple, not a dataclass: a rescan compares one per file, tens of thousands at a time.
-    """
-
-    dev: int
-    inode: int
-    size: int
-    mtime_ns: int
-
-    @classmethod
-    def of(cls, st: os.stat_result) -> Identity:
-        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 @dataclass(frozen=True, slots=True)

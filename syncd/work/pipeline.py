@@ -8,82 +8,39 @@ never recorded with the wrong hash.
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import logging
-import mimetypes
 import os
-import stat
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from io import BufferedReader
 from pathlib import Path
 from typing import Any
 
-from syncd import sidecar
-from syncd.config import ServiceConfig
+from syncd.config import ServiceConfig, WatchConfig
+from syncd.control.logs import log_fields
 from syncd.errors import PermanentError, RetryableError
-from syncd.http import retry_delay
-from syncd.journal import DUPLICATE, UNCHANGED, UPLOAD, Identity, Journal, Row
-from syncd.logs import log_fields
+from syncd.files import (
+    Vanished,
+    identity_of,
+    media_type,
+    mode_if_unchanged,
+    open_regular,
+    read_caption,
+    sha256_of,
+)
+from syncd.intake.routing import inside, route
+from syncd.journal.sqlite import DUPLICATE, UNCHANGED, UPLOAD, Journal, Row
+from syncd.outputs import sidecar
 from syncd.services.base import AwaitCallback, Interrupted, Job, Uploader
+from syncd.services.http import retry_delay
+from syncd.work.progress import InFlight, Upload
 
 log = logging.getLogger(__name__)
-
-CAPTION_SUFFIX = ".caption"
-CAPTION_MAX = 64 * 1024
-OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 class FileChanged(Exception):
     """The file is not the one the journal row describes any more."""
-
-
-@dataclass(slots=True)
-class Upload:
-    """An upload in flight, as `syncd status` shows it."""
-
-    path: str
-    service: str
-    total: int
-    sent: int = 0
-    started_sent: int = -1
-    started: float = 0.0
-
-    def rate(self) -> float:
-        elapsed = time.monotonic() - self.started
-        moved = self.sent - max(self.started_sent, 0)
-        return moved / elapsed if elapsed > 0 else 0.0
-
-
-class InFlight:
-    """What the workers are uploading right now; progress is kept in memory only."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._uploads: dict[int, Upload] = {}
-
-    def begin(self, row_id: int, upload: Upload) -> Callable[[int], None]:
-        upload.started = time.monotonic()
-        with self._lock:
-            self._uploads[row_id] = upload
-
-        def progress(sent: int) -> None:
-            if upload.started_sent < 0:
-                upload.started_sent = sent  # where a resumed upload picked up
-            upload.sent = sent
-
-        return progress
-
-    def end(self, row_id: int) -> None:
-        with self._lock:
-            self._uploads.pop(row_id, None)
-
-    def snapshot(self) -> list[Upload]:
-        with self._lock:
-            return list(self._uploads.values())
 
 
 class JournalStore:
@@ -101,51 +58,15 @@ class JournalStore:
             raise FileChanged
 
 
-def media_type(path: Path) -> str:
-    return mimetypes.guess_type(path.name, strict=False)[0] or "application/octet-stream"
-
-
-def read_caption(path: Path) -> str | None:
-    """NAME.caption beside the file: a regular file, read as UTF-8, never a symlink."""
-    caption = path.with_name(path.name + CAPTION_SUFFIX)
-    try:
-        fd = os.open(caption, OPEN_FLAGS)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-            return None
-        return file.read(CAPTION_MAX).decode("utf-8", "replace").strip()
-
-
-HASH_PIECE = 1024 * 1024
-
-
-def sha256_of(file: BufferedReader, progress: Callable[[int], None] | None = None) -> str:
-    """Streamed in 1 MiB pieces (hashlib runs on OpenSSL's SHA instructions), reporting
-    how far it got: hashing a 4 GiB file takes seconds, and status should say so."""
-    file.seek(0)
-    digest = hashlib.sha256()
-    # No bigger than the file: a small file must not pay for a fresh 1 MiB of pages.
-    view = memoryview(bytearray(max(1, min(HASH_PIECE, os.fstat(file.fileno()).st_size))))
-    done = 0
-    while count := file.readinto(view):
-        digest.update(view[:count])
-        done += count
-        if progress is not None:
-            progress(done)
-    return digest.hexdigest()
-
-
 class Pipeline:
     def __init__(
         self,
         journal: Journal,
-        inside_watch: Callable[[Path], bool],
+        watches: Callable[[], tuple[WatchConfig, ...]],
         stopping: threading.Event,
     ) -> None:
         self.journal = journal
-        self.inside_watch = inside_watch
+        self.watches = watches
         self.stopping = stopping
         self.in_flight = InFlight()
         self.hashing = InFlight()
@@ -160,8 +81,11 @@ class Pipeline:
         path = Path(os.fsdecode(row.path))
         fields = log_fields(path, row.service)
         try:
-            file = self._open(row, path)
-        except FileNotFoundError:
+            watch = route(self.watches(), path)
+            if watch is None or not inside(watch, path):
+                raise Vanished(path)
+            file = open_regular(path)
+        except Vanished:
             self.journal.forget_missing(row.path)
             return
         except PermanentError as exc:
@@ -183,30 +107,10 @@ class Pipeline:
         if current is not None:
             self.journal.mark_failed(current, reason)
 
-    def _open(self, row: Row, path: Path) -> BufferedReader:
-        if not self.inside_watch(path):
-            raise FileNotFoundError(path)
-        try:
-            fd = os.open(row.path, OPEN_FLAGS)
-        except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
-                raise FileNotFoundError(path) from None
-            raise PermanentError(f"{path}: cannot read: {exc.strerror}") from None
-        file = os.fdopen(fd, "rb")
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            file.close()
-            raise FileNotFoundError(path)
-        os.set_blocking(fd, True)
-        return file
-
-    def _identity(self, file: BufferedReader) -> Identity:
-        return Identity.of(os.fstat(file.fileno()))
-
     def _process_open(
         self, row: Row, path: Path, file: BufferedReader, fields: dict[str, str]
     ) -> None:
-        identity = self._identity(file)
+        identity = identity_of(file)
         if row.sha256 is None or identity != row.identity:
             tracked = Upload(str(path), row.service, identity.size)
             try:
@@ -214,7 +118,7 @@ class Pipeline:
             finally:
                 self.hashing.end(row.id)
             hashed = None
-            if self._identity(file) == identity:
+            if identity_of(file) == identity:
                 hashed = self.journal.mark_hashed(row, digest, identity)
             if hashed is None:
                 self.journal.mark_changed(row)
@@ -285,31 +189,19 @@ class Pipeline:
         if isinstance(outcome, AwaitCallback):
             self.journal.mark_awaiting(row, outcome.deadline)
             return
-        if (
-            self._identity(file) != row.identity
-            or self._mode_if_still_there(path, row.identity) is None
-        ):
+        if identity_of(file) != row.identity or mode_if_unchanged(path, row.identity) is None:
             self.journal.mark_changed(row)
             raise FileChanged
         uploaded = self.journal.mark_uploaded(row, outcome)
         if uploaded is not None:
             self.finish(uploaded, service)
 
-    @staticmethod
-    def _mode_if_still_there(path: Path, identity: Identity) -> int | None:
-        """The file's permission bits while it is the one uploaded; None once it is not."""
-        try:
-            st = os.lstat(path)
-        except OSError:
-            return None
-        return st.st_mode if Identity.of(st) == identity else None
-
     def finish(self, row: Row, service: ServiceConfig) -> None:
         """The sidecar of an uploaded row, then `done`; a crash in between is mended at start."""
         path = Path(os.fsdecode(row.path))
         fields = log_fields(path, row.service, "done")
         assert row.result is not None and row.sha256 is not None
-        mode = self._mode_if_still_there(path, row.identity)
+        mode = mode_if_unchanged(path, row.identity)
         if mode is not None:
             text = sidecar.render(
                 service=row.service,
@@ -327,3 +219,11 @@ class Pipeline:
                 return
         self.journal.mark_done(row.id)
         log.info("uploaded %s", path, extra=fields)
+
+    def finish_uploaded(self) -> None:
+        """Rows uploaded but without their sidecar (a crash, a folder that refused the
+        write) get it now: at start and with every periodic rescan."""
+        for row in self.journal.in_state("uploaded"):
+            service = self.services.get(row.service)
+            if service is not None:
+                self.finish(row, service)

@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import quote
 
 from syncd.errors import SyncdError
-from syncd.journal import Identity
+from syncd.files import Identity
 
 log = logging.getLogger(__name__)
 

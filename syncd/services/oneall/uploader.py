@@ -17,9 +17,9 @@ from requests.auth import HTTPBasicAuth
 
 from syncd.config import OneAllService
 from syncd.errors import PermanentError
-from syncd.http import ServiceHttp
-from syncd.mediaserver import Signer
 from syncd.services.base import AwaitCallback, Job, Result
+from syncd.services.http import ServiceHttp
+from syncd.services.oneall.mediaserver import Signer
 
 PICTURE_MAX = 5 * 1024 * 1024
 """5 MB in the 1024-based units the TON document uses (protocols.md, syncd's choices)."""

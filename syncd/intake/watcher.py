@@ -13,11 +13,8 @@ regular files are skipped, and a path whose folder resolves outside its watch is
 
 from __future__ import annotations
 
-import fnmatch
-import functools
 import logging
 import os
-import re
 import stat
 import threading
 import time
@@ -40,14 +37,13 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from syncd.config import WatchConfig
-from syncd.journal import Identity
+from syncd.files import Identity
+from syncd.intake.routing import IGNORED_BYTES, accepts, inside, route, takers
 
 log = logging.getLogger(__name__)
 
 QUICK_SETTLE = 0.5
 """After a close-after-write or a rename into place, a file need stand still only this long."""
-BUILTIN_IGNORES = ("*.syncd.toml", "*.caption", ".*", "*.part", "*.tmp", "*.crdownload", "*~")
-"""Our own sidecars, captions, and the temporary names of editors, browsers and rsync."""
 INOTIFY_LOGGER = "watchdog.observers.inotify_c"
 EVENTS: list[type[FileSystemEvent]] = [
     FileCreatedEvent,
@@ -65,71 +61,6 @@ Complete = Callable[[Path, WatchConfig, Identity], None]
 """Told of each file that is complete; the journal decides whether it is new."""
 Known = Callable[[], dict[bytes, tuple[int, int, int, int]]]
 """The identities the journal already holds, so a scan skips what is done."""
-
-
-@functools.lru_cache(maxsize=256)
-def _compiled(patterns: tuple[str, ...]) -> re.Pattern[str]:
-    """Shell patterns as one regex: a scan tests every name, so this is the hot path."""
-    return re.compile("|".join(fnmatch.translate(p) for p in patterns) or "(?!)")
-
-
-IGNORED = _compiled(BUILTIN_IGNORES)
-IGNORED_BYTES = re.compile(os.fsencode(IGNORED.pattern))
-"""The same, for the names a scan reads as bytes (no decoding for what it skips)."""
-
-
-@functools.lru_cache(maxsize=256)
-def _split(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str] | None]:
-    """Patterns with a `/` match the path below the watch; the others the name alone."""
-    by_path = tuple(p for p in patterns if "/" in p)
-    by_name = tuple(p for p in patterns if "/" not in p)
-    return _compiled(by_name), _compiled(by_path) if by_path else None
-
-
-def _matches(patterns: tuple[str, ...], name: str, relative: str) -> bool:
-    by_name, by_path = _split(patterns)
-    return bool(by_name.match(name) or (by_path is not None and by_path.match(relative)))
-
-
-def _accepts(watch: WatchConfig, name: str, relative: str) -> bool:
-    """Whether `watch`'s patterns take the file `relative` (its path below the watch)."""
-    return _matches(watch.include, name, relative) and not _matches(watch.exclude, name, relative)
-
-
-def _takers(watches: tuple[WatchConfig, ...], folder: str) -> list[tuple[WatchConfig, str]]:
-    """The watches that may take files right in `folder`, each with the folder's path
-    below its root (ending in "/", or empty at the root)."""
-    text = folder.rstrip("/") + "/"
-    takers = []
-    for watch in watches:
-        root = os.fsdecode(watch.path).rstrip("/") + "/"
-        if not text.startswith(root):
-            continue
-        below = text[len(root) :]
-        if below and not watch.recursive:
-            continue
-        if any(IGNORED.match(part) for part in below.split("/")[:-1]):
-            continue
-        takers.append((watch, below))
-    return takers
-
-
-def route(watches: tuple[WatchConfig, ...], path: Path) -> WatchConfig | None:
-    """The first watch whose folder and patterns take `path`, if any."""
-    folder, _, name = os.fsdecode(path).rpartition("/")
-    if IGNORED.match(name):
-        return None
-    for watch, below in _takers(watches, folder):
-        if _accepts(watch, name, below + name):
-            return watch
-    return None
-
-
-def inside(watch: WatchConfig, path: Path) -> bool:
-    """True when the folder holding `path` really lies in the watch, symlinks resolved."""
-    real = os.path.realpath(path.parent)
-    root = os.fsdecode(watch.path)
-    return real == root or real.startswith(root.rstrip("/") + "/")
 
 
 def _signature(st: os.stat_result) -> tuple[int, int, int, int, int]:
@@ -370,8 +301,8 @@ class Watcher:
         stack = [os.fsencode(f) for f in folders]
         while stack:
             folder = stack.pop()
-            takers = _takers(self.watches, os.fsdecode(folder))
-            if not takers:
+            folder_takers = takers(self.watches, os.fsdecode(folder))
+            if not folder_takers:
                 continue
             try:
                 entries = list(os.scandir(folder))
@@ -386,7 +317,7 @@ class Watcher:
                     continue
                 name = os.fsdecode(entry.name)
                 if not entry.is_file(follow_symlinks=False) or not any(
-                    _accepts(watch, name, below + name) for watch, below in takers
+                    accepts(watch, name, below + name) for watch, below in folder_takers
                 ):
                     continue
                 try:
@@ -437,18 +368,3 @@ class _OverflowHook(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if "overflow" in record.getMessage().lower():
             self._rescan()
-
-
-def count_folders(watches: tuple[WatchConfig, ...]) -> int:
-    """inotify needs one watch per folder; fs.inotify.max_user_watches caps them per user."""
-    total = 0
-    for watch in watches:
-        if watch.poll_interval > 0:
-            continue
-        if not watch.recursive:
-            total += 1
-            continue
-        for _, dirs, _ in os.walk(watch.path):
-            total += 1
-            dirs[:] = [d for d in dirs if not IGNORED.match(d)]
-    return total

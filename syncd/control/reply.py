@@ -1,0 +1,131 @@
+"""What the status socket answers (DESIGN.md, "Status socket") and the STATUS= line.
+
+Built from the journal (counts, failures, retries), the pipeline (uploads and hashes in
+flight, in memory) and intake (files settling, scans), at the moment of asking.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from syncd import __version__
+from syncd.config import Config
+from syncd.intake.watcher import Watcher
+from syncd.journal.sqlite import Journal
+from syncd.work.pipeline import Pipeline
+
+FAILURES_SHOWN = 20
+
+
+class Control:
+    """Answers status and retry requests; `current` gives the configuration in force."""
+
+    def __init__(
+        self,
+        current: Callable[[], Config],
+        journal: Journal,
+        pipeline: Pipeline,
+        watcher: Watcher,
+        wake_workers: Callable[[], None],
+    ) -> None:
+        self._current = current
+        self._journal = journal
+        self._pipeline = pipeline
+        self._watcher = watcher
+        self._wake_workers = wake_workers
+        self._started = time.monotonic()
+
+    def status_line(self) -> str:
+        counts = self._journal.counts()
+        queued = counts["seen"] + counts["hashed"] + counts["retry_wait"]
+        parts = [
+            f"{len(self._current().watches)} folders",
+            f"{counts['uploading']} uploading",
+            f"{queued} queued",
+        ]
+        if counts["awaiting_callback"]:
+            parts.append(f"{counts['awaiting_callback']} awaiting callback")
+        parts += [f"{counts['done']} done", f"{counts['failed']} failed"]
+        if self._watcher.scans.running:
+            parts.append("scanning folders")
+        return ", ".join(parts)
+
+    def answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The status socket's requests (DESIGN.md, "Status socket")."""
+        command = request.get("command")
+        if command == "status":
+            return self._status_reply()
+        if command == "retry":
+            if request.get("all_failed") is True:
+                count = self._journal.retry(None)
+            elif isinstance(request.get("paths"), list) and all(
+                isinstance(p, str) for p in request["paths"]
+            ):
+                count = self._journal.retry(
+                    os.fsencode(os.path.abspath(p)) for p in request["paths"]
+                )
+            else:
+                return {"error": 'retry needs "paths": [...] or "all_failed": true'}
+            self._wake_workers()
+            return {"retried": count}
+        return {"error": f"unknown command {command!r}"}
+
+    def _status_reply(self) -> dict[str, Any]:
+        counts = self._journal.counts()
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - self._started, 3),
+            "counts": counts,
+            "uploads": [
+                {
+                    "path": u.path,
+                    "service": u.service,
+                    "sent": u.sent,
+                    "total": u.total,
+                    "rate": round(u.rate()),
+                }
+                for u in self._pipeline.in_flight.snapshot()
+            ],
+            "hashing": [
+                {"path": h.path, "service": h.service, "hashed": h.sent, "total": h.total}
+                for h in self._pipeline.hashing.snapshot()
+            ],
+            "failures": [
+                {
+                    "path": os.fsdecode(row.path),
+                    "service": row.service,
+                    "error": row.error,
+                    "at": _rfc3339(row.error_at),
+                }
+                for row in self._journal.with_error("failed", FAILURES_SHOWN)
+            ],
+            "retrying": [
+                {
+                    "path": os.fsdecode(row.path),
+                    "service": row.service,
+                    "error": row.error,
+                    "next_at": _rfc3339(row.due),
+                }
+                for row in self._journal.with_error("retry_wait", FAILURES_SHOWN)
+            ],
+            "watches": [
+                {"path": os.fsdecode(w.path), "service": w.service} for w in self._current().watches
+            ],
+            "settling": self._watcher.pending(),
+            "scan": {
+                "running": self._watcher.scans.running,
+                "completed": self._watcher.scans.count,
+                "files": self._watcher.scans.files,
+                "seconds": round(self._watcher.scans.seconds, 3),
+            },
+        }
+
+
+def _rfc3339(when: float | None) -> str | None:
+    if when is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))

@@ -1,0 +1,1 @@
+"""What enters: watchdog hints, settle detection, reconciliation scans and routing."""

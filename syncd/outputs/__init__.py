@@ -1,0 +1,1 @@
+"""What leaves besides the upload itself: the sidecar beside each file."""

@@ -1,0 +1,1 @@
+"""OneAll Push: the uploader, and the media server OneAll fetches files from."""
