@@ -1,0 +1,56 @@
+"""The configuration: one TOML file read into frozen dataclasses.
+
+Every problem is reported as `ConfigError(file, table, key, problem)`, which prints as
+`FILE: [table] key: problem`, so an operator is sent straight to the line to fix.
+`model` holds the shape, `values` reads single values, `load` reads the whole file.
+"""
+
+from syncd.config.load import CREDENTIALS, SECRETS, load
+from syncd.config.model import (
+    DAY,
+    TON_MAX_SINGLE,
+    TWITTER_VERIFY_CREDENTIALS,
+    Account,
+    Config,
+    DaemonConfig,
+    MediaServerConfig,
+    MiB,
+    OneAllService,
+    ServiceConfig,
+    TonService,
+    TwitLongerService,
+    TwitPicService,
+    WatchConfig,
+)
+from syncd.config.values import (
+    default_config_path,
+    default_state_dir,
+    default_status_socket,
+    parse_duration,
+    parse_size,
+)
+
+__all__ = [
+    "CREDENTIALS",
+    "DAY",
+    "SECRETS",
+    "TON_MAX_SINGLE",
+    "TWITTER_VERIFY_CREDENTIALS",
+    "Account",
+    "Config",
+    "DaemonConfig",
+    "MediaServerConfig",
+    "MiB",
+    "OneAllService",
+    "ServiceConfig",
+    "TonService",
+    "TwitLongerService",
+    "TwitPicService",
+    "WatchConfig",
+    "default_config_path",
+    "default_state_dir",
+    "default_status_socket",
+    "load",
+    "parse_duration",
+    "parse_size",
+]

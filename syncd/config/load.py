@@ -1,0 +1,311 @@
+"""Reading the whole file: every table and key checked, every refusal naming file, table, key."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import tomllib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from syncd.config.model import (
+    DAY,
+    TON_MAX_SINGLE,
+    Account,
+    Config,
+    DaemonConfig,
+    MediaServerConfig,
+    OneAllService,
+    ServiceConfig,
+    TonService,
+    TwitLongerService,
+    TwitPicService,
+    WatchConfig,
+)
+from syncd.config.values import (
+    boolean,
+    default_state_dir,
+    default_status_socket,
+    expanduser,
+    integer,
+    parse_duration,
+    parse_listen,
+    parse_size,
+    parse_url,
+    string,
+    strings,
+    toml_table,
+    toml_tables,
+)
+from syncd.errors import ConfigError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T")
+D = TypeVar("D", bound="DataclassInstance")
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+MIN_POLL_INTERVAL = 30.0
+"""Polling faster than this costs more than the network filesystems it is meant for."""
+CREDENTIALS = frozenset({"consumer_key", "consumer_secret", "access_token", "access_token_secret"})
+CREDENTIALS |= {"api_key", "public_key", "private_key", "identity_token"}
+"""Keys that may instead be given as `KEY_file = "path"` (e.g. systemd's LoadCredential=)."""
+SECRETS = frozenset({"consumer_secret", "access_token_secret", "api_key", "private_key"})
+"""Refused inline in a config file that other users can read, as ssh refuses such keys."""
+
+_SERVICE_TYPES: dict[str, type[ServiceConfig]] = {
+    cls.type: cls for cls in (TonService, TwitPicService, TwitLongerService, OneAllService)
+}
+_DEFAULT_ENDPOINTS = {
+    "ton": "https://ton.twitter.com",
+    "twitpic": "https://api.twitpic.com",
+    "twitlonger": "https://api.twitlonger.com",
+}
+_TOP_LEVEL = ("daemon", "accounts", "services", "media_server", "watch")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(slots=True)
+class _Source:
+    """What every table of one file is read against; `named` fills as the file is read."""
+
+    file: str
+    folder: Path
+    mode: int
+    named: dict[str, dict[str, Any]]
+    """The [accounts.*] and [services.*] read so far, for keys that name one."""
+
+
+class _Table:
+    """One TOML table being read; every refusal names the file, the table and the key."""
+
+    def __init__(self, src: _Source, name: str, data: dict[str, Any], entry: str = "") -> None:
+        self.src, self.name, self.data = src, name, data
+        self.entry = entry
+        """An array entry's position ("#2"), printed before the key: `[[watch]] #2 path`."""
+
+    def error(self, key: str | None, problem: str) -> ConfigError:
+        label = " ".join(part for part in (self.entry, key) if part)
+        return ConfigError(self.src.file, self.name, label or None, problem)
+
+    def check_keys(self, allowed: Iterable[str]) -> None:
+        allowed = set(allowed)
+        for key, value in self.data.items():
+            if key not in allowed:
+                raise self.error(key, "unknown table" if isinstance(value, dict) else "unknown key")
+
+    def get(self, key: str, parse: Callable[[object], T]) -> T | None:
+        """The parsed value, or None when the key is absent (TOML has no null)."""
+        if key not in self.data:
+            return None
+        try:
+            return parse(self.data[key])
+        except ValueError as e:
+            raise self.error(key, str(e)) from None
+
+    def require(self, key: str, parse: Callable[[object], T]) -> T:
+        value = self.get(key, parse)
+        if value is None:
+            raise self.error(key, "required key is missing")
+        return value
+
+    def path(self, key: str) -> Path | None:
+        """A path with ${VAR} and ~ expanded, relative to the config file's folder."""
+        raw = self.get(key, string)
+        if raw is None:
+            return None
+        if not raw:
+            raise self.error(key, "must not be empty")
+
+        def lookup(match: re.Match[str]) -> str:
+            if match[1] not in os.environ:
+                raise self.error(key, f"${{{match[1]}}} is not set")
+            return os.environ[match[1]]
+
+        return self.src.folder / expanduser(_VAR.sub(lookup, raw))
+
+    def credential(self, key: str) -> str | None:
+        """KEY inline or the content of KEY_file; a secret's value never reaches a message."""
+        inline, file_key = self.get(key, string), f"{key}_file"
+        path = self.path(file_key)
+        if inline is not None and path is not None:
+            raise self.error(key, f"give {key} or {file_key}, not both")
+        if path is not None:
+            try:
+                value = path.read_text(encoding="utf-8").rstrip()
+            except OSError as e:
+                raise self.error(file_key, f"cannot read {path}: {e.strerror}") from None
+            except UnicodeDecodeError:
+                raise self.error(file_key, f"cannot read {path}: not UTF-8 text") from None
+            if not value:
+                raise self.error(file_key, f"{path} is empty")
+            return value
+        if inline == "":
+            raise self.error(key, "must not be empty")
+        if inline is not None and key in SECRETS and self.src.mode & 0o044:
+            mode = f"mode {stat.S_IMODE(self.src.mode):04o}"
+            raise self.error(
+                key,
+                f"secret given inline in a file readable by other users ({mode}); "
+                f"chmod 600 {self.src.file} or use {file_key}",
+            )
+        return inline
+
+    def directory(self, key: str) -> Path | None:
+        """An existing folder, symlinks resolved: that is the path events arrive under."""
+        path = self.path(key)
+        if path is None:
+            return None
+        try:
+            is_dir = stat.S_ISDIR(path.stat().st_mode)
+        except FileNotFoundError:
+            raise self.error(key, f"{path} does not exist") from None
+        except OSError as e:
+            raise self.error(key, f"cannot use {path}: {e.strerror}") from None
+        if not is_dir:
+            raise self.error(key, f"{path} is not a directory")
+        return Path(os.path.realpath(path))
+
+    def build(self, cls: type[D], given: Mapping[str, object], extra: Iterable[str] = ()) -> D:
+        """Fill dataclass `cls`: its fields (but `name`) are the keys, `_READERS` reads them."""
+        spec = {f.name: f.default for f in fields(cls) if f.name != "name"}
+        self.check_keys({*spec, *extra, *(f"{key}_file" for key in CREDENTIALS.intersection(spec))})
+        values = dict(given)
+        for key, default in spec.items():
+            value = _READERS[key](self, key)
+            if value is not None:
+                values[key] = value
+            elif key not in values and default is MISSING:
+                also = f" (or {key}_file)" if key in CREDENTIALS else ""
+                raise self.error(key, f"required key is missing{also}")
+        return cls(**values)
+
+
+_Reader = Callable[[_Table, str], object]
+
+
+def _value(
+    parse: Callable[[object], Any], ok: Callable[[Any], bool] = lambda _: True, why: str = ""
+) -> _Reader:
+    """A reader for a plain value; `why` it is refused unless `ok`."""
+
+    def read(table: _Table, key: str) -> object:
+        value = table.get(key, parse)
+        if value is not None and not ok(value):
+            raise table.error(key, why)
+        return value
+
+    return read
+
+
+def _name_in(section: str, resolve: bool) -> _Reader:
+    """A reader for a key that names a `[section.NAME]` table; `resolve` returns that table."""
+
+    def read(table: _Table, key: str) -> object:
+        name, named = table.get(key, string), table.src.named[section]
+        if name is not None and name not in named:
+            raise table.error(key, f"no [{section}.{name}] table")
+        return named[name] if resolve and name is not None else name
+
+    return read
+
+
+_READERS: dict[str, _Reader] = {
+    # [daemon]
+    "state_dir": _Table.path,
+    "status_socket": _Table.path,
+    "workers": _value(integer, lambda n: n >= 1, "must be at least 1"),
+    "settle_seconds": _value(parse_duration),
+    "status_group": _value(string),
+    "log_level": _value(string, lambda s: s in LOG_LEVELS, "must be debug, info, warning or error"),
+    "rescan_interval": _value(parse_duration),
+    # [accounts.*] and [services.*]
+    **dict.fromkeys(CREDENTIALS, _Table.credential),
+    "account": _name_in("accounts", resolve=True),
+    "endpoint": _value(parse_url),
+    "verify_credentials_url": _value(parse_url),
+    "twitter_endpoint": _value(parse_url),
+    "bucket": _value(string),
+    "message": _value(string),
+    "tweet": _value(boolean),
+    "resumable_threshold": _value(
+        parse_size, lambda n: 0 < n <= TON_MAX_SINGLE, "must be 1 to 64MiB"
+    ),
+    "chunk_size": _value(parse_size, lambda n: 0 < n < TON_MAX_SINGLE, "must be 1 to under 64MiB"),
+    "expires": _value(parse_duration, lambda s: 0 < s <= 7 * DAY, "must be over 0 and at most 7d"),
+    "callback_timeout": _value(parse_duration, lambda s: s > 0, "must be more than 0"),
+    # [[watch]]
+    "path": _Table.directory,
+    "service": _name_in("services", resolve=False),
+    "include": _value(strings),
+    "exclude": _value(strings),
+    "recursive": _value(boolean),
+    "poll_interval": _value(
+        parse_duration, lambda s: s == 0 or s >= MIN_POLL_INTERVAL, "must be 0 (inotify) or >= 30s"
+    ),
+}
+"""How each key is read, whichever table it is in; a dataclass's fields pick the keys."""
+
+
+def _entries(root: _Table, section: str) -> Iterator[tuple[str, _Table]]:
+    """The `[section.NAME]` tables, such as `[accounts.main]`."""
+    parent = _Table(root.src, section, root.get(section, toml_table) or {})
+    for name in parent.data:
+        yield name, _Table(root.src, f"{section}.{name}", parent.get(name, toml_table) or {})
+
+
+def _service(name: str, table: _Table) -> ServiceConfig:
+    kind = table.require("type", string)
+    if kind not in _SERVICE_TYPES:
+        raise table.error("type", f"unknown type {kind!r}; use {', '.join(_SERVICE_TYPES)}")
+    given: dict[str, object] = {"name": name}
+    if kind in _DEFAULT_ENDPOINTS:
+        given["endpoint"] = _DEFAULT_ENDPOINTS[kind]
+    return table.build(_SERVICE_TYPES[kind], given, extra=["type"])
+
+
+def _media_server(table: _Table) -> MediaServerConfig:
+    table.check_keys(["listen", "public_url"])
+    host, port = table.require("listen", parse_listen)
+    return MediaServerConfig(host, port, table.require("public_url", parse_url))
+
+
+def load(path: Path) -> Config:
+    """Read and check the whole file; any problem is a ConfigError naming file, table and key."""
+    file = str(path)
+    try:
+        with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode  # of the file read, not of a later replacement
+            data = tomllib.loads(f.read().decode("utf-8"))
+    except OSError as e:
+        raise ConfigError(file, "", None, f"cannot read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(file, "", None, "invalid TOML: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(file, "", None, f"invalid TOML: {e}") from None
+
+    accounts: dict[str, Account] = {}
+    services: dict[str, ServiceConfig] = {}
+    src = _Source(file, path.absolute().parent, mode, {"accounts": accounts, "services": services})
+    root = _Table(src, "", data)
+    root.check_keys(_TOP_LEVEL)
+    paths = {"state_dir": default_state_dir(), "status_socket": default_status_socket()}
+    daemon = _Table(src, "daemon", root.get("daemon", toml_table) or {}).build(DaemonConfig, paths)
+    for name, table in _entries(root, "accounts"):
+        accounts[name] = table.build(Account, {"name": name})
+    for name, table in _entries(root, "services"):
+        services[name] = _service(name, table)
+    media = root.get("media_server", toml_table)
+    media_server = None if media is None else _media_server(_Table(src, "media_server", media))
+    for name, service in services.items():
+        if isinstance(service, OneAllService) and media_server is None:
+            raise ConfigError(file, f"services.{name}", None, "oneall needs a [media_server] table")
+    watches = tuple(
+        _Table(src, "[watch]", item, f"#{position}").build(WatchConfig, {})
+        for position, item in enumerate(root.get("watch", toml_tables) or (), 1)
+    )
+    return Config(path.absolute(), daemon, accounts, services, watches, media_server)

@@ -1,0 +1,130 @@
+"""The configuration's shape: frozen dataclasses, one per table, with their defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+MiB = 1024 * 1024
+DAY = 86400.0
+
+TON_MAX_SINGLE = 64 * MiB
+"""TON refuses a single POST of 64 MiB or more, and any chunk that large (protocols.md 2.1)."""
+
+TWITTER_VERIFY_CREDENTIALS = "https://api.twitter.com/1.1/account/verify_credentials.json"
+"""The OAuth Echo provider URL that TwitPic and TwitLonger accept."""
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    state_dir: Path
+    """journal.sqlite and the media server's key live here."""
+    status_socket: Path
+    """The Unix socket `syncd status` asks."""
+    workers: int = 4
+    """Uploads in flight at once."""
+    settle_seconds: float = 2.0
+    """A file is complete once its size, mtime and inode are unchanged this long."""
+    status_group: str = ""
+    """A group that may also query the status socket (mode 0660 instead of 0600)."""
+    log_level: str = "info"
+    """debug, info, warning or error."""
+    rescan_interval: float = 3600.0
+    """A full rescan this often, beside the watcher: inotify can drop events."""
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A Twitter OAuth 1.0a user context."""
+
+    name: str
+    consumer_key: str
+    consumer_secret: str = field(repr=False)
+    access_token: str
+    access_token_secret: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """What every `[services.NAME]` table has."""
+
+    name: str
+    endpoint: str
+
+    type: ClassVar[str]
+
+
+@dataclass(frozen=True, slots=True)
+class TonService(ServiceConfig):
+    type: ClassVar[str] = "ton"
+    account: Account
+    bucket: str
+    resumable_threshold: int = TON_MAX_SINGLE
+    """At or above this size the upload is resumable; at most 64 MiB."""
+    chunk_size: int = 8 * MiB
+    """Rounded down to a multiple of the server's minimum chunk; under 64 MiB."""
+    expires: float = 7 * DAY
+    """X-TON-Expires is sent this far ahead; at most 7 days."""
+
+
+@dataclass(frozen=True, slots=True)
+class TwitPicService(ServiceConfig):
+    type: ClassVar[str] = "twitpic"
+    account: Account
+    api_key: str = field(repr=False)
+    verify_credentials_url: str = TWITTER_VERIFY_CREDENTIALS
+    message: str = ""
+    """The caption when no NAME.caption lies beside the file."""
+
+
+@dataclass(frozen=True, slots=True)
+class TwitLongerService(ServiceConfig):
+    type: ClassVar[str] = "twitlonger"
+    account: Account
+    api_key: str = field(repr=False)
+    verify_credentials_url: str = TWITTER_VERIFY_CREDENTIALS
+    tweet: bool = True
+    """Tweet the post's tweet_content and attach the status id back."""
+    twitter_endpoint: str = "https://api.twitter.com"
+
+
+@dataclass(frozen=True, slots=True)
+class OneAllService(ServiceConfig):
+    type: ClassVar[str] = "oneall"
+    public_key: str
+    private_key: str = field(repr=False)
+    identity_token: str
+    callback_timeout: float = 3600.0
+    """A video with no callback by then is failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class MediaServerConfig:
+    """Where OneAll fetches files from; URLs are signed and expire."""
+
+    host: str
+    port: int
+    public_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class WatchConfig:
+    path: Path
+    """Absolute, symlinks resolved."""
+    service: str
+    include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+    recursive: bool = True
+    poll_interval: float = 0.0
+    """0 watches with inotify; otherwise poll this often (network filesystems), >= 30 s."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: Path
+    daemon: DaemonConfig
+    accounts: dict[str, Account]
+    services: dict[str, ServiceConfig]
+    watches: tuple[WatchConfig, ...]
+    media_server: MediaServerConfig | None = None

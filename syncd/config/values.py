@@ -1,0 +1,170 @@
+"""Reading one TOML value: types, sizes, durations, URLs, listen addresses, default paths.
+
+Each parser raises ValueError with a message that reads well after `FILE: [table] key:`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+from collections.abc import Callable
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from syncd.config.model import DAY
+
+_SIZE = re.compile(r"\s*(\d+)\s*([a-z]*)\s*", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9}
+_SIZE_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30}
+_DURATION = re.compile(r"(?:\s*\d+(?:\.\d+)?\s*(?:ms|s|m|h|d))+\s*", re.IGNORECASE)
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)", re.IGNORECASE)
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY}
+_KINDS = {bool: "a boolean", int: "an integer", float: "a float", str: "a string"}
+_KINDS |= {list: "an array", dict: "a table", datetime: "a datetime", date: "a date"}
+_KINDS[time] = "a time"
+
+T = TypeVar("T")
+
+
+def kind_of(value: object) -> str:
+    return _KINDS.get(type(value), f"a {type(value).__name__}")
+
+
+def _expect(kind: type[T], name: str) -> Callable[[object], T]:
+    """A parser for one TOML type; a boolean is never taken for an integer."""
+
+    def parse(value: object) -> T:
+        if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+            return value
+        raise ValueError(f"expected {name}, got {kind_of(value)}")
+
+    return parse
+
+
+def _array_of(kind: type[T], name: str) -> Callable[[object], tuple[T, ...]]:
+    def parse(value: object) -> tuple[T, ...]:
+        if isinstance(value, list) and all(isinstance(item, kind) for item in value):
+            return tuple(value)
+        raise ValueError(f"expected an array of {name}, got {kind_of(value)}")
+
+    return parse
+
+
+string, boolean = _expect(str, "a string"), _expect(bool, "a boolean")
+integer, toml_table = _expect(int, "an integer"), _expect(dict, "a table")
+strings, toml_tables = _array_of(str, "strings"), _array_of(dict, "tables")
+
+
+def parse_size(value: object) -> int:
+    """Bytes from an integer or a string such as "8MiB" (binary) or "10MB" (decimal)."""
+    if isinstance(value, str):
+        match = _SIZE.fullmatch(value)
+        unit = _SIZE_UNITS.get(match[2].lower()) if match else None
+        if match is None or unit is None:
+            raise ValueError(f'expected a size such as "8MiB", "10MB" or "512B", got {value!r}')
+        return int(match[1]) * unit
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"a size cannot be negative, got {value}")
+        return value
+    raise ValueError(f'expected a size (bytes, or a string such as "8MiB"), got {kind_of(value)}')
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a string such as "500ms", "30s", "5m", "1h", "7d", "1h30m"."""
+    if isinstance(value, str):
+        if not _DURATION.fullmatch(value):
+            raise ValueError(f'expected a duration such as "30s", "5m" or "1h30m", got {value!r}')
+        parts = _DURATION_PART.findall(value)
+        return sum(float(number) * _DURATION_UNITS[unit.lower()] for number, unit in parts)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not 0 <= value < math.inf:
+            raise ValueError(f"a duration must be finite and not negative, got {value}")
+        return float(value)
+    raise ValueError(f'expected a duration (seconds, or a string like "30s"), got {kind_of(value)}')
+
+
+def _first_entry(variable: str) -> Path | None:
+    """systemd sets *_DIRECTORY to a colon-separated list when a unit names several."""
+    value = os.environ.get(variable, "").split(":")[0]
+    return Path(value) if value else None
+
+
+def expanduser(text: str) -> str:
+    # Not Path.expanduser(): it raises RuntimeError without $HOME or for an unknown ~user.
+    return os.path.expanduser(text)
+
+
+def _xdg(variable: str, fallback: str) -> Path:
+    """An XDG base directory; the spec says to ignore unset, empty and relative values."""
+    value = Path(os.environ.get(variable, ""))
+    return value if value.is_absolute() else Path(expanduser("~"), fallback)
+
+
+def default_config_path() -> Path:
+    """Where the config is read from when `-c` is not given."""
+    if directory := _first_entry("CONFIGURATION_DIRECTORY"):
+        return directory / "config.toml"
+    if os.geteuid() == 0:
+        return Path("/etc/syncd/config.toml")
+    return _xdg("XDG_CONFIG_HOME", ".config") / "syncd" / "config.toml"
+
+
+def default_state_dir() -> Path:
+    """systemd's StateDirectory=, else $XDG_STATE_HOME, else /var/lib/syncd for root or XDG's."""
+    given = _first_entry("STATE_DIRECTORY")
+    if given is not None:
+        return given
+    if os.geteuid() == 0 and not os.environ.get("XDG_STATE_HOME"):
+        return Path("/var/lib/syncd")
+    return _xdg("XDG_STATE_HOME", ".local/state") / "syncd"
+
+
+def default_status_socket() -> Path:
+    """systemd's RuntimeDirectory= when it gives one, else a per-user runtime folder."""
+    if directory := _first_entry("RUNTIME_DIRECTORY"):
+        return directory / "status.sock"
+    if runtime := os.environ.get("XDG_RUNTIME_DIR"):
+        return Path(runtime, "syncd", "status.sock")
+    if os.geteuid() == 0:
+        return Path("/run/syncd/status.sock")
+    return Path(f"/tmp/syncd-{os.getuid()}/status.sock")  # noqa: S108 - per user, as ssh-agent
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name other than localhost
+        return False
+
+
+def parse_url(value: object) -> str:
+    """An http(s) endpoint without its trailing "/"; plain http only where nobody can listen in."""
+    text = string(value)
+    parts = urlsplit(text)
+    try:
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port that is not a number from 1 to 65535
+        valid = False
+    if not valid:
+        raise ValueError("expected an http:// or https:// URL with a host")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+        raise ValueError("plain http is allowed only to loopback hosts; use https")
+    return text.rstrip("/")
+
+
+def parse_listen(value: object) -> tuple[str, int]:
+    """ "HOST:PORT", with an IPv6 host in brackets as in URLs: "[::1]:8787"."""
+    text = string(value)
+    try:
+        parts = urlsplit(f"//{text}")
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a bad port or bracketed address
+        host = port = None
+    if not host or not port or parts.netloc != text or "@" in text:
+        raise ValueError(f'expected "HOST:PORT" (an IPv6 host as "[::1]:PORT"), got {text!r}')
+    return host, port
