@@ -21,6 +21,7 @@ from types import FrameType
 
 from syncd import __version__
 from syncd.config import Config, WatchConfig, load
+from syncd.control.degraded import Degraded
 from syncd.control.logs import setup_logging
 from syncd.control.notify import Notifier, listen_fds
 from syncd.control.reply import Control
@@ -93,8 +94,11 @@ class Daemon:
         self._signals = 0
         self._reload = False
         self._lock = _lock_state_dir(config.daemon.state_dir)
+        self.faults = Degraded()
         self.journal = Journal(config.daemon.state_dir / "journal.sqlite")
-        self.pipeline = Pipeline(self.journal, lambda: self.config.watches, self.stopping)
+        self.pipeline = Pipeline(
+            self.journal, lambda: self.config.watches, self.stopping, self.faults
+        )
         self.callbacks = Callbacks(self.journal, self.pipeline)
         self.media: MediaServer | None = None
         self.signer: Signer | None = None
@@ -113,7 +117,7 @@ class Daemon:
         self.watcher = Watcher(
             config.watches, config.daemon.settle_seconds, self._complete, self.journal.known
         )
-        self.workers = Workers(config.daemon.workers, self.journal, self.pipeline)
+        self.workers = Workers(config.daemon.workers, self.journal, self.pipeline, self.faults)
         self.control = Control(
             lambda: self.config, self.journal, self.pipeline, self.watcher, self.workers.wake
         )
@@ -166,7 +170,7 @@ class Daemon:
     def _main_loop(self) -> None:
         interval = self.notifier.watchdog_interval
         tick = min(TICK, interval) if interval else TICK
-        last_changes: tuple[int, int, bool] = (-1, -1, False)
+        last_changes: tuple[int, int, bool, int] = (-1, -1, False, -1)
         next_rescan = time.monotonic() + (self.config.daemon.rescan_interval or float("inf"))
         while not self.stopping.is_set():
             self._wake.wait(tick)
@@ -178,11 +182,17 @@ class Daemon:
                 self._apply_reload()
             if interval and self._healthy():
                 self.notifier.watchdog()
-            changes = (self.journal.changes, self.watcher.scans.count, self.watcher.scans.running)
+            changes = (
+                self.journal.changes,
+                self.watcher.scans.count,
+                self.watcher.scans.running,
+                self.faults.changes,
+            )
             if changes != last_changes:
                 last_changes = changes
                 self.notifier.status(self.control.status_line())
             self.callbacks.check()
+            self.pipeline.mend()
             if time.monotonic() >= next_rescan:
                 next_rescan = time.monotonic() + (
                     self.config.daemon.rescan_interval or float("inf")

@@ -334,14 +334,21 @@ def test_an_uploaded_row_without_its_sidecar_gets_it_at_start(tmp_path, sandbox,
 
 
 def test_a_sidecar_that_could_not_be_written_is_written_later(tmp_path, sandbox, make_daemon):
+    """A folder in the sidecar's place is for a person to fix (issue 11): the file is failed
+    with that reason and its upload's result; once fixed, `syncd retry` writes the sidecar
+    without uploading again."""
     daemon = make_daemon(ton_config(tmp_path, sandbox, rescan_interval="1s")).start()
     path = tmp_path / "drop" / "blocked.txt"
     blocker = path.with_name(path.name + ".syncd.toml")
     blocker.mkdir(parents=True)  # the rename over it fails, as a read-only folder would
     path.write_bytes(b"uploaded, sidecar refused")
-    wait_until(lambda: "cannot write the sidecar" in daemon.log(), 30, "the refused sidecar")
-    assert daemon.status()["counts"]["uploaded"] == 1
+    daemon.wait_counts(failed=1)
+    (failure,) = daemon.status()["failures"]
+    assert "a folder stands in its place" in failure["error"], failure
+    assert failure["result"]["location"] == sandbox.ton_objects()[0]["location"]
+    assert "uploaded: location=" in daemon.cli("status").stdout
     blocker.rmdir()
-    daemon.wait_counts(done=1)
+    assert daemon.cli("retry", str(path)).returncode == 0
+    daemon.wait_counts(done=1, failed=0)
     assert read_sidecar(path)["sha256"] == hashlib.sha256(b"uploaded, sidecar refused").hexdigest()
     assert len(sandbox.ton_objects()) == 1

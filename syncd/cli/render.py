@@ -1,8 +1,18 @@
-"""`syncd status` for people: the daemon's reply as a few readable lines."""
+"""`syncd status` for people: the daemon's reply as a few readable lines.
+
+Every text from the reply goes through `_text` (control/printable.py): a file name is
+data, and must not be able to add a line or move the terminal's cursor.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+from syncd.control.printable import printable
+
+
+def _text(value: object) -> str:
+    return printable(str(value))
 
 
 def _size(count: float) -> str:
@@ -27,41 +37,54 @@ def _duration(seconds: float) -> str:
 def render_status(reply: dict[str, Any]) -> str:
     """The status reply for people: what is watched, moving, waiting and broken."""
     if "error" in reply:
-        return f"error: {reply['error']}"
+        return f"error: {_text(reply['error'])}"
     counts: dict[str, int] = reply.get("counts", {})
     lines = [
-        f"syncd {reply.get('version')} (pid {reply.get('pid')}),"
+        f"syncd {_text(reply.get('version'))} (pid {_text(reply.get('pid'))}),"
         f" up {_duration(float(reply.get('uptime_s', 0)))}",
-        "files: " + (", ".join(f"{n} {state}" for state, n in counts.items() if n) or "none"),
+        "files: "
+        + (", ".join(f"{_text(n)} {_text(state)}" for state, n in counts.items() if n) or "none"),
     ]
+    for fault in reply.get("degraded", []):
+        lines.append(
+            f"DEGRADED since {_text(fault['since'])}: {_text(fault['component'])}:"
+            f" {_text(fault['reason'])}"
+        )
     if reply.get("settling"):
         lines.append(f"settling: {reply['settling']} files being written")
     lines.append("watching:")
-    lines += [f"  {w['path']} -> {w['service']}" for w in reply.get("watches", [])]
+    lines += [f"  {_text(w['path'])} -> {_text(w['service'])}" for w in reply.get("watches", [])]
     if reply.get("uploads"):
         lines.append("uploading:")
         for upload in reply["uploads"]:
             total = max(int(upload["total"]), 1)
             rate = f", {_size(upload['rate'])}/s" if upload.get("rate") else ""
             lines.append(
-                f"  {upload['path']} ({upload['service']}): {_size(upload['sent'])}"
+                f"  {_text(upload['path'])} ({_text(upload['service'])}): {_size(upload['sent'])}"
                 f" of {_size(upload['total'])} ({100 * upload['sent'] // total}%{rate})"
             )
     if reply.get("hashing"):
         lines.append("hashing:")
         lines += [
-            f"  {h['path']} ({h['service']}): {_size(h['hashed'])} of {_size(h['total'])}"
+            f"  {_text(h['path'])} ({_text(h['service'])}):"
+            f" {_size(h['hashed'])} of {_size(h['total'])}"
             for h in reply["hashing"]
         ]
     if reply.get("retrying"):
         lines.append("retrying:")
         lines += [
-            f"  {r['path']} ({r['service']}) at {r['next_at']}: {r['error']}"
+            f"  {_text(r['path'])} ({_text(r['service'])}) at {_text(r['next_at'])}:"
+            f" {_text(r['error'])}"
             for r in reply["retrying"]
         ]
     if reply.get("failures"):
         lines.append("failed (syncd retry PATH, or --all-failed):")
-        lines += [
-            f"  {f['at']} {f['path']} ({f['service']}): {f['error']}" for f in reply["failures"]
-        ]
+        for failure in reply["failures"]:
+            lines.append(
+                f"  {_text(failure['at'])} {_text(failure['path'])} ({_text(failure['service'])}):"
+                f" {_text(failure['error'])}"
+            )
+            if failure.get("result"):
+                shown = ", ".join(f"{_text(k)}={_text(v)}" for k, v in failure["result"].items())
+                lines.append(f"    uploaded: {shown}")
     return "\n".join(lines)

@@ -244,6 +244,7 @@ _READERS: dict[str, _Reader] = {
     "include": _value(strings),
     "exclude": _value(strings),
     "recursive": _value(boolean),
+    "allow_hard_links": _value(boolean),
     "poll_interval": _value(
         parse_duration, lambda s: s == 0 or s >= MIN_POLL_INTERVAL, "must be 0 (inotify) or >= 30s"
     ),

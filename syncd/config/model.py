@@ -118,6 +118,9 @@ class WatchConfig:
     recursive: bool = True
     poll_interval: float = 0.0
     """0 watches with inotify; otherwise poll this often (network filesystems), >= 30 s."""
+    allow_hard_links: bool = False
+    """Upload files that have other names too; refused by default, since another name
+    may lie outside every watch (README, "Trust boundaries")."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from syncd import __version__
 from syncd.config import Config
 from syncd.intake.watcher import Watcher
-from syncd.journal.sqlite import Journal
+from syncd.journal.sqlite import Journal, Row
 from syncd.work.pipeline import Pipeline
 
 FAILURES_SHOWN = 20
@@ -51,7 +52,9 @@ class Control:
         parts += [f"{counts['done']} done", f"{counts['failed']} failed"]
         if self._watcher.scans.running:
             parts.append("scanning folders")
-        return ", ".join(parts)
+        line = ", ".join(parts)
+        degraded = self._pipeline.faults.summary()
+        return f"{degraded}; {line}" if degraded else line
 
     def answer(self, request: dict[str, Any]) -> dict[str, Any]:
         """The status socket's requests (DESIGN.md, "Status socket")."""
@@ -95,13 +98,7 @@ class Control:
                 for h in self._pipeline.hashing.snapshot()
             ],
             "failures": [
-                {
-                    "path": os.fsdecode(row.path),
-                    "service": row.service,
-                    "error": row.error,
-                    "at": _rfc3339(row.error_at),
-                }
-                for row in self._journal.with_error("failed", FAILURES_SHOWN)
+                _failure(row) for row in self._journal.with_error("failed", FAILURES_SHOWN)
             ],
             "retrying": [
                 {
@@ -116,6 +113,7 @@ class Control:
                 {"path": os.fsdecode(w.path), "service": w.service} for w in self._current().watches
             ],
             "settling": self._watcher.pending(),
+            "degraded": self._pipeline.faults.snapshot(),
             "scan": {
                 "running": self._watcher.scans.running,
                 "completed": self._watcher.scans.count,
@@ -123,6 +121,23 @@ class Control:
                 "seconds": round(self._watcher.scans.seconds, 3),
             },
         }
+
+
+def _failure(row: Row) -> dict[str, Any]:
+    """A failed file; one whose upload went through (its sidecar could not be written)
+    also carries the upload's `result`, which `syncd retry` will write without uploading."""
+    failure: dict[str, Any] = {
+        "path": os.fsdecode(row.path),
+        "service": row.service,
+        "error": row.error,
+        "at": _rfc3339(row.error_at),
+    }
+    if row.result is not None and row.uploaded_sha256 == row.sha256:
+        failure["result"] = {
+            key: _rfc3339(value.timestamp()) if isinstance(value, datetime) else value
+            for key, value in row.result.items()
+        }
+    return failure
 
 
 def _rfc3339(when: float | None) -> str | None:

@@ -1,9 +1,15 @@
 """One file's way from the journal to its sidecar: open, hash, deduplicate, upload, record.
 
-A worker runs `Pipeline.process` on a row it has claimed. The file is opened without
-following symlinks and without blocking (a FIFO never hangs a worker), hashed streamed,
-and checked again after the upload: a file that changed meanwhile is queued afresh and
-never recorded with the wrong hash.
+A worker runs `Pipeline.process` on a row it has claimed. The file is opened from its
+watch root one folder at a time without following symlinks, and without blocking (a FIFO
+never hangs a worker); its caption and sidecar are reached through the same folder
+descriptor. It is hashed streamed, and checked again after the upload: a file that
+changed meanwhile is queued afresh and never recorded with the wrong hash.
+
+A sidecar that cannot be written for good (a name too long, a folder in its way, a folder
+that refuses us) fails the file with that reason, its upload's result kept: `syncd retry`
+then writes the sidecar without uploading again. One that fails for a passing reason
+(disk full, I/O) leaves the row `uploaded`, and the sidecars are tried again with backoff.
 """
 
 from __future__ import annotations
@@ -18,18 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from syncd.config import ServiceConfig, WatchConfig
+from syncd.control.degraded import SIDECARS, Backoff, Degraded
 from syncd.control.logs import log_fields
 from syncd.errors import PermanentError, RetryableError
-from syncd.files import (
-    Vanished,
-    identity_of,
-    media_type,
-    mode_if_unchanged,
-    open_regular,
-    read_caption,
-    sha256_of,
-)
-from syncd.intake.routing import inside, route
+from syncd.files import Place, Vanished, identity_of, locate, media_type, sha256_of
+from syncd.intake.routing import route
 from syncd.journal.sqlite import DUPLICATE, UNCHANGED, UPLOAD, Journal, Row
 from syncd.outputs import sidecar
 from syncd.services.base import AwaitCallback, Interrupted, Job, Uploader
@@ -64,8 +63,12 @@ class Pipeline:
         journal: Journal,
         watches: Callable[[], tuple[WatchConfig, ...]],
         stopping: threading.Event,
+        faults: Degraded | None = None,
     ) -> None:
         self.journal = journal
+        self.faults = faults or Degraded()
+        self._sidecar_backoff = Backoff()
+        self._next_mend = 0.0
         self.watches = watches
         self.stopping = stopping
         self.in_flight = InFlight()
@@ -77,28 +80,39 @@ class Pipeline:
         """New service settings apply to uploads that start from now on."""
         self.services, self.uploaders = services, uploaders
 
+    def place(self, path: Path) -> Place:
+        """`path`'s folder, opened from the root of the watch that takes it (files.locate)."""
+        watch = route(self.watches(), path)
+        if watch is None:
+            raise Vanished(path)
+        return locate(watch.path, path)
+
     def process(self, row: Row) -> None:
         path = Path(os.fsdecode(row.path))
         fields = log_fields(path, row.service)
         try:
-            watch = route(self.watches(), path)
-            if watch is None or not inside(watch, path):
-                raise Vanished(path)
-            file = open_regular(path)
+            with self.place(path) as place, place.open_regular() as file:
+                self._check_links(path, file)
+                self._process_open(row, place, file, fields)
         except Vanished:
             self.journal.forget_missing(row.path)
-            return
+        except FileChanged:
+            log.info("%s changed while it was being handled; starting over", path, extra=fields)
         except PermanentError as exc:
             log.warning("%s", exc, extra=fields)
             self.journal.mark_failed(row, str(exc))
-            return
-        with file:
-            try:
-                self._process_open(row, path, file, fields)
-            except FileChanged:
-                log.info("%s changed while it was being handled; starting over", path, extra=fields)
-            except OSError as exc:
-                self.fail(row, f"{path}: cannot read: {exc.strerror or exc}")
+        except OSError as exc:
+            self.fail(row, f"{path}: cannot read: {exc.strerror or exc}")
+
+    def _check_links(self, path: Path, file: BufferedReader) -> None:
+        """A file with other names may be one from outside every watch, linked in."""
+        links = os.fstat(file.fileno()).st_nlink
+        watch = route(self.watches(), path)
+        if links > 1 and watch is not None and not watch.allow_hard_links:
+            raise PermanentError(
+                f"{path}: has {links} names (hard links); set allow_hard_links = true on its"
+                " [[watch]] to upload such files"
+            )
 
     def fail(self, row: Row, reason: str) -> None:
         """A failure no retry will mend (an I/O error, a bug): shown until `syncd retry`."""
@@ -108,8 +122,9 @@ class Pipeline:
             self.journal.mark_failed(current, reason)
 
     def _process_open(
-        self, row: Row, path: Path, file: BufferedReader, fields: dict[str, str]
+        self, row: Row, place: Place, file: BufferedReader, fields: dict[str, str]
     ) -> None:
+        path = place.path
         identity = identity_of(file)
         if row.sha256 is None or identity != row.identity:
             tracked = Upload(str(path), row.service, identity.size)
@@ -136,23 +151,24 @@ class Pipeline:
         if answer == DUPLICATE:
             assert row.duplicate_of is not None
             log.info("%s duplicates %s", path, os.fsdecode(row.duplicate_of), extra=fields)
-            self.finish(row, service)
+            self.finish(row, service, place)
         elif answer == UNCHANGED:
-            log.info("%s changed on disk but not in content: not uploaded again", path)
-            self.finish(row, service)
+            log.info("%s: its content was uploaded already: not uploaded again", path)
+            self.finish(row, service, place)
         elif answer == UPLOAD:
-            self._upload(row, path, file, service, uploader, fields)
+            self._upload(row, place, file, service, uploader, fields)
 
     def _upload(
         self,
         row: Row,
-        path: Path,
+        place: Place,
         file: BufferedReader,
         service: ServiceConfig,
         uploader: Uploader,
         fields: dict[str, str],
     ) -> None:
         assert row.sha256 is not None
+        path = place.path
         progress = self.in_flight.begin(row.id, Upload(str(path), row.service, row.identity.size))
         job = Job(
             path=path,
@@ -160,7 +176,7 @@ class Pipeline:
             size=row.identity.size,
             sha256=row.sha256,
             media_type=media_type(path),
-            caption=read_caption(path),
+            caption=place.read_caption(),
             store=JournalStore(self.journal, row),
             progress=progress,
             stopping=self.stopping,
@@ -189,41 +205,77 @@ class Pipeline:
         if isinstance(outcome, AwaitCallback):
             self.journal.mark_awaiting(row, outcome.deadline)
             return
-        if identity_of(file) != row.identity or mode_if_unchanged(path, row.identity) is None:
+        if identity_of(file) != row.identity or place.mode_if_unchanged(row.identity) is None:
             self.journal.mark_changed(row)
             raise FileChanged
         uploaded = self.journal.mark_uploaded(row, outcome)
         if uploaded is not None:
-            self.finish(uploaded, service)
+            self.finish(uploaded, service, place)
 
-    def finish(self, row: Row, service: ServiceConfig) -> None:
-        """The sidecar of an uploaded row, then `done`; a crash in between is mended at start."""
+    def finish(self, row: Row, service: ServiceConfig, place: Place | None = None) -> bool:
+        """The sidecar of an uploaded row, then `done`; a crash in between is mended at start.
+
+        False when the sidecar must wait for a passing fault (disk full, I/O) to clear.
+        """
         path = Path(os.fsdecode(row.path))
         fields = log_fields(path, row.service, "done")
         assert row.result is not None and row.sha256 is not None
-        mode = mode_if_unchanged(path, row.identity)
-        if mode is not None:
-            text = sidecar.render(
-                service=row.service,
-                service_type=service.type,
-                sha256=row.sha256,
-                size=row.identity.size,
-                uploaded_at=row.uploaded_at or time.time(),
-                result=row.result,
-                duplicate_of=Path(os.fsdecode(row.duplicate_of)) if row.duplicate_of else None,
-            )
-            try:
-                sidecar.write(path, text, mode)
-            except OSError as exc:
-                log.error("cannot write the sidecar of %s: %s", path, exc, extra=fields)
-                return
+        try:
+            if place is None:
+                with self.place(path) as found:
+                    self._write_sidecar(row, service, found)
+            else:
+                self._write_sidecar(row, service, place)
+        except Vanished:
+            pass  # the file is gone or no longer here as it was: nothing to record it beside
+        except PermanentError as exc:
+            self._sidecar_refused(row, f"cannot write the sidecar: {exc}")
+            return True
+        except sidecar.SidecarError as exc:
+            if exc.permanent:
+                self._sidecar_refused(row, str(exc))
+                return True
+            log.warning("%s; trying again later", exc, extra=fields)
+            self.faults.set(SIDECARS, str(exc))
+            self._next_mend = time.monotonic() + self._sidecar_backoff.failed()
+            return False
+        self._sidecar_backoff.reset()
+        self.faults.clear(SIDECARS)
         self.journal.mark_done(row.id)
         log.info("uploaded %s", path, extra=fields)
+        return True
+
+    def _sidecar_refused(self, row: Row, reason: str) -> None:
+        """Failed for a person to fix; the result stays, so `syncd retry` uploads nothing."""
+        log.error("%s", reason, extra=log_fields(row.path, row.service, "failed"))
+        self.journal.mark_failed(row, f"uploaded, but {reason}; fix that, then syncd retry")
+
+    def _write_sidecar(self, row: Row, service: ServiceConfig, place: Place) -> None:
+        """Beside the file while it is the version uploaded; a changed file gets none."""
+        assert row.result is not None and row.sha256 is not None
+        mode = place.mode_if_unchanged(row.identity)
+        if mode is None:
+            return
+        text = sidecar.render(
+            service=row.service,
+            service_type=service.type,
+            sha256=row.sha256,
+            size=row.identity.size,
+            uploaded_at=row.uploaded_at or time.time(),
+            result=row.result,
+            duplicate_of=Path(os.fsdecode(row.duplicate_of)) if row.duplicate_of else None,
+        )
+        sidecar.write(place, text, mode)
 
     def finish_uploaded(self) -> None:
-        """Rows uploaded but without their sidecar (a crash, a folder that refused the
-        write) get it now: at start and with every periodic rescan."""
+        """Rows uploaded but without their sidecar (a crash, a full disk) get it now: at start,
+        with every periodic rescan, and while sidecars are degraded, with backoff."""
         for row in self.journal.in_state("uploaded"):
             service = self.services.get(row.service)
-            if service is not None:
-                self.finish(row, service)
+            if service is not None and not self.finish(row, service):
+                return
+
+    def mend(self) -> None:
+        """While sidecars are degraded, try the waiting ones again once their backoff is up."""
+        if self.faults.has(SIDECARS) and time.monotonic() >= self._next_mend:
+            self.finish_uploaded()

@@ -7,18 +7,25 @@ import os
 import threading
 import time
 
+from syncd.control.degraded import Degraded
 from syncd.journal.sqlite import Journal
 from syncd.work.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
+PAUSE_CHECK = 1.0
+"""While something is degraded, how often a paused worker looks whether to stop."""
+
 
 class Workers:
     """`count` threads, each claiming the next due row and running it through the pipeline."""
 
-    def __init__(self, count: int, journal: Journal, pipeline: Pipeline) -> None:
+    def __init__(
+        self, count: int, journal: Journal, pipeline: Pipeline, faults: Degraded | None = None
+    ) -> None:
         self._journal = journal
         self._pipeline = pipeline
+        self._faults = faults or Degraded()
         self._cond = threading.Condition()
         self._stop = False
         self._generation = 0
@@ -54,6 +61,8 @@ class Workers:
 
     def _loop(self) -> None:
         while not self._stop:
+            if not self._faults.wait_clear(PAUSE_CHECK):
+                continue  # a full disk or an I/O error: take no new file until it clears
             with self._cond:
                 generation = self._generation
             row = self._journal.claim(time.time())
