@@ -556,7 +556,8 @@ def test_default_paths_without_systemd(monkeypatch: pytest.MonkeyPatch, euid: in
     assert default_config_path() == Path(config_path)
     state = "/var/lib/syncd" if root else "/home/u/.local/state/syncd"
     assert default_state_dir() == Path(state)
-    socket = "/run/syncd/status.sock" if root else "/tmp/syncd-1000/status.sock"
+    # Not a predictable /tmp path another user could take first: the state folder (issue 11).
+    socket = "/run/syncd/status.sock" if root else "/home/u/.local/state/syncd/status.sock"
     assert default_status_socket() == Path(socket)
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1000")
     monkeypatch.setenv("XDG_CONFIG_HOME", "/cfg")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -56,6 +57,18 @@ CREDENTIALS |= {"api_key", "public_key", "private_key", "identity_token"}
 """Keys that may instead be given as `KEY_file = "path"` (e.g. systemd's LoadCredential=)."""
 SECRETS = frozenset({"consumer_secret", "access_token_secret", "api_key", "private_key"})
 """Refused inline in a config file that other users can read, as ssh refuses such keys."""
+
+MAX_SECRET = 64 * 1024
+
+
+def untrusted(st: os.stat_result) -> str | None:
+    """Why a file others could have written must not be believed (ssh's StrictModes)."""
+    if st.st_uid not in (0, os.geteuid()):
+        return f"it belongs to another user (uid {st.st_uid}); chown it"
+    if st.st_mode & 0o022:
+        return f"others can write it (mode {stat.S_IMODE(st.st_mode):04o}); chmod go-w it"
+    return None
+
 
 _SERVICE_TYPES: dict[str, type[ServiceConfig]] = {
     cls.type: cls for cls in (TonService, TwitPicService, TwitLongerService, OneAllService)
@@ -135,15 +148,7 @@ class _Table:
         if inline is not None and path is not None:
             raise self.error(key, f"give {key} or {file_key}, not both")
         if path is not None:
-            try:
-                value = path.read_text(encoding="utf-8").rstrip()
-            except OSError as e:
-                raise self.error(file_key, f"cannot read {path}: {e.strerror}") from None
-            except UnicodeDecodeError:
-                raise self.error(file_key, f"cannot read {path}: not UTF-8 text") from None
-            if not value:
-                raise self.error(file_key, f"{path} is empty")
-            return value
+            return self._secret_file(file_key, path)
         if inline == "":
             raise self.error(key, "must not be empty")
         if inline is not None and key in SECRETS and self.src.mode & 0o044:
@@ -154,6 +159,31 @@ class _Table:
                 f"chmod 600 {self.src.file} or use {file_key}",
             )
         return inline
+
+    def _secret_file(self, key: str, path: Path) -> str:
+        """A secret's file: never through a symlink, and refused when someone other than us
+        (or root) could have written it, as ssh refuses such keys."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            why = "it is a symlink" if e.errno == errno.ELOOP else e.strerror
+            raise self.error(key, f"cannot read {path}: {why}") from None
+        with os.fdopen(fd, "rb") as file:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise self.error(key, f"cannot read {path}: not a regular file")
+            if (why := untrusted(st)) is not None:
+                raise self.error(key, f"{path} refused: {why}")
+            raw = file.read(MAX_SECRET + 1)
+        if len(raw) > MAX_SECRET:
+            raise self.error(key, f"{path} is larger than {MAX_SECRET} bytes")
+        try:
+            value = raw.decode("utf-8").rstrip()
+        except UnicodeDecodeError:
+            raise self.error(key, f"cannot read {path}: not UTF-8 text") from None
+        if not value:
+            raise self.error(key, f"{path} is empty")
+        return value
 
     def directory(self, key: str) -> Path | None:
         """An existing folder, symlinks resolved: that is the path events arrive under."""
@@ -280,7 +310,10 @@ def load(path: Path) -> Config:
     file = str(path)
     try:
         with open(path, "rb") as f:
-            mode = os.fstat(f.fileno()).st_mode  # of the file read, not of a later replacement
+            st = os.fstat(f.fileno())  # of the file read, not of a later replacement
+            if (why := untrusted(st)) is not None:
+                raise ConfigError(file, "", None, f"refused: {why}")
+            mode = st.st_mode
             data = tomllib.loads(f.read().decode("utf-8"))
     except OSError as e:
         raise ConfigError(file, "", None, f"cannot read: {e.strerror}") from None
@@ -294,8 +327,10 @@ def load(path: Path) -> Config:
     src = _Source(file, path.absolute().parent, mode, {"accounts": accounts, "services": services})
     root = _Table(src, "", data)
     root.check_keys(_TOP_LEVEL)
-    paths = {"state_dir": default_state_dir(), "status_socket": default_status_socket()}
-    daemon = _Table(src, "daemon", root.get("daemon", toml_table) or {}).build(DaemonConfig, paths)
+    daemon_table = _Table(src, "daemon", root.get("daemon", toml_table) or {})
+    state_dir = daemon_table.path("state_dir") or default_state_dir()
+    paths = {"state_dir": state_dir, "status_socket": default_status_socket(state_dir)}
+    daemon = daemon_table.build(DaemonConfig, paths)
     for name, table in _entries(root, "accounts"):
         accounts[name] = table.build(Account, {"name": name})
     for name, table in _entries(root, "services"):

@@ -124,15 +124,16 @@ def default_state_dir() -> Path:
     return _xdg("XDG_STATE_HOME", ".local/state") / "syncd"
 
 
-def default_status_socket() -> Path:
-    """systemd's RuntimeDirectory= when it gives one, else a per-user runtime folder."""
+def default_status_socket(state_dir: Path | None = None) -> Path:
+    """systemd's RuntimeDirectory= when it gives one, else a per-user runtime folder, else
+    the state folder: never a predictable /tmp path another user could take first."""
     if directory := _first_entry("RUNTIME_DIRECTORY"):
         return directory / "status.sock"
     if runtime := os.environ.get("XDG_RUNTIME_DIR"):
         return Path(runtime, "syncd", "status.sock")
     if os.geteuid() == 0:
         return Path("/run/syncd/status.sock")
-    return Path(f"/tmp/syncd-{os.getuid()}/status.sock")  # noqa: S108 - per user, as ssh-agent
+    return (state_dir or default_state_dir()) / "status.sock"
 
 
 def _is_loopback(host: str) -> bool:
