@@ -7,6 +7,7 @@ objects is refused before it is parsed, and costs the daemon no lasting memory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import statistics
@@ -36,10 +37,8 @@ def huge_request(path: Path) -> bytes:
     with socket.socket(socket.AF_UNIX) as client:
         client.settimeout(TIMEOUT * 2)
         client.connect(str(path))
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             client.sendall(HUGE)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
         try:
             return client.makefile("rb").readline()
         except ConnectionResetError:
