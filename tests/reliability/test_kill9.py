@@ -1,0 +1,68 @@
+"""kill -9 at random moments during mixed uploads to all four services.
+
+Every file ends with one sidecar holding its own sha256; a service holds a piece of work
+twice only when a kill fell between the service's commit and the journal's (the one window
+no client can close); a resumable TON upload re-sends at most one chunk per kill; and the
+journal passes SQLite's integrity check.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+from conftest import wait_until
+
+from .conftest import SCALE
+from .mixed import (
+    CHUNK,
+    SERVICES,
+    Dropper,
+    check_sidecars,
+    duplicate_windows,
+    integrity,
+    mixed_config,
+    resent_bytes,
+    slow_down,
+    uploads_twice,
+)
+
+JOURNAL_WINDOW = 1.0
+"""Seconds from a service's answer to the journal's commit, generous for a loaded machine."""
+
+
+def test_random_kills_during_mixed_uploads(tmp_path, sandbox, make_daemon, figures):
+    rng = random.Random(11)
+    slow_down(sandbox)
+    daemon = make_daemon(mixed_config(tmp_path, sandbox)).start()
+    dropper = Dropper(tmp_path, rng)
+    files = dropper.batch()
+    kills: list[float] = []
+    for _ in range(3 * SCALE):
+        time.sleep(rng.uniform(0.3, 2.0))  # the kill lands wherever the work has got to
+        kills.append(time.time())
+        daemon.kill()
+        if rng.random() < 0.5:
+            files += dropper.batch()  # files arriving while syncd is down
+        daemon.start()
+        if rng.random() < 0.5:
+            files += dropper.batch()
+    daemon.wait_counts(done=len(files), timeout=300 * SCALE)
+    wait_until(lambda: daemon.status()["counts"]["awaiting_callback"] == 0, 60, "callbacks")
+    daemon.stop()
+
+    check_sidecars(tmp_path, files)
+    twice = uploads_twice(sandbox)
+    figures["kills"] = len(kills)
+    figures["files"] = len(files)
+    windows = duplicate_windows(sandbox, kills, JOURNAL_WINDOW)
+    for service in SERVICES:
+        figures[f"{service}_twice"] = twice[service]
+        shown = [None if w is None else round(w * 1000) for w in windows[service]]
+        figures[f"{service}_twice_windows_ms"] = shown
+        assert None not in windows[service], (service, shown)
+    resent = resent_bytes(sandbox)
+    figures["ton_resent_bytes"] = resent
+    figures["ton_resent_chunks_per_kill"] = round(resent / CHUNK / len(kills), 2)
+    assert resent <= len(kills) * CHUNK
+    assert integrity(tmp_path) == "ok"
