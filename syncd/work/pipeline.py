@@ -215,7 +215,8 @@ class Pipeline:
     def finish(self, row: Row, service: ServiceConfig, place: Place | None = None) -> bool:
         """The sidecar of an uploaded row, then `done`; a crash in between is mended at start.
 
-        False when the sidecar must wait for a passing fault (disk full, I/O) to clear.
+        False when the sidecar must wait for a passing fault (disk full, I/O) to clear: the
+        row stays `uploaded`, and `mend` tries every such row again until all are written.
         """
         path = Path(os.fsdecode(row.path))
         fields = log_fields(path, row.service, "done")
@@ -239,8 +240,6 @@ class Pipeline:
             self.faults.set(SIDECARS, str(exc))
             self._next_mend = time.monotonic() + self._sidecar_backoff.failed()
             return False
-        self._sidecar_backoff.reset()
-        self.faults.clear(SIDECARS)
         self.journal.mark_done(row.id)
         log.info("uploaded %s", path, extra=fields)
         return True
@@ -274,6 +273,8 @@ class Pipeline:
             service = self.services.get(row.service)
             if service is not None and not self.finish(row, service):
                 return
+        self._sidecar_backoff.reset()
+        self.faults.clear(SIDECARS)
 
     def mend(self) -> None:
         """While sidecars are degraded, try the waiting ones again once their backoff is up."""
