@@ -30,6 +30,7 @@ from syncd.errors import SyncdError
 from syncd.files import Identity
 from syncd.intake.routing import count_folders
 from syncd.intake.watcher import Watcher
+from syncd.journal.patience import StorageFault, patiently, persevering
 from syncd.journal.sqlite import Journal
 from syncd.services import make_uploader
 from syncd.services.base import Uploader
@@ -95,7 +96,7 @@ class Daemon:
         self._reload = False
         self._lock = _lock_state_dir(config.daemon.state_dir)
         self.faults = Degraded()
-        self.journal = Journal(config.daemon.state_dir / "journal.sqlite")
+        self.journal = persevering(Journal(config.daemon.state_dir / "journal.sqlite"), self.faults)
         self.pipeline = Pipeline(
             self.journal, lambda: self.config.watches, self.stopping, self.faults
         )
@@ -133,13 +134,14 @@ class Daemon:
     def run(self) -> int:
         _return_large_buffers()
         self._install_signals()
-        recovered = self.journal.recover()
-        if recovered:
-            log.info("resuming %d uploads interrupted by the last stop", recovered)
         self.status.start(listen_fds("status"))
-        if self.media is not None:
-            self.media.start()
-        self.pipeline.finish_uploaded()
+        with patiently():  # a full disk at start: wait, status saying so, rather than loop
+            recovered = self.journal.recover()
+            if recovered:
+                log.info("resuming %d uploads interrupted by the last stop", recovered)
+            if self.media is not None:
+                self.media.start()
+            self.pipeline.finish_uploaded()
         self.watcher.start()
         self.workers.start()
         self._warn_inotify_limit()
@@ -191,14 +193,24 @@ class Daemon:
             if changes != last_changes:
                 last_changes = changes
                 self.notifier.status(self.control.status_line())
-            self.callbacks.check()
-            self.pipeline.mend()
-            if time.monotonic() >= next_rescan:
+            rescan = time.monotonic() >= next_rescan
+            if rescan:
                 next_rescan = time.monotonic() + (
                     self.config.daemon.rescan_interval or float("inf")
                 )
                 self.watcher.request_rescan()
+            self._journal_chores(rescan)
+
+    def _journal_chores(self, rescan: bool) -> None:
+        """The main loop's own journal work; with the journal's disk full it waits for the
+        next tick instead (the watchdog must keep being pinged), status saying degraded."""
+        try:
+            self.callbacks.check()
+            self.pipeline.mend()
+            if rescan:
                 self.pipeline.finish_uploaded()
+        except StorageFault:
+            pass
 
     def _shutdown(self) -> int:
         self.notifier.stopping()
@@ -233,8 +245,9 @@ class Daemon:
 
     def _complete(self, path: Path, watch: WatchConfig, identity: Identity) -> None:
         """Intake found a complete file: journal it, and wake a worker when there is work."""
-        if self.journal.record_seen(os.fsencode(path), watch.service, identity):
-            self.workers.wake()
+        with patiently():  # a full disk pauses intake here until the file is journaled
+            if self.journal.record_seen(os.fsencode(path), watch.service, identity):
+                self.workers.wake()
 
     def _warn_inotify_limit(self) -> None:
         limit = _inotify_limit()

@@ -47,8 +47,8 @@ def render_status(reply: dict[str, Any]) -> str:
     ]
     for fault in reply.get("degraded", []):
         lines.append(
-            f"DEGRADED since {_text(fault['since'])}: {_text(fault['component'])}:"
-            f" {_text(fault['reason'])}"
+            f"DEGRADED {_text(fault['component'])}: {_text(fault['reason'])}"
+            f" (since {_text(fault['since'])})"
         )
     if reply.get("settling"):
         lines.append(f"settling: {reply['settling']} files being written")

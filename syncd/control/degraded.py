@@ -3,7 +3,8 @@
 A disk that fills up or a device that returns I/O errors is not a reason to lose a thread
 or restart the daemon: the component that hits it says so here, pauses and tries again
 with backoff, and clears its entry once it works again. Status and STATUS= show the list;
-workers take no new file while it is not empty.
+workers take no new file while sidecars cannot be written (a journal write that meets a
+full disk waits by itself, see journal/patience.py).
 """
 
 from __future__ import annotations
@@ -51,14 +52,10 @@ class Degraded:
         with self._lock:
             return component in self._faults
 
-    def active(self) -> bool:
+    def wait_clear(self, component: str, timeout: float) -> bool:
+        """Wait up to `timeout` for `component`'s fault to clear; True once it has none."""
         with self._lock:
-            return bool(self._faults)
-
-    def wait_clear(self, timeout: float) -> bool:
-        """Wait up to `timeout` for every fault to clear; True when none is left."""
-        with self._lock:
-            return self._lock.wait_for(lambda: not self._faults, timeout)
+            return self._lock.wait_for(lambda: component not in self._faults, timeout)
 
     def snapshot(self) -> list[dict[str, Any]]:
         """The status reply's `degraded`: `since` an RFC 3339 time."""

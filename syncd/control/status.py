@@ -204,6 +204,8 @@ class StatusServer:
             reply = self._handler(request)
         except (ValueError, RecursionError) as exc:
             reply = {"error": f"malformed request: {exc}"}
+        except SyncdError as exc:  # e.g. the journal's disk is full: status says degraded
+            reply = {"error": str(exc)}
         except Exception as exc:
             log.exception("the status handler failed")
             reply = {"error": f"internal error: {type(exc).__name__}"}

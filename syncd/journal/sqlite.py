@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +26,7 @@ from typing import Any
 
 from syncd.errors import SyncdError
 from syncd.files import Identity
+from syncd.journal.patience import StorageFault
 
 STATES = (
     "seen",
@@ -38,6 +39,8 @@ STATES = (
     "failed",
 )
 CLAIMABLE = ("seen", "hashed", "retry_wait")
+STORAGE_FAULTS = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
+"""SQLite's primary codes for a full disk and for I/O errors: they pass by themselves."""
 IN_FLIGHT = ("uploading", "awaiting_callback")
 
 MIGRATIONS: tuple[str, ...] = (
@@ -140,6 +143,7 @@ class Journal:
         except (OSError, sqlite3.Error) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
             raise SyncdError(f"{path}: cannot open the journal: {reason}") from None
+        self._path = path
         self._lock = threading.Lock()
         self._claimed: set[int] = set()
         self.changes = 0
@@ -155,15 +159,31 @@ class Journal:
             self._db.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One transaction. `durable` commits it with synchronous=FULL: what it records
+        cannot be taken back (a post, a tweet, a session), so it must outlive a power cut,
+        not only a killed process. A full disk or an I/O error raises StorageFault, after
+        a rollback that never hides it (SQLite may have rolled back already)."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if durable:
+                self._db.execute("PRAGMA synchronous=FULL")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        with suppress(sqlite3.Error):
+                            self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in STORAGE_FAULTS:
+                    raise StorageFault(f"{self._path}: {exc}") from None
                 raise
-            self._db.execute("COMMIT")
+            finally:
+                if durable:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
             self.changes += 1
 
     def _migrate(self) -> None:
@@ -270,8 +290,8 @@ class Journal:
             found = self._db.execute("SELECT * FROM files WHERE id=?", (row_id,)).fetchone()
         return None if found is None else self._row(found)
 
-    def _update(self, row: Row, assignments: str, *values: object) -> bool:
-        with self._write() as db:
+    def _update(self, row: Row, assignments: str, *values: object, durable: bool = False) -> bool:
+        with self._write(durable) as db:
             return (
                 db.execute(
                     f"UPDATE files SET {assignments}, updated_at=? WHERE id=? AND version=?",  # noqa: S608
@@ -357,8 +377,9 @@ class Journal:
             return UPLOAD, replace(row, state="uploading", attempts=row.attempts + 1)
 
     def save_progress(self, row: Row, progress: dict[str, Any]) -> bool:
-        """A stepwise service's durable state (TON session, TwitLonger's post id, ...)."""
-        return self._update(row, "progress=?", _encode(progress))
+        """A stepwise service's durable state (TON session, TwitLonger's post id, ...): each
+        step is one that cannot be taken back, so it is committed durably (see _write)."""
+        return self._update(row, "progress=?", _encode(progress), durable=True)
 
     def load_progress(self, row: Row) -> dict[str, Any]:
         with self._lock:

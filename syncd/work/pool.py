@@ -7,14 +7,15 @@ import os
 import threading
 import time
 
-from syncd.control.degraded import Degraded
+from syncd.control.degraded import SIDECARS, Degraded
+from syncd.journal.patience import patiently
 from syncd.journal.sqlite import Journal
 from syncd.work.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
 PAUSE_CHECK = 1.0
-"""While something is degraded, how often a paused worker looks whether to stop."""
+"""While sidecars are degraded, how often a paused worker looks whether to stop."""
 
 
 class Workers:
@@ -60,9 +61,13 @@ class Workers:
         return all(t.is_alive() for t in self._threads)
 
     def _loop(self) -> None:
+        with patiently():  # a full disk pauses a worker's journal writes, never loses them
+            self._work()
+
+    def _work(self) -> None:
         while not self._stop:
-            if not self._faults.wait_clear(PAUSE_CHECK):
-                continue  # a full disk or an I/O error: take no new file until it clears
+            if not self._faults.wait_clear(SIDECARS, PAUSE_CHECK):
+                continue  # sidecars cannot be written: take no new file until they can
             with self._cond:
                 generation = self._generation
             row = self._journal.claim(time.time())

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import base_config, read_sidecar, wait_until
+from test_systemd import NotifyListener
 
 from .conftest import SCALE
 from .mixed import integrity
@@ -73,7 +74,16 @@ def test_journal_on_a_full_disk_pauses_and_resumes(tmp_path, small_disk, sandbox
     drop.mkdir()
     config = base_config(tmp_path, sandbox.url, [{"path": str(drop)}])
     config["daemon"]["state_dir"] = str(small_disk / "state")
-    daemon = make_daemon(config).start()
+    notify = NotifyListener(tmp_path / "notify.sock")
+    try:
+        journal_on_a_full_disk(tmp_path, small_disk, sandbox, make_daemon, config, notify)
+    finally:
+        notify.close()
+
+
+def journal_on_a_full_disk(tmp_path, small_disk, sandbox, make_daemon, config, notify):
+    drop = tmp_path / "drop"
+    daemon = make_daemon(config, NOTIFY_SOCKET=str(notify.path)).start()
     first = [drop / f"before-{n}.bin" for n in range(3)]
     for path in first:
         path.write_bytes(os.urandom(5000))
@@ -84,7 +94,8 @@ def test_journal_on_a_full_disk_pauses_and_resumes(tmp_path, small_disk, sandbox
         path.write_bytes(os.urandom(5000))
     fault = wait_until(lambda: degraded(daemon, "journal"), 60, "the journal reported degraded")
     assert "full" in fault["reason"], fault
-    assert "degraded: journal" in daemon.cli("status").stdout.replace("DEGRADED", "degraded")
+    assert "DEGRADED journal: " in daemon.cli("status").stdout
+    wait_until(lambda: notify.first_index("STATUS=degraded: journal: "), 10, "STATUS= degraded")
     filler.unlink()
     daemon.wait_counts(done=3 + len(later), timeout=120)
     assert daemon.status()["degraded"] == []
