@@ -5,7 +5,8 @@ from __future__ import annotations
 import sqlite3
 
 from syncd.files import Identity
-from syncd.journal.sqlite import MIGRATIONS, Journal
+from syncd.journal.migrations import MIGRATIONS
+from syncd.journal.sqlite import SqliteStore
 
 
 def test_a_journal_of_an_older_schema_is_migrated_forward(tmp_path):
@@ -18,7 +19,7 @@ def test_a_journal_of_an_older_schema_is_migrated_forward(tmp_path):
             (b"/old/file",),
         )
         db.execute("PRAGMA user_version=1")
-    journal = Journal(path)
+    journal = SqliteStore(path)
     try:
         assert journal.known() == {b"/old/file": Identity(1, 2, 3, 4)}
         assert journal.counts()["done"] == 1
@@ -32,7 +33,7 @@ def test_a_journal_of_an_older_schema_is_migrated_forward(tmp_path):
 
 
 def test_uploading_rows_resume_after_a_crash(tmp_path):
-    journal = Journal(tmp_path / "journal.sqlite")
+    journal = SqliteStore(tmp_path / "journal.sqlite")
     journal.record_seen(b"/a", "ads", Identity(1, 2, 3, 4))
     row = journal.claim(10**10)
     assert row is not None
@@ -41,7 +42,7 @@ def test_uploading_rows_resume_after_a_crash(tmp_path):
     decision = journal.begin_upload(hashed, lambda result: True)
     assert decision is not None and decision[0] == "upload"
     journal.close()
-    reopened = Journal(tmp_path / "journal.sqlite")
+    reopened = SqliteStore(tmp_path / "journal.sqlite")
     try:
         assert reopened.recover() == 1
         assert reopened.counts()["uploading"] == 0 and reopened.counts()["hashed"] == 1
