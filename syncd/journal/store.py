@@ -40,7 +40,7 @@ class Row:
     duplicate_of: bytes | None
     uploaded_at: float | None
     uploaded_sha256: str | None
-    fence: int = 0
+    fence: int
     """The claim this copy of the row was read under; a write under an older one does nothing."""
 
 
