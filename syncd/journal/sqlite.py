@@ -43,9 +43,7 @@ _SOURCES = {
 class SqliteStore:
     """Durable state of every file syncd knows; safe to share between threads.
 
-    `owner` names this host's claims (recover() drops them at start: one daemon per
-    state_dir, so any left are a crash's); `lease` bounds a claim, None holds it until
-    released.
+    `owner` names this store's claims; `lease` bounds a claim, None holds it until released.
     """
 
     def __init__(self, path: Path, owner: str | None = None, lease: float | None = None) -> None:
@@ -104,11 +102,13 @@ class SqliteStore:
                 db.execute(f"PRAGMA user_version={number}")
 
     def recover(self) -> int:
+        """Drops every claim: one daemon per state_dir (its lock), so any claim left is a dead
+        one's, whatever host name it was taken under (a container's changes at each start)."""
         check_move(State.UPLOADING, State.HASHED)
         with self._write() as db:
             db.execute(
-                "UPDATE files SET claim_owner=NULL, claim_expires=NULL WHERE claim_owner=?",
-                (self._owner,),
+                "UPDATE files SET claim_owner=NULL, claim_expires=NULL"
+                " WHERE claim_owner IS NOT NULL"
             )
             return db.execute(
                 "UPDATE files SET state=?, updated_at=? WHERE state=?",
