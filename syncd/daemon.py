@@ -31,7 +31,7 @@ from syncd.files import Identity
 from syncd.intake.routing import count_folders
 from syncd.intake.watcher import Watcher
 from syncd.journal.patience import StorageFault, patiently, persevering
-from syncd.journal.sqlite import Journal
+from syncd.journal.store import open_store
 from syncd.services import make_uploader
 from syncd.services.base import Uploader
 from syncd.services.oneall.mediaserver import MediaServer, Signer
@@ -96,7 +96,7 @@ class Daemon:
         self._reload = False
         self._lock = _lock_state_dir(config.daemon.state_dir)
         self.faults = Degraded()
-        self.journal = persevering(Journal(config.daemon.state_dir / "journal.sqlite"), self.faults)
+        self.journal = persevering(open_store(config), self.faults)
         self.pipeline = Pipeline(
             self.journal, lambda: self.config.watches, self.stopping, self.faults
         )

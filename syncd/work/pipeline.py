@@ -29,7 +29,8 @@ from syncd.control.logs import log_fields
 from syncd.errors import PermanentError, RetryableError
 from syncd.files import Place, Vanished, identity_of, locate, media_type, sha256_of
 from syncd.intake.routing import route
-from syncd.journal.sqlite import DUPLICATE, UNCHANGED, UPLOAD, Journal, Row
+from syncd.journal.states import State, allowed
+from syncd.journal.store import Decision, Row, Store
 from syncd.outputs import sidecar
 from syncd.services.base import AwaitCallback, Interrupted, Job, Uploader
 from syncd.services.http import retry_delay
@@ -45,7 +46,7 @@ class FileChanged(Exception):
 class JournalStore:
     """A service's step store, kept in the row; a save on a changed file stops the work."""
 
-    def __init__(self, journal: Journal, row: Row) -> None:
+    def __init__(self, journal: Store, row: Row) -> None:
         self._journal = journal
         self._row = row
 
@@ -60,7 +61,7 @@ class JournalStore:
 class Pipeline:
     def __init__(
         self,
-        journal: Journal,
+        journal: Store,
         watches: Callable[[], tuple[WatchConfig, ...]],
         stopping: threading.Event,
         faults: Degraded | None = None,
@@ -116,9 +117,9 @@ class Pipeline:
 
     def fail(self, row: Row, reason: str) -> None:
         """A failure no retry will mend (an I/O error, a bug): shown until `syncd retry`."""
-        log.error("%s", reason, extra=log_fields(row.path, row.service, "failed"))
+        log.error("%s", reason, extra=log_fields(row.path, row.service, State.FAILED))
         current = self.journal.get(row.id)
-        if current is not None:
+        if current is not None and allowed(current.state, State.FAILED):
             self.journal.mark_failed(current, reason)
 
     def _process_open(
@@ -148,14 +149,14 @@ class Pipeline:
         if decision is None:
             raise FileChanged
         answer, row = decision
-        if answer == DUPLICATE:
+        if answer is Decision.DUPLICATE:
             assert row.duplicate_of is not None
             log.info("%s duplicates %s", path, os.fsdecode(row.duplicate_of), extra=fields)
             self.finish(row, service, place)
-        elif answer == UNCHANGED:
+        elif answer is Decision.UNCHANGED:
             log.info("%s: its content was uploaded already: not uploaded again", path)
             self.finish(row, service, place)
-        elif answer == UPLOAD:
+        elif answer is Decision.UPLOAD:
             self._upload(row, place, file, service, uploader, fields)
 
     def _upload(
@@ -219,7 +220,7 @@ class Pipeline:
         row stays `uploaded`, and `mend` tries every such row again until all are written.
         """
         path = Path(os.fsdecode(row.path))
-        fields = log_fields(path, row.service, "done")
+        fields = log_fields(path, row.service, State.DONE)
         assert row.result is not None and row.sha256 is not None
         try:
             if place is None:
@@ -246,7 +247,7 @@ class Pipeline:
 
     def _sidecar_refused(self, row: Row, reason: str) -> None:
         """Failed for a person to fix; the result stays, so `syncd retry` uploads nothing."""
-        log.error("%s", reason, extra=log_fields(row.path, row.service, "failed"))
+        log.error("%s", reason, extra=log_fields(row.path, row.service, State.FAILED))
         self.journal.mark_failed(row, f"uploaded, but {reason}; fix that, then syncd retry")
 
     def _write_sidecar(self, row: Row, service: ServiceConfig, place: Place) -> None:
@@ -269,7 +270,7 @@ class Pipeline:
     def finish_uploaded(self) -> None:
         """Rows uploaded but without their sidecar (a crash, a full disk) get it now: at start,
         with every periodic rescan, and while sidecars are degraded, with backoff."""
-        for row in self.journal.in_state("uploaded"):
+        for row in self.journal.in_state(State.UPLOADED):
             service = self.services.get(row.service)
             if service is not None and not self.finish(row, service):
                 return

@@ -9,7 +9,7 @@ import time
 
 from syncd.control.degraded import SIDECARS, Degraded
 from syncd.journal.patience import patiently
-from syncd.journal.sqlite import Journal
+from syncd.journal.store import Store
 from syncd.work.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ class Workers:
     """`count` threads, each claiming the next due row and running it through the pipeline."""
 
     def __init__(
-        self, count: int, journal: Journal, pipeline: Pipeline, faults: Degraded | None = None
+        self, count: int, journal: Store, pipeline: Pipeline, faults: Degraded | None = None
     ) -> None:
         self._journal = journal
         self._pipeline = pipeline
