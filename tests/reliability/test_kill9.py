@@ -27,6 +27,11 @@ from .mixed import (
     uploads_twice,
 )
 
+
+def half_done_session(sandbox) -> bool:
+    return any(0 < s["received"] < s["total"] for s in sandbox.ton_sessions())
+
+
 JOURNAL_WINDOW = 1.0
 """Seconds from a service's answer to the journal's commit, generous for a loaded machine."""
 
@@ -38,8 +43,11 @@ def test_random_kills_during_mixed_uploads(tmp_path, sandbox, make_daemon, figur
     dropper = Dropper(tmp_path, rng)
     files = dropper.batch()
     kills: list[float] = []
-    for _ in range(3 * SCALE):
-        time.sleep(rng.uniform(0.3, 2.0))  # the kill lands wherever the work has got to
+    for round_ in range(3 * SCALE):
+        if round_ == 0:  # one kill is aimed at a resumable TON upload half done
+            wait_until(lambda: half_done_session(sandbox), 60, "a resumable upload under way")
+        else:
+            time.sleep(rng.uniform(0.3, 2.0))  # the kill lands wherever the work has got to
         kills.append(time.time())
         daemon.kill()
         if rng.random() < 0.5:
