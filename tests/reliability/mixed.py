@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import socket
 import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -13,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conftest import SandboxClient, base_config, read_sidecar
+from conftest import SandboxClient, read_sidecar
 from sandbox.samples import png, video
-
-from syncd.sandbox import credentials
+from test_echo_services import echo_config
+from test_oneall import oneall_config
 
 CHUNK = 256 * 1024
 """The TON chunk size of these runs: small, so that a kill lands mid-upload."""
@@ -30,12 +29,6 @@ COMMITS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def mixed_config(tmp_path: Path, sandbox: SandboxClient, **daemon: Any) -> dict[str, Any]:
     """TON (single and resumable), TwitPic, TwitLonger with tweets, OneAll with callbacks."""
     sandbox.post(
@@ -45,33 +38,12 @@ def mixed_config(tmp_path: Path, sandbox: SandboxClient, **daemon: Any) -> dict[
             "oneall": {"callback_delay": 0.3, "callback_retry": True, "callback_retry_delay": 0.5},
         },
     )
-    config = base_config(tmp_path, sandbox.url, workers=4, **daemon)
+    config = echo_config(tmp_path, sandbox)
+    social = oneall_config(tmp_path, sandbox)
+    config["services"]["social"] = social["services"]["social"]
+    config["media_server"] = social["media_server"]
+    config["daemon"].update(workers=4, **daemon)
     config["services"]["ads"].update(resumable_threshold="1MiB", chunk_size=CHUNK)
-    config["services"]["photos"] = {
-        "type": "twitpic",
-        "account": "main",
-        "api_key": credentials.TWITPIC_API_KEY,
-        "endpoint": sandbox.url,
-    }
-    config["services"]["notes"] = {
-        "type": "twitlonger",
-        "account": "main",
-        "api_key": credentials.TWITLONGER_API_KEY,
-        "endpoint": sandbox.url,
-        "twitter_endpoint": sandbox.url,
-    }
-    config["services"]["social"] = {
-        "type": "oneall",
-        "endpoint": sandbox.url,
-        "public_key": credentials.ONEALL_PUBLIC_KEY,
-        "private_key": credentials.ONEALL_PRIVATE_KEY,
-        "identity_token": credentials.ONEALL_IDENTITY_TOKEN,
-    }
-    port = free_port()
-    config["media_server"] = {
-        "listen": f"127.0.0.1:{port}",
-        "public_url": f"http://127.0.0.1:{port}",
-    }
     config["watch"] = []
     for name in SERVICES:
         (tmp_path / name).mkdir(exist_ok=True)
