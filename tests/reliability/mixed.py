@@ -35,12 +35,14 @@ def mixed_config(tmp_path: Path, sandbox: SandboxClient, **daemon: Any) -> dict[
         "settings",
         {
             "ton": {"min_chunk": 64 * 1024},
-            "oneall": {"callback_delay": 0.3, "callback_retry": True, "callback_retry_delay": 0.5},
+            # Re-delivered for about 6 s: longer than a restart takes, so a callback sent
+            # while syncd was down arrives once it is back.
+            "oneall": {"callback_delay": 0.3, "callback_retry": True, "callback_retry_delay": 2},
         },
     )
     config = echo_config(tmp_path, sandbox)
     social = oneall_config(tmp_path, sandbox)
-    config["services"]["social"] = social["services"]["social"]
+    config["services"]["social"] = {**social["services"]["social"], "callback_timeout": "90s"}
     config["media_server"] = social["media_server"]
     config["daemon"].update(workers=4, **daemon)
     config["services"]["ads"].update(resumable_threshold="1MiB", chunk_size=CHUNK)

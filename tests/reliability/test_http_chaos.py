@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from conftest import wait_until
 
 from .conftest import SCALE
@@ -13,6 +14,7 @@ from .mixed import Dropper, check_sidecars, mixed_config, uploads_twice
 PATHS = ("/1.1/ton/", "/2/upload", "/2/posts", "/1.1/statuses/", "/1.1/account/", "/push/")
 
 
+@pytest.mark.timeout(300 * SCALE + 120)
 def test_http_chaos_on_every_service(tmp_path, sandbox, make_daemon, figures):
     for path in PATHS:
         sandbox.fault(path=path, status=503, probability=0.15, count=1_000_000)
@@ -23,7 +25,7 @@ def test_http_chaos_on_every_service(tmp_path, sandbox, make_daemon, figures):
     daemon = make_daemon(mixed_config(tmp_path, sandbox)).start()
     dropper = Dropper(tmp_path, random.Random(13))
     files = [path for _ in range(SCALE) for path in dropper.batch()]
-    daemon.wait_counts(done=len(files), timeout=400 * SCALE)
+    daemon.wait_counts(done=len(files), timeout=240 * SCALE)
     daemon.stop()
     check_sidecars(tmp_path, files)
     faulted = [r for r in sandbox.requests() if r["fault"] is not None]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import time
 
+import pytest
 from conftest import wait_until
 
 from .conftest import SCALE
@@ -36,6 +37,7 @@ JOURNAL_WINDOW = 1.0
 """Seconds from a service's answer to the journal's commit, generous for a loaded machine."""
 
 
+@pytest.mark.timeout(300 * SCALE + 120)
 def test_random_kills_during_mixed_uploads(tmp_path, sandbox, make_daemon, figures):
     rng = random.Random(11)
     slow_down(sandbox)
@@ -55,7 +57,7 @@ def test_random_kills_during_mixed_uploads(tmp_path, sandbox, make_daemon, figur
         daemon.start()
         if rng.random() < 0.5:
             files += dropper.batch()
-    daemon.wait_counts(done=len(files), timeout=300 * SCALE)
+    daemon.wait_counts(done=len(files), timeout=240 * SCALE)
     wait_until(lambda: daemon.status()["counts"]["awaiting_callback"] == 0, 60, "callbacks")
     daemon.stop()
 
