@@ -321,4 +321,7 @@ def _short(exc: BaseException) -> str:
     """The innermost reason, without the URL-laden chain requests builds."""
     while exc.__context__ is not None and exc.__context__ is not exc:
         exc = exc.__context__
-    return one_line(str(exc)) or type(exc).__name__
+    text = one_line(str(exc), 80)
+    if isinstance(exc, http.client.HTTPException):  # the answer is not HTTP: say so
+        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text or type(exc).__name__
