@@ -93,7 +93,7 @@ def text_of(value: Any, limit: int = TEXT_MAX) -> str | None:
     """An id, URL or name as a service sent it (a string or an integer), or None for
     anything else: never the text of a nested structure, never control characters."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+        value = str(value)
     if isinstance(value, str) and value and len(value) <= limit and value.isprintable():
         return value
     return None
@@ -149,8 +149,8 @@ def error_text(reply: Reply) -> str:
     first = errors[0] if isinstance(errors, list) and errors else None
     message, code = dig(first, "message"), dig(first, "code")
     if isinstance(message, str) and one_line(message):
-        shown = code if isinstance(code, int) and not isinstance(code, bool) else "?"
-        return f"{one_line(message)} (code {shown})"
+        shown = text_of(code, 12) if isinstance(code, int) else None
+        return f"{one_line(message)} (code {shown or '?'})"
     info = dig(data, "response", "request", "status", "info")
     if isinstance(info, str) and one_line(info):
         return one_line(info)

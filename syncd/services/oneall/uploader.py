@@ -19,7 +19,7 @@ from requests.auth import HTTPBasicAuth
 from syncd.config import OneAllService
 from syncd.errors import PermanentError
 from syncd.services.base import AwaitCallback, Job, Result
-from syncd.services.http import HttpLimits, ServiceHttp, dig, one_line
+from syncd.services.http import HttpLimits, ServiceHttp, dig, one_line, text_of
 from syncd.services.oneall.signer import Signer
 
 PICTURE_MAX = 5 * 1024 * 1024
@@ -159,12 +159,12 @@ class OneAllUploader:
         if job.caption:
             body["description"] = job.caption
         response = self._push("picture", body)
-        picture_id = _id_text(dig(response, "result", "data", "picture_id"))
+        picture_id = text_of(dig(response, "result", "data", "picture_id"))
         if picture_id is None:
             raise PermanentError(f"{self.config.name}: OneAll answered without a picture_id")
         job.progress(job.size)
         result: Result = {"picture_id": picture_id}
-        expires_in = _id_text(dig(response, "result", "data", "expires_in"))
+        expires_in = text_of(dig(response, "result", "data", "expires_in"))
         if expires_in is not None:
             result["expires_in"] = expires_in
         return result
@@ -180,12 +180,3 @@ class OneAllUploader:
         self._push("video", body)
         job.progress(job.size)
         return AwaitCallback(deadline)
-
-
-def _id_text(value: Any) -> str | None:
-    """An id or a count as OneAll sends it (a string, sometimes a number), or None."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if isinstance(value, str) and value.isascii() and value.isalnum() and len(value) <= 64:
-        return value
-    return None
