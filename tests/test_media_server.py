@@ -150,8 +150,8 @@ def test_a_siege_of_idle_and_slow_connections_does_not_stop_genuine_work(
         threads, fds = proc_counts(daemon.pid)
         assert threads <= threads_before + 2, (threads_before, threads)
         assert fds <= MAX_CONNECTIONS + FD_RESERVE, fds
+        assert daemon.stop(timeout=20) == 0  # and it stops cleanly in the middle of it
     assert time.monotonic() - started < 60
-    assert daemon.process.poll() is None
 
 
 def test_keep_alive_survives_every_refusal(tmp_path, sandbox, make_daemon):

@@ -160,7 +160,7 @@ class MediaServer:
             self._server.close()
 
         if self._thread.is_alive():
-            self._server.pull_trigger(close_all)
+            self._server.trigger.pull_trigger(close_all)
             self._thread.join(timeout=5)
         else:
             self._server.close()
