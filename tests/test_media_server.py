@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import socket
 import sqlite3
 import threading
@@ -20,6 +21,7 @@ from conftest import SandboxClient, read_sidecar, wait_until
 from sandbox.samples import png, video
 from test_oneall import oneall_config
 
+from syncd.services.oneall import mediaserver
 from syncd.services.oneall.mediaserver import FD_RESERVE, MAX_CONNECTIONS
 from syncd.services.oneall.signer import CALLBACK, MEDIA, Signer
 
@@ -281,3 +283,32 @@ def test_an_unreadable_kept_callback_fails_its_row_and_the_daemon_goes_on(
     assert "cannot be read" in daemon.status()["failures"][0]["error"]
     (tmp_path / "social" / "next.png").write_bytes(png())
     daemon.wait_counts(done=1, failed=1)
+
+
+def test_a_request_still_arriving_after_request_timeout_is_cut_off(tmp_path, monkeypatch):
+    """Waitress closes idle connections; a request trickling in is closed at REQUEST_TIMEOUT
+    from its first byte (the media server in this process, with the timeouts shortened)."""
+    monkeypatch.setattr(mediaserver, "REQUEST_TIMEOUT", 1)
+    monkeypatch.setattr(mediaserver, "CHANNEL_TIMEOUT", 1)
+    signer = Signer(b"k" * 32, "http://127.0.0.1")
+    server = mediaserver.MediaServer(
+        "127.0.0.1", 0, signer, lambda row, push: None, lambda row, push, data: (200, "ok")
+    )
+    server.start()
+    try:
+        host, port = server.address
+        with contextlib.ExitStack() as stack:
+            slow, idle = (
+                stack.enter_context(socket.create_connection((host, port), timeout=10))
+                for _ in range(2)
+            )
+            started = time.monotonic()
+            slow.sendall(b"GET /media/x/y HTTP/1.1\r\nX-Pad: ")
+            while not select.select([slow], [], [], 0.2)[0]:  # a byte every 0.2 s, forever
+                assert time.monotonic() - started < 10, "the slow request was never cut off"
+                slow.send(b"a")
+            assert slow.recv(100) == b""  # closed, not answered
+            assert time.monotonic() - started >= 1
+            assert idle.recv(100) == b""  # the idle one is gone too
+    finally:
+        server.stop()

@@ -130,6 +130,7 @@ class MediaServer:
                 asyncore_use_poll=True,  # select() cannot watch descriptors above 1023
                 ident="syncd-media",
                 expose_tracebacks=False,
+                log_socket_errors=False,  # a client that goes away is no news
             )
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
