@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 from requests.structures import CaseInsensitiveDict
 
 from syncd.errors import PermanentError, RetryableError
-from syncd.services.http import Reply, error_text, raise_for, retry_after_of, text_of
+from syncd.services.http import (
+    Reply,
+    ServiceHttp,
+    error_text,
+    raise_for,
+    retry_after_of,
+    text_of,
+)
 
 NOW = 1_800_000_000.0
 
@@ -96,3 +103,15 @@ def test_text_of_takes_only_scalars():
     assert text_of(12) == "12" and text_of("abc") == "abc"
     assert text_of(True) is None and text_of([1]) is None and text_of("a\nb") is None
     assert text_of("x" * 300) is None and text_of("") is None
+
+
+def test_a_header_http_refuses_never_shows_its_value():
+    http = ServiceHttp("notes")
+    secret = "hunter2-secret-value"
+    for value in (f" {secret}", f"{secret}\n", f"{secret}\u2028"):
+        with pytest.raises(PermanentError) as caught:
+            http.send("GET", "http://127.0.0.1:9/", expect=(200,), headers={"X-API-KEY": value})
+        assert secret not in str(caught.value) and "notes: the request cannot be sent" in str(
+            caught.value
+        )
+    http.close()

@@ -243,6 +243,8 @@ def test_callbacks_count_only_for_their_own_push(tmp_path, sandbox, make_daemon)
     clip = tmp_path / "social" / "clip.mp4"
     clip.write_bytes(video("mp4", 20_000))
     wait_until(lambda: daemon.status()["counts"]["uploading"] == 1, 20, "push 1 in flight")
+    malformed = {"response": {"result": {"data": {"video_id": {"nested": True}}}}}
+    assert media.post(media.callback_path(push=1), malformed).status_code == 400  # not kept
     assert media.post(media.callback_path(push=1), success("111")).status_code == 200
     daemon.wait_counts(awaiting_callback=1, timeout=30)  # push 2, after the retry
     time.sleep(1.5)  # a main loop tick: a kept callback of push 1 would be applied now

@@ -21,6 +21,9 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+IDLE_EXIT = 2.0
+"""Seconds the watcher thread outlives the last exchange (a daemon keeps no idle thread)."""
+
 
 class Exchange:
     """One request and its reply, with the monotonic time by which both must be done."""
@@ -61,8 +64,8 @@ class _Watcher:
                 _abort(connection)
 
     def _run(self) -> None:
-        while True:
-            with self._cond:
+        with self._cond:
+            while True:
                 now = time.monotonic()
                 for exchange in self._exchanges:
                     if exchange.deadline <= now and not exchange.expired:
@@ -70,7 +73,11 @@ class _Watcher:
                         for connection in exchange.connections:
                             _abort(connection)
                 waiting = [e.deadline for e in self._exchanges if not e.expired]
-                self._cond.wait(max(0.01, min(waiting) - now) if waiting else None)
+                if waiting:
+                    self._cond.wait(max(0.01, min(waiting) - now))
+                elif not self._cond.wait(IDLE_EXIT) and not self._exchanges:
+                    self._thread = None  # idle: the next exchange starts another
+                    return
 
 
 _watcher = _Watcher()
