@@ -23,7 +23,8 @@ from typing import Any
 
 from syncd.control.logs import log_fields
 from syncd.files import media_type
-from syncd.journal.sqlite import Journal, Row
+from syncd.journal.states import IN_FLIGHT, State
+from syncd.journal.store import Row, Store
 from syncd.services.base import Result
 from syncd.services.oneall.mediaapp import Servable
 from syncd.services.oneall.uploader import PUSH, callback_outcome
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 EARLY_CALLBACK = "early_callback"
 """Where a callback that arrived before its request's answer waits (in the row's progress),
 as a minimal envelope of its validated outcome."""
-SERVABLE = ("uploading", "awaiting_callback")
 
 
 def _envelope(outcome: Result | str) -> dict[str, Any]:
@@ -45,7 +45,7 @@ def _envelope(outcome: Result | str) -> dict[str, Any]:
 
 
 class Callbacks:
-    def __init__(self, journal: Journal, pipeline: Pipeline) -> None:
+    def __init__(self, journal: Store, pipeline: Pipeline) -> None:
         self._journal = journal
         self._pipeline = pipeline
         self._lock = threading.Lock()
@@ -61,7 +61,7 @@ class Callbacks:
     def servable(self, row_id: int, push: int) -> Servable | None:
         """What the media server may send: only a file being pushed, by this push."""
         row = self._current(row_id, push)
-        if row is None or row.state not in SERVABLE:
+        if row is None or row.state not in IN_FLIGHT:
             return None
         path = Path(os.fsdecode(row.path))
         return Servable(path, row.identity, media_type(path))
@@ -73,13 +73,13 @@ class Callbacks:
             return 400, "not a OneAll callback: neither a video_id nor an error"
         with self._lock:
             row = self._current(row_id, push)
-            if row is not None and row.state == "uploading":
+            if row is not None and row.state is State.UPLOADING:
                 kept = {**row.progress, EARLY_CALLBACK: _envelope(outcome)}
                 if self._journal.save_progress(row, kept):
                     return 200, "ok"
             elif (
                 row is not None
-                and row.state == "awaiting_callback"
+                and row.state is State.AWAITING_CALLBACK
                 and self._complete(row, outcome)
             ):
                 return 200, "ok"
@@ -88,7 +88,7 @@ class Callbacks:
     def check(self) -> None:
         """Apply callbacks that came early; fail the rows whose deadline has passed."""
         with self._lock:
-            for row in self._journal.in_state("awaiting_callback"):
+            for row in self._journal.in_state(State.AWAITING_CALLBACK):
                 if EARLY_CALLBACK in row.progress:
                     self._guarded(row, self._apply_early)
             for row in self._journal.overdue_callbacks(time.time()):
