@@ -272,19 +272,25 @@ def test_callbacks_count_only_for_their_own_push(tmp_path, sandbox, make_daemon)
     assert read_sidecar(clip)["result"]["video_id"] == "555"
 
 
-def test_an_unreadable_kept_callback_fails_its_row_and_the_daemon_goes_on(
+def test_rows_whose_stored_data_cannot_be_read_are_failed_and_the_daemon_goes_on(
     tmp_path, sandbox, make_daemon
 ):
     daemon, _, _ = awaiting_video(tmp_path, sandbox, make_daemon)
+    (tmp_path / "drop" / "a.bin").write_bytes(b"a" * 100)
+    daemon.wait_counts(done=1, awaiting_callback=1)
     daemon.stop()
     with contextlib.closing(sqlite3.connect(tmp_path / "state" / "journal.sqlite")) as db, db:
-        progress = json.dumps({"push": 1, "early_callback": {"response": [1, {"x": None}]}})
-        db.execute("UPDATE files SET progress=? WHERE id=1", (progress,))
+        kept = json.dumps({"push": 1, "early_callback": {"response": [1, {"x": None}]}})
+        db.execute("UPDATE files SET progress=? WHERE id=1", (kept,))  # awaiting, kept junk
+        db.execute("UPDATE files SET state='hashed', progress='{broken' WHERE id=2")
     daemon.start()
-    daemon.wait_counts(failed=1)
-    assert "cannot be read" in daemon.status()["failures"][0]["error"]
+    daemon.wait_counts(failed=2)
+    reasons = sorted(failure["error"] for failure in daemon.status()["failures"])
+    assert "its journal entry is damaged (progress)" in reasons[0]
+    assert "the callback kept for this file cannot be read" in reasons[1]
     (tmp_path / "social" / "next.png").write_bytes(png())
-    daemon.wait_counts(done=1, failed=1)
+    daemon.wait_counts(done=1, failed=2)
+    assert daemon.stop() == 0
 
 
 def test_a_request_still_arriving_after_request_timeout_is_cut_off(tmp_path, monkeypatch):

@@ -89,6 +89,8 @@ class Callbacks:
         """Apply callbacks that came early; fail the rows whose deadline has passed."""
         with self._lock:
             for row in self._journal.in_state(State.AWAITING_CALLBACK):
+                if self._pipeline.failed_if_damaged(row):
+                    continue
                 if EARLY_CALLBACK in row.progress:
                     self._guarded(row, self._apply_early)
             for row in self._journal.overdue_callbacks(time.time()):
@@ -99,7 +101,9 @@ class Callbacks:
             action(row)
         except Exception as exc:
             log.exception("%s: cannot handle its callback", os.fsdecode(row.path))
-            self._fail(row, f"{row.service}: cannot handle its callback: {type(exc).__name__}")
+            self._pipeline.fail(
+                row, f"{row.service}: cannot handle its callback: {type(exc).__name__}"
+            )
 
     def _apply_early(self, row: Row) -> None:
         outcome = callback_outcome(row.progress[EARLY_CALLBACK])
