@@ -65,7 +65,7 @@ ENVELOPES = st.one_of(
     st.builds(lambda v: {"response": {"result": {"data": {"video_id": v}}}}, JSON),
     st.builds(lambda v: {"response": {"request": {"status": v}, "result": {}}}, JSON),
 )
-JUNK = st.binary(max_size=300) | st.integers(1, 5000).map(lambda n: b'{"response": [' * n)
+JUNK = st.binary(max_size=300) | st.integers(1, 2000).map(lambda n: b'{"response": [' * n)
 
 
 def test_random_callback_envelopes_never_complete_a_file(tmp_path, sandbox, make_daemon):
@@ -126,7 +126,7 @@ BODIES = (
     | RESULTS.map(lambda d: json.dumps({"response": {"result": {"data": d}}}).encode())
     | st.binary(max_size=400)
     | JSON.map(lambda v: json.dumps(v).encode())
-    | st.integers(1, 5000).map(lambda n: b'{"response": ' * n)
+    | st.integers(1, 2000).map(lambda n: b'{"response": ' * n)
     | st.sampled_from([b'{"response": null}', b'{"errors": null}', b'{"id": [[[]]], "url": {}}'])
 )
 

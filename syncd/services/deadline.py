@@ -56,6 +56,8 @@ class _Watcher:
     def remove(self, exchange: Exchange) -> None:
         with self._cond:
             self._exchanges.discard(exchange)
+            if not self._exchanges:
+                self._cond.notify()  # to leave after IDLE_EXIT, not at this one's deadline
 
     def note(self, exchange: Exchange, connection: HTTPConnection) -> None:
         with self._cond:
