@@ -23,7 +23,7 @@ from syncd.sandbox.server import Sandbox
 __all__ = ["RunningDaemon", "SandboxClient", "base_config", "wait_until"]
 
 # Property tests run a modest number of examples so the suite stays fast; set
-# SYNCD_HYPOTHESIS=thorough for many more (and `--hypothesis-show-statistics` to see them).
+# SYNCD_HYPOTHESIS=thorough for 500 a property.
 settings.register_profile(
     "syncd",
     max_examples=25,
