@@ -148,7 +148,9 @@ class _Table:
         if inline is not None and path is not None:
             raise self.error(key, f"give {key} or {file_key}, not both")
         if path is not None:
-            return self._secret_file(file_key, path)
+            return self._printable(file_key, self._secret_file(file_key, path))
+        if inline is not None:
+            inline = inline.strip()
         if inline == "":
             raise self.error(key, "must not be empty")
         if inline is not None and key in SECRETS and self.src.mode & 0o044:
@@ -158,7 +160,14 @@ class _Table:
                 f"secret given inline in a file readable by other users ({mode}); "
                 f"chmod 600 {self.src.file} or use {file_key}",
             )
-        return inline
+        return None if inline is None else self._printable(key, inline)
+
+    def _printable(self, key: str, value: str) -> str:
+        """Credentials travel in headers, URLs and signatures: printable ASCII only. The
+        refusal never shows the value (nor where in it the offending character is)."""
+        if not all(" " <= c <= "~" for c in value):
+            raise self.error(key, "holds control or non-ASCII characters (value not shown)")
+        return value
 
     def _secret_file(self, key: str, path: Path) -> str:
         """A secret's file: never through a symlink, and refused when someone other than us
@@ -178,7 +187,7 @@ class _Table:
         if len(raw) > MAX_SECRET:
             raise self.error(key, f"{path} is larger than {MAX_SECRET} bytes")
         try:
-            value = raw.decode("utf-8").rstrip()
+            value = raw.decode("utf-8").strip()
         except UnicodeDecodeError:
             raise self.error(key, f"cannot read {path}: not UTF-8 text") from None
         if not value:
@@ -253,6 +262,8 @@ _READERS: dict[str, _Reader] = {
     "status_group": _value(string),
     "log_level": _value(string, lambda s: s in LOG_LEVELS, "must be debug, info, warning or error"),
     "rescan_interval": _value(parse_duration),
+    "request_timeout": _value(parse_duration, lambda s: s >= 1, "must be at least 1s"),
+    "max_retry_after": _value(parse_duration, lambda s: s >= 1, "must be at least 1s"),
     # [accounts.*] and [services.*]
     **dict.fromkeys(CREDENTIALS, _Table.credential),
     "account": _name_in("accounts", resolve=True),

@@ -30,7 +30,7 @@ from syncd.errors import PermanentError, RetryableError
 from syncd.files import Place, Vanished, identity_of, locate, media_type, sha256_of
 from syncd.intake.routing import route
 from syncd.journal.states import State, allowed
-from syncd.journal.store import Decision, Row, Store
+from syncd.journal.store import UNREADABLE, Decision, Row, Store
 from syncd.outputs import sidecar
 from syncd.services.base import AwaitCallback, Interrupted, Job, Uploader
 from syncd.services.http import retry_delay
@@ -91,6 +91,8 @@ class Pipeline:
     def process(self, row: Row) -> None:
         path = Path(os.fsdecode(row.path))
         fields = log_fields(path, row.service)
+        if self.failed_if_damaged(row):
+            return
         try:
             with self.place(path) as place, place.open_regular() as file:
                 self._check_links(path, file)
@@ -121,6 +123,15 @@ class Pipeline:
         current = self.journal.get(row.id)
         if current is not None and allowed(current.state, State.FAILED):
             self.journal.mark_failed(current, reason)
+
+    def failed_if_damaged(self, row: Row) -> bool:
+        """A row whose stored data cannot be read is failed, with that reason."""
+        damaged = row.progress.get(UNREADABLE)
+        if damaged is None:
+            return False
+        columns = " and ".join(damaged) if isinstance(damaged, list) else "data"
+        self.fail(row, f"{os.fsdecode(row.path)}: its journal entry is damaged ({columns})")
+        return True
 
     def _process_open(
         self, row: Row, place: Place, file: BufferedReader, fields: dict[str, str]
@@ -272,7 +283,9 @@ class Pipeline:
         with every periodic rescan, and while sidecars are degraded, with backoff."""
         for row in self.journal.in_state(State.UPLOADED):
             service = self.services.get(row.service)
-            if service is not None and not self.finish(row, service):
+            if service is None or self.failed_if_damaged(row):
+                continue
+            if not self.finish(row, service):
                 return
         self._sidecar_backoff.reset()
         self.faults.clear(SIDECARS)

@@ -10,12 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import base_config, read_sidecar, sidecar_exists
+from conftest import SCALE, base_config, read_sidecar, sidecar_exists
 
 from syncd.files import Place, Vanished, locate
 from syncd.outputs import sidecar
-
-from .conftest import SCALE
 
 MARKER = b"OUTSIDE-THE-WATCH " * 64
 """Bytes that live only outside the watch: the sandbox must never receive them."""

@@ -17,11 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import base_config, read_sidecar, wait_until
+from conftest import SCALE, base_config, read_sidecar, wait_until
+from mixed import integrity
 from test_systemd import NotifyListener
-
-from .conftest import SCALE
-from .mixed import integrity
 
 
 @pytest.fixture

@@ -11,13 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import base_config
+from conftest import SCALE, base_config
 
 from syncd.control import logs
 from syncd.control.logs import log_fields, setup_logging
 from syncd.control.printable import printable
-
-from .conftest import SCALE
 
 FORGED = b"\n2026-01-01 00:00:00 ERROR forged\n<0>forged priority"
 HOSTILE = [

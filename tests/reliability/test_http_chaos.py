@@ -6,10 +6,8 @@ from __future__ import annotations
 import random
 
 import pytest
-from conftest import wait_until
-
-from .conftest import SCALE
-from .mixed import Dropper, check_sidecars, mixed_config, uploads_twice
+from conftest import SCALE, wait_until
+from mixed import Dropper, check_sidecars, mixed_config, uploads_twice
 
 PATHS = ("/1.1/ton/", "/2/upload", "/2/posts", "/1.1/statuses/", "/1.1/account/", "/push/")
 

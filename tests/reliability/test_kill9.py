@@ -12,10 +12,8 @@ import random
 import time
 
 import pytest
-from conftest import wait_until
-
-from .conftest import SCALE
-from .mixed import (
+from conftest import SCALE, wait_until
+from mixed import (
     CHUNK,
     SERVICES,
     Dropper,

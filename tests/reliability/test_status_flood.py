@@ -15,11 +15,9 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import base_config
+from conftest import SCALE, base_config
 
 from syncd.control.status import MAX_REQUEST, TIMEOUT, ask
-
-from .conftest import SCALE
 
 HUGE = b"[" + b"{}," * 350_000 + b"{}]\n"
 """About 1 MiB: 350,000 JSON objects on one line."""
