@@ -24,7 +24,8 @@ from test_systemd import NotifyListener
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs at tmp_path/disk, unmounted afterwards."""
+    """A 16 MiB tmpfs at tmp_path/disk, unmounted afterwards: room for the journal's WAL
+    (which grows to about 4 MiB between checkpoints) once the filler is gone."""
     if os.geteuid() != 0:
         reason = "disk-full tests mount a size-limited tmpfs, which needs root"
         print(f"SKIPPED: {reason}")
@@ -32,7 +33,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     disk = tmp_path / "disk"
     disk.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(disk)],
+        ["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(disk)],
         capture_output=True,
         text=True,
         check=False,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import SCALE, wait_until
@@ -20,6 +22,7 @@ from mixed import (
     check_sidecars,
     duplicate_windows,
     integrity,
+    lost_callbacks,
     mixed_config,
     resent_bytes,
     slow_down,
@@ -55,14 +58,24 @@ def test_random_kills_during_mixed_uploads(tmp_path, sandbox, make_daemon, figur
         daemon.start()
         if rng.random() < 0.5:
             files += dropper.batch()
-    daemon.wait_counts(done=len(files), timeout=240 * SCALE)
-    wait_until(lambda: daemon.status()["counts"]["awaiting_callback"] == 0, 60, "callbacks")
-    daemon.stop()
 
-    check_sidecars(tmp_path, files)
-    twice = uploads_twice(sandbox)
+    def settled() -> dict[str, Any] | None:
+        reply = daemon.status()
+        counts = reply["counts"]
+        over = counts["done"] + counts["failed"] == len(files) and not counts["awaiting_callback"]
+        return reply if over else None
+
+    reply = wait_until(settled, 240 * SCALE, "every file done (or its callback lost)")
+    failures = reply["failures"]
+    daemon.stop()
     figures["kills"] = len(kills)
     figures["files"] = len(files)
+    lost = lost_callbacks(sandbox, files)
+    assert {Path(f["path"]) for f in failures} == lost, failures
+    assert all("no callback" in f["error"] for f in failures)
+    figures["videos_whose_every_callback_fell_while_down"] = len(lost)
+    check_sidecars(tmp_path, [path for path in files if path not in lost])
+    twice = uploads_twice(sandbox)
     windows = duplicate_windows(sandbox, kills, JOURNAL_WINDOW)
     for service in SERVICES:
         figures[f"{service}_twice"] = twice[service]
