@@ -22,6 +22,7 @@ from types import FrameType
 from syncd import __version__
 from syncd.config import Config, WatchConfig, load
 from syncd.control.logs import setup_logging
+from syncd.control.metrics import Metrics, MetricsServer
 from syncd.control.notify import Notifier, listen_fds
 from syncd.control.reply import Control
 from syncd.control.status import StatusServer
@@ -30,6 +31,7 @@ from syncd.files import Identity
 from syncd.intake.routing import count_folders
 from syncd.intake.watcher import Watcher
 from syncd.journal.sqlite import Journal
+from syncd.outputs.healthcheck import HealthCheck
 from syncd.services import make_uploader
 from syncd.services.base import Uploader
 from syncd.services.oneall.mediaserver import MediaServer, Signer
@@ -94,7 +96,15 @@ class Daemon:
         self._reload = False
         self._lock = _lock_state_dir(config.daemon.state_dir)
         self.journal = Journal(config.daemon.state_dir / "journal.sqlite")
-        self.pipeline = Pipeline(self.journal, lambda: self.config.watches, self.stopping)
+        self.metrics = Metrics(
+            self.journal,
+            lambda: self.pipeline.in_flight.snapshot(),
+            lambda: self.config.services,
+            lambda: len(self.config.watches),
+        )
+        self.pipeline = Pipeline(
+            self.journal, lambda: self.config.watches, self.stopping, self.metrics
+        )
         self.callbacks = Callbacks(self.journal, self.pipeline)
         self.media: MediaServer | None = None
         self.signer: Signer | None = None
@@ -120,9 +130,23 @@ class Daemon:
         self.status = StatusServer(
             config.daemon.status_socket, self.control.answer, config.daemon.status_group
         )
+        self.metrics_server: MetricsServer | None = None
+        if config.metrics is not None:
+            self.metrics_server = MetricsServer(
+                config.metrics.host, config.metrics.port, self.metrics.registry
+            )
+        self.healthcheck: HealthCheck | None = None
+        if config.daemon.healthcheck_url:
+            self.healthcheck = HealthCheck(
+                config.daemon.healthcheck_url, config.daemon.healthcheck_interval, self._problem
+            )
 
     def _uploaders(self, config: Config) -> dict[str, Uploader]:
-        return {name: make_uploader(s, self.signer) for name, s in config.services.items()}
+        self.metrics.use(config.services)
+        return {
+            name: make_uploader(s, self.signer, self.metrics.requested)
+            for name, s in config.services.items()
+        }
 
     # -- start, run, stop --------------------------------------------------------------
 
@@ -135,10 +159,14 @@ class Daemon:
         self.status.start(listen_fds("status"))
         if self.media is not None:
             self.media.start()
+        if self.metrics_server is not None:
+            self.metrics_server.start()
         self.pipeline.finish_uploaded()
         self.watcher.start()
         self.workers.start()
         self._warn_inotify_limit()
+        if self.healthcheck is not None:
+            self.healthcheck.start()
         self.notifier.ready()
         log.info(
             "syncd %s watching %d folders; status on %s",
@@ -203,6 +231,10 @@ class Daemon:
         self.status.close()
         if self.media is not None:
             self.media.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+        if self.healthcheck is not None:
+            self.healthcheck.stop()
         if finished:
             self.journal.close()
         else:
@@ -218,8 +250,15 @@ class Daemon:
             and self.workers.alive()
             and self.status.alive()
             and (self.media is None or self.media.alive())
+            and (self.metrics_server is None or self.metrics_server.alive())
             and self.journal.ping()
         )
+
+    def _problem(self) -> str | None:
+        """What the health check reports: None while all is well."""
+        if not self._healthy():
+            return "a part of syncd stopped working; see its log"
+        return self.control.problem()
 
     def _complete(self, path: Path, watch: WatchConfig, identity: Identity) -> None:
         """Intake found a complete file: journal it, and wake a worker when there is work."""
@@ -254,6 +293,12 @@ class Daemon:
                 log.warning("[daemon] %s changes only when syncd restarts", key)
         if config.media_server != self.config.media_server:
             log.warning("[media_server] changes only when syncd restarts")
+        if config.metrics != self.config.metrics:
+            log.warning("[metrics] changes only when syncd restarts")
+        if self.healthcheck is not None and config.daemon.healthcheck_url:
+            self.healthcheck.use(config.daemon.healthcheck_url, config.daemon.healthcheck_interval)
+        elif config.daemon.healthcheck_url != self.config.daemon.healthcheck_url:
+            log.warning("[daemon] healthcheck_url changes only when syncd restarts")
         self.pipeline.use(config.services, uploaders)
         self.config = config
         self.watcher.settle_seconds = config.daemon.settle_seconds

@@ -14,16 +14,19 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from syncd.config.model import (
     DAY,
     TON_MAX_SINGLE,
+    WEBHOOK_EVENTS,
     Account,
     Config,
     DaemonConfig,
     MediaServerConfig,
+    MetricsConfig,
     OneAllService,
     ServiceConfig,
     TonService,
     TwitLongerService,
     TwitPicService,
     WatchConfig,
+    WebhookConfig,
 )
 from syncd.config.values import (
     boolean,
@@ -52,9 +55,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 MIN_POLL_INTERVAL = 30.0
 """Polling faster than this costs more than the network filesystems it is meant for."""
 CREDENTIALS = frozenset({"consumer_key", "consumer_secret", "access_token", "access_token_secret"})
-CREDENTIALS |= {"api_key", "public_key", "private_key", "identity_token"}
+CREDENTIALS |= {"api_key", "public_key", "private_key", "identity_token", "secret"}
 """Keys that may instead be given as `KEY_file = "path"` (e.g. systemd's LoadCredential=)."""
-SECRETS = frozenset({"consumer_secret", "access_token_secret", "api_key", "private_key"})
+SECRETS = frozenset({"consumer_secret", "access_token_secret", "api_key", "private_key", "secret"})
 """Refused inline in a config file that other users can read, as ssh refuses such keys."""
 
 _SERVICE_TYPES: dict[str, type[ServiceConfig]] = {
@@ -65,7 +68,7 @@ _DEFAULT_ENDPOINTS = {
     "twitpic": "https://api.twitpic.com",
     "twitlonger": "https://api.twitlonger.com",
 }
-_TOP_LEVEL = ("daemon", "accounts", "services", "media_server", "watch")
+_TOP_LEVEL = ("daemon", "accounts", "services", "media_server", "metrics", "watch", "webhook")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -223,6 +226,8 @@ _READERS: dict[str, _Reader] = {
     "status_group": _value(string),
     "log_level": _value(string, lambda s: s in LOG_LEVELS, "must be debug, info, warning or error"),
     "rescan_interval": _value(parse_duration),
+    "healthcheck_url": _value(parse_url),
+    "healthcheck_interval": _value(parse_duration, lambda s: s > 0, "must be more than 0"),
     # [accounts.*] and [services.*]
     **dict.fromkeys(CREDENTIALS, _Table.credential),
     "account": _name_in("accounts", resolve=True),
@@ -246,6 +251,13 @@ _READERS: dict[str, _Reader] = {
     "recursive": _value(boolean),
     "poll_interval": _value(
         parse_duration, lambda s: s == 0 or s >= MIN_POLL_INTERVAL, "must be 0 (inotify) or >= 30s"
+    ),
+    # [[webhook]]
+    "url": _value(parse_url),
+    "events": _value(
+        strings,
+        lambda names: bool(names) and set(names) <= set(WEBHOOK_EVENTS),
+        f"must name some of {', '.join(WEBHOOK_EVENTS)}",
     ),
 }
 """How each key is read, whichever table it is in; a dataclass's fields pick the keys."""
@@ -272,6 +284,11 @@ def _media_server(table: _Table) -> MediaServerConfig:
     table.check_keys(["listen", "public_url"])
     host, port = table.require("listen", parse_listen)
     return MediaServerConfig(host, port, table.require("public_url", parse_url))
+
+
+def _metrics(table: _Table) -> MetricsConfig:
+    table.check_keys(["listen"])
+    return MetricsConfig(*table.require("listen", parse_listen))
 
 
 def load(path: Path) -> Config:
@@ -308,4 +325,18 @@ def load(path: Path) -> Config:
         _Table(src, "[watch]", item, f"#{position}").build(WatchConfig, {})
         for position, item in enumerate(root.get("watch", toml_tables) or (), 1)
     )
-    return Config(path.absolute(), daemon, accounts, services, watches, media_server)
+    metrics = root.get("metrics", toml_table)
+    webhooks = tuple(
+        _Table(src, "[webhook]", item, f"#{position}").build(WebhookConfig, {})
+        for position, item in enumerate(root.get("webhook", toml_tables) or (), 1)
+    )
+    return Config(
+        path.absolute(),
+        daemon,
+        accounts,
+        services,
+        watches,
+        media_server,
+        None if metrics is None else _metrics(_Table(src, "metrics", metrics)),
+        webhooks,
+    )

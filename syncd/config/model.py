@@ -32,6 +32,9 @@ class DaemonConfig:
     """debug, info, warning or error."""
     rescan_interval: float = 3600.0
     """A full rescan this often, beside the watcher: inotify can drop events."""
+    healthcheck_url: str = ""
+    """A dead man's switch pinged while healthy, URL/fail while not; "" = none."""
+    healthcheck_interval: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,26 @@ class MediaServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Where Prometheus scrapes /metrics."""
+
+    host: str
+    port: int
+
+
+WEBHOOK_EVENTS = ("done", "failed", "paused", "resumed", "quota_exhausted", "degraded")
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """A receiver of events, each POSTed as JSON signed with HMAC-SHA256 under `secret`."""
+
+    url: str
+    secret: str = field(repr=False)
+    events: tuple[str, ...] = ("done", "failed")
+
+
+@dataclass(frozen=True, slots=True)
 class WatchConfig:
     path: Path
     """Absolute, symlinks resolved."""
@@ -128,3 +151,5 @@ class Config:
     services: dict[str, ServiceConfig]
     watches: tuple[WatchConfig, ...]
     media_server: MediaServerConfig | None = None
+    metrics: MetricsConfig | None = None
+    webhooks: tuple[WebhookConfig, ...] = ()

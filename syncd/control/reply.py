@@ -53,6 +53,15 @@ class Control:
             parts.append("scanning folders")
         return ", ".join(parts)
 
+    def problem(self) -> str | None:
+        """One line on what is wrong (failed files), for the health check; None when nothing."""
+        failed = self._journal.counts()["failed"]
+        if not failed:
+            return None
+        latest = self._journal.with_error("failed", 1)
+        reason = f"; latest: {os.fsdecode(latest[0].path)}: {latest[0].error}" if latest else ""
+        return f"{failed} files failed{reason}"
+
     def answer(self, request: dict[str, Any]) -> dict[str, Any]:
         """The status socket's requests (DESIGN.md, "Status socket")."""
         command = request.get("command")

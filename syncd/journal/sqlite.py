@@ -69,6 +69,8 @@ MIGRATIONS: tuple[str, ...] = (
     # 2: the hash of the content `result` stands for, so that a file touched or rewritten
     # with the same bytes is not uploaded again.
     "ALTER TABLE files ADD COLUMN uploaded_sha256 TEXT",
+    # 3: since when a file has been waiting to be done (metrics: oldest pending, duration).
+    "ALTER TABLE files ADD COLUMN queued_at REAL; UPDATE files SET queued_at=updated_at",
 )
 
 
@@ -90,6 +92,8 @@ class Row:
     duplicate_of: bytes | None
     uploaded_at: float | None
     uploaded_sha256: str | None
+    queued_at: float | None = None
+    """When this version of the file was journaled (or queued again by `syncd retry`)."""
 
 
 WAIT = "wait"
@@ -203,8 +207,8 @@ class Journal:
             if row is None:
                 db.execute(
                     "INSERT INTO files (path, service, state, dev, inode, size, mtime_ns,"
-                    " due, updated_at) VALUES (:path, :service, 'seen', :dev, :inode, :size,"
-                    " :mtime_ns, 0, :now)",
+                    " due, updated_at, queued_at) VALUES (:path, :service, 'seen', :dev, :inode,"
+                    " :size, :mtime_ns, 0, :now, :now)",
                     values,
                 )
                 return True
@@ -217,7 +221,7 @@ class Journal:
             db.execute(
                 "UPDATE files SET service=:service, state='seen', version=version+1, dev=:dev,"
                 " inode=:inode, size=:size, mtime_ns=:mtime_ns, sha256=NULL, attempts=0, due=0,"
-                " error=NULL, error_at=NULL, updated_at=:now,"
+                " error=NULL, error_at=NULL, updated_at=:now, queued_at=:now,"
                 " result=CASE WHEN service=:service THEN result END,"
                 " uploaded_sha256=CASE WHEN service=:service THEN uploaded_sha256 END"
                 " WHERE path=:path",
@@ -447,7 +451,8 @@ class Journal:
         with self._write() as db:
             query = (
                 "UPDATE files SET state=CASE WHEN sha256 IS NULL THEN 'seen' ELSE 'hashed' END,"
-                " attempts=0, due=0, error=NULL, error_at=NULL, updated_at=?"
+                " attempts=0, due=0, error=NULL, error_at=NULL, updated_at=?1,"
+                " queued_at=CASE WHEN state='failed' THEN ?1 ELSE queued_at END"
                 " WHERE state IN ('failed', 'retry_wait')"
             )
             if paths is None:
@@ -473,4 +478,24 @@ class Journal:
             duplicate_of=r[16],
             uploaded_at=r[17],
             uploaded_sha256=r[19],
+            queued_at=r[20],
         )
+
+    # -- metrics (observability) -------------------------------------------------------
+
+    def oldest_pending(self) -> float | None:
+        """When the longest-waiting file not yet done or failed was queued."""
+        with self._lock:
+            found = self._db.execute(
+                "SELECT MIN(queued_at) FROM files WHERE state NOT IN ('done', 'failed')"
+            ).fetchone()
+        return None if found[0] is None else float(found[0])
+
+    def last_success(self) -> dict[str, float]:
+        """Per service, when its latest file was uploaded (or recorded as a duplicate)."""
+        with self._lock:
+            found = self._db.execute(
+                "SELECT service, MAX(uploaded_at) FROM files"
+                " WHERE state='done' AND uploaded_at IS NOT NULL GROUP BY service"
+            ).fetchall()
+        return {service: float(at) for service, at in found}

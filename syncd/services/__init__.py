@@ -11,6 +11,7 @@ from syncd.config import (
 )
 from syncd.errors import SyncdError
 from syncd.services.base import Uploader
+from syncd.services.http import RequestObserver
 from syncd.services.oneall.mediaserver import Signer
 from syncd.services.oneall.uploader import OneAllUploader
 from syncd.services.ton import TonUploader
@@ -18,16 +19,19 @@ from syncd.services.twitlonger import TwitLongerUploader
 from syncd.services.twitpic import TwitPicUploader
 
 
-def make_uploader(config: ServiceConfig, signer: Signer | None) -> Uploader:
-    """The uploader for a configured service; each owns its HTTP session."""
+def make_uploader(
+    config: ServiceConfig, signer: Signer | None, observe: RequestObserver | None = None
+) -> Uploader:
+    """The uploader for a configured service; each owns its HTTP session. `observe` is told
+    the status of every reply (metrics), so no service needs to know who is counting."""
     if isinstance(config, TonService):
-        return TonUploader(config)
+        return TonUploader(config, observe)
     if isinstance(config, TwitPicService):
-        return TwitPicUploader(config)
+        return TwitPicUploader(config, observe)
     if isinstance(config, TwitLongerService):
-        return TwitLongerUploader(config)
+        return TwitLongerUploader(config, observe)
     if isinstance(config, OneAllService):
         if signer is None:
             raise SyncdError(f"[services.{config.name}]: oneall needs a [media_server] table")
-        return OneAllUploader(config, signer)
+        return OneAllUploader(config, signer, observe)
     raise SyncdError(f"[services.{config.name}] type: unknown service type {config.type!r}")

@@ -104,6 +104,10 @@ def error_text(reply: Reply) -> str:
 
 Explain = Callable[[Reply], str | None]
 """A service's own reading of an error reply (TwitLonger's codes); None falls back."""
+RequestObserver = Callable[[str, str], None]
+"""Told (service, code) after every exchange: the HTTP status, or NO_REPLY."""
+NO_REPLY = "none"
+"""The code of an exchange that got no reply: a timeout or a failed connection."""
 
 
 def raise_for(service: str, reply: Reply, explain: Explain | None = None) -> None:
@@ -123,9 +127,12 @@ def raise_for(service: str, reply: Reply, explain: Explain | None = None) -> Non
 class ServiceHttp:
     """One requests.Session per service, so connections are reused per host."""
 
-    def __init__(self, service: str, explain: Explain | None = None) -> None:
+    def __init__(
+        self, service: str, explain: Explain | None = None, observe: RequestObserver | None = None
+    ) -> None:
         self.service = service
         self.explain = explain
+        self._observe = observe
         self._session = requests.Session()
         self._session.headers.update(
             {"User-Agent": f"syncd/{__version__}", "Accept-Encoding": "identity"}
@@ -179,11 +186,14 @@ class ServiceHttp:
                 proxies=self._proxies_for(url),
             )
         except requests.Timeout as exc:
+            self._observed(NO_REPLY)
             raise RetryableError(f"{self.service}: timed out: {type(exc).__name__}") from None
         except requests.ConnectionError as exc:
+            self._observed(NO_REPLY)
             raise RetryableError(f"{self.service}: connection failed: {_short(exc)}") from None
         except requests.RequestException as exc:
             raise PermanentError(f"{self.service}: {_short(exc)}") from None
+        self._observed(str(response.status_code))
         with response:
             try:
                 body = _read_capped(response)
@@ -193,6 +203,10 @@ class ServiceHttp:
         if reply.status not in expect:
             raise_for(self.service, reply, self.explain)
         return reply
+
+    def _observed(self, code: str) -> None:
+        if self._observe is not None:
+            self._observe(self.service, code)
 
 
 def _read_capped(response: requests.Response) -> bytes:

@@ -22,7 +22,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 from syncd.config import TON_MAX_SINGLE, TonService
 from syncd.errors import PermanentError, RetryableError
 from syncd.services.base import Interrupted, Job, Result
-from syncd.services.http import Reply, ServiceHttp, raise_for
+from syncd.services.http import Reply, RequestObserver, ServiceHttp, raise_for
 from syncd.services.oauth import user_auth
 
 RESULT_MARGIN = 3600.0
@@ -51,9 +51,9 @@ def http_date(when: float) -> str:
 
 
 class TonUploader:
-    def __init__(self, config: TonService) -> None:
+    def __init__(self, config: TonService, observe: RequestObserver | None = None) -> None:
         self.config = config
-        self.http = ServiceHttp(config.name)
+        self.http = ServiceHttp(config.name, observe=observe)
         self.auth = user_auth(config.account)
         self.bucket_url = f"{config.endpoint}/1.1/ton/bucket/{config.bucket}"
 

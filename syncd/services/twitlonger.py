@@ -20,7 +20,7 @@ from typing import Any
 from syncd.config import TwitLongerService
 from syncd.errors import PermanentError
 from syncd.services.base import Interrupted, Job, Result
-from syncd.services.http import Reply, ServiceHttp
+from syncd.services.http import Reply, RequestObserver, ServiceHttp
 from syncd.services.oauth import echo_headers, user_auth
 
 MAX_TEXT = 1024 * 1024
@@ -129,10 +129,10 @@ def parse_post(raw: bytes, name: str) -> Post:
 
 
 class TwitLongerUploader:
-    def __init__(self, config: TwitLongerService) -> None:
+    def __init__(self, config: TwitLongerService, observe: RequestObserver | None = None) -> None:
         self.config = config
-        self.http = ServiceHttp(config.name, explain_twitlonger)
-        self.twitter = ServiceHttp(config.name, explain_twitter)
+        self.http = ServiceHttp(config.name, explain_twitlonger, observe)
+        self.twitter = ServiceHttp(config.name, explain_twitter, observe)
         self.posts_url = f"{config.endpoint}/2/posts"
         self.auth = user_auth(config.account)
 

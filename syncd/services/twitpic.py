@@ -14,7 +14,7 @@ from requests_toolbelt import MultipartEncoder, MultipartEncoderMonitor
 from syncd.config import TwitPicService
 from syncd.errors import PermanentError
 from syncd.services.base import Job, Result
-from syncd.services.http import ServiceHttp
+from syncd.services.http import RequestObserver, ServiceHttp
 from syncd.services.oauth import echo_headers
 
 NUMBERS = ("width", "height", "size")
@@ -28,9 +28,9 @@ def _number(value: Any) -> int | None:
 
 
 class TwitPicUploader:
-    def __init__(self, config: TwitPicService) -> None:
+    def __init__(self, config: TwitPicService, observe: RequestObserver | None = None) -> None:
         self.config = config
-        self.http = ServiceHttp(config.name)
+        self.http = ServiceHttp(config.name, observe=observe)
         self.url = f"{config.endpoint}/2/upload.json"
 
     def still_valid(self, result: Result) -> bool:

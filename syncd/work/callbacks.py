@@ -59,7 +59,7 @@ class Callbacks:
             timeout = getattr(service, "callback_timeout", 0.0)
             reason = f"{row.service}: no callback from OneAll within {timeout:g} s"
             log.error("%s: %s", os.fsdecode(row.path), reason, extra=log_fields(row.path))
-            self._journal.mark_failed(row, reason)
+            self._pipeline.mark_failed(row, reason)
 
     def _complete(self, row: Row, data: dict[str, Any]) -> bool:
         service = self._pipeline.services.get(row.service)
@@ -67,7 +67,7 @@ class Callbacks:
         if isinstance(outcome, str) or service is None:
             reason = f"{row.service}: OneAll reported: {outcome}"
             log.error("%s: %s", os.fsdecode(row.path), reason, extra=log_fields(row.path))
-            return self._journal.mark_failed(row, reason)
+            return self._pipeline.mark_failed(row, reason)
         uploaded = self._journal.mark_uploaded(row, outcome)
         if uploaded is None:
             return False

@@ -34,6 +34,8 @@ from syncd.journal.sqlite import DUPLICATE, UNCHANGED, UPLOAD, Journal, Row
 from syncd.outputs import sidecar
 from syncd.services.base import AwaitCallback, Interrupted, Job, Uploader
 from syncd.services.http import retry_delay
+from syncd.work import outcomes
+from syncd.work.outcomes import DONE, FAILED, Outcomes
 from syncd.work.progress import InFlight, Upload
 
 log = logging.getLogger(__name__)
@@ -64,10 +66,12 @@ class Pipeline:
         journal: Journal,
         watches: Callable[[], tuple[WatchConfig, ...]],
         stopping: threading.Event,
+        outcomes: Outcomes,
     ) -> None:
         self.journal = journal
         self.watches = watches
         self.stopping = stopping
+        self.outcomes = outcomes
         self.in_flight = InFlight()
         self.hashing = InFlight()
         self.services: dict[str, ServiceConfig] = {}
@@ -90,7 +94,7 @@ class Pipeline:
             return
         except PermanentError as exc:
             log.warning("%s", exc, extra=fields)
-            self.journal.mark_failed(row, str(exc))
+            self.mark_failed(row, str(exc))
             return
         with file:
             try:
@@ -105,7 +109,14 @@ class Pipeline:
         log.error("%s", reason, extra=log_fields(row.path, row.service, "failed"))
         current = self.journal.get(row.id)
         if current is not None:
-            self.journal.mark_failed(current, reason)
+            self.mark_failed(current, reason)
+
+    def mark_failed(self, row: Row, reason: str) -> bool:
+        """Every way a file fails for good ends here, so it is counted once."""
+        failed = self.journal.mark_failed(row, reason)
+        if failed:
+            self.outcomes.finished(row.service, FAILED, row.identity.size, None)
+        return failed
 
     def _process_open(
         self, row: Row, path: Path, file: BufferedReader, fields: dict[str, str]
@@ -127,7 +138,7 @@ class Pipeline:
         service = self.services.get(row.service)
         uploader = self.uploaders.get(row.service)
         if service is None or uploader is None:
-            self.journal.mark_failed(row, f"service {row.service!r} is no longer configured")
+            self.mark_failed(row, f"service {row.service!r} is no longer configured")
             return
         decision = self.journal.begin_upload(row, uploader.still_valid)
         if decision is None:
@@ -136,10 +147,10 @@ class Pipeline:
         if answer == DUPLICATE:
             assert row.duplicate_of is not None
             log.info("%s duplicates %s", path, os.fsdecode(row.duplicate_of), extra=fields)
-            self.finish(row, service)
+            self.finish(row, service, outcomes.DUPLICATE)
         elif answer == UNCHANGED:
             log.info("%s changed on disk but not in content: not uploaded again", path)
-            self.finish(row, service)
+            self.finish(row, service, outcomes.DUPLICATE)
         elif answer == UPLOAD:
             self._upload(row, path, file, service, uploader, fields)
 
@@ -173,10 +184,11 @@ class Pipeline:
             delay = retry_delay(row.attempts, exc.retry_after)
             log.warning("%s; next try in %.1f s", exc, delay, extra=fields)
             self.journal.mark_retry(row, str(exc), time.time() + delay)
+            self.outcomes.retrying(row.service)
             return
         except PermanentError as exc:
             log.error("%s: %s", path, exc, extra=fields)
-            self.journal.mark_failed(row, str(exc))
+            self.mark_failed(row, str(exc))
             return
         except Interrupted:
             self.journal.mark_retry(row, "interrupted by shutdown", time.time())
@@ -196,7 +208,7 @@ class Pipeline:
         if uploaded is not None:
             self.finish(uploaded, service)
 
-    def finish(self, row: Row, service: ServiceConfig) -> None:
+    def finish(self, row: Row, service: ServiceConfig, outcome: str = DONE) -> None:
         """The sidecar of an uploaded row, then `done`; a crash in between is mended at start."""
         path = Path(os.fsdecode(row.path))
         fields = log_fields(path, row.service, "done")
@@ -218,6 +230,8 @@ class Pipeline:
                 log.error("cannot write the sidecar of %s: %s", path, exc, extra=fields)
                 return
         self.journal.mark_done(row.id)
+        waited = None if row.queued_at is None else time.time() - row.queued_at
+        self.outcomes.finished(row.service, outcome, row.identity.size, waited)
         log.info("uploaded %s", path, extra=fields)
 
     def finish_uploaded(self) -> None:

@@ -18,7 +18,7 @@ from requests.auth import HTTPBasicAuth
 from syncd.config import OneAllService
 from syncd.errors import PermanentError
 from syncd.services.base import AwaitCallback, Job, Result
-from syncd.services.http import ServiceHttp
+from syncd.services.http import RequestObserver, ServiceHttp
 from syncd.services.oneall.mediaserver import Signer
 
 PICTURE_MAX = 5 * 1024 * 1024
@@ -81,10 +81,12 @@ def callback_outcome(data: dict[str, Any]) -> Result | str:
 
 
 class OneAllUploader:
-    def __init__(self, config: OneAllService, signer: Signer) -> None:
+    def __init__(
+        self, config: OneAllService, signer: Signer, observe: RequestObserver | None = None
+    ) -> None:
         self.config = config
         self.signer = signer
-        self.http = ServiceHttp(config.name)
+        self.http = ServiceHttp(config.name, observe=observe)
         self.auth = HTTPBasicAuth(config.public_key, config.private_key)
         self.base = f"{config.endpoint}/push/identities/{config.identity_token}/twitter"
 
