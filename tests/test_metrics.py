@@ -4,41 +4,18 @@ the sandbox recorded: uploads by outcome, bytes, requests by code, retries after
 
 from __future__ import annotations
 
-import socket
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import requests
 from conftest import SandboxClient, base_config, wait_until
-from prometheus_client.parser import text_string_to_metric_families
+from harness import Samples, free_port, scrape
 from sandbox.samples import png
 
 from syncd.sandbox import credentials
 
 KiB = 1024
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def scrape(url: str) -> tuple[Samples, dict[str, str]]:
-    """Every sample by (name, sorted labels), and every family's type."""
-    reply = requests.get(url, timeout=10)
-    assert reply.status_code == 200, reply.text
-    assert reply.headers["Content-Type"].startswith("text/plain")
-    samples: Samples = {}
-    types: dict[str, str] = {}
-    for family in text_string_to_metric_families(reply.text):
-        types[family.name] = family.type
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples, types
 
 
 def by_label(samples: Samples, name: str, *keys: str) -> dict[tuple[str, ...], float]:

@@ -67,6 +67,15 @@ class FlowView(Protocol):
         ...
 
 
+Degraded = Callable[[], Iterable[str]]
+"""The components that are degraded now (a full disk, an unwritable journal, ...)."""
+
+
+def nothing_degraded() -> Iterable[str]:
+    """Until components report their degradation, none is."""
+    return ()
+
+
 class NoFlowControl:
     """Until flow control exists nothing is paused and no service has a quota."""
 
@@ -87,12 +96,14 @@ class _StateCollector(Collector):
         services: Callable[[], Iterable[str]],
         watches: Callable[[], int],
         flow: FlowView,
+        degraded: Degraded,
     ) -> None:
         self._journal = journal
         self._in_flight = in_flight
         self._services = services
         self._watches = watches
         self._flow = flow
+        self._degraded = degraded
 
     def collect(self) -> Iterator[Metric]:
         files = GaugeMetricFamily("syncd_files", "Files in each state.", labels=["state"])
@@ -147,6 +158,12 @@ class _StateCollector(Collector):
             sent.add_metric([service], sum(u.sent for u in mine))
         yield in_flight
         yield sent
+        degraded = GaugeMetricFamily(
+            "syncd_degraded", "1 while a component is degraded.", labels=["component"]
+        )
+        for component in sorted(self._degraded()):
+            degraded.add_metric([component], 1.0)
+        yield degraded
 
 
 class Metrics:
@@ -159,6 +176,7 @@ class Metrics:
         services: Callable[[], Iterable[str]],
         watches: Callable[[], int],
         flow: FlowView | None = None,
+        degraded: Degraded = nothing_degraded,
     ) -> None:
         self.registry = CollectorRegistry()
         registry = self.registry
@@ -193,7 +211,9 @@ class Metrics:
         Info("syncd_build", "The running syncd.", registry=registry).info({"version": __version__})
         ProcessCollector(registry=registry)
         registry.register(
-            _StateCollector(journal, in_flight, services, watches, flow or NoFlowControl())
+            _StateCollector(
+                journal, in_flight, services, watches, flow or NoFlowControl(), degraded
+            )
         )
         self._lock = threading.Lock()
 
