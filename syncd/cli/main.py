@@ -46,7 +46,14 @@ def _parser() -> argparse.ArgumentParser:
         "endpoint at them (a demo folder ./syncd-demo unless -c is given)",
     )
     status = commands.add_parser("status", parents=[common], help="what the daemon is doing")
-    status.add_argument("--json", action="store_true", help="print the daemon's reply as is")
+    shown = status.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="print the daemon's reply as is")
+    shown.add_argument(
+        "--watch",
+        action="store_true",
+        help="redraw every second with a bar per upload, until Ctrl-C"
+        " (plain lines when not on a terminal)",
+    )
     retry = commands.add_parser("retry", parents=[common], help="queue failed files again")
     retry.add_argument("paths", nargs="*", type=Path, help="files to retry")
     retry.add_argument("--all-failed", action="store_true", help="retry every failed file")
@@ -133,6 +140,11 @@ def _ask(args: argparse.Namespace, request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _status(args: argparse.Namespace) -> int:
+    if args.watch:
+        from syncd.cli.watch import watch
+
+        _ask(args, {"command": "status"})  # exit 3 at once when no daemon runs at all
+        return watch(lambda: _ask(args, {"command": "status"}))
     reply = _ask(args, {"command": "status"})
     if args.json:
         print(json.dumps(reply, indent=2))
