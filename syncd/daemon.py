@@ -32,6 +32,7 @@ from syncd.intake.routing import count_folders
 from syncd.intake.watcher import Watcher
 from syncd.journal.sqlite import Journal
 from syncd.outputs.healthcheck import HealthCheck
+from syncd.outputs.webhooks import Webhooks
 from syncd.services import make_uploader
 from syncd.services.base import Uploader
 from syncd.services.oneall.mediaserver import MediaServer, Signer
@@ -135,6 +136,12 @@ class Daemon:
             self.metrics_server = MetricsServer(
                 config.metrics.host, config.metrics.port, self.metrics.registry
             )
+        self.webhooks = Webhooks(
+            self.journal,
+            config.webhooks,
+            lambda: {name: s.type for name, s in self.config.services.items()},
+            self.metrics.delivered,
+        )
         self.healthcheck: HealthCheck | None = None
         if config.daemon.healthcheck_url:
             self.healthcheck = HealthCheck(
@@ -165,6 +172,8 @@ class Daemon:
         self.watcher.start()
         self.workers.start()
         self._warn_inotify_limit()
+        if self.config.webhooks:
+            self.webhooks.start()
         if self.healthcheck is not None:
             self.healthcheck.start()
         self.notifier.ready()
@@ -235,6 +244,7 @@ class Daemon:
             self.metrics_server.stop()
         if self.healthcheck is not None:
             self.healthcheck.stop()
+        self.webhooks.stop()
         if finished:
             self.journal.close()
         else:
@@ -251,6 +261,7 @@ class Daemon:
             and self.status.alive()
             and (self.media is None or self.media.alive())
             and (self.metrics_server is None or self.metrics_server.alive())
+            and (not self.config.webhooks or self.webhooks.alive())
             and self.journal.ping()
         )
 
@@ -299,6 +310,9 @@ class Daemon:
             self.healthcheck.use(config.daemon.healthcheck_url, config.daemon.healthcheck_interval)
         elif config.daemon.healthcheck_url != self.config.daemon.healthcheck_url:
             log.warning("[daemon] healthcheck_url changes only when syncd restarts")
+        self.webhooks.use(config.webhooks)
+        if config.webhooks and not self.webhooks.alive():
+            self.webhooks.start()
         self.pipeline.use(config.services, uploaders)
         self.config = config
         self.watcher.settle_seconds = config.daemon.settle_seconds

@@ -56,6 +56,8 @@ class JournalView(Protocol):
 
     def last_success(self) -> dict[str, float]: ...
 
+    def outbox_backlog(self) -> tuple[int, int]: ...
+
 
 class FlowView(Protocol):
     """Pauses and quotas, as flow control keeps them."""
@@ -164,6 +166,15 @@ class _StateCollector(Collector):
         for component in sorted(self._degraded()):
             degraded.add_metric([component], 1.0)
         yield degraded
+        pending, failing = self._journal.outbox_backlog()
+        yield GaugeMetricFamily(
+            "syncd_webhook_pending", "Webhook deliveries waiting in the outbox.", value=pending
+        )
+        yield GaugeMetricFamily(
+            "syncd_webhook_failing",
+            "Webhook deliveries whose last attempt failed (they are retried).",
+            value=failing,
+        )
 
 
 class Metrics:
@@ -208,6 +219,14 @@ class Metrics:
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
+        self._deliveries = Counter(
+            "syncd_webhook_deliveries",
+            "Webhook delivery attempts, by outcome: delivered or failed (retried later).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in ("delivered", "failed"):
+            self._deliveries.labels(outcome)
         Info("syncd_build", "The running syncd.", registry=registry).info({"version": __version__})
         ProcessCollector(registry=registry)
         registry.register(
@@ -240,6 +259,10 @@ class Metrics:
 
     def requested(self, service: str, code: str) -> None:
         self._requests.labels(service, code).inc()
+
+    def delivered(self, ok: bool) -> None:
+        """A webhook delivery attempt ended (the webhook sender's report)."""
+        self._deliveries.labels("delivered" if ok else "failed").inc()
 
 
 class MetricsServer:

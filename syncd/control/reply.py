@@ -15,9 +15,11 @@ from syncd import __version__
 from syncd.config import Config
 from syncd.intake.watcher import Watcher
 from syncd.journal.sqlite import Journal
+from syncd.outputs.webhooks import shown_target
 from syncd.work.pipeline import Pipeline
 
 FAILURES_SHOWN = 20
+DELIVERIES_SHOWN = 10
 
 
 class Control:
@@ -124,6 +126,7 @@ class Control:
             "watches": [
                 {"path": os.fsdecode(w.path), "service": w.service} for w in self._current().watches
             ],
+            "webhooks": self._webhooks(),
             "settling": self._watcher.pending(),
             "scan": {
                 "running": self._watcher.scans.running,
@@ -131,6 +134,25 @@ class Control:
                 "files": self._watcher.scans.files,
                 "seconds": round(self._watcher.scans.seconds, 3),
             },
+        }
+
+    def _webhooks(self) -> dict[str, Any]:
+        """The outbox: how much waits, and the deliveries that keep failing."""
+        pending, _ = self._journal.outbox_backlog()
+        return {
+            "pending": pending,
+            "failing": [
+                {
+                    "receiver": shown_target(d.target),
+                    "event": d.event,
+                    "id": d.event_id,
+                    "path": os.fsdecode(d.path),
+                    "attempts": d.attempts,
+                    "error": d.last_error,
+                    "next_at": _rfc3339(d.due),
+                }
+                for d in self._journal.failing_deliveries(DELIVERIES_SHOWN)
+            ],
         }
 
 

@@ -12,20 +12,21 @@ mid-upload is never recorded with the old content's hash or result.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from syncd.errors import SyncdError
 from syncd.files import Identity
+from syncd.journal import outbox
+from syncd.journal.codec import decode, encode
+from syncd.journal.outbox import Delivery, Subscribers
 
 STATES = (
     "seen",
@@ -71,6 +72,8 @@ MIGRATIONS: tuple[str, ...] = (
     "ALTER TABLE files ADD COLUMN uploaded_sha256 TEXT",
     # 3: since when a file has been waiting to be done (metrics: oldest pending, duration).
     "ALTER TABLE files ADD COLUMN queued_at REAL; UPDATE files SET queued_at=updated_at",
+    # 4: the webhook outbox.
+    outbox.SCHEMA,
 )
 
 
@@ -106,27 +109,6 @@ UNCHANGED = "unchanged"
 """begin_upload's answer when this very path was uploaded with this content before."""
 
 
-def _encode(value: Any) -> str:
-    def default(obj: object) -> object:
-        if isinstance(obj, datetime):
-            return {"$datetime": obj.isoformat()}
-        raise TypeError(f"cannot journal {type(obj).__name__}")
-
-    return json.dumps(value, default=default)
-
-
-def _decode(text: str | None) -> Any:
-    if text is None:
-        return None
-
-    def hook(obj: dict[str, Any]) -> Any:
-        if obj.keys() == {"$datetime"}:
-            return datetime.fromisoformat(obj["$datetime"])
-        return obj
-
-    return json.loads(text, object_hook=hook)
-
-
 class Journal:
     """Durable state of every file syncd knows; safe to share between threads."""
 
@@ -146,6 +128,7 @@ class Journal:
             raise SyncdError(f"{path}: cannot open the journal: {reason}") from None
         self._lock = threading.Lock()
         self._claimed: set[int] = set()
+        self._subscribers: Subscribers = {}
         self.changes = 0
         """Counts committed writes, so the status line is recomputed only when it can differ."""
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -325,7 +308,7 @@ class Journal:
                 (row.service, row.sha256, row.id, row.id),
             ).fetchall()
             for path, state, result, duplicate_of in others:
-                decoded = _decode(result)
+                decoded = decode(result)
                 if decoded is not None and still_valid(decoded):
                     original = duplicate_of or path
                     changed = db.execute(
@@ -362,12 +345,12 @@ class Journal:
 
     def save_progress(self, row: Row, progress: dict[str, Any]) -> bool:
         """A stepwise service's durable state (TON session, TwitLonger's post id, ...)."""
-        return self._update(row, "progress=?", _encode(progress))
+        return self._update(row, "progress=?", encode(progress))
 
     def load_progress(self, row: Row) -> dict[str, Any]:
         with self._lock:
             found = self._db.execute("SELECT progress FROM files WHERE id=?", (row.id,)).fetchone()
-        return (_decode(found[0]) if found else None) or {}
+        return (decode(found[0]) if found else None) or {}
 
     def mark_uploaded(self, row: Row, result: dict[str, Any]) -> Row | None:
         """The row as it now stands, or None when the file changed meanwhile."""
@@ -376,7 +359,7 @@ class Journal:
             row,
             "state='uploaded', result=?, uploaded_at=?, uploaded_sha256=sha256, duplicate_of=NULL,"
             " error=NULL",
-            _encode(result),
+            encode(result),
             now,
         )
         if not changed:
@@ -396,18 +379,29 @@ class Journal:
         return self._update(row, "state='awaiting_callback', due=?", deadline)
 
     def mark_done(self, row_id: int) -> None:
+        now = time.time()
         with self._write() as db:
-            db.execute(
+            if db.execute(
                 "UPDATE files SET state='done', updated_at=? WHERE id=? AND state='uploaded'",
-                (time.time(), row_id),
-            )
+                (now, row_id),
+            ).rowcount:
+                outbox.record(db, self._subscribers, "done", row_id, now)
 
     def mark_retry(self, row: Row, error: str, due: float) -> bool:
         now = time.time()
         return self._update(row, "state='retry_wait', error=?, error_at=?, due=?", error, now, due)
 
     def mark_failed(self, row: Row, error: str) -> bool:
-        return self._update(row, "state='failed', error=?, error_at=?", error, time.time())
+        now = time.time()
+        with self._write() as db:
+            changed = db.execute(
+                "UPDATE files SET state='failed', error=?, error_at=?, updated_at=?"
+                " WHERE id=? AND version=?",
+                (error, now, now, row.id, row.version),
+            ).rowcount
+            if changed:
+                outbox.record(db, self._subscribers, "failed", row.id, now)
+        return bool(changed)
 
     def overdue_callbacks(self, now: float) -> list[Row]:
         """Rows whose callback deadline (kept in `due`) has passed."""
@@ -473,8 +467,8 @@ class Journal:
             due=r[11],
             error=r[12],
             error_at=r[13],
-            progress=_decode(r[14]) or {},
-            result=_decode(r[15]),
+            progress=decode(r[14]) or {},
+            result=decode(r[15]),
             duplicate_of=r[16],
             uploaded_at=r[17],
             uploaded_sha256=r[19],
@@ -499,3 +493,37 @@ class Journal:
                 " WHERE state='done' AND uploaded_at IS NOT NULL GROUP BY service"
             ).fetchall()
         return {service: float(at) for service, at in found}
+
+    # -- the webhook outbox --------------------------------------------------------------
+
+    def subscribe(self, targets: Mapping[str, tuple[str, ...]]) -> int:
+        """Receiver URL -> the events it wants, from now on; rows for receivers no longer
+        configured are dropped (how many is returned)."""
+        subscribers: dict[str, tuple[str, ...]] = {}
+        for target, events in targets.items():
+            for event in events:
+                subscribers[event] = (*subscribers.get(event, ()), target)
+        with self._write() as db:
+            self._subscribers = subscribers
+            return outbox.drop_unsubscribed(db, set(targets))
+
+    def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
+        with self._lock:
+            return outbox.due(self._db, now, limit)
+
+    def delivered(self, seq: int) -> None:
+        with self._write() as db:
+            outbox.delivered(db, seq)
+
+    def delivery_failed(self, seq: int, error: str, due: float) -> None:
+        with self._write() as db:
+            outbox.failed(db, seq, error, due)
+
+    def outbox_backlog(self) -> tuple[int, int]:
+        """(deliveries waiting, deliveries whose last attempt failed)."""
+        with self._lock:
+            return outbox.backlog(self._db)
+
+    def failing_deliveries(self, limit: int) -> list[Delivery]:
+        with self._lock:
+            return outbox.failing(self._db, limit)
