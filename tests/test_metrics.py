@@ -4,11 +4,13 @@ the sandbox recorded: uploads by outcome, bytes, requests by code, retries after
 
 from __future__ import annotations
 
+import socket
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import requests
 from conftest import SandboxClient, base_config, wait_until
 from harness import Samples, free_port, scrape
 from sandbox.samples import png
@@ -172,3 +174,33 @@ def test_oldest_pending_while_an_upload_is_held_up(tmp_path, sandbox, make_daemo
     final, _ = scrape(url)
     assert final[("syncd_oldest_pending_seconds", ())] == 0
     assert by_label(final, "syncd_uploads_in_flight", "service") == {("ads",): 0.0}
+
+
+def test_the_metrics_server_is_bounded(tmp_path, sandbox, make_daemon):
+    """Stalled clients hold no thread; a body is refused; a port in use is a clear error."""
+    port = free_port()
+    config = base_config(tmp_path, sandbox.url)
+    config["metrics"] = {"listen": f"127.0.0.1:{port}"}
+    daemon = make_daemon(config).start()
+    url = f"http://127.0.0.1:{port}/metrics"
+    stalled = []
+    for _ in range(6):  # more than the server has threads, each stuck mid-request
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        stalled.append(sock)
+    try:
+        samples, _ = scrape(url)
+        assert samples[("syncd_watches", ())] == 0
+        posted = requests.post(url, data=b"x" * 1024, timeout=10)
+        assert posted.status_code == 413
+    finally:
+        for sock in stalled:
+            sock.close()
+    daemon.stop()
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        result = daemon.cli("run")
+    assert result.returncode == 1
+    assert f"[metrics] listen: cannot listen on 127.0.0.1:{port}" in result.stderr
