@@ -163,11 +163,11 @@ class Daemon:
         recovered = self.journal.recover()
         if recovered:
             log.info("resuming %d uploads interrupted by the last stop", recovered)
+        if self.metrics_server is not None:
+            self.metrics_server.start()  # before the status socket: once that answers, so does this
         self.status.start(listen_fds("status"))
         if self.media is not None:
             self.media.start()
-        if self.metrics_server is not None:
-            self.metrics_server.start()
         self.pipeline.finish_uploaded()
         self.watcher.start()
         self.workers.start()

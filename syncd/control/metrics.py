@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from typing import Protocol
 
 import waitress.server
@@ -189,40 +190,32 @@ class Metrics:
         flow: FlowView | None = None,
         degraded: Degraded = nothing_degraded,
     ) -> None:
-        self.registry = CollectorRegistry()
-        registry = self.registry
-        self._uploads = Counter(
+        self.registry = registry = CollectorRegistry()
+        counter = partial(Counter, registry=registry)
+        self._uploads = counter(
             "syncd_uploads",
             "Files finished, by outcome: done (uploaded), failed, duplicate (not sent again).",
             ["service", "outcome"],
-            registry=registry,
         )
-        self._bytes = Counter(
-            "syncd_upload_bytes", "Bytes of the files uploaded.", ["service"], registry=registry
-        )
-        self._requests = Counter(
+        self._bytes = counter("syncd_upload_bytes", "Bytes of the files uploaded.", ["service"])
+        self._requests = counter(
             "syncd_requests",
             'Requests to the services, by HTTP status ("none": no reply).',
             ["service", "code"],
-            registry=registry,
         )
-        self._retries = Counter(
-            "syncd_retries",
-            "Attempts that failed and are tried again.",
-            ["service"],
-            registry=registry,
+        self._retries = counter(
+            "syncd_retries", "Attempts that failed and are tried again.", ["service"]
+        )
+        self._deliveries = counter(
+            "syncd_webhook_deliveries",
+            "Webhook delivery attempts, by outcome: delivered or failed (retried later).",
+            ["outcome"],
         )
         self._duration = Histogram(
             "syncd_upload_duration_seconds",
             "From a file being journaled to its sidecar being written.",
             ["service"],
             buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
-        self._deliveries = Counter(
-            "syncd_webhook_deliveries",
-            "Webhook delivery attempts, by outcome: delivered or failed (retried later).",
-            ["outcome"],
             registry=registry,
         )
         for outcome in ("delivered", "failed"):
@@ -234,7 +227,6 @@ class Metrics:
                 journal, in_flight, services, watches, flow or NoFlowControl(), degraded
             )
         )
-        self._lock = threading.Lock()
 
     def use(self, services: Iterable[str]) -> None:
         """Every configured service's series start at 0, so the first event is an increase."""
