@@ -30,7 +30,7 @@ from syncd.errors import SyncdError
 from syncd.files import Identity
 from syncd.intake.routing import count_folders
 from syncd.intake.watcher import Watcher
-from syncd.journal.sqlite import Journal
+from syncd.journal.store import open_store
 from syncd.outputs.healthcheck import HealthCheck
 from syncd.outputs.webhooks import Webhooks
 from syncd.services import make_uploader
@@ -96,7 +96,7 @@ class Daemon:
         self._signals = 0
         self._reload = False
         self._lock = _lock_state_dir(config.daemon.state_dir)
-        self.journal = Journal(config.daemon.state_dir / "journal.sqlite")
+        self.journal = open_store(config)
         self.metrics = Metrics(
             self.journal,
             lambda: self.pipeline.in_flight.snapshot(),
@@ -137,7 +137,7 @@ class Daemon:
                 config.metrics.host, config.metrics.port, self.metrics.registry
             )
         self.webhooks = Webhooks(
-            self.journal,
+            self.journal.outbox,
             config.webhooks,
             lambda: {name: s.type for name, s in self.config.services.items()},
             self.metrics.delivered,

@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector
 
 from syncd import __version__
 from syncd.errors import SyncdError
+from syncd.journal.store import Store
 from syncd.work.outcomes import DONE, DUPLICATE, FAILED
 from syncd.work.progress import Upload
 
@@ -46,18 +47,6 @@ SERVER_THREADS = 2
 CONNECTION_LIMIT = 16
 CHANNEL_TIMEOUT = 30
 """Seconds a scrape connection may sit idle before waitress drops it."""
-
-
-class JournalView(Protocol):
-    """What the collector reads from the journal at scrape time."""
-
-    def counts(self) -> dict[str, int]: ...
-
-    def oldest_pending(self) -> float | None: ...
-
-    def last_success(self) -> dict[str, float]: ...
-
-    def outbox_backlog(self) -> tuple[int, int]: ...
 
 
 class FlowView(Protocol):
@@ -94,7 +83,7 @@ class _StateCollector(Collector):
 
     def __init__(
         self,
-        journal: JournalView,
+        journal: Store,
         in_flight: Callable[[], list[Upload]],
         services: Callable[[], Iterable[str]],
         watches: Callable[[], int],
@@ -167,7 +156,7 @@ class _StateCollector(Collector):
         for component in sorted(self._degraded()):
             degraded.add_metric([component], 1.0)
         yield degraded
-        pending, failing = self._journal.outbox_backlog()
+        pending, failing = self._journal.outbox.backlog()
         yield GaugeMetricFamily(
             "syncd_webhook_pending", "Webhook deliveries waiting in the outbox.", value=pending
         )
@@ -183,7 +172,7 @@ class Metrics:
 
     def __init__(
         self,
-        journal: JournalView,
+        journal: Store,
         in_flight: Callable[[], list[Upload]],
         services: Callable[[], Iterable[str]],
         watches: Callable[[], int],

@@ -14,7 +14,8 @@ from typing import Any
 from syncd import __version__
 from syncd.config import Config
 from syncd.intake.watcher import Watcher
-from syncd.journal.sqlite import Journal
+from syncd.journal.states import CLAIMABLE, State
+from syncd.journal.store import Store
 from syncd.outputs.webhooks import shown_target
 from syncd.work.pipeline import Pipeline
 
@@ -28,7 +29,7 @@ class Control:
     def __init__(
         self,
         current: Callable[[], Config],
-        journal: Journal,
+        journal: Store,
         pipeline: Pipeline,
         watcher: Watcher,
         wake_workers: Callable[[], None],
@@ -42,25 +43,25 @@ class Control:
 
     def status_line(self) -> str:
         counts = self._journal.counts()
-        queued = counts["seen"] + counts["hashed"] + counts["retry_wait"]
+        queued = sum(counts[state] for state in CLAIMABLE)
         parts = [
             f"{len(self._current().watches)} folders",
-            f"{counts['uploading']} uploading",
+            f"{counts[State.UPLOADING]} uploading",
             f"{queued} queued",
         ]
-        if counts["awaiting_callback"]:
-            parts.append(f"{counts['awaiting_callback']} awaiting callback")
-        parts += [f"{counts['done']} done", f"{counts['failed']} failed"]
+        if counts[State.AWAITING_CALLBACK]:
+            parts.append(f"{counts[State.AWAITING_CALLBACK]} awaiting callback")
+        parts += [f"{counts[State.DONE]} done", f"{counts[State.FAILED]} failed"]
         if self._watcher.scans.running:
             parts.append("scanning folders")
         return ", ".join(parts)
 
     def problem(self) -> str | None:
         """One line on what is wrong (failed files), for the health check; None when nothing."""
-        failed = self._journal.counts()["failed"]
+        failed = self._journal.counts()[State.FAILED]
         if not failed:
             return None
-        latest = self._journal.with_error("failed", 1)
+        latest = self._journal.with_error(State.FAILED, 1)
         reason = f"; latest: {os.fsdecode(latest[0].path)}: {latest[0].error}" if latest else ""
         return f"{failed} files failed{reason}"
 
@@ -112,7 +113,7 @@ class Control:
                     "error": row.error,
                     "at": _rfc3339(row.error_at),
                 }
-                for row in self._journal.with_error("failed", FAILURES_SHOWN)
+                for row in self._journal.with_error(State.FAILED, FAILURES_SHOWN)
             ],
             "retrying": [
                 {
@@ -121,7 +122,7 @@ class Control:
                     "error": row.error,
                     "next_at": _rfc3339(row.due),
                 }
-                for row in self._journal.with_error("retry_wait", FAILURES_SHOWN)
+                for row in self._journal.with_error(State.RETRY_WAIT, FAILURES_SHOWN)
             ],
             "watches": [
                 {"path": os.fsdecode(w.path), "service": w.service} for w in self._current().watches
@@ -138,7 +139,7 @@ class Control:
 
     def _webhooks(self) -> dict[str, Any]:
         """The outbox: how much waits, and the deliveries that keep failing."""
-        pending, _ = self._journal.outbox_backlog()
+        pending, _ = self._journal.outbox.backlog()
         return {
             "pending": pending,
             "failing": [
@@ -151,7 +152,7 @@ class Control:
                     "error": d.last_error,
                     "next_at": _rfc3339(d.due),
                 }
-                for d in self._journal.failing_deliveries(DELIVERIES_SHOWN)
+                for d in self._journal.outbox.failing(DELIVERIES_SHOWN)
             ],
         }
 

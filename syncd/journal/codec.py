@@ -1,10 +1,14 @@
-"""JSON columns in and out of the database: a datetime survives the round trip."""
+"""Rows in and out of a database, the same for every store: JSON columns, rows by column name."""
 
 from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
+
+from syncd.files import Identity
+from syncd.journal.states import State
+from syncd.journal.store import Row
 
 
 def encode(value: Any) -> str:
@@ -28,3 +32,33 @@ def decode(text: str | None) -> Any:
         return obj
 
     return json.loads(text, object_hook=hook)
+
+
+class Columns(Protocol):
+    """A database row read by column name (sqlite3.Row, a psycopg dict row, ...)."""
+
+    def __getitem__(self, name: str, /) -> Any: ...
+
+
+def row_from(columns: Columns) -> Row:
+    """A Row from a database row read by column name (`SELECT *` of `files`)."""
+    return Row(
+        id=columns["id"],
+        path=bytes(columns["path"]),
+        service=columns["service"],
+        state=State(columns["state"]),
+        version=columns["version"],
+        identity=Identity(columns["dev"], columns["inode"], columns["size"], columns["mtime_ns"]),
+        sha256=columns["sha256"],
+        attempts=columns["attempts"],
+        due=columns["due"],
+        error=columns["error"],
+        error_at=columns["error_at"],
+        progress=decode(columns["progress"]) or {},
+        result=decode(columns["result"]),
+        duplicate_of=None if columns["duplicate_of"] is None else bytes(columns["duplicate_of"]),
+        uploaded_at=columns["uploaded_at"],
+        uploaded_sha256=columns["uploaded_sha256"],
+        fence=columns["claim_fence"],
+        queued_at=columns["queued_at"],
+    )

@@ -19,12 +19,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 from syncd.config import WebhookConfig
 from syncd.errors import RetryableError, SyncdError
-from syncd.journal.outbox import Delivery
+from syncd.journal.store import Delivery, Outbox
 from syncd.services.http import ServiceHttp, retry_delay
 
 log = logging.getLogger(__name__)
@@ -33,18 +33,6 @@ SIGNATURE_HEADER = "X-Syncd-Signature"
 BATCH = 50
 IDLE_WAIT = 1.0
 """The longest a new event waits for the sender to look (the journal does not wake it)."""
-
-
-class Outbox(Protocol):
-    """The journal's side of the outbox."""
-
-    def subscribe(self, targets: Mapping[str, tuple[str, ...]]) -> int: ...
-
-    def due_deliveries(self, now: float, limit: int) -> list[Delivery]: ...
-
-    def delivered(self, seq: int) -> None: ...
-
-    def delivery_failed(self, seq: int, error: str, due: float) -> None: ...
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -135,7 +123,7 @@ class Webhooks:
     def _round(self) -> None:
         """Deliver what is due, a batch at a time, until nothing is or a receiver fails."""
         while not self._stop.is_set():
-            due = self._outbox.due_deliveries(time.time(), BATCH)
+            due = self._outbox.due(time.time(), BATCH)
             failing: set[str] = set()
             for delivery in due:
                 if delivery.target not in failing and not self._deliver(delivery):
@@ -161,7 +149,7 @@ class Webhooks:
         except SyncdError as exc:
             retry_after = exc.retry_after if isinstance(exc, RetryableError) else None
             due = time.time() + retry_delay(delivery.attempts + 1, retry_after)
-            self._outbox.delivery_failed(delivery.seq, str(exc), due)
+            self._outbox.failed(delivery.seq, str(exc), due)
             self._count(False)
             log.warning(
                 "webhook %s to %s failed (attempt %d): %s",
