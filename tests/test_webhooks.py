@@ -108,6 +108,8 @@ def test_a_receiver_down_for_a_while_gets_everything_later(tmp_path, sandbox, ma
     failing = wait_until(lambda: daemon.status()["webhooks"]["failing"], 30, "a failing delivery")
     assert "HTTP 503" in failing[0]["error"] and failing[0]["receiver"] == sandbox.url
     assert failing[0]["attempts"] >= 1 and failing[0]["event"] == "done"
+    shown = daemon.cli("status")
+    assert "webhook deliveries failing" in shown.stdout and "HTTP 503" in shown.stdout
     samples, _ = scrape(f"http://127.0.0.1:{port}/metrics")
     assert samples[("syncd_webhook_failing", ())] >= 1
     assert samples[("syncd_webhook_pending", ())] >= 1

@@ -64,6 +64,14 @@ def render_status(reply: dict[str, Any]) -> str:
             f"  {r['path']} ({r['service']}) at {r['next_at']}: {r['error']}"
             for r in reply["retrying"]
         ]
+    webhooks = reply.get("webhooks") or {}
+    if webhooks.get("failing"):
+        lines.append(f"webhook deliveries failing ({webhooks.get('pending', 0)} waiting):")
+        lines += [
+            f"  {d['receiver']} {d['event']} of {d['path']} (attempt {d['attempts']},"
+            f" next at {d['next_at']}): {d['error']}"
+            for d in webhooks["failing"]
+        ]
     if reply.get("failures"):
         lines.append("failed (syncd retry PATH, or --all-failed):")
         lines += [
