@@ -22,7 +22,7 @@ from types import FrameType
 from syncd import __version__
 from syncd.config import Config, WatchConfig, load
 from syncd.control.logs import setup_logging
-from syncd.control.metrics import Metrics, MetricsServer
+from syncd.control.metrics import Metrics, MetricsServer, Sources
 from syncd.control.notify import Notifier, listen_fds
 from syncd.control.reply import Control
 from syncd.control.status import StatusServer
@@ -98,10 +98,12 @@ class Daemon:
         self._lock = _lock_state_dir(config.daemon.state_dir)
         self.journal = open_store(config)
         self.metrics = Metrics(
-            self.journal,
-            lambda: self.pipeline.in_flight.snapshot(),
-            lambda: self.config.services,
-            lambda: len(self.config.watches),
+            Sources(
+                self.journal,
+                lambda: self.pipeline.in_flight.snapshot(),
+                lambda: self.config.services,
+                lambda: len(self.config.watches),
+            )
         )
         self.pipeline = Pipeline(
             self.journal, lambda: self.config.watches, self.stopping, self.metrics

@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
 
@@ -78,24 +79,28 @@ class NoFlowControl:
         return {}
 
 
+@dataclass(frozen=True, slots=True)
+class Sources:
+    """Where the gauges read what the daemon is, at scrape time."""
+
+    journal: Store
+    in_flight: Callable[[], list[Upload]]
+    services: Callable[[], Iterable[str]]
+    watches: Callable[[], int]
+    flow: FlowView = field(default_factory=NoFlowControl)
+    degraded: Degraded = nothing_degraded
+
+
 class _StateCollector(Collector):
     """The gauges read at scrape time."""
 
-    def __init__(
-        self,
-        journal: Store,
-        in_flight: Callable[[], list[Upload]],
-        services: Callable[[], Iterable[str]],
-        watches: Callable[[], int],
-        flow: FlowView,
-        degraded: Degraded,
-    ) -> None:
-        self._journal = journal
-        self._in_flight = in_flight
-        self._services = services
-        self._watches = watches
-        self._flow = flow
-        self._degraded = degraded
+    def __init__(self, sources: Sources) -> None:
+        self._journal = sources.journal
+        self._in_flight = sources.in_flight
+        self._services = sources.services
+        self._watches = sources.watches
+        self._flow = sources.flow
+        self._degraded = sources.degraded
 
     def collect(self) -> Iterator[Metric]:
         files = GaugeMetricFamily("syncd_files", "Files in each state.", labels=["state"])
@@ -170,15 +175,7 @@ class _StateCollector(Collector):
 class Metrics:
     """The registry, and the counters the pipeline and the services feed."""
 
-    def __init__(
-        self,
-        journal: Store,
-        in_flight: Callable[[], list[Upload]],
-        services: Callable[[], Iterable[str]],
-        watches: Callable[[], int],
-        flow: FlowView | None = None,
-        degraded: Degraded = nothing_degraded,
-    ) -> None:
+    def __init__(self, sources: Sources) -> None:
         self.registry = registry = CollectorRegistry()
         counter = partial(Counter, registry=registry)
         self._uploads = counter(
@@ -211,11 +208,7 @@ class Metrics:
             self._deliveries.labels(outcome)
         Info("syncd_build", "The running syncd.", registry=registry).info({"version": __version__})
         ProcessCollector(registry=registry)
-        registry.register(
-            _StateCollector(
-                journal, in_flight, services, watches, flow or NoFlowControl(), degraded
-            )
-        )
+        registry.register(_StateCollector(sources))
 
     def use(self, services: Iterable[str]) -> None:
         """Every configured service's series start at 0, so the first event is an increase."""
