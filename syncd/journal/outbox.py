@@ -83,8 +83,12 @@ class SqliteOutbox:
     def failed(self, seq: int, error: str, due: float) -> None:
         with self._write() as db:
             db.execute(
-                "UPDATE outbox SET attempts=attempts+1, last_error=?, due=? WHERE seq=?",
-                (error, due, seq),
+                "UPDATE outbox SET attempts=attempts+1, last_error=? WHERE seq=?", (error, seq)
+            )
+            db.execute(
+                "UPDATE outbox SET due=MAX(due, ?)"
+                " WHERE target=(SELECT target FROM outbox WHERE seq=?)",
+                (due, seq),
             )
 
     def _select(self, where: str, *values: object) -> list[Delivery]:

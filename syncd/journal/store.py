@@ -98,7 +98,9 @@ class Outbox(Protocol):
 
     def delivered(self, seq: int) -> None: ...
 
-    def failed(self, seq: int, error: str, due: float) -> None: ...
+    def failed(self, seq: int, error: str, due: float) -> None:
+        """The delivery failed: nothing more goes to its receiver before `due`, so a receiver
+        that is down gets one attempt per backoff step, not one per waiting event."""
 
 
 class Store(Protocol):

@@ -4,8 +4,9 @@ The journal writes an outbox row per subscribed `[[webhook]]` in the same transa
 the state change it reports, so an event exists exactly when its change does, across any
 crash. This thread only delivers: due rows in order, each POSTed with
 `X-Syncd-Signature: sha256=HEX` (HMAC-SHA256 of the exact body), deleted on a 2xx, kept
-with a backoff on anything else. A receiver that fails is not tried again for its other
-rows in the same round. Delivery is at least once: a receiver dedups on `id`.
+with a backoff on anything else, which holds back every row for that receiver: a receiver
+that is down gets one attempt per backoff step, however many events wait for it.
+Delivery is at least once: a receiver dedups on `id`.
 """
 
 from __future__ import annotations
