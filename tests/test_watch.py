@@ -13,7 +13,10 @@ from pathlib import Path
 import pexpect
 import pytest
 from conftest import RunningDaemon, base_config, wait_until
+from rich.console import Console
 from test_ton_resumable import write_random
+
+from syncd.cli.watch import LiveView, summary_line
 
 MiB = 1024 * 1024
 SIZE = 200 * MiB
@@ -100,3 +103,33 @@ def test_watch_without_a_daemon_exits_3(tmp_path):
     assert result.returncode == 3, result.stderr
     assert "not running" in result.stderr
     assert not Path(daemon.socket).exists()
+
+
+def test_the_live_view_shows_holds_failures_and_escapes_names():
+    """What a reply with holds and failures looks like (flow control fills `held`)."""
+    reply = {
+        "version": "0.1.0",
+        "pid": 1,
+        "uptime_s": 75,
+        "counts": {"seen": 0, "held": 1, "done": 2, "failed": 1},
+        "uploads": [{"path": "/w/big\x1b[2J.mp4", "service": "ads", "sent": 10, "total": 100}],
+        "hashing": [],
+        "paused": ["ads"],
+        "held": [{"path": "/w/h.bin", "service": "ads", "reason": "paused", "until": None}],
+        "failures": [
+            {
+                "path": "/w/f.bin",
+                "service": "ads",
+                "error": "HTTP 403",
+                "at": "2026-11-30T05:00:00Z",
+            }
+        ],
+    }
+    console = Console(record=True, width=160, force_terminal=False)
+    console.print(LiveView().render(reply))
+    text = console.export_text()
+    assert "up 1m15s" in text and "files: 1 held, 2 done, 1 failed" in text
+    assert "/w/big\\x1b[2J.mp4 -> ads" in text and "\x1b" not in text
+    assert "paused: ads" in text and "/w/h.bin" in text
+    assert "recent failures" in text and "HTTP 403" in text
+    assert summary_line(reply).startswith("1 uploading (10 B of 100 B, 0 B/s); files: 1 held")

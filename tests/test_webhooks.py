@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import signal
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -142,3 +143,18 @@ def test_deliveries_pending_at_a_kill_are_made_after_the_restart(tmp_path, sandb
     for event in events.values():
         grouped[event["path"]].append(event["id"])
     assert all(len(ids) == 1 for ids in grouped.values())
+
+
+def test_a_webhook_added_by_a_reload_starts_delivering(tmp_path, sandbox, make_daemon):
+    config = hooks_config(tmp_path, sandbox)
+    hooks = config.pop("webhook")
+    daemon = make_daemon(config).start()
+    drop(tmp_path / "ads", 1, "before")
+    daemon.wait_counts(done=1)
+    daemon.write_config({**config, "webhook": hooks})
+    daemon.signal(signal.SIGHUP)
+    wait_until(lambda: "configuration reloaded" in daemon.log(), 30, "the reload")
+    after = drop(tmp_path / "ads", 2, "after")
+    daemon.wait_counts(done=3)
+    events = wait_until(lambda: len(e := by_id(received(sandbox))) == 2 and e, 60, "2 events")
+    assert {e["path"] for e in events.values()} == set(after), "only events after the reload"

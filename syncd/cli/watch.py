@@ -96,7 +96,7 @@ def _plain(fetch: Fetch, out: TextIO, interval: float) -> None:
 # -- the live view ---------------------------------------------------------------------
 
 
-class _View:
+class LiveView:
     """Keeps one rich task per upload across redraws, so rich can estimate rate and ETA."""
 
     def __init__(self) -> None:
@@ -181,7 +181,7 @@ def _failures(reply: dict[str, Any]) -> list[RenderableType]:
 
 
 def _live(fetch: Fetch, console: Console, interval: float) -> None:
-    view = _View()
+    view = LiveView()
     with Live(console=console, auto_refresh=False, transient=False) as live:
         while True:
             live.update(view.render(_poll(fetch)), refresh=True)
