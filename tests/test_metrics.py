@@ -5,6 +5,7 @@ the sandbox recorded: uploads by outcome, bytes, requests by code, retries after
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -148,7 +149,11 @@ def test_metrics_agree_with_status_and_sandbox(tmp_path, sandbox, make_daemon):
             assert any(s == f"{name}_created" for s, _ in samples), name
 
 
-def test_oldest_pending_while_an_upload_is_held_up(tmp_path, sandbox, make_daemon):
+def test_oldest_pending_while_a_file_settles_and_while_it_is_held_up(
+    tmp_path, sandbox, make_daemon
+):
+    """A file still being written is `settling` in status, not pending yet; from the moment
+    it is complete and journaled, it is the oldest pending file until done."""
     port = free_port()
     config = base_config(tmp_path, sandbox.url, [{"path": str(tmp_path / "drop")}])
     config["metrics"] = {"listen": f"127.0.0.1:{port}"}
@@ -156,8 +161,30 @@ def test_oldest_pending_while_an_upload_is_held_up(tmp_path, sandbox, make_daemo
     daemon = make_daemon(config).start()
     url = f"http://127.0.0.1:{port}/metrics"
     sandbox.fault(method="POST", path="/1.1/ton/bucket/", delay_ms=6000)
+    writing = threading.Event()
+    done_writing = threading.Event()
+
+    def slow_writer() -> None:
+        with (tmp_path / "drop" / "slow.bin").open("wb") as out:
+            while not done_writing.is_set():
+                out.write(b"s" * 512)
+                out.flush()
+                writing.set()
+                done_writing.wait(0.1)  # a writer that trickles: never still for 0.5 s
+
+    writer = threading.Thread(target=slow_writer)
+    writer.start()
+    try:
+        writing.wait(10)
+        settling = wait_until(lambda: (s := daemon.status())["settling"] and s, 30, "settling")
+        during, _ = scrape(url)
+        assert settling["counts"]["seen"] == 0
+        assert during[("syncd_oldest_pending_seconds", ())] == 0
+        assert by_label(during, "syncd_files", "state")[("seen",)] == 0
+    finally:
+        done_writing.set()
+        writer.join()
     written = time.time()
-    (tmp_path / "drop" / "slow.bin").write_bytes(b"s" * 4096)
     reply = wait_until(lambda: (s := daemon.status())["uploads"] and s, 30, "the upload")
     first, _ = scrape(url)
     assert by_label(first, "syncd_uploads_in_flight", "service") == {("ads",): 1.0}
