@@ -35,7 +35,9 @@ from syncd.outputs.healthcheck import HealthCheck
 from syncd.outputs.webhooks import Webhooks
 from syncd.services import make_uploader
 from syncd.services.base import Uploader
-from syncd.services.oneall.mediaserver import MediaServer, Signer
+from syncd.services.http import HttpLimits
+from syncd.services.oneall.mediaserver import MediaServer
+from syncd.services.oneall.signer import Signer
 from syncd.work.callbacks import Callbacks
 from syncd.work.pipeline import Pipeline
 from syncd.work.pool import Workers
@@ -152,8 +154,9 @@ class Daemon:
 
     def _uploaders(self, config: Config) -> dict[str, Uploader]:
         self.metrics.use(config.services)
+        limits = HttpLimits(config.daemon.request_timeout, config.daemon.max_retry_after)
         return {
-            name: make_uploader(s, self.signer, self.metrics.requested)
+            name: make_uploader(s, self.signer, limits, self.metrics.requested)
             for name, s in config.services.items()
         }
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 import waitress.server
 from prometheus_client import (
@@ -32,6 +32,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from waitress.channel import HTTPChannel
 
 from syncd import __version__
 from syncd.errors import SyncdError
@@ -48,6 +49,7 @@ SERVER_THREADS = 2
 CONNECTION_LIMIT = 16
 CHANNEL_TIMEOUT = 30
 """Seconds a scrape connection may sit idle before waitress drops it."""
+MAX_HEADER = 16 * 1024
 
 
 class FlowView(Protocol):
@@ -240,54 +242,60 @@ class Metrics:
 
 
 class MetricsServer:
-    """/metrics over HTTP, served by waitress on a thread of its own."""
+    """/metrics over HTTP, served by waitress on a thread of its own (bound before start,
+    so a port in use is a clear error at once)."""
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry) -> None:
-        self._host, self._port = host, port
-        self._app = make_wsgi_app(registry)
-        self._server: waitress.server.BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
+        self._host = host
         try:
-            server = waitress.server.create_server(
-                self._app,
-                host=self._host,
-                port=self._port,
+            self._server: Any = waitress.server.create_server(
+                make_wsgi_app(registry),
+                _start=False,
+                host=host,
+                port=port,
                 threads=SERVER_THREADS,
                 connection_limit=CONNECTION_LIMIT,
                 channel_timeout=CHANNEL_TIMEOUT,
                 max_request_body_size=0,
-                max_request_header_size=16 * 1024,
+                max_request_header_size=MAX_HEADER,
                 ident="syncd",
+                expose_tracebacks=False,
+                log_socket_errors=False,
             )
         except OSError as exc:
             raise SyncdError(
-                f"[metrics] listen: cannot listen on {self._host}:{self._port}:"
-                f" {exc.strerror or exc}"
+                f"[metrics] listen: cannot listen on {host}:{port}: {exc.strerror or exc}"
             ) from None
-        assert isinstance(server, waitress.server.BaseWSGIServer)
-        self._server = server
-        self._thread = threading.Thread(target=server.run, name="metrics", daemon=True)
+        self._thread = threading.Thread(target=self._server.run, name="metrics", daemon=True)
+
+    def start(self) -> None:
+        self._server.accept_connections()
         self._thread.start()
         log.info("metrics on http://%s:%d/metrics", self._host, self.port)
 
     @property
     def port(self) -> int:
         """The bound port (the configured one, or the one picked for port 0)."""
-        assert self._server is not None
-        return int(self._server.effective_port)  # type: ignore[attr-defined]
+        return int(self._server.effective_port)
 
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._thread.is_alive()
 
     def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        # The loop ends once its socket map is empty; the trigger wakes it to see that.
-        for channel in list(server._map.values()):  # type: ignore[attr-defined]
-            channel.handle_close()
-        server.task_dispatcher.shutdown()
-        thread.join(timeout=5)
-        self._server = self._thread = None
+        """Close every connection from waitress' own loop (which then ends), then its threads."""
+        server = self._server
+
+        def close_all() -> None:
+            for dispatcher in list(server._map.values()):
+                if isinstance(dispatcher, HTTPChannel):
+                    dispatcher.handle_close()
+                elif dispatcher is not server:
+                    dispatcher.close()
+            server.close()
+
+        if self._thread.is_alive():
+            server.trigger.pull_trigger(close_all)
+            self._thread.join(timeout=5)
+        else:
+            server.close()
+        server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
