@@ -293,7 +293,9 @@ def _check_archives(src: _Source, watches: tuple[WatchConfig, ...]) -> None:
         if watch.after_upload != "archive" and watch.archive_to is not None:
             raise table.error("archive_to", 'only used with after_upload = "archive"')
         archive = watch.archive_to
-        for other in watches if archive is not None else ():
+        if archive is None:
+            continue
+        for other in watches:
             if archive == other.path or other.path in archive.parents:
                 raise table.error("archive_to", f"{archive} is inside the watch {other.path}")
 
