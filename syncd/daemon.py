@@ -30,9 +30,11 @@ from syncd.files import Identity
 from syncd.intake.routing import count_folders
 from syncd.intake.watcher import Watcher
 from syncd.journal.sqlite import Journal
+from syncd.outputs.hooks import Hooks
 from syncd.services import make_uploader
 from syncd.services.base import Uploader
 from syncd.services.oneall.mediaserver import MediaServer, Signer
+from syncd.work.actions import AfterUpload
 from syncd.work.callbacks import Callbacks
 from syncd.work.pipeline import Pipeline
 from syncd.work.pool import Workers
@@ -94,7 +96,18 @@ class Daemon:
         self._reload = False
         self._lock = _lock_state_dir(config.daemon.state_dir)
         self.journal = Journal(config.daemon.state_dir / "journal.sqlite")
-        self.pipeline = Pipeline(self.journal, lambda: self.config.watches, self.stopping)
+        self.after = AfterUpload(
+            self.journal,
+            lambda: self.config.watches,
+            lambda: self.pipeline.services,
+            lambda path: self.watcher.hint(path, quick=False),
+        )
+        self.hooks = Hooks(
+            self.journal, lambda: self.config.watches, lambda: self.pipeline.services
+        )
+        self.pipeline = Pipeline(
+            self.journal, lambda: self.config.watches, self.stopping, self.after.completed
+        )
         self.callbacks = Callbacks(self.journal, self.pipeline)
         self.media: MediaServer | None = None
         self.signer: Signer | None = None
@@ -115,7 +128,12 @@ class Daemon:
         )
         self.workers = Workers(config.daemon.workers, self.journal, self.pipeline)
         self.control = Control(
-            lambda: self.config, self.journal, self.pipeline, self.watcher, self.workers.wake
+            lambda: self.config,
+            self.journal,
+            self.pipeline,
+            self.watcher,
+            self.workers.wake,
+            self.after.restore,
         )
         self.status = StatusServer(
             config.daemon.status_socket, self.control.answer, config.daemon.status_group
@@ -132,12 +150,15 @@ class Daemon:
         recovered = self.journal.recover()
         if recovered:
             log.info("resuming %d uploads interrupted by the last stop", recovered)
+        self.after.recover()
         self.status.start(listen_fds("status"))
         if self.media is not None:
             self.media.start()
         self.pipeline.finish_uploaded()
         self.watcher.start()
         self.workers.start()
+        self.after.start()
+        self.hooks.start()
         self._warn_inotify_limit()
         self.notifier.ready()
         log.info(
@@ -195,6 +216,8 @@ class Daemon:
         log.info("stopping: letting in-flight requests finish")
         self.watcher.stop()
         self.workers.stop()
+        self.hooks.stop()
+        self.after.stop()
         deadline = time.monotonic() + STOP_TIMEOUT
         while time.monotonic() < deadline and self._signals < 2:
             if self.workers.join(0.2):
@@ -217,6 +240,8 @@ class Daemon:
             self.watcher.alive()
             and self.workers.alive()
             and self.status.alive()
+            and self.after.alive()
+            and self.hooks.alive()
             and (self.media is None or self.media.alive())
             and self.journal.ping()
         )

@@ -26,6 +26,7 @@ from typing import Any
 
 from syncd.errors import SyncdError
 from syncd.files import Identity
+from syncd.journal.after import AFTER_MIGRATIONS, AfterUploadJournal
 
 STATES = (
     "seen",
@@ -69,6 +70,8 @@ MIGRATIONS: tuple[str, ...] = (
     # 2: the hash of the content `result` stands for, so that a file touched or rewritten
     # with the same bytes is not uploaded again.
     "ALTER TABLE files ADD COLUMN uploaded_sha256 TEXT",
+    # 3: after-upload actions and the hooks' queue (journal/after.py).
+    *AFTER_MIGRATIONS,
 )
 
 
@@ -123,7 +126,7 @@ def _decode(text: str | None) -> Any:
     return json.loads(text, object_hook=hook)
 
 
-class Journal:
+class Journal(AfterUploadJournal):
     """Durable state of every file syncd knows; safe to share between threads."""
 
     def __init__(self, path: Path) -> None:
@@ -155,15 +158,23 @@ class Journal:
             self._db.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One transaction; `durable` ones (what a file move depends on) are synced to
+        disk at commit, so a power cut cannot undo them (synchronous=FULL)."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if durable:
+                self._db.execute("PRAGMA synchronous=FULL")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            finally:
+                if durable:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
             self.changes += 1
 
     def _migrate(self) -> None:

@@ -64,10 +64,14 @@ class Pipeline:
         journal: Journal,
         watches: Callable[[], tuple[WatchConfig, ...]],
         stopping: threading.Event,
+        completed: Callable[[Row], None],
     ) -> None:
         self.journal = journal
         self.watches = watches
         self.stopping = stopping
+        self.completed = completed
+        """Told of a row whose sidecar is durable, before it is done (after-upload actions
+        and hooks); it must be idempotent, as a crash in between calls it again."""
         self.in_flight = InFlight()
         self.hashing = InFlight()
         self.services: dict[str, ServiceConfig] = {}
@@ -217,6 +221,7 @@ class Pipeline:
             except OSError as exc:
                 log.error("cannot write the sidecar of %s: %s", path, exc, extra=fields)
                 return
+            self.completed(row)
         self.journal.mark_done(row.id)
         log.info("uploaded %s", path, extra=fields)
 

@@ -1,0 +1,369 @@
+"""The journal's after-upload tables: actions on uploaded files, and the hooks' queue.
+
+An action row is the intent -> act -> done record of one archive or delete: `pending`
+(scheduled when its file became done), `moving` (the target name chosen, committed before
+anything moves), `moved` (the file and sidecar are there; for a delete, in the trash
+until `purge_at`), then `restoring` -> `restored` or `purged`; `skipped` when the file
+changed or vanished first. Writes that precede or record a move on disk are committed
+with synchronous=FULL, so a power cut cannot forget a move that happened.
+
+A hook row is one event's hook, enqueued in the same transaction as what caused it (or,
+for failures, found by a cursor over failed files), and run at least once.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from syncd.files import Identity
+
+AFTER_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE actions (
+        id INTEGER PRIMARY KEY,
+        file_id INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL,
+        source BLOB NOT NULL,
+        target BLOB,
+        root BLOB NOT NULL,
+        sha256 TEXT NOT NULL,
+        result TEXT,
+        due REAL NOT NULL,
+        purge_at REAL,
+        error TEXT,
+        updated_at REAL NOT NULL,
+        UNIQUE (file_id, version)
+    );
+    CREATE INDEX actions_state ON actions(state, due);
+    CREATE TABLE hooks (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        event TEXT NOT NULL,
+        path BLOB NOT NULL,
+        argv TEXT NOT NULL,
+        env TEXT NOT NULL,
+        timeout REAL NOT NULL,
+        state TEXT NOT NULL,
+        error TEXT,
+        at REAL NOT NULL
+    );
+    CREATE INDEX hooks_state ON hooks(state, at);
+    CREATE TABLE hook_cursor (failed_since REAL NOT NULL);
+    INSERT INTO hook_cursor VALUES (CAST(strftime('%s', 'now') AS REAL))
+    """,
+)
+"""Appended to the journal's migrations. The cursor starts at the upgrade: failures from
+before it page nobody."""
+
+UNFINISHED = ("moving", "restoring")
+HOOKS_KEPT = 86400.0
+"""Finished hooks are kept this long: the key of a done event re-enqueued after a crash
+must still be there to be recognised."""
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    id: int
+    file_id: int
+    version: int
+    kind: str
+    state: str
+    source: bytes
+    target: bytes | None
+    root: bytes
+    sha256: str
+    result: dict[str, Any] | None
+    due: float
+    purge_at: float | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HookEvent:
+    """One event's hook, everything it needs frozen at the moment of the event."""
+
+    key: str
+    """Unique per event: enqueuing the same event twice (after a crash) keeps one."""
+    event: str
+    path: bytes
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class HookRow:
+    id: int
+    event: HookEvent
+    state: str
+    error: str | None
+    at: float
+
+
+_ACTION_COLUMNS = (
+    "id, file_id, version, kind, state, source, target, root, sha256, result, due, purge_at, error"
+)
+_HOOK_COLUMNS = "id, key, event, path, argv, env, timeout, state, error, at"
+
+
+def _action(r: tuple[Any, ...]) -> Action:
+    return Action(
+        id=r[0],
+        file_id=r[1],
+        version=r[2],
+        kind=r[3],
+        state=r[4],
+        source=r[5],
+        target=r[6],
+        root=r[7],
+        sha256=r[8],
+        result=json.loads(r[9]) if r[9] else None,
+        due=r[10],
+        purge_at=r[11],
+        error=r[12],
+    )
+
+
+def _hook(r: tuple[Any, ...]) -> HookRow:
+    event = HookEvent(r[1], r[2], r[3], tuple(json.loads(r[4])), json.loads(r[5]), r[6])
+    return HookRow(r[0], event, r[7], r[8], r[9])
+
+
+def _enqueue(db: sqlite3.Connection, hook: HookEvent | None) -> None:
+    if hook is None:
+        return
+    db.execute(
+        "INSERT OR IGNORE INTO hooks (key, event, path, argv, env, timeout, state, at)"
+        " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+        (
+            hook.key,
+            hook.event,
+            hook.path,
+            json.dumps(hook.argv),
+            json.dumps(hook.env),
+            hook.timeout,
+            time.time(),
+        ),
+    )
+
+
+class AfterUploadJournal:
+    """Mixed into the SQLite Journal: its connection, lock and transactions."""
+
+    _db: sqlite3.Connection
+    _lock: threading.Lock
+
+    def _write(self, durable: bool = False) -> AbstractContextManager[sqlite3.Connection]:
+        raise NotImplementedError
+
+    def _select(self, query: str, *values: object) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(query, values).fetchall()
+
+    # -- actions -----------------------------------------------------------------------
+
+    def schedule_action(
+        self, file_id: int, version: int, kind: str, source: bytes, root: bytes, due: float
+    ) -> None:
+        """Once per version of a file: its sha256 and result are copied from its row."""
+        with self._write() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO actions (file_id, version, kind, state, source, root,"
+                " sha256, result, due, updated_at) SELECT id, version, ?, 'pending', ?, ?,"
+                " sha256, result, ?, ? FROM files WHERE id=? AND version=? AND sha256 IS NOT NULL",
+                (kind, source, root, due, time.time(), file_id, version),
+            )
+
+    def due_actions(self, now: float) -> list[Action]:
+        """Unfinished moves first (a crash cut them short), then pending ones that are due."""
+        found = self._select(
+            f"SELECT {_ACTION_COLUMNS} FROM actions WHERE state IN {UNFINISHED}"  # noqa: S608
+            f" OR (state='pending' AND due <= ?) ORDER BY state<>'moving', due, id LIMIT 100",
+            now,
+        )
+        return [_action(r) for r in found]
+
+    def next_action_due(self) -> float | None:
+        found = self._select("SELECT MIN(due) FROM actions WHERE state='pending'")
+        return None if found[0][0] is None else float(found[0][0])
+
+    def action_intent(self, action: Action, target: bytes) -> None:
+        """The target chosen, durably, before anything on disk moves."""
+        with self._write(durable=True) as db:
+            db.execute(
+                "UPDATE actions SET state='moving', target=?, error=NULL, updated_at=? WHERE id=?",
+                (target, time.time(), action.id),
+            )
+
+    def action_moved(self, action: Action, purge_at: float | None, hook: HookEvent | None) -> None:
+        with self._write(durable=True) as db:
+            db.execute(
+                "UPDATE actions SET state='moved', purge_at=?, error=NULL, updated_at=? WHERE id=?",
+                (purge_at, time.time(), action.id),
+            )
+            _enqueue(db, hook)
+
+    def action_skipped(self, action: Action, reason: str, hook: HookEvent | None) -> None:
+        with self._write(durable=True) as db:
+            db.execute(
+                "UPDATE actions SET state='skipped', error=?, updated_at=? WHERE id=?",
+                (reason, time.time(), action.id),
+            )
+            _enqueue(db, hook)
+
+    def action_later(self, action: Action, error: str | None, due: float) -> None:
+        """An error worth another try (a full disk, a folder not writable yet)."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE actions SET error=?, due=?, updated_at=? WHERE id=?",
+                (error, due, time.time(), action.id),
+            )
+
+    def trashed(self, path: bytes) -> Action | None:
+        """The latest file in the trash that came from `path` (or lies at `path` in it)."""
+        found = self._select(
+            f"SELECT {_ACTION_COLUMNS} FROM actions WHERE kind='delete' AND state='moved'"  # noqa: S608
+            " AND (source=? OR target=?) ORDER BY updated_at DESC, id DESC LIMIT 1",
+            path,
+            path,
+        )
+        return _action(found[0]) if found else None
+
+    def restore_intent(self, action: Action, identity: Identity) -> None:
+        """Before the trashed file goes back: its path's row says done with the file's
+        identity and uploaded content, so intake finds nothing new and nothing uploads
+        again; a version of its own, with this action as its record, so nothing acts
+        on it again either."""
+        now = time.time()
+        values = {
+            "path": action.source,
+            "sha256": action.sha256,
+            "result": json.dumps(action.result) if action.result is not None else None,
+            "now": now,
+            **identity._asdict(),
+        }
+        with self._write(durable=True) as db:
+            changed = db.execute(
+                "UPDATE files SET state='done', version=version+1, dev=:dev, inode=:inode,"
+                " size=:size, mtime_ns=:mtime_ns, sha256=:sha256, uploaded_sha256=:sha256,"
+                " result=COALESCE(:result, result), error=NULL, error_at=NULL, due=0,"
+                " updated_at=:now WHERE path=:path",
+                values,
+            ).rowcount
+            if not changed:
+                db.execute(
+                    "INSERT INTO files (path, service, state, dev, inode, size, mtime_ns, sha256,"
+                    " uploaded_sha256, result, updated_at) SELECT :path, service, 'done', :dev,"
+                    " :inode, :size, :mtime_ns, :sha256, :sha256, :result, :now FROM files"
+                    " WHERE id=(SELECT file_id FROM actions WHERE source=:path LIMIT 1)",
+                    values,
+                )
+            file_id, version = db.execute(
+                "SELECT id, version FROM files WHERE path=?", (action.source,)
+            ).fetchone()
+            db.execute(
+                "DELETE FROM actions WHERE file_id=? AND version=? AND id<>?",
+                (file_id, version, action.id),
+            )
+            db.execute(
+                "UPDATE actions SET state='restoring', file_id=?, version=?, updated_at=?"
+                " WHERE id=?",
+                (file_id, version, now, action.id),
+            )
+
+    def action_restored(self, action: Action) -> None:
+        with self._write(durable=True) as db:
+            db.execute(
+                "UPDATE actions SET state='restored', purge_at=NULL, updated_at=? WHERE id=?",
+                (time.time(), action.id),
+            )
+
+    def purgeable(self, now: float) -> list[Action]:
+        found = self._select(
+            f"SELECT {_ACTION_COLUMNS} FROM actions WHERE kind='delete' AND state='moved'"  # noqa: S608
+            " AND purge_at <= ? LIMIT 1000",
+            now,
+        )
+        return [_action(r) for r in found]
+
+    def action_purged(self, action: Action) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE actions SET state='purged', updated_at=? WHERE id=?",
+                (time.time(), action.id),
+            )
+
+    def action_counts(self) -> dict[str, int]:
+        """Actions not finished yet, and files in the trash."""
+        (pending, trash), *_ = self._select(
+            "SELECT COALESCE(SUM(state IN ('pending', 'moving', 'restoring')), 0),"
+            " COALESCE(SUM(kind='delete' AND state='moved'), 0) FROM actions"
+            " WHERE state IN ('pending', 'moving', 'restoring', 'moved')"
+        )
+        return {"pending": int(pending), "trash": int(trash)}
+
+    def actions_with_error(self, limit: int) -> list[Action]:
+        found = self._select(
+            f"SELECT {_ACTION_COLUMNS} FROM actions WHERE state='pending'"  # noqa: S608
+            " AND error IS NOT NULL ORDER BY updated_at DESC LIMIT ?",
+            limit,
+        )
+        return [_action(r) for r in found]
+
+    # -- hooks -------------------------------------------------------------------------
+
+    def enqueue_hook(self, hook: HookEvent) -> None:
+        with self._write(durable=True) as db:
+            _enqueue(db, hook)
+
+    def pending_hooks(self, exclude: Iterable[int], limit: int) -> list[HookRow]:
+        held = ",".join(str(int(i)) for i in exclude) or "-1"
+        found = self._select(
+            f"SELECT {_HOOK_COLUMNS} FROM hooks WHERE state='pending'"  # noqa: S608
+            f" AND id NOT IN ({held}) ORDER BY id LIMIT ?",
+            limit,
+        )
+        return [_hook(r) for r in found]
+
+    def hook_finished(self, hook_id: int, error: str | None) -> None:
+        now = time.time()
+        with self._write() as db:
+            db.execute(
+                "UPDATE hooks SET state=?, error=?, at=? WHERE id=?",
+                ("ok" if error is None else "failed", error, now, hook_id),
+            )
+            db.execute("DELETE FROM hooks WHERE state='ok' AND at < ?", (now - HOOKS_KEPT,))
+
+    def failing_hooks(self, limit: int) -> list[HookRow]:
+        found = self._select(
+            f"SELECT {_HOOK_COLUMNS} FROM hooks WHERE state='failed'"  # noqa: S608
+            " ORDER BY at DESC LIMIT ?",
+            limit,
+        )
+        return [_hook(r) for r in found]
+
+    def failures_since_cursor(self) -> list[tuple[int, float]]:
+        """The failed files (id, error_at) since the cursor; the caller enqueues their
+        hooks and moves the cursor on."""
+        with self._lock:
+            (cursor,) = self._db.execute("SELECT failed_since FROM hook_cursor").fetchone()
+            return self._db.execute(
+                "SELECT id, error_at FROM files WHERE state='failed' AND error_at > ?"
+                " ORDER BY error_at",
+                (cursor,),
+            ).fetchall()
+
+    def failures_enqueued(self, hooks: list[HookEvent], cursor: float) -> None:
+        with self._write(durable=True) as db:
+            for hook in hooks:
+                _enqueue(db, hook)
+            db.execute("UPDATE hook_cursor SET failed_since=MAX(failed_since, ?)", (cursor,))
