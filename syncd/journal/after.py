@@ -3,7 +3,7 @@
 An action row is the intent -> act -> done record of one archive or delete: `pending`
 (scheduled when its file became done), `moving` (the target name chosen, committed before
 anything moves), `moved` (the file and sidecar are there; for a delete, in the trash
-until `purge_at`), then `restoring` -> `restored` or `purged`; `skipped` when the file
+until `trash_retention` is over), then `restoring` -> `restored` or `purged`; `skipped` when the file
 changed or vanished first. Writes that precede or record a move on disk are committed
 with synchronous=FULL, so a power cut cannot forget a move that happened.
 
@@ -38,7 +38,6 @@ AFTER_MIGRATIONS: tuple[str, ...] = (
         sha256 TEXT NOT NULL,
         result TEXT,
         due REAL NOT NULL,
-        purge_at REAL,
         error TEXT,
         updated_at REAL NOT NULL,
         UNIQUE (file_id, version)
@@ -83,7 +82,6 @@ class Action:
     sha256: str
     result: dict[str, Any] | None
     due: float
-    purge_at: float | None
     error: str | None
 
 
@@ -110,7 +108,7 @@ class HookRow:
 
 
 _ACTION_COLUMNS = (
-    "id, file_id, version, kind, state, source, target, root, sha256, result, due, purge_at, error"
+    "id, file_id, version, kind, state, source, target, root, sha256, result, due, error"
 )
 _HOOK_COLUMNS = "id, key, event, path, argv, env, timeout, state, error, at"
 
@@ -128,8 +126,7 @@ def _action(r: tuple[Any, ...]) -> Action:
         sha256=r[8],
         result=json.loads(r[9]) if r[9] else None,
         due=r[10],
-        purge_at=r[11],
-        error=r[12],
+        error=r[11],
     )
 
 
@@ -204,11 +201,12 @@ class AfterUploadJournal:
                 (target, time.time(), action.id),
             )
 
-    def action_moved(self, action: Action, purge_at: float | None, hook: HookEvent | None) -> None:
+    def action_moved(self, action: Action, hook: HookEvent | None) -> None:
+        """Done; for a delete, `updated_at` is from now on when it went into the trash."""
         with self._write(durable=True) as db:
             db.execute(
-                "UPDATE actions SET state='moved', purge_at=?, error=NULL, updated_at=? WHERE id=?",
-                (purge_at, time.time(), action.id),
+                "UPDATE actions SET state='moved', error=NULL, updated_at=? WHERE id=?",
+                (time.time(), action.id),
             )
             _enqueue(db, hook)
 
@@ -283,15 +281,18 @@ class AfterUploadJournal:
     def action_restored(self, action: Action) -> None:
         with self._write(durable=True) as db:
             db.execute(
-                "UPDATE actions SET state='restored', purge_at=NULL, updated_at=? WHERE id=?",
+                "UPDATE actions SET state='restored', updated_at=? WHERE id=?",
                 (time.time(), action.id),
             )
 
-    def purgeable(self, now: float) -> list[Action]:
+    def purgeable(self, trash: bytes, trashed_before: float) -> list[Action]:
+        """What went into the trash folder `trash` before then (the retention in force now
+        applies, also to what was trashed under another)."""
         found = self._select(
             f"SELECT {_ACTION_COLUMNS} FROM actions WHERE kind='delete' AND state='moved'"  # noqa: S608
-            " AND purge_at <= ? LIMIT 1000",
-            now,
+            " AND root=? AND updated_at <= ? LIMIT 1000",
+            trash,
+            trashed_before,
         )
         return [_action(r) for r in found]
 

@@ -43,8 +43,9 @@ RETRY_AFTER = 30.0
 """An action that hit an error (a full disk, an unwritable archive) is tried again then."""
 PURGE_EVERY = 1.0
 DELAY_ENV = "SYNCD_TEST_ACTION_DELAY"
-"""Seconds an action waits after its file is done. For tests only: it opens the window in
-which a file can change between its upload and its action."""
+"""Seconds an action waits after its file is done, as the daemon was started with. For
+tests only: it opens the window in which a file can change between its upload and its
+action, and lets a test upload everything before the actions begin."""
 
 
 class Skip(Exception):
@@ -118,12 +119,7 @@ class AfterUpload:
         root = watch.archive_to if watch.after_upload == "archive" else watch.path / TRASH
         assert root is not None
         self._journal.schedule_action(
-            row.id,
-            row.version,
-            watch.after_upload,
-            row.path,
-            os.fsencode(root),
-            time.time() + self._delay,
+            row.id, row.version, watch.after_upload, row.path, os.fsencode(root), time.time()
         )
         self.wake()
 
@@ -144,13 +140,13 @@ class AfterUpload:
             except Exception:
                 log.exception("after-upload actions hit an unexpected error; they go on")
             due = self._journal.next_action_due()
-            wait = PURGE_EVERY if due is None else min(PURGE_EVERY, due - time.time())
+            wait = PURGE_EVERY if due is None else min(PURGE_EVERY, due + self._delay - time.time())
             with self._cond:
                 if not self._stop and wait > 0:
                     self._cond.wait(wait)
 
     def _run_due(self) -> None:
-        for action in self._journal.due_actions(time.time()):
+        for action in self._journal.due_actions(time.time() - self._delay):
             with self._cond:
                 if self._stop:
                     return
@@ -236,11 +232,7 @@ class AfterUpload:
             carry(sidecar_path(target), sidecar_path(source))
             self._changed(source)
             raise Skip("it was written to while being moved: uploaded again as a new version")
-        watch = route(self._watches(), source)
-        purge_at = None
-        if action.kind == "delete":
-            purge_at = time.time() + (watch.trash_retention if watch else 0.0)
-        self._journal.action_moved(action, purge_at, self._done_event(row, target))
+        self._journal.action_moved(action, self._done_event(row, target))
         log.info("%sd %s to %s", action.kind, source, target, extra=log_fields(source, None))
         self.wake()
 
@@ -256,15 +248,21 @@ class AfterUpload:
     # -- the trash -----------------------------------------------------------------------
 
     def _purge(self) -> None:
-        for action in self._journal.purgeable(time.time()):
-            assert action.target is not None
-            target = Path(os.fsdecode(action.target))
-            with self._lock:
-                for path in (target, sidecar_path(target)):
-                    path.unlink(missing_ok=True)
-                _prune_folders(target.parent, Path(os.fsdecode(action.root)))
-                self._journal.action_purged(action)
-            log.info("purged %s from the trash", target)
+        """Files in a watch's trash for longer than its `trash_retention` are removed."""
+        for watch in self._watches():
+            if watch.after_upload != "delete":
+                continue
+            trash = watch.path / TRASH
+            before = time.time() - watch.trash_retention
+            for action in self._journal.purgeable(os.fsencode(trash), before):
+                assert action.target is not None
+                target = Path(os.fsdecode(action.target))
+                with self._lock:
+                    for path in (target, sidecar_path(target)):
+                        path.unlink(missing_ok=True)
+                    _prune_folders(target.parent, trash)
+                    self._journal.action_purged(action)
+                log.info("purged %s from the trash", target, extra=log_fields(target, None))
 
     def restore(self, path: str) -> str | None:
         """Put a trashed file back where it was, not to be uploaded again; an error or None."""
