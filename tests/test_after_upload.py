@@ -166,7 +166,7 @@ def test_archive_never_overwrites(tmp_path, sandbox, make_daemon):
     wait_actions(daemon, done=2)
     drop(tmp_path / "drop" / "photo.jpg", b"mine, second")
     wait_until(lambda: (archive / "photo (2).jpg").exists(), 30, "the second photo archived")
-    wait_actions(daemon, done=1)
+    wait_actions(daemon, done=2)
     assert (archive / "photo.jpg").read_bytes() == b"someone else's"
     assert (archive / "README").read_bytes() == b"theirs too"
     assert (archive / "photo (1).jpg").read_bytes() == b"mine, first"

@@ -2,9 +2,9 @@
 
 An action row is the intent -> act -> done record of one archive or delete: `pending`
 (scheduled when its file became done), `moving` (the target name chosen, committed before
-anything moves), `moved` (the file and sidecar are there; for a delete, in the trash
-until `trash_retention` is over), then `restoring` -> `restored` or `purged`; `skipped` when the file
-changed or vanished first. Writes that precede or record a move on disk are committed
+anything moves), `moved` (the file and sidecar are there; for a delete, in the trash until
+`trash_retention` is over), then `restoring` -> `restored` or `purged`; `skipped` when
+the file changed or vanished first. Writes that precede or record a move on disk are committed
 with synchronous=FULL, so a power cut cannot forget a move that happened.
 
 A hook row is one event's hook, enqueued in the same transaction as what caused it (or,
@@ -63,7 +63,6 @@ AFTER_MIGRATIONS: tuple[str, ...] = (
 """Appended to the journal's migrations. The cursor starts at the upgrade: failures from
 before it page nobody."""
 
-UNFINISHED = ("moving", "restoring")
 HOOKS_KEPT = 86400.0
 """Finished hooks are kept this long: the key of a done event re-enqueued after a crash
 must still be there to be recognised."""
@@ -183,8 +182,9 @@ class AfterUploadJournal:
     def due_actions(self, now: float) -> list[Action]:
         """Unfinished moves first (a crash cut them short), then pending ones that are due."""
         found = self._select(
-            f"SELECT {_ACTION_COLUMNS} FROM actions WHERE state IN {UNFINISHED}"  # noqa: S608
-            f" OR (state='pending' AND due <= ?) ORDER BY state<>'moving', due, id LIMIT 100",
+            f"SELECT {_ACTION_COLUMNS} FROM actions"  # noqa: S608
+            " WHERE state IN ('pending', 'moving', 'restoring') AND due <= ?"
+            " ORDER BY state='pending', due, id LIMIT 100",
             now,
         )
         return [_action(r) for r in found]

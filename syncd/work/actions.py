@@ -98,7 +98,7 @@ class AfterUpload:
     def recover(self) -> None:
         """Finish what a crash cut short, before intake looks at any folder."""
         with self._lock:
-            for action in self._journal.due_actions(0):
+            for action in self._journal.due_actions(float("inf")):
                 if action.state != "pending":
                     self._perform(action)
 

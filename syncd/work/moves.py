@@ -52,7 +52,7 @@ def make_folders(folder: Path, root: Path) -> None:
     while not current.is_dir():
         missing.append(current)
         current = current.parent
-    if os.path.realpath(current) != str(current) or not (current == root or root in folder.parents):
+    if os.path.realpath(current) != str(current) or not (folder == root or root in folder.parents):
         raise OSError(errno.ELOOP, "a folder on the way is a symlink", str(folder))
     for path in reversed(missing):
         with contextlib.suppress(FileExistsError):
