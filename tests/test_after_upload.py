@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import random
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 from conftest import SandboxClient, base_config, read_sidecar, sidecar_exists, wait_until
 from harness import RunningDaemon
 
@@ -387,3 +389,54 @@ def test_restore_refuses_to_overwrite(tmp_path, sandbox, make_daemon):
     assert daemon.cli("restore", str(trashed)).returncode == 0
     assert path.read_bytes() == b"old"
     assert daemon.stop() == 0
+
+
+def test_sandbox_demo_has_a_folder_that_archives(tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "syncd", "run", "--sandbox"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        demo = tmp_path / "syncd-demo"
+        wait_until(lambda: (demo / "status.sock").exists(), 30, "the demo daemon")
+        drop(demo / "ton-then-archive" / "hello.txt", b"archive me\n")
+        archived = demo / "archive" / "hello.txt"
+        wait_until(lambda: sidecar_exists(archived), 30, "the file archived with its sidecar")
+        assert archived.read_bytes() == b"archive me\n"
+        assert not (demo / "ton-then-archive" / "hello.txt").exists()
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    assert f"then moved to {tmp_path / 'syncd-demo' / 'archive'}" in output
+
+
+@pytest.mark.parametrize(
+    ("watch", "message"),
+    [
+        ({"after_upload": "archive"}, 'archive_to: required with after_upload = "archive"'),
+        ({"after_upload": "shred"}, 'after_upload: must be "keep", "archive" or "delete"'),
+        ({"archive_to": "{drop}/in"}, 'archive_to: only used with after_upload = "archive"'),
+        ({"after_upload": "archive", "archive_to": "{drop}/in"}, "archive_to: {drop}/in is inside"),
+        ({"on_done": []}, "on_done: must name a program"),
+        ({"on_failed": "page-me"}, "on_failed: expected an array of strings"),
+        ({"hook_timeout": "0s"}, "hook_timeout: must be more than 0"),
+    ],
+)
+def test_after_upload_settings_are_checked(tmp_path, watch, message):
+    folder = tmp_path / "drop"
+    (folder / "in").mkdir(parents=True)
+    entry = {"path": str(folder)} | {
+        k: v.format(drop=folder) if isinstance(v, str) else v for k, v in watch.items()
+    }
+    path = tmp_path / "config.toml"
+    path.write_text(tomli_w.dumps(base_config(tmp_path, "http://127.0.0.1:1", [entry])))
+    path.chmod(0o600)
+    checked = subprocess.run(
+        [sys.executable, "-m", "syncd", "check", "-c", str(path)], capture_output=True, text=True
+    )
+    assert checked.returncode == 2
+    assert f"[[watch]] #1 {message.format(drop=folder)}" in checked.stderr
