@@ -421,7 +421,6 @@ def test_sandbox_demo_has_a_folder_that_archives(tmp_path):
         ({"after_upload": "shred"}, 'after_upload: must be "keep", "archive" or "delete"'),
         ({"archive_to": "{drop}/in"}, 'archive_to: only used with after_upload = "archive"'),
         ({"after_upload": "archive", "archive_to": "{drop}/in"}, "archive_to: {drop}/in is inside"),
-        ({"on_done": []}, "on_done: must name a program"),
         ({"on_failed": "page-me"}, "on_failed: expected an array of strings"),
         ({"hook_timeout": "0s"}, "hook_timeout: must be more than 0"),
     ],

@@ -253,8 +253,8 @@ _READERS: dict[str, _Reader] = {
     ),
     "archive_to": _Table.directory,
     "trash_retention": _value(parse_duration),
-    "on_done": _value(strings, bool, "must name a program: an empty array is no hook"),
-    "on_failed": _value(strings, bool, "must name a program: an empty array is no hook"),
+    "on_done": _value(strings),
+    "on_failed": _value(strings),
     "hook_timeout": _value(parse_duration, lambda s: s > 0, "must be more than 0"),
 }
 """How each key is read, whichever table it is in; a dataclass's fields pick the keys."""
