@@ -356,10 +356,13 @@ def test_kill_nine_during_actions_loses_and_duplicates_nothing(tmp_path, sandbox
     assert daemon.stop() == 0
 
     daemon.env["SYNCD_TEST_ACTION_DELAY"] = "0"
+    pending_at_kills = []
     for _ in range(kills):
         daemon.start()
         time.sleep(rng.uniform(0.05, 0.6))  # the moment of the crash, not synchronisation
+        pending_at_kills.append(daemon.status()["pending_actions"])
         daemon.kill()
+    assert pending_at_kills[0] > 0, "the kills came after the actions had all finished"
     daemon.start()
     wait_actions(daemon, done=count, timeout=180)
     assert daemon.stop() == 0

@@ -133,6 +133,8 @@ class Hooks:
         self._services = services
         self._cond = threading.Condition()
         self._running: set[int] = set()
+        self._finding = threading.Lock()
+        """Any idle runner looks for new failures; one at a time."""
         self._stop = False
         self._threads = [
             threading.Thread(target=self._loop, name=f"hooks-{n}", daemon=True)
@@ -157,14 +159,16 @@ class Hooks:
             self._cond.notify_all()
 
     def _loop(self) -> None:
-        first = threading.current_thread() is self._threads[0]
         while True:
             with self._cond:
                 if self._stop:
                     return
             try:
-                if first:
-                    self._find_failures()
+                if self._finding.acquire(blocking=False):
+                    try:
+                        self._find_failures()
+                    finally:
+                        self._finding.release()
                 hook = self._claim()
                 if hook is not None:
                     self._run(hook)

@@ -10,8 +10,9 @@ Each action is journaled intent -> act -> done (journal/after.py), and the act i
 thread finds one, an action cut short is taken up where it stood. So after kill -9 or a
 power cut every file is exactly once where it was or where it was going.
 
-One thread does the actions (hashing is the slow part, and never holds an upload worker);
-`restore` from the status socket takes the same lock.
+One thread does the actions (hashing is the slow part, and never holds an upload worker).
+Restore (from the status socket) and purge both take a trashed file out of the trash, so
+they share a lock; neither waits for a hash.
 """
 
 from __future__ import annotations
@@ -150,8 +151,7 @@ class AfterUpload:
             with self._cond:
                 if self._stop:
                     return
-            with self._lock:
-                self._perform(action)
+            self._perform(action)
 
     def _perform(self, action: Action) -> None:
         source = Path(os.fsdecode(action.source))
