@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 30.0
 """How long in-flight requests may take to finish after SIGTERM (TimeoutStopSec is 90 s)."""
+ACTION_STOP_TIMEOUT = 10.0
+"""How long an archive or delete under way may take to finish at stop (else it is finished
+at the next start)."""
 TICK = 1.0
 """The main loop's longest sleep: bounds how late STATUS= and the reload flag are seen."""
 
@@ -157,8 +160,8 @@ class Daemon:
         self.pipeline.finish_uploaded()
         self.watcher.start()
         self.workers.start()
-        self.after.start()
-        self.hooks.start()
+        self.after.loop.start()
+        self.hooks.loop.start()
         self._warn_inotify_limit()
         self.notifier.ready()
         log.info(
@@ -216,8 +219,8 @@ class Daemon:
         log.info("stopping: letting in-flight requests finish")
         self.watcher.stop()
         self.workers.stop()
-        self.hooks.stop()
-        self.after.stop()
+        self.hooks.loop.stop(0)
+        self.after.loop.stop(ACTION_STOP_TIMEOUT)
         deadline = time.monotonic() + STOP_TIMEOUT
         while time.monotonic() < deadline and self._signals < 2:
             if self.workers.join(0.2):
@@ -240,8 +243,8 @@ class Daemon:
             self.watcher.alive()
             and self.workers.alive()
             and self.status.alive()
-            and self.after.alive()
-            and self.hooks.alive()
+            and self.after.loop.alive()
+            and self.hooks.loop.alive()
             and (self.media is None or self.media.alive())
             and self.journal.ping()
         )

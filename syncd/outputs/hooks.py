@@ -28,6 +28,7 @@ from syncd.intake.routing import route
 from syncd.journal.after import HookEvent, HookRow
 from syncd.journal.sqlite import Journal, Row
 from syncd.outputs.sidecar import sidecar_path
+from syncd.work.loop import Loop
 
 log = logging.getLogger(__name__)
 
@@ -131,56 +132,28 @@ class Hooks:
         self._journal = journal
         self._watches = watches
         self._services = services
-        self._cond = threading.Condition()
+        self._claims = threading.Lock()
         self._running: set[int] = set()
         self._finding = threading.Lock()
         """Any idle runner looks for new failures; one at a time."""
-        self._stop = False
-        self._threads = [
-            threading.Thread(target=self._loop, name=f"hooks-{n}", daemon=True)
-            for n in range(1, RUNNERS + 1)
-        ]
+        self.loop = Loop("hooks", self._step, RUNNERS)
+        """Running hooks are not waited for at stop: one cut short runs again at the next
+        start."""
 
-    def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
-
-    def stop(self) -> None:
-        """Running hooks are not waited for: one cut short runs again at the next start."""
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
-
-    def alive(self) -> bool:
-        return all(t.is_alive() for t in self._threads)
-
-    def wake(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                if self._stop:
-                    return
+    def _step(self) -> float:
+        if self._finding.acquire(blocking=False):
             try:
-                if self._finding.acquire(blocking=False):
-                    try:
-                        self._find_failures()
-                    finally:
-                        self._finding.release()
-                hook = self._claim()
-                if hook is not None:
-                    self._run(hook)
-                    continue
-            except Exception:
-                log.exception("the hook runner hit an unexpected error; it goes on")
-            with self._cond:
-                if not self._stop:
-                    self._cond.wait(POLL)
+                self._find_failures()
+            finally:
+                self._finding.release()
+        hook = self._claim()
+        if hook is None:
+            return POLL
+        self._run(hook)
+        return 0
 
     def _claim(self) -> HookRow | None:
-        with self._cond:
+        with self._claims:
             found = self._journal.pending_hooks(self._running, 1)
             if not found:
                 return None
@@ -205,7 +178,7 @@ class Hooks:
                 log.error("%s hook for %s: %s", hook.event.event, path, error, extra=fields)
             self._journal.hook_finished(hook.id, error)
         finally:
-            with self._cond:
+            with self._claims:
                 self._running.discard(hook.id)
 
     def _find_failures(self) -> None:
@@ -223,4 +196,4 @@ class Hooks:
                 if event is not None:
                     events.append(event)
         self._journal.failures_enqueued(events, max(at for _, at in failed))
-        self.wake()
+        self.loop.wake()

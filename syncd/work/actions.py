@@ -34,6 +34,7 @@ from syncd.journal.after import Action, HookEvent
 from syncd.journal.sqlite import Journal, Row
 from syncd.outputs.hooks import done_event
 from syncd.outputs.sidecar import sidecar_path
+from syncd.work.loop import Loop
 from syncd.work.moves import Taken, carry, free_name, fsync_folder, make_folders
 
 log = logging.getLogger(__name__)
@@ -74,27 +75,8 @@ class AfterUpload:
         """Tells intake that a file is not what its row says: it becomes a new version."""
         self._delay = float(os.environ.get(DELAY_ENV, "0") or 0)
         self._lock = threading.Lock()
-        self._cond = threading.Condition()
-        self._stop = False
-        self._thread = threading.Thread(target=self._loop, name="actions", daemon=True)
-
-    # -- life cycle --------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
-        self._thread.join(timeout=10)
-
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def wake(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
+        self.loop = Loop("actions", self._step)
+        """One thread: start, stop, wake."""
 
     def recover(self) -> None:
         """Finish what a crash cut short, before intake looks at any folder."""
@@ -122,7 +104,7 @@ class AfterUpload:
         self._journal.schedule_action(
             row.id, row.version, watch.after_upload, row.path, os.fsencode(root), time.time()
         )
-        self.wake()
+        self.loop.wake()
 
     def _type(self, service: str) -> str:
         config = self._services().get(service)
@@ -130,28 +112,14 @@ class AfterUpload:
 
     # -- the thread ----------------------------------------------------------------------
 
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                if self._stop:
-                    return
-            try:
-                self._run_due()
-                self._purge()
-            except Exception:
-                log.exception("after-upload actions hit an unexpected error; they go on")
-            due = self._journal.next_action_due()
-            wait = PURGE_EVERY if due is None else min(PURGE_EVERY, due + self._delay - time.time())
-            with self._cond:
-                if not self._stop and wait > 0:
-                    self._cond.wait(wait)
-
-    def _run_due(self) -> None:
+    def _step(self) -> float:
         for action in self._journal.due_actions(time.time() - self._delay):
-            with self._cond:
-                if self._stop:
-                    return
+            if self.loop.stopping():
+                return 0
             self._perform(action)
+        self._purge()
+        due = self._journal.next_action_due()
+        return PURGE_EVERY if due is None else min(PURGE_EVERY, due + self._delay - time.time())
 
     def _perform(self, action: Action) -> None:
         source = Path(os.fsdecode(action.source))
@@ -234,7 +202,7 @@ class AfterUpload:
             raise Skip("it was written to while being moved: uploaded again as a new version")
         self._journal.action_moved(action, self._done_event(row, target))
         log.info("%sd %s to %s", action.kind, source, target, extra=log_fields(source, None))
-        self.wake()
+        self.loop.wake()
 
     def _done_event(self, row: Row | None, where: Path) -> HookEvent | None:
         """The done hook waits for the action, so that it is told where the file is now."""
