@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import random
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -392,29 +391,6 @@ def test_restore_refuses_to_overwrite(tmp_path, sandbox, make_daemon):
     assert daemon.cli("restore", str(trashed)).returncode == 0
     assert path.read_bytes() == b"old"
     assert daemon.stop() == 0
-
-
-def test_sandbox_demo_has_a_folder_that_archives(tmp_path):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "syncd", "run", "--sandbox"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        demo = tmp_path / "syncd-demo"
-        wait_until(lambda: (demo / "status.sock").exists(), 30, "the demo daemon")
-        drop(demo / "ton-then-archive" / "hello.txt", b"archive me\n")
-        archived = demo / "archive" / "hello.txt"
-        wait_until(lambda: sidecar_exists(archived), 30, "the file archived with its sidecar")
-        assert archived.read_bytes() == b"archive me\n"
-        assert not (demo / "ton-then-archive" / "hello.txt").exists()
-    finally:
-        process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=30)
-    assert process.returncode == 0, output
-    assert f"then moved to {tmp_path / 'syncd-demo' / 'archive'}" in output
 
 
 @pytest.mark.parametrize(

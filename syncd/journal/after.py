@@ -4,8 +4,10 @@ An action row is the intent -> act -> done record of one archive or delete: `pen
 (scheduled when its file became done), `moving` (the target name chosen, committed before
 anything moves), `moved` (the file and sidecar are there; for a delete, in the trash until
 `trash_retention` is over), then `restoring` -> `restored` or `purged`; `skipped` when
-the file changed or vanished first. Writes that precede or record a move on disk are committed
-with synchronous=FULL, so a power cut cannot forget a move that happened.
+the file changed or vanished first. An intent is committed with synchronous=FULL before
+anything moves, so a power cut cannot forget a move that began; what follows it may be
+lost and is then redone (every step is idempotent), as is an enqueue lost together with
+the state change that followed it.
 
 A hook row is one event's hook, enqueued in the same transaction as what caused it (or,
 for failures, found by a cursor over failed files), and run at least once.
@@ -64,8 +66,8 @@ AFTER_MIGRATIONS: tuple[str, ...] = (
 before it page nobody."""
 
 HOOKS_KEPT = 86400.0
-"""Finished hooks are kept this long: the key of a done event re-enqueued after a crash
-must still be there to be recognised."""
+"""Finished hooks are kept this long: a failed one is shown in status meanwhile, and the key
+of a done event enqueued again after a crash must still be there to be recognised."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +205,7 @@ class AfterUploadJournal:
 
     def action_moved(self, action: Action, hook: HookEvent | None) -> None:
         """Done; for a delete, `updated_at` is from now on when it went into the trash."""
-        with self._write(durable=True) as db:
+        with self._write() as db:
             db.execute(
                 "UPDATE actions SET state='moved', error=NULL, updated_at=? WHERE id=?",
                 (time.time(), action.id),
@@ -211,7 +213,7 @@ class AfterUploadJournal:
             _enqueue(db, hook)
 
     def action_skipped(self, action: Action, reason: str, hook: HookEvent | None) -> None:
-        with self._write(durable=True) as db:
+        with self._write() as db:
             db.execute(
                 "UPDATE actions SET state='skipped', error=?, updated_at=? WHERE id=?",
                 (reason, time.time(), action.id),
@@ -279,7 +281,7 @@ class AfterUploadJournal:
             )
 
     def action_restored(self, action: Action) -> None:
-        with self._write(durable=True) as db:
+        with self._write() as db:
             db.execute(
                 "UPDATE actions SET state='restored', updated_at=? WHERE id=?",
                 (time.time(), action.id),
@@ -323,7 +325,7 @@ class AfterUploadJournal:
     # -- hooks -------------------------------------------------------------------------
 
     def enqueue_hook(self, hook: HookEvent) -> None:
-        with self._write(durable=True) as db:
+        with self._write() as db:
             _enqueue(db, hook)
 
     def pending_hooks(self, exclude: Iterable[int], limit: int) -> list[HookRow]:
@@ -342,7 +344,7 @@ class AfterUploadJournal:
                 "UPDATE hooks SET state=?, error=?, at=? WHERE id=?",
                 ("ok" if error is None else "failed", error, now, hook_id),
             )
-            db.execute("DELETE FROM hooks WHERE state='ok' AND at < ?", (now - HOOKS_KEPT,))
+            db.execute("DELETE FROM hooks WHERE state<>'pending' AND at < ?", (now - HOOKS_KEPT,))
 
     def failing_hooks(self, limit: int) -> list[HookRow]:
         found = self._select(
@@ -364,7 +366,7 @@ class AfterUploadJournal:
             ).fetchall()
 
     def failures_enqueued(self, hooks: list[HookEvent], cursor: float) -> None:
-        with self._write(durable=True) as db:
+        with self._write() as db:
             for hook in hooks:
                 _enqueue(db, hook)
             db.execute("UPDATE hook_cursor SET failed_since=MAX(failed_since, ?)", (cursor,))

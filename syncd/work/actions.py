@@ -217,9 +217,7 @@ class AfterUpload:
 
     def _purge(self) -> None:
         """Files in a watch's trash for longer than its `trash_retention` are removed."""
-        for watch in self._watches():
-            if watch.after_upload != "delete":
-                continue
+        for watch in self._watches():  # also those that no longer delete: the trash empties
             trash = watch.path / TRASH
             before = time.time() - watch.trash_retention
             for action in self._journal.purgeable(os.fsencode(trash), before):
