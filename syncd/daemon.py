@@ -219,7 +219,7 @@ class Daemon:
         log.info("stopping: letting in-flight requests finish")
         self.watcher.stop()
         self.workers.stop()
-        self.hooks.loop.stop(0)
+        self.hooks.stop()
         self.after.loop.stop(ACTION_STOP_TIMEOUT)
         deadline = time.monotonic() + STOP_TIMEOUT
         while time.monotonic() < deadline and self._signals < 2:

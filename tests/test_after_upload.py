@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +217,7 @@ import json, os, sys
 record = {k: v for k, v in os.environ.items() if k.startswith("SYNCD_")}
 with open(sys.argv[1], "a") as out:
     out.write(json.dumps(record) + "\\n")
+print("hook saw", os.environ["SYNCD_PATH"])
 sys.exit(int(sys.argv[2]) if len(sys.argv) > 2 else 0)
 """
 
@@ -232,6 +234,7 @@ def test_hooks_environment_failing_and_hanging(tmp_path, sandbox, make_daemon):
     archive = tmp_path / "archive"
     archive.mkdir()
     done_log, failed_log = tmp_path / "done.jsonl", tmp_path / "failed.jsonl"
+    hanging = tmp_path / "hanging"
     config = after_config(
         tmp_path,
         sandbox,
@@ -243,7 +246,11 @@ def test_hooks_environment_failing_and_hanging(tmp_path, sandbox, make_daemon):
             "on_failed": [sys.executable, str(script), str(failed_log)],
         },
         {"path": "flaky", "on_done": [sys.executable, str(script), str(done_log), "3"]},
-        {"path": "slow", "on_done": ["sleep", "600"], "hook_timeout": "1s"},
+        {
+            "path": "slow",
+            "on_done": ["sh", "-c", 'touch "$0"; exec sleep 600', str(hanging)],
+            "hook_timeout": "20s",
+        },
     )
     daemon = make_daemon(config).start()
     drop(tmp_path / "drop" / "sub" / "a.bin", b"hook me")
@@ -273,58 +280,75 @@ def test_hooks_environment_failing_and_hanging(tmp_path, sandbox, make_daemon):
     assert failed["SYNCD_EVENT"] == "failed" and failed["SYNCD_ERROR"]
     assert failed["SYNCD_PATH"] == str(tmp_path / "drop" / "bad.bin")
 
-    # A hanging hook is killed at its timeout; uploads go on meanwhile; failures show.
+    # A hanging hook holds neither uploads nor the other hooks; its timeout kills it.
     drop(tmp_path / "slow" / "s.bin", b"slow hook")
+    wait_until(hanging.exists, 60, "the hanging hook started")
     drop(tmp_path / "flaky" / "f.bin", b"flaky hook")
     for n in range(5):
         drop(tmp_path / "flaky" / f"more-{n}.bin", f"more {n}".encode())
 
-    def failing() -> list[dict[str, Any]] | None:
-        hooks = daemon.status()["failing_hooks"]
-        return hooks if len(hooks) == 7 else None
+    def failing(count: int) -> Callable[[], list[dict[str, Any]] | None]:
+        def probe() -> list[dict[str, Any]] | None:
+            hooks = daemon.status()["failing_hooks"]
+            return hooks if len(hooks) == count else None
 
-    hooks = wait_until(failing, 60, "the failing hooks in status")
-    errors = collections.Counter(h["error"] for h in hooks)
-    assert errors == {"exited with 3": 6, "timed out after 1 s": 1}
-    status = daemon.wait_counts(done=8, failed=1)
-    assert status["done"] == 8
+        return probe
+
+    hooks = wait_until(failing(6), 60, "the flaky hooks failing in status")
+    assert {h["error"] for h in hooks} == {"exited with 3"}
+    assert daemon.status()["counts"]["done"] == 8
+    hooks = wait_until(failing(7), 60, "the hanging hook's timeout")
+    assert hooks[0]["error"] == "timed out after 20 s" and hooks[0]["command"] == "sh"
+    assert daemon.status()["counts"]["done"] == 8
     assert "failing hooks:" in daemon.cli("status").stdout
+    assert f"done hook {sys.executable}: hook saw {archived}" in daemon.log()
     assert daemon.stop() == 0
 
 
-HANG_ONCE = """
+BLOCK_ONCE = """
 import os, sys, time
-marker, record = sys.argv[1], sys.argv[2]
-if not os.path.exists(marker):
+path, markers, record = os.environ["SYNCD_PATH"], sys.argv[1], sys.argv[2]
+marker = os.path.join(markers, os.path.basename(path))
+if os.path.basename(path).startswith("block") and not os.path.exists(marker):
     with open(marker, "w") as out:
         out.write(str(os.getpid()))
     time.sleep(600)
 with open(record, "a") as out:
-    out.write(os.environ["SYNCD_PATH"] + "\\n")
+    out.write(path + "\\n")
 """
 
 
-def test_hook_cut_short_by_kill_runs_after_restart(tmp_path, sandbox, make_daemon):
-    script, marker, record = tmp_path / "hang.py", tmp_path / "marker", tmp_path / "record"
-    script.write_text(HANG_ONCE)
+def test_hooks_killed_before_they_ran_run_after_restart(tmp_path, sandbox, make_daemon):
+    """Both runners held by hooks that block on their first run, a third event waits in the
+    queue: kill -9, and after the restart all three run (the blocked ones again)."""
+    script, markers, record = tmp_path / "block.py", tmp_path / "markers", tmp_path / "record"
+    script.write_text(BLOCK_ONCE)
+    markers.mkdir()
     config = after_config(
         tmp_path,
         sandbox,
-        {"path": "drop", "on_done": [sys.executable, str(script), str(marker), str(record)]},
+        {"path": "drop", "on_done": [sys.executable, str(script), str(markers), str(record)]},
     )
     daemon = make_daemon(config).start()
-    path = drop(tmp_path / "drop" / "x.bin", b"x")
-    wait_until(lambda: marker.exists() and marker.read_text(), 60, "the hook started")
-    daemon.kill()
+    blockers = [drop(tmp_path / "drop" / f"block-{n}.bin", f"b{n}".encode()) for n in (1, 2)]
     try:
+        wait_until(lambda: len(list(markers.iterdir())) == 2, 60, "both runners blocked")
+        waiting = drop(tmp_path / "drop" / "waiting.bin", b"w")
+        daemon.wait_counts(done=3)
+        daemon.kill()
         assert not record.exists()
         daemon.start()
-        wait_until(lambda: record.exists(), 60, "the hook run again after the restart")
-        assert record.read_text() == f"{path}\n"
-        assert len(sandbox.ton_objects()) == 1
+        wait_until(
+            lambda: record.exists() and len(record.read_text().splitlines()) == 3,
+            60,
+            "the three hooks run after the restart",
+        )
+        assert sorted(record.read_text().splitlines()) == sorted(map(str, [*blockers, waiting]))
+        assert len(sandbox.ton_objects()) == 3
         assert daemon.stop() == 0
     finally:
-        os.kill(int(marker.read_text()), 9)
+        for marker in markers.iterdir():
+            os.kill(int(marker.read_text()), 9)
 
 
 def test_kill_nine_during_actions_loses_and_duplicates_nothing(tmp_path, sandbox, make_daemon):

@@ -10,6 +10,7 @@ times out is logged and shown in status, and never changes the file's state.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -94,8 +95,12 @@ def failed_event(row: Row, watch: WatchConfig, service_type: str) -> HookEvent |
     )
 
 
-def run(event: HookEvent) -> str | None:
-    """Run one hook to its end or its timeout; None when it succeeded, else why not."""
+Process = subprocess.Popen[bytes]
+
+
+def run(event: HookEvent, started: Callable[[Process], None]) -> str | None:
+    """Run one hook to its end or its timeout; None when it succeeded, else why not.
+    `started` is told of the process (to be killed at stop)."""
     fields = log_fields(event.path, event.env["SYNCD_SERVICE"])
     try:
         process = subprocess.Popen(
@@ -108,6 +113,7 @@ def run(event: HookEvent) -> str | None:
         )
     except OSError as exc:
         return f"cannot run {event.argv[0]}: {exc.strerror or exc}"
+    started(process)
     try:
         output, _ = process.communicate(timeout=event.timeout)
         error = None if process.returncode == 0 else f"exited with {process.returncode}"
@@ -133,12 +139,21 @@ class Hooks:
         self._watches = watches
         self._services = services
         self._claims = threading.Lock()
-        self._running: set[int] = set()
+        self._running: dict[int, Process | None] = {}
+        """The hooks being run (by queue id), with their process once it has started."""
         self._finding = threading.Lock()
         """Any idle runner looks for new failures; one at a time."""
         self.loop = Loop("hooks", self._step, RUNNERS)
-        """Running hooks are not waited for at stop: one cut short runs again at the next
-        start."""
+
+    def stop(self) -> None:
+        """Hooks still running are killed, and stay in the queue: they run again at the
+        next start (rather than outlive the daemon, or hold up its stop)."""
+        self.loop.stop(0)
+        with self._claims:
+            processes = [p for p in self._running.values() if p is not None]
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
 
     def _step(self) -> float:
         if self._finding.acquire(blocking=False):
@@ -157,13 +172,19 @@ class Hooks:
             found = self._journal.pending_hooks(self._running, 1)
             if not found:
                 return None
-            self._running.add(found[0].id)
+            self._running[found[0].id] = None
             return found[0]
 
     def _run(self, hook: HookRow) -> None:
+        def started(process: Process) -> None:
+            with self._claims:
+                self._running[hook.id] = process
+
         try:
-            started = time.monotonic()
-            error = run(hook.event)
+            began = time.monotonic()
+            error = run(hook.event, started)
+            if self.loop.stopping():
+                return
             path = os.fsdecode(hook.event.path)
             fields = log_fields(hook.event.path, hook.event.env["SYNCD_SERVICE"])
             if error is None:
@@ -171,7 +192,7 @@ class Hooks:
                     "%s hook ran for %s (%.1f s)",
                     hook.event.event,
                     path,
-                    time.monotonic() - started,
+                    time.monotonic() - began,
                     extra=fields,
                 )
             else:
@@ -179,7 +200,7 @@ class Hooks:
             self._journal.hook_finished(hook.id, error)
         finally:
             with self._claims:
-                self._running.discard(hook.id)
+                self._running.pop(hook.id, None)
 
     def _find_failures(self) -> None:
         """Failed files since the cursor become failed events of the watches that want them."""
