@@ -111,6 +111,7 @@ def test_delete_trash_restore_and_purge(tmp_path, sandbox, make_daemon):
     assert (trash / "a" / "keep.bin").read_bytes() == b"bring me back"
     assert sidecar_exists(trash / "a" / "keep.bin") and sidecar_exists(trash / "gone.bin")
     assert daemon.status()["counts"]["seen"] == 0
+    assert "0 actions pending, 2 files in the trash" in daemon.cli("status").stdout
 
     restored = daemon.cli("restore", str(keep))
     assert restored.returncode == 0, restored.stderr
