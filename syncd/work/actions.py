@@ -44,6 +44,8 @@ TRASH = ".syncd-trash"
 RETRY_AFTER = 30.0
 """An action that hit an error (a full disk, an unwritable archive) is tried again then."""
 PURGE_EVERY = 1.0
+NOT_YET = 0.2
+"""An action scheduled a moment before its row is marked done looks again this soon."""
 DELAY_ENV = "SYNCD_TEST_ACTION_DELAY"
 """Seconds an action waits after its file is done, as the daemon was started with. For
 tests only: it opens the window in which a file can change between its upload and its
@@ -137,7 +139,7 @@ class AfterUpload:
                 action = _with_target(action, target)
             self._move(action, row)
         except NotYet:
-            self._journal.action_later(action, None, time.time() + PURGE_EVERY)
+            self._journal.action_later(action, None, time.time() + NOT_YET)
         except Skip as why:
             log.info("%s: not %sd: %s", source, action.kind, why, extra=fields)
             row = self._journal.get(action.file_id)
@@ -189,7 +191,7 @@ class AfterUpload:
             if not carry(source, target, action.sha256):
                 raise Skip("it vanished before it was moved")
         except Taken:
-            moved = free_name(target.parent, target.name, {target.name})
+            moved = free_name(target.parent, source.name, {target.name})
             self._journal.action_intent(action, os.fsencode(moved))
             self._move(_with_target(action, moved), row)
             return
@@ -220,15 +222,15 @@ class AfterUpload:
         for watch in self._watches():  # also those that no longer delete: the trash empties
             trash = watch.path / TRASH
             before = time.time() - watch.trash_retention
-            for action in self._journal.purgeable(os.fsencode(trash), before):
-                assert action.target is not None
-                target = Path(os.fsdecode(action.target))
-                with self._lock:
+            with self._lock:  # what a restore has taken out is not in the list
+                for action in self._journal.purgeable(os.fsencode(trash), before):
+                    assert action.target is not None
+                    target = Path(os.fsdecode(action.target))
                     for path in (target, sidecar_path(target)):
                         path.unlink(missing_ok=True)
                     _prune_folders(target.parent, trash)
                     self._journal.action_purged(action)
-                log.info("purged %s from the trash", target, extra=log_fields(target, None))
+                    log.info("purged %s from the trash", target, extra=log_fields(target, None))
 
     def restore(self, path: str) -> str | None:
         """Put a trashed file back where it was, not to be uploaded again; an error or None."""
