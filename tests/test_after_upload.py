@@ -20,6 +20,8 @@ import tomli_w
 from conftest import SandboxClient, base_config, read_sidecar, sidecar_exists, wait_until
 from harness import RunningDaemon
 
+from syncd.control.status import ask
+
 SCALE = float(os.environ.get("SYNCD_TEST_SCALE", "0.1"))
 """The crash test's share of its full size (300 files, 20 kills): SYNCD_TEST_SCALE=1."""
 
@@ -412,8 +414,10 @@ def test_restore_refuses_to_overwrite(tmp_path, sandbox, make_daemon):
     assert path.is_dir()
     assert (tmp_path / "drop" / ".syncd-trash" / "twice.bin").read_bytes() == b"old"
     path.rmdir()
+    assert ask(daemon.socket, {"command": "restore"}) == {"error": 'restore needs "paths": [...]'}
     trashed = tmp_path / "drop" / ".syncd-trash" / "twice.bin"
-    assert daemon.cli("restore", str(trashed)).returncode == 0
+    answer = ask(daemon.socket, {"command": "restore", "paths": [str(trashed)]})
+    assert answer == {"restored": 1, "errors": []}
     assert path.read_bytes() == b"old"
     assert daemon.stop() == 0
 
