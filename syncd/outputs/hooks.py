@@ -27,7 +27,7 @@ from syncd.config import ServiceConfig, WatchConfig
 from syncd.control.logs import log_fields
 from syncd.intake.routing import route
 from syncd.journal.after import HookEvent, HookRow
-from syncd.journal.sqlite import Journal, Row
+from syncd.journal.store import Row, Store
 from syncd.outputs.sidecar import sidecar_path
 from syncd.work.loop import Loop
 
@@ -131,7 +131,7 @@ class Hooks:
 
     def __init__(
         self,
-        journal: Journal,
+        journal: Store,
         watches: Callable[[], tuple[WatchConfig, ...]],
         services: Callable[[], dict[str, ServiceConfig]],
     ) -> None:

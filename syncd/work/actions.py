@@ -31,7 +31,7 @@ from syncd.control.logs import log_fields
 from syncd.files import Identity, Vanished, identity_of, open_regular, sha256_of
 from syncd.intake.routing import route
 from syncd.journal.after import Action, HookEvent
-from syncd.journal.sqlite import Journal, Row
+from syncd.journal.store import Row, Store
 from syncd.outputs.hooks import done_event
 from syncd.outputs.sidecar import sidecar_path
 from syncd.work.loop import Loop
@@ -65,7 +65,7 @@ class AfterUpload:
 
     def __init__(
         self,
-        journal: Journal,
+        journal: Store,
         watches: Callable[[], tuple[WatchConfig, ...]],
         services: Callable[[], dict[str, ServiceConfig]],
         changed: Callable[[Path], None],
@@ -246,7 +246,9 @@ class AfterUpload:
                 identity = Identity.of(os.lstat(target))
             except OSError:
                 return f"{target}: gone from the trash"
-            self._journal.restore_intent(action, identity)
+            refused = self._journal.restore_intent(action, identity)
+            if refused is not None:
+                return f"{source}: not restored: its path is {refused}"
             try:
                 self._put_back(action)
             except OSError as exc:
