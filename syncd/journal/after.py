@@ -110,6 +110,9 @@ class AfterUploadStore(Protocol):
     def action_counts(self) -> dict[str, int]:
         """ "pending": actions not finished yet; "trash": files in the trash."""
 
+    def forget_actions(self, finished_before: float) -> None:
+        """Finished actions are history: those finished before then go (not the trash's)."""
+
     def actions_with_error(self, limit: int) -> list[Action]:
         """Pending actions that last failed, newest first."""
 

@@ -87,6 +87,7 @@ MIGRATIONS: tuple[str, ...] = (
         UNIQUE (file_id, version)
     );
     CREATE INDEX actions_state ON actions(state, due);
+    CREATE INDEX actions_kind ON actions(kind, state);
     CREATE TABLE hooks (
         id INTEGER PRIMARY KEY,
         key TEXT NOT NULL UNIQUE,

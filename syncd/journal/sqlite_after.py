@@ -8,9 +8,11 @@ import threading
 import time
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
+from dataclasses import fields
 
 from syncd.files import Identity
 from syncd.journal.after import Action, HookEvent, HookRow
+from syncd.journal.codec import decode, encode
 from syncd.journal.states import State, allowed
 
 HOOKS_KEPT = 86400.0
@@ -18,32 +20,25 @@ HOOKS_KEPT = 86400.0
 of a done event enqueued again after a crash must still be there to be recognised."""
 
 
-_ACTION_COLUMNS = (
-    "id, file_id, version, kind, state, source, target, root, sha256, result, due, error"
-)
+_ACTION_COLUMNS = ", ".join(f.name for f in fields(Action))
 _HOOK_COLUMNS = "id, key, event, path, argv, env, timeout, state, error, at"
 
 
 def _action(r: sqlite3.Row) -> Action:
-    return Action(
-        id=r[0],
-        file_id=r[1],
-        version=r[2],
-        kind=r[3],
-        state=r[4],
-        source=r[5],
-        target=r[6],
-        root=r[7],
-        sha256=r[8],
-        result=json.loads(r[9]) if r[9] else None,
-        due=r[10],
-        error=r[11],
-    )
+    values = {key: r[key] for key in r.keys()}  # noqa: SIM118 (a Row is not a dict)
+    return Action(**{**values, "result": decode(values["result"])})
 
 
 def _hook(r: sqlite3.Row) -> HookRow:
-    event = HookEvent(r[1], r[2], r[3], tuple(json.loads(r[4])), json.loads(r[5]), r[6])
-    return HookRow(r[0], event, r[7], r[8], r[9])
+    event = HookEvent(
+        key=r["key"],
+        event=r["event"],
+        path=r["path"],
+        argv=tuple(json.loads(r["argv"])),
+        env=json.loads(r["env"]),
+        timeout=r["timeout"],
+    )
+    return HookRow(id=r["id"], event=event, state=r["state"], error=r["error"], at=r["at"])
 
 
 def _enqueue(db: sqlite3.Connection, hook: HookEvent | None) -> None:
@@ -153,7 +148,7 @@ class SqliteAfterUpload:
         values = {
             "path": action.source,
             "sha256": action.sha256,
-            "result": json.dumps(action.result) if action.result is not None else None,
+            "result": encode(action.result) if action.result is not None else None,
             "now": time.time(),
             **identity._asdict(),
         }
@@ -201,13 +196,21 @@ class SqliteAfterUpload:
             )
 
     def action_counts(self) -> dict[str, int]:
-        """Actions not finished yet, and files in the trash."""
-        (pending, trash), *_ = self._read(
-            "SELECT COALESCE(SUM(state IN ('pending', 'moving', 'restoring')), 0),"
-            " COALESCE(SUM(kind='delete' AND state='moved'), 0) FROM actions"
-            " WHERE state IN ('pending', 'moving', 'restoring', 'moved')"
+        pending = self._read(
+            "SELECT COUNT(*) AS n FROM actions WHERE state IN ('pending', 'moving', 'restoring')"
         )
-        return {"pending": int(pending), "trash": int(trash)}
+        trash = self._read(
+            "SELECT COUNT(*) AS n FROM actions WHERE kind='delete' AND state='moved'"
+        )
+        return {"pending": int(pending[0]["n"]), "trash": int(trash[0]["n"])}
+
+    def forget_actions(self, finished_before: float) -> None:
+        with self._write(counted=False) as db:
+            db.execute(
+                "DELETE FROM actions WHERE updated_at < ? AND (state IN ('skipped', 'restored',"
+                " 'purged') OR (kind='archive' AND state='moved'))",
+                (finished_before,),
+            )
 
     def actions_with_error(self, limit: int) -> list[Action]:
         found = self._read(

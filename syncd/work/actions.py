@@ -31,6 +31,7 @@ from syncd.control.logs import log_fields
 from syncd.files import Identity, Vanished, identity_of, open_regular, sha256_of
 from syncd.intake.routing import route
 from syncd.journal.after import Action, HookEvent
+from syncd.journal.states import State
 from syncd.journal.store import Row, Store
 from syncd.outputs.hooks import done_event
 from syncd.outputs.sidecar import sidecar_path
@@ -44,6 +45,8 @@ TRASH = ".syncd-trash"
 RETRY_AFTER = 30.0
 """An action that hit an error (a full disk, an unwritable archive) is tried again then."""
 PURGE_EVERY = 1.0
+HISTORY_KEPT = 7 * 86400.0
+"""Finished actions stay in the journal this long (looked at every HISTORY_KEPT / 24)."""
 NOT_YET = 0.2
 """An action scheduled a moment before its row is marked done looks again this soon."""
 DELAY_ENV = "SYNCD_TEST_ACTION_DELAY"
@@ -77,6 +80,7 @@ class AfterUpload:
         """Tells intake that a file is not what its row says: it becomes a new version."""
         self._delay = float(os.environ.get(DELAY_ENV, "0") or 0)
         self._lock = threading.Lock()
+        self._next_forget = 0.0
         self.loop = Loop("actions", self._step)
         """One thread: start, stop, wake."""
 
@@ -120,6 +124,9 @@ class AfterUpload:
                 return 0
             self._perform(action)
         self._purge()
+        if time.monotonic() >= self._next_forget:
+            self._next_forget = time.monotonic() + HISTORY_KEPT / 24
+            self._journal.forget_actions(time.time() - HISTORY_KEPT)
         due = self._journal.next_action_due()
         return PURGE_EVERY if due is None else min(PURGE_EVERY, due + self._delay - time.time())
 
@@ -153,9 +160,9 @@ class AfterUpload:
         """Proof that the bytes at `source` are the ones the server has, just before acting."""
         if row is None or row.version != action.version or row.path != action.source:
             raise Skip("it changed after its upload; the new version is handled on its own")
-        if row.state == "uploaded":
+        if row.state == State.UPLOADED:
             raise NotYet
-        if row.state != "done":
+        if row.state != State.DONE:
             raise Skip(f"it is {row.state}, not done")
         watch = route(self._watches(), source)
         if watch is None or watch.after_upload != action.kind:
