@@ -132,6 +132,11 @@ def test_delete_trash_restore_and_purge(tmp_path, sandbox, make_daemon):
     assert not sidecar_exists(trash / "gone.bin")
     assert keep.read_bytes() == b"bring me back" and sidecar_exists(keep)
     assert len(sandbox.ton_objects()) == uploads == 2
+    with sqlite3.connect(tmp_path / "state" / "journal.sqlite") as db:
+        in_trash = db.execute(
+            "SELECT COUNT(*) FROM files WHERE instr(path, ?)", (b"/.syncd-trash/",)
+        )
+        assert in_trash.fetchone() == (0,), "intake took a file in the trash"
     assert ("delete", "restored") in actions(tmp_path)
     assert ("delete", "purged") in actions(tmp_path)
     assert daemon.stop() == 0
