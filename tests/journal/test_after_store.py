@@ -6,7 +6,7 @@ import time
 from datetime import UTC, datetime
 
 from syncd.files import Identity
-from syncd.journal.after import HookEvent
+from syncd.journal.after import Action, HookEvent
 from syncd.journal.states import State
 from syncd.journal.store import Row, Store
 from tests.journal.test_store import FAR, ident, uploaded
@@ -18,6 +18,17 @@ def done(store: Store, path: bytes) -> Row:
     row = uploaded(store, path, {"location": "/x", "expires": EXPIRES})
     store.mark_done(row.id)
     return row
+
+
+def in_trash(store: Store, path: bytes) -> tuple[Row, Action]:
+    """A done file, deleted into the trash."""
+    row = done(store, path)
+    store.schedule_action(row.id, row.version, "delete", row.path, b"/w/.syncd-trash", 0.0)
+    store.action_intent(store.due_actions(FAR)[0], b"/w/.syncd-trash/" + path.split(b"/")[-1])
+    store.action_moved(store.due_actions(FAR)[0], None)
+    action = store.trashed(path)
+    assert action is not None
+    return row, action
 
 
 def hook(key: str) -> HookEvent:
@@ -55,13 +66,7 @@ def test_a_deleted_file_is_in_the_trash_until_purged(store):
 
 
 def test_a_restore_makes_the_row_done_with_the_restored_identity(store):
-    row = done(store, b"/w/a")
-    store.schedule_action(row.id, row.version, "delete", row.path, b"/w/.syncd-trash", 0.0)
-    [action] = store.due_actions(FAR)
-    store.action_intent(action, b"/w/.syncd-trash/a")
-    store.action_moved(store.due_actions(FAR)[0], None)
-    trashed = store.trashed(b"/w/a")
-    assert trashed is not None
+    row, trashed = in_trash(store, b"/w/a")
     identity = Identity(1, 99, row.identity.size, 5)
     assert store.restore_intent(trashed, identity) is None
     restored = store.get(row.id)
@@ -78,13 +83,8 @@ def test_a_restore_makes_the_row_done_with_the_restored_identity(store):
 
 
 def test_a_restore_is_refused_while_the_path_holds_other_work(store):
-    row = done(store, b"/w/a")
-    store.schedule_action(row.id, row.version, "delete", row.path, b"/w/.syncd-trash", 0.0)
-    store.action_intent(store.due_actions(FAR)[0], b"/w/.syncd-trash/a")
-    store.action_moved(store.due_actions(FAR)[0], None)
+    _, trashed = in_trash(store, b"/w/a")
     assert store.record_seen(b"/w/a", "ads", ident(7))  # a new file at the path
-    trashed = store.trashed(b"/w/a")
-    assert trashed is not None
     assert store.restore_intent(trashed, ident(1)) == "seen in the journal"
 
 
