@@ -438,3 +438,27 @@ def test_after_upload_settings_are_checked(tmp_path, watch, message):
     )
     assert checked.returncode == 2
     assert f"[[watch]] #1 {message.format(drop=folder)}" in checked.stderr
+
+
+def test_an_action_that_fails_is_shown_and_finished_later(tmp_path, sandbox, make_daemon):
+    archive = tmp_path / "archive"
+    blocker = drop(archive / "sub", b"a file where a folder is needed")
+    config = after_config(
+        tmp_path, sandbox, {"path": "drop", "after_upload": "archive", "archive_to": str(archive)}
+    )
+    daemon = make_daemon(config).start()
+    path = drop(tmp_path / "drop" / "sub" / "x.bin", b"x")
+
+    def shown() -> list[dict[str, Any]] | None:
+        return daemon.status()["action_errors"] or None
+
+    [error] = wait_until(shown, 60, "the failing action in status")
+    assert error["path"] == str(path) and error["action"] == "archive"
+    assert "cannot archive" in error["error"]
+    assert path.exists() and sidecar_exists(path)
+    assert daemon.stop() == 0
+    blocker.unlink()
+    daemon.start()  # an action cut short is finished at start, whenever it was due
+    wait_actions(daemon, done=1)
+    assert (archive / "sub" / "x.bin").read_bytes() == b"x" and not path.exists()
+    assert daemon.stop() == 0

@@ -114,7 +114,7 @@ class AfterUploadStore(Protocol):
         """Finished actions are history: those finished before then go (not the trash's)."""
 
     def actions_with_error(self, limit: int) -> list[Action]:
-        """Pending actions that last failed, newest first."""
+        """Unfinished actions whose last try failed, newest first."""
 
     # -- hooks -------------------------------------------------------------------------
 

@@ -214,8 +214,9 @@ class SqliteAfterUpload:
 
     def actions_with_error(self, limit: int) -> list[Action]:
         found = self._read(
-            f"SELECT {_ACTION_COLUMNS} FROM actions WHERE state='pending'"  # noqa: S608
-            " AND error IS NOT NULL ORDER BY updated_at DESC LIMIT ?",
+            f"SELECT {_ACTION_COLUMNS} FROM actions"  # noqa: S608
+            " WHERE state IN ('pending', 'moving', 'restoring') AND error IS NOT NULL"
+            " ORDER BY updated_at DESC LIMIT ?",
             limit,
         )
         return [_action(r) for r in found]
