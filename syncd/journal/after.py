@@ -105,6 +105,9 @@ class AfterUploadStore(Protocol):
         """What went into the trash folder `trash` before then (the retention in force now
         applies, also to what was trashed under another)."""
 
+    def trash_ages(self) -> dict[bytes, float]:
+        """Each trash folder that holds files, with when its oldest went in."""
+
     def action_purged(self, action: Action) -> None: ...
 
     def action_counts(self) -> dict[str, int]:

@@ -178,8 +178,6 @@ class SqliteAfterUpload:
             )
 
     def purgeable(self, trash: bytes, trashed_before: float) -> list[Action]:
-        """What went into the trash folder `trash` before then (the retention in force now
-        applies, also to what was trashed under another)."""
         found = self._read(
             f"SELECT {_ACTION_COLUMNS} FROM actions WHERE kind='delete' AND state='moved'"  # noqa: S608
             " AND root=? AND updated_at <= ? LIMIT 1000",
@@ -187,6 +185,13 @@ class SqliteAfterUpload:
             trashed_before,
         )
         return [_action(r) for r in found]
+
+    def trash_ages(self) -> dict[bytes, float]:
+        found = self._read(
+            "SELECT root, MIN(updated_at) AS oldest FROM actions"
+            " WHERE kind='delete' AND state='moved' GROUP BY root"
+        )
+        return {r["root"]: float(r["oldest"]) for r in found}
 
     def action_purged(self, action: Action) -> None:
         with self._write() as db:

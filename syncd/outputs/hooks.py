@@ -143,6 +143,9 @@ class Hooks:
         """The hooks being run (by queue id), with their process once it has started."""
         self._finding = threading.Lock()
         """Any idle runner looks for new failures; one at a time."""
+        self._seen_changes = -1
+        """The journal's change count when the queue was last found empty: while it stands
+        still, an idle runner asks the journal nothing."""
         self.loop = Loop("hooks", self._step, RUNNERS)
 
     def stop(self) -> None:
@@ -156,6 +159,9 @@ class Hooks:
                 os.killpg(process.pid, signal.SIGKILL)
 
     def _step(self) -> float:
+        changes = self._journal.changes
+        if changes == self._seen_changes and not self._running:
+            return POLL  # nothing enqueued, nothing failed, nothing ran since the last look
         if self._finding.acquire(blocking=False):
             try:
                 self._find_failures()
@@ -163,6 +169,7 @@ class Hooks:
                 self._finding.release()
         hook = self._claim()
         if hook is None:
+            self._seen_changes = changes
             return POLL
         self._run(hook)
         return 0

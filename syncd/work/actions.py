@@ -225,12 +225,18 @@ class AfterUpload:
     # -- the trash -----------------------------------------------------------------------
 
     def _purge(self) -> None:
-        """Files in a watch's trash for longer than its `trash_retention` are removed."""
-        for watch in self._watches():  # also those that no longer delete: the trash empties
-            trash = watch.path / TRASH
+        """Files in a watch's trash for longer than its `trash_retention` (the one in force
+        now, also for files trashed under another) are removed; also in the trash of a
+        watch that no longer deletes."""
+        watches = {os.fsencode(w.path / TRASH): w for w in self._watches()}
+        for root, oldest in self._journal.trash_ages().items():
+            watch = watches.get(root)
+            if watch is None or oldest > time.time() - watch.trash_retention:
+                continue  # a watch no longer configured: its folder is not ours to touch
+            trash = Path(os.fsdecode(root))
             before = time.time() - watch.trash_retention
             with self._lock:  # what a restore has taken out is not in the list
-                for action in self._journal.purgeable(os.fsencode(trash), before):
+                for action in self._journal.purgeable(root, before):
                     assert action.target is not None
                     target = Path(os.fsdecode(action.target))
                     for path in (target, sidecar_path(target)):
