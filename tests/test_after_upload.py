@@ -144,7 +144,7 @@ def test_delete_trash_restore_and_purge(tmp_path, sandbox, make_daemon):
 
 def test_file_appended_before_its_action_is_a_new_version(tmp_path, sandbox, make_daemon):
     config = after_config(tmp_path, sandbox, {"path": "drop", "after_upload": "delete"})
-    daemon = make_daemon(config, SYNCD_TEST_ACTION_DELAY="3").start()
+    daemon = make_daemon(config, SYNCD_TEST_ACTION_DELAY="8").start()
     path = drop(tmp_path / "drop" / "log.txt", b"first part\n")
     wait_until(lambda: sidecar_exists(path), 30, "the first upload")
     with path.open("ab") as out:
