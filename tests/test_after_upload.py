@@ -374,12 +374,18 @@ def test_kill_nine_during_actions_loses_and_duplicates_nothing(tmp_path, sandbox
 
     daemon.env["SYNCD_TEST_ACTION_DELAY"] = "0"
     pending_at_kills = []
-    for _ in range(kills):
+    for remaining in sorted(rng.sample(range(1, count), kills), reverse=True):
         daemon.start()
-        time.sleep(rng.uniform(0.05, 0.6))  # the moment of the crash, not synchronisation
-        pending_at_kills.append(daemon.status()["pending_actions"])
+
+        def reached(remaining: int = remaining) -> tuple[int] | None:
+            pending = int(daemon.status()["pending_actions"])
+            return (pending,) if pending <= remaining else None
+
+        (pending,) = wait_until(reached, 120, f"{remaining} actions left", interval=0.01)
+        time.sleep(rng.uniform(0, 0.05))  # where in an action the crash lands
+        pending_at_kills.append(pending)
         daemon.kill()
-    assert pending_at_kills[0] > 0, "the kills came after the actions had all finished"
+    assert any(pending_at_kills), "every kill came after the actions had all finished"
     daemon.start()
     wait_actions(daemon, done=count, timeout=180)
     assert daemon.stop() == 0
