@@ -400,22 +400,31 @@ def test_kill_nine_during_actions_loses_and_duplicates_nothing(tmp_path, sandbox
     assert uploads_by_content(sandbox) == uploaded
 
 
-def test_restore_refuses_to_overwrite(tmp_path, sandbox, make_daemon):
+def test_one_name_trashed_twice_and_restores_that_never_overwrite(tmp_path, sandbox, make_daemon):
     config = after_config(tmp_path, sandbox, {"path": "drop", "after_upload": "delete"})
     daemon = make_daemon(config).start()
+    trash = tmp_path / "drop" / ".syncd-trash"
     path = drop(tmp_path / "drop" / "twice.bin", b"old")
-    wait_actions(daemon, done=1, trash=1)
-    path.mkdir()
-    refused = daemon.cli("restore", str(path))
+    wait_actions(daemon, trash=1)
+    drop(path, b"new")
+    wait_actions(daemon, trash=2)
+    assert (trash / "twice.bin").read_bytes() == b"old"
+    assert (trash / "twice (1).bin").read_bytes() == b"new"
+    assert sidecar_exists(trash / "twice (1).bin")
+    # By the path it had: the latest one back.
+    assert daemon.cli("restore", str(path)).returncode == 0
+    assert path.read_bytes() == b"new" and not (trash / "twice (1).bin").exists()
+    refused = daemon.cli("restore", str(trash / "twice.bin"))
     assert refused.returncode == 1 and "move it away first" in refused.stderr
-    assert path.is_dir()
-    assert (tmp_path / "drop" / ".syncd-trash" / "twice.bin").read_bytes() == b"old"
-    path.rmdir()
+    assert path.read_bytes() == b"new" and (trash / "twice.bin").read_bytes() == b"old"
+    path.rename(tmp_path / "kept-aside.bin")
+    path.with_name("twice.bin.syncd.toml").unlink()
     assert ask(daemon.socket, {"command": "restore"}) == {"error": 'restore needs "paths": [...]'}
-    trashed = tmp_path / "drop" / ".syncd-trash" / "twice.bin"
-    answer = ask(daemon.socket, {"command": "restore", "paths": [str(trashed)]})
+    answer = ask(daemon.socket, {"command": "restore", "paths": [str(trash / "twice.bin")]})
     assert answer == {"restored": 1, "errors": []}
-    assert path.read_bytes() == b"old"
+    assert path.read_bytes() == b"old" and sidecar_exists(path)
+    assert read_sidecar(path)["sha256"] == hashlib.sha256(b"old").hexdigest()
+    assert len(sandbox.ton_objects()) == 2
     assert daemon.stop() == 0
 
 
