@@ -32,12 +32,14 @@ from syncd.intake.routing import count_folders
 from syncd.intake.watcher import Watcher
 from syncd.journal.store import open_store
 from syncd.outputs.healthcheck import HealthCheck
+from syncd.outputs.hooks import Hooks
 from syncd.outputs.webhooks import Webhooks
 from syncd.services import make_uploader
 from syncd.services.base import Uploader
 from syncd.services.http import HttpLimits
 from syncd.services.oneall.mediaserver import MediaServer
 from syncd.services.oneall.signer import Signer
+from syncd.work.actions import AfterUpload
 from syncd.work.callbacks import Callbacks
 from syncd.work.pipeline import Pipeline
 from syncd.work.pool import Workers
@@ -46,6 +48,9 @@ log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 30.0
 """How long in-flight requests may take to finish after SIGTERM (TimeoutStopSec is 90 s)."""
+ACTION_STOP_TIMEOUT = 10.0
+"""How long an archive or delete under way may take to finish at stop (else it is finished
+at the next start)."""
 TICK = 1.0
 """The main loop's longest sleep: bounds how late STATUS= and the reload flag are seen."""
 
@@ -107,8 +112,21 @@ class Daemon:
                 lambda: len(self.config.watches),
             )
         )
+        self.after = AfterUpload(
+            self.journal,
+            lambda: self.config.watches,
+            lambda: self.pipeline.services,
+            lambda path: self.watcher.hint(path, quick=False),
+        )
+        self.hooks = Hooks(
+            self.journal, lambda: self.config.watches, lambda: self.pipeline.services
+        )
         self.pipeline = Pipeline(
-            self.journal, lambda: self.config.watches, self.stopping, self.metrics
+            self.journal,
+            lambda: self.config.watches,
+            self.stopping,
+            self.metrics,
+            self.after.completed,
         )
         self.callbacks = Callbacks(self.journal, self.pipeline)
         self.media: MediaServer | None = None
@@ -130,7 +148,12 @@ class Daemon:
         )
         self.workers = Workers(config.daemon.workers, self.journal, self.pipeline)
         self.control = Control(
-            lambda: self.config, self.journal, self.pipeline, self.watcher, self.workers.wake
+            lambda: self.config,
+            self.journal,
+            self.pipeline,
+            self.watcher,
+            self.workers.wake,
+            self.after.restore,
         )
         self.status = StatusServer(
             config.daemon.status_socket, self.control.answer, config.daemon.status_group
@@ -170,12 +193,15 @@ class Daemon:
             log.info("resuming %d uploads interrupted by the last stop", recovered)
         if self.metrics_server is not None:
             self.metrics_server.start()  # before the status socket: once that answers, so does this
+        self.after.recover()
         self.status.start(listen_fds("status"))
         if self.media is not None:
             self.media.start()
         self.pipeline.finish_uploaded()
         self.watcher.start()
         self.workers.start()
+        self.after.loop.start()
+        self.hooks.loop.start()
         self._warn_inotify_limit()
         if self.config.webhooks:
             self.webhooks.start()
@@ -237,6 +263,8 @@ class Daemon:
         log.info("stopping: letting in-flight requests finish")
         self.watcher.stop()
         self.workers.stop()
+        self.hooks.stop()
+        self.after.loop.stop(ACTION_STOP_TIMEOUT)
         deadline = time.monotonic() + STOP_TIMEOUT
         while time.monotonic() < deadline and self._signals < 2:
             if self.workers.join(0.2):
@@ -264,6 +292,8 @@ class Daemon:
             self.watcher.alive()
             and self.workers.alive()
             and self.status.alive()
+            and self.after.loop.alive()
+            and self.hooks.loop.alive()
             and (self.media is None or self.media.alive())
             and (self.metrics_server is None or self.metrics_server.alive())
             and (not self.config.webhooks or self.webhooks.alive())

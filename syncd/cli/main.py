@@ -57,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     retry = commands.add_parser("retry", parents=[common], help="queue failed files again")
     retry.add_argument("paths", nargs="*", type=Path, help="files to retry")
     retry.add_argument("--all-failed", action="store_true", help="retry every failed file")
+    restore = commands.add_parser(
+        "restore", parents=[common], help="put deleted files back from the trash"
+    )
+    restore.add_argument(
+        "paths", nargs="+", type=Path, help="where the files were (or are, in the trash)"
+    )
     commands.add_parser("check", parents=[common], help="validate the configuration and exit")
     sandbox = commands.add_parser("sandbox", help="serve the service emulators")
     sandbox.add_argument("--listen", default="127.0.0.1:8700", help="HOST:PORT")
@@ -86,6 +92,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _status(args)
     if command == "retry":
         return _retry(args)
+    if command == "restore":
+        return _restore(args)
     if command == "check":
         config = load(args.config or default_config_path())
         print(
@@ -166,3 +174,14 @@ def _retry(args: argparse.Namespace) -> int:
         raise SyncdError(str(reply["error"]))
     print(f"{reply.get('retried', 0)} files queued again")
     return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    """Exit 1 when any file could not be restored, each such file named on stderr."""
+    reply = _ask(args, {"command": "restore", "paths": [os.path.abspath(p) for p in args.paths]})
+    if "error" in reply:
+        raise SyncdError(str(reply["error"]))
+    for error in reply.get("errors", []):
+        print(f"syncd: {error}", file=sys.stderr)
+    print(f"{reply.get('restored', 0)} files restored")
+    return 1 if reply.get("errors") else 0

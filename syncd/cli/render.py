@@ -72,9 +72,28 @@ def render_status(reply: dict[str, Any]) -> str:
             f" next at {d['next_at']}): {d['error']}"
             for d in webhooks["failing"]
         ]
+    lines += _after_upload(reply)
     if reply.get("failures"):
         lines.append("failed (syncd retry PATH, or --all-failed):")
         lines += [
             f"  {f['at']} {f['path']} ({f['service']}): {f['error']}" for f in reply["failures"]
         ]
     return "\n".join(lines)
+
+
+def _after_upload(reply: dict[str, Any]) -> list[str]:
+    """Archive / delete actions still to do, the trash, and hooks that failed."""
+    lines = []
+    if reply.get("pending_actions") or reply.get("trash"):
+        lines.append(
+            f"after upload: {reply.get('pending_actions', 0)} actions pending,"
+            f" {reply.get('trash', 0)} files in the trash (syncd restore PATH)"
+        )
+    lines += [f"  {a['path']}: {a['action']}: {a['error']}" for a in reply.get("action_errors", [])]
+    if reply.get("failing_hooks"):
+        lines.append("failing hooks:")
+        lines += [
+            f"  {h['at']} {h['event']} {h['command']} for {h['path']}: {h['error']}"
+            for h in reply["failing_hooks"]
+        ]
+    return lines

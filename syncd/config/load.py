@@ -52,6 +52,7 @@ T = TypeVar("T")
 D = TypeVar("D", bound="DataclassInstance")
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+AFTER_UPLOAD = ("keep", "archive", "delete")
 MIN_POLL_INTERVAL = 30.0
 """Polling faster than this costs more than the network filesystems it is meant for."""
 CREDENTIALS = frozenset({"consumer_key", "consumer_secret", "access_token", "access_token_secret"})
@@ -270,6 +271,14 @@ _READERS: dict[str, _Reader] = {
         lambda names: bool(names) and set(names) <= set(WEBHOOK_EVENTS),
         f"must name some of {', '.join(WEBHOOK_EVENTS)}",
     ),
+    "after_upload": _value(
+        string, lambda s: s in AFTER_UPLOAD, 'must be "keep", "archive" or "delete"'
+    ),
+    "archive_to": _Table.directory,
+    "trash_retention": _value(parse_duration),
+    "on_done": _value(strings),
+    "on_failed": _value(strings),
+    "hook_timeout": _value(parse_duration, lambda s: s > 0, "must be more than 0"),
 }
 """How each key is read, whichever table it is in; a dataclass's fields pick the keys."""
 
@@ -300,6 +309,23 @@ def _media_server(table: _Table) -> MediaServerConfig:
 def _metrics(table: _Table) -> MetricsConfig:
     table.check_keys(["listen"])
     return MetricsConfig(*table.require("listen", parse_listen))
+
+
+def _check_archives(src: _Source, watches: tuple[WatchConfig, ...]) -> None:
+    """`archive_to` with archive only, and never inside a watch: an archived file must not
+    be taken for new work (nor the watch's own trash)."""
+    for position, watch in enumerate(watches, 1):
+        table = _Table(src, "[watch]", {}, f"#{position}")
+        if watch.after_upload == "archive" and watch.archive_to is None:
+            raise table.error("archive_to", 'required with after_upload = "archive"')
+        if watch.after_upload != "archive" and watch.archive_to is not None:
+            raise table.error("archive_to", 'only used with after_upload = "archive"')
+        archive = watch.archive_to
+        if archive is None:
+            continue
+        for other in watches:
+            if archive == other.path or other.path in archive.parents:
+                raise table.error("archive_to", f"{archive} is inside the watch {other.path}")
 
 
 def load(path: Path) -> Config:
@@ -336,6 +362,7 @@ def load(path: Path) -> Config:
         _Table(src, "[watch]", item, f"#{position}").build(WatchConfig, {})
         for position, item in enumerate(root.get("watch", toml_tables) or (), 1)
     )
+    _check_archives(src, watches)
     metrics = root.get("metrics", toml_table)
     webhooks = tuple(
         _Table(src, "[webhook]", item, f"#{position}").build(WebhookConfig, {})

@@ -145,6 +145,18 @@ class WatchConfig:
     recursive: bool = True
     poll_interval: float = 0.0
     """0 watches with inotify; otherwise poll this often (network filesystems), >= 30 s."""
+    after_upload: str = "keep"
+    """keep, archive (move to `archive_to`) or delete (into WATCH/.syncd-trash) once done."""
+    archive_to: Path | None = None
+    """Where archive moves a file and its sidecar, keeping the path below the watch."""
+    trash_retention: float = 7 * DAY
+    """How long a deleted file stays in the trash, where `syncd restore` can bring it back."""
+    on_done: tuple[str, ...] = ()
+    """argv run (no shell) once a file is done and its after-upload action has happened."""
+    on_failed: tuple[str, ...] = ()
+    """argv run (no shell) when a file becomes failed."""
+    hook_timeout: float = 60.0
+    """A hook still running after this long is killed and counted as failed."""
 
 
 @dataclass(frozen=True, slots=True)

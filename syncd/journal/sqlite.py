@@ -26,6 +26,7 @@ from syncd.files import Identity
 from syncd.journal.codec import decode, encode, row_from
 from syncd.journal.migrations import MIGRATIONS
 from syncd.journal.outbox import SqliteOutbox
+from syncd.journal.sqlite_after import SqliteAfterUpload
 from syncd.journal.states import CLAIMABLE, IN_FLIGHT, State, allowed, check_move, check_moves
 from syncd.journal.store import Decision, Row
 
@@ -41,7 +42,7 @@ _SOURCES = {
 """For each state, the states a row may move to it from, as SQL."""
 
 
-class SqliteStore:
+class SqliteStore(SqliteAfterUpload):
     """Durable state of every file syncd knows; safe to share between threads.
 
     `owner` names this store's claims; `lease` bounds a claim, None holds it until released.
@@ -79,15 +80,23 @@ class SqliteStore:
             self._db.close()
 
     @contextmanager
-    def _write(self, counted: bool = True) -> Iterator[sqlite3.Connection]:
+    def _write(self, counted: bool = True, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One transaction; a `durable` one (what a move on disk follows) is synced to disk
+        at its commit (synchronous=FULL), so a power cut cannot undo it."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if durable:
+                self._db.execute("PRAGMA synchronous=FULL")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            finally:
+                if durable:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
             if counted:
                 self.changes += 1
 

@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from syncd.files import Identity
+from syncd.journal.after import AfterUploadStore
 from syncd.journal.states import State
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ class Outbox(Protocol):
         that is down gets one attempt per backoff step, not one per waiting event."""
 
 
-class Store(Protocol):
+class Store(AfterUploadStore, Protocol):
     """Durable state of every file syncd knows; safe to share between threads."""
 
     @property

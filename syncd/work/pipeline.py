@@ -67,11 +67,15 @@ class Pipeline:
         watches: Callable[[], tuple[WatchConfig, ...]],
         stopping: threading.Event,
         outcomes: Outcomes,
+        completed: Callable[[Row], None],
     ) -> None:
         self.journal = journal
         self.watches = watches
         self.stopping = stopping
         self.outcomes = outcomes
+        self.completed = completed
+        """Told of a row whose sidecar is durable, before it is done (after-upload actions
+        and hooks); it must be idempotent, as a crash in between calls it again."""
         self.in_flight = InFlight()
         self.hashing = InFlight()
         self.services: dict[str, ServiceConfig] = {}
@@ -240,6 +244,7 @@ class Pipeline:
             except OSError as exc:
                 log.error("cannot write the sidecar of %s: %s", path, exc, extra=fields)
                 return
+            self.completed(row)
         self.journal.mark_done(row.id)
         waited = None if row.queued_at is None else time.time() - row.queued_at
         self.outcomes.finished(row.service, outcome, row.identity.size, waited)
