@@ -57,6 +57,11 @@ class Degraded:
         with self._lock:
             return self._lock.wait_for(lambda: component not in self._faults, timeout)
 
+    def components(self) -> list[str]:
+        """What is degraded now: the metrics' `syncd_degraded{component}`."""
+        with self._lock:
+            return sorted(self._faults)
+
     def snapshot(self) -> list[dict[str, Any]]:
         """The status reply's `degraded`: `since` an RFC 3339 time."""
         with self._lock:

@@ -34,6 +34,7 @@ from syncd.journal.store import UNREADABLE, Decision, Row, Store
 from syncd.outputs import sidecar
 from syncd.services.base import AwaitCallback, Interrupted, Job, Uploader
 from syncd.services.http import retry_delay
+from syncd.work.outcomes import DONE, DUPLICATE, FAILED, Outcomes
 from syncd.work.progress import InFlight, Upload
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class Pipeline:
         journal: Store,
         watches: Callable[[], tuple[WatchConfig, ...]],
         stopping: threading.Event,
+        outcomes: Outcomes,
+        completed: Callable[[Row], None],
         faults: Degraded | None = None,
     ) -> None:
         self.journal = journal
@@ -72,6 +75,10 @@ class Pipeline:
         self._next_mend = 0.0
         self.watches = watches
         self.stopping = stopping
+        self.outcomes = outcomes
+        self.completed = completed
+        """Told of a row whose sidecar is durable, before it is done (after-upload actions
+        and hooks); it must be idempotent, as a crash in between calls it again."""
         self.in_flight = InFlight()
         self.hashing = InFlight()
         self.services: dict[str, ServiceConfig] = {}
@@ -103,7 +110,7 @@ class Pipeline:
             log.info("%s changed while it was being handled; starting over", path, extra=fields)
         except PermanentError as exc:
             log.warning("%s", exc, extra=fields)
-            self.journal.mark_failed(row, str(exc))
+            self.mark_failed(row, str(exc))
         except OSError as exc:
             self.fail(row, f"{path}: cannot read: {exc.strerror or exc}")
 
@@ -122,7 +129,14 @@ class Pipeline:
         log.error("%s", reason, extra=log_fields(row.path, row.service, State.FAILED))
         current = self.journal.get(row.id)
         if current is not None and allowed(current.state, State.FAILED):
-            self.journal.mark_failed(current, reason)
+            self.mark_failed(current, reason)
+
+    def mark_failed(self, row: Row, reason: str) -> bool:
+        """Every way a file fails for good ends here, so it is counted once."""
+        failed = self.journal.mark_failed(row, reason)
+        if failed:
+            self.outcomes.finished(row.service, FAILED, row.identity.size, None)
+        return failed
 
     def failed_if_damaged(self, row: Row) -> bool:
         """A row whose stored data cannot be read is failed, with that reason."""
@@ -154,7 +168,7 @@ class Pipeline:
         service = self.services.get(row.service)
         uploader = self.uploaders.get(row.service)
         if service is None or uploader is None:
-            self.journal.mark_failed(row, f"service {row.service!r} is no longer configured")
+            self.mark_failed(row, f"service {row.service!r} is no longer configured")
             return
         decision = self.journal.begin_upload(row, uploader.still_valid)
         if decision is None:
@@ -163,10 +177,10 @@ class Pipeline:
         if answer is Decision.DUPLICATE:
             assert row.duplicate_of is not None
             log.info("%s duplicates %s", path, os.fsdecode(row.duplicate_of), extra=fields)
-            self.finish(row, service, place)
+            self.finish(row, service, place, DUPLICATE)
         elif answer is Decision.UNCHANGED:
             log.info("%s: its content was uploaded already: not uploaded again", path)
-            self.finish(row, service, place)
+            self.finish(row, service, place, DUPLICATE)
         elif answer is Decision.UPLOAD:
             self._upload(row, place, file, service, uploader, fields)
 
@@ -201,10 +215,11 @@ class Pipeline:
             delay = retry_delay(row.attempts, exc.retry_after)
             log.warning("%s; next try in %.1f s", exc, delay, extra=fields)
             self.journal.mark_retry(row, str(exc), time.time() + delay)
+            self.outcomes.retrying(row.service)
             return
         except PermanentError as exc:
             log.error("%s: %s", path, exc, extra=fields)
-            self.journal.mark_failed(row, str(exc))
+            self.mark_failed(row, str(exc))
             return
         except Interrupted:
             self.journal.mark_retry(row, "interrupted by shutdown", time.time())
@@ -224,8 +239,11 @@ class Pipeline:
         if uploaded is not None:
             self.finish(uploaded, service, place)
 
-    def finish(self, row: Row, service: ServiceConfig, place: Place | None = None) -> bool:
-        """The sidecar of an uploaded row, then `done`; a crash in between is mended at start.
+    def finish(
+        self, row: Row, service: ServiceConfig, place: Place | None = None, outcome: str = DONE
+    ) -> bool:
+        """The sidecar of an uploaded row, its after-upload actions, then `done`; a crash in
+        between is mended at start.
 
         False when the sidecar must wait for a passing fault (disk full, I/O) to clear: the
         row stays `uploaded`, and `mend` tries every such row again until all are written.
@@ -236,11 +254,11 @@ class Pipeline:
         try:
             if place is None:
                 with self.place(path) as found:
-                    self._write_sidecar(row, service, found)
+                    written = self._write_sidecar(row, service, found)
             else:
-                self._write_sidecar(row, service, place)
+                written = self._write_sidecar(row, service, place)
         except Vanished:
-            pass  # the file is gone or no longer here as it was: nothing to record it beside
+            written = False  # the file is gone or no longer here as it was: nothing beside it
         except PermanentError as exc:
             self._sidecar_refused(row, f"cannot write the sidecar: {exc}")
             return True
@@ -252,21 +270,25 @@ class Pipeline:
             self.faults.set(SIDECARS, str(exc))
             self._next_mend = time.monotonic() + self._sidecar_backoff.failed()
             return False
+        if written:
+            self.completed(row)
         self.journal.mark_done(row.id)
+        waited = None if row.queued_at is None else time.time() - row.queued_at
+        self.outcomes.finished(row.service, outcome, row.identity.size, waited)
         log.info("uploaded %s", path, extra=fields)
         return True
 
     def _sidecar_refused(self, row: Row, reason: str) -> None:
         """Failed for a person to fix; the result stays, so `syncd retry` uploads nothing."""
         log.error("%s", reason, extra=log_fields(row.path, row.service, State.FAILED))
-        self.journal.mark_failed(row, f"uploaded, but {reason}; fix that, then syncd retry")
+        self.mark_failed(row, f"uploaded, but {reason}; fix that, then syncd retry")
 
-    def _write_sidecar(self, row: Row, service: ServiceConfig, place: Place) -> None:
+    def _write_sidecar(self, row: Row, service: ServiceConfig, place: Place) -> bool:
         """Beside the file while it is the version uploaded; a changed file gets none."""
         assert row.result is not None and row.sha256 is not None
         mode = place.mode_if_unchanged(row.identity)
         if mode is None:
-            return
+            return False
         text = sidecar.render(
             service=row.service,
             service_type=service.type,
@@ -277,6 +299,7 @@ class Pipeline:
             duplicate_of=Path(os.fsdecode(row.duplicate_of)) if row.duplicate_of else None,
         )
         sidecar.write(place, text, mode)
+        return True
 
     def finish_uploaded(self) -> None:
         """Rows uploaded but without their sidecar (a crash, a full disk) get it now: at start,
