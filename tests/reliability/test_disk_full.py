@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SCALE, base_config, read_sidecar, wait_until
+from harness import free_port, scrape
 from mixed import integrity
 from test_systemd import NotifyListener
 
@@ -106,20 +107,51 @@ def journal_on_a_full_disk(tmp_path, small_disk, sandbox, make_daemon, config, n
     assert "Traceback" not in daemon.log()
 
 
+def degraded_metric(url: str) -> dict[str, float]:
+    samples, _ = scrape(url)
+    return {
+        dict(labels)["component"]: value
+        for (name, labels), value in samples.items()
+        if name == "syncd_degraded"
+    }
+
+
+def health_pings(sandbox) -> list[dict]:
+    return [p for p in sandbox.get("hooks/pings") if p["uuid"] == "disk-check"]
+
+
 def test_sidecars_on_a_full_disk_wait_and_resume(tmp_path, small_disk, sandbox, make_daemon):
+    """Also what monitoring sees meanwhile: syncd_degraded{component} and URL/fail pings."""
     drop = small_disk / "drop"
     drop.mkdir()
     files = [drop / f"file-{n}.bin" for n in range(10 * SCALE)]
     for path in files:
         path.write_bytes(os.urandom(3000))
     filler = fill(small_disk)
-    daemon = make_daemon(base_config(tmp_path, sandbox.url, [{"path": str(drop)}])).start()
+    config = base_config(
+        tmp_path,
+        sandbox.url,
+        [{"path": str(drop)}],
+        healthcheck_url=f"{sandbox.url}/hc/disk-check",
+        healthcheck_interval=1.0,
+    )
+    port = free_port()
+    config["metrics"] = {"listen": f"127.0.0.1:{port}"}
+    metrics = f"http://127.0.0.1:{port}/metrics"
+    daemon = make_daemon(config).start()
     fault = wait_until(lambda: degraded(daemon, "sidecars"), 60, "sidecars reported degraded")
     assert "No space left" in fault["reason"], fault
     assert daemon.status()["counts"]["uploaded"] >= 1
+    assert degraded_metric(metrics) == {"sidecars": 1.0}
+    fail = wait_until(
+        lambda: [p for p in health_pings(sandbox) if p["kind"] == "fail"], 30, "a /fail ping"
+    )[0]
+    assert fail["body"].startswith("degraded: sidecars: "), fail
     filler.unlink()
     daemon.wait_counts(done=len(files), timeout=120)
     assert daemon.status()["degraded"] == []
+    assert degraded_metric(metrics) == {}
+    wait_until(lambda: health_pings(sandbox)[-1]["kind"] == "ok", 30, "an ok ping again")
     daemon.stop()
     for path in files:
         assert read_sidecar(path)["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
