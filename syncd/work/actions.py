@@ -17,6 +17,7 @@ they share a lock; neither waits for a hash.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -37,7 +38,7 @@ from syncd.journal.store import Row, Store
 from syncd.outputs.hooks import done_event
 from syncd.outputs.sidecar import SUFFIX, sidecar_path
 from syncd.work.loop import Loop
-from syncd.work.moves import Taken, carry, free_name, fsync_folder, make_folders
+from syncd.work.moves import Taken, carry, free_name, fsync_folder, make_folders, sidecar_of
 
 log = logging.getLogger(__name__)
 
@@ -199,24 +200,31 @@ class AfterUpload:
         source, target = Path(os.fsdecode(action.source)), Path(os.fsdecode(action.target))
         root = Path(os.fsdecode(action.root))
         make_folders(target.parent, root)
-        try:
-            if not carry(source, target, action.sha256):
-                raise Skip("it vanished before it was moved")
-        except Taken:
-            moved = free_name(target.parent, source.name, {target.name})
-            self._journal.action_intent(action, os.fsencode(moved))
-            self._move(_with_target(action, moved), row)
-            return
-        carry(sidecar_path(source), sidecar_path(target))
-        if row is not None and _written_since(target, row.identity):
-            # A writer got in between the hash and the move: this is not what was uploaded.
-            carry(target, source)
-            carry(sidecar_path(target), sidecar_path(source))
-            self._changed(source)
-            raise Skip("it was written to while being moved: uploaded again as a new version")
+        with self._place(source) as here, _locate(root, target) as there:
+            try:
+                if not carry(here, there, action.sha256):
+                    raise Skip("it vanished before it was moved")
+            except Taken:
+                moved = free_name(target.parent, source.name, {target.name})
+                self._journal.action_intent(action, os.fsencode(moved))
+                self._move(_with_target(action, moved), row)
+                return
+            carry(sidecar_of(here), sidecar_of(there))
+            if row is not None and _written_since(there, row.identity):
+                # A writer got in between the hash and the move: this is not what was uploaded.
+                carry(there, here)
+                carry(sidecar_of(there), sidecar_of(here))
+                self._changed(source)
+                raise Skip("it was written to while being moved: uploaded again as a new version")
         self._journal.action_moved(action, self._done_event(row, target))
         log.info("%sd %s to %s", action.kind, source, target, extra=log_fields(source, None))
         self.loop.wake()
+
+    def _place(self, path: Path) -> Place:
+        """`path`'s folder opened from its watch root (or, for a watch no longer configured,
+        from the folder itself), never through a symlink."""
+        watch = route(self._watches(), path)
+        return _locate(watch.path if watch is not None else path.parent, path)
 
     def _done_event(self, row: Row | None, where: Path) -> HookEvent | None:
         """The done hook waits for the action, so that it is told where the file is now."""
@@ -271,6 +279,8 @@ class AfterUpload:
                 self._put_back(action)
             except OSError as exc:
                 return f"{source}: cannot restore: {exc.strerror or exc}"
+            except PermanentError as exc:
+                return f"{source}: cannot restore: {exc}"
             return None
 
     def _put_back(self, action: Action) -> None:
@@ -278,8 +288,9 @@ class AfterUpload:
         source, target = Path(os.fsdecode(action.source)), Path(os.fsdecode(action.target))
         watch = route(self._watches(), source)
         make_folders(source.parent, watch.path if watch is not None else source.parent)
-        carry(target, source)
-        carry(sidecar_path(target), sidecar_path(source))
+        with _locate(Path(os.fsdecode(action.root)), target) as there, self._place(source) as here:
+            carry(there, here)
+            carry(sidecar_of(there), sidecar_of(here))
         self._journal.action_restored(action)
         _prune_folders(target.parent, Path(os.fsdecode(action.root)))
         log.info("restored %s from the trash", source, extra=log_fields(source, None))
@@ -318,10 +329,20 @@ def _check_sidecar(place: Place, sha256: str) -> None:
         raise Skip("its sidecar does not describe this content")
 
 
-def _written_since(path: Path, identity: Identity) -> bool:
+def _locate(root: Path, path: Path) -> Place:
+    """files.locate, with a folder on the way gone or swapped for a symlink as an OSError:
+    the action is tried again later, and never follows it."""
+    try:
+        return locate(root, path)
+    except Vanished:
+        gone = OSError(errno.ELOOP, "a folder on the way is gone or a symlink", str(path))
+        raise gone from None
+
+
+def _written_since(place: Place, identity: Identity) -> bool:
     """Size or mtime moved on (a rename keeps both; so does a verified copy)."""
     try:
-        st = os.lstat(path)
+        st = os.stat(place.name, dir_fd=place.folder, follow_symlinks=False)
     except OSError:
         return False
     return (st.st_size, st.st_mtime_ns) != (identity.size, identity.mtime_ns)

@@ -8,10 +8,14 @@ a crash leaves the source whole, and a copy at the target only once it is verifi
 
 `carry` is the move as an idempotent step, the same whether it runs the first time or
 after a crash at any point of an earlier run: it looks at both ends and finishes the job.
+Both ends are `files.Place`s, folders opened from their root one component at a time
+without following symlinks, and every name is used relative to them: a folder swapped for
+a symlink never makes a move read or write outside the watch, the archive or the trash.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import hashlib
@@ -19,10 +23,9 @@ import os
 import stat
 from pathlib import Path
 
-from syncd.files import FOLDER_FLAGS, OPEN_FLAGS, sha256_of
-from syncd.outputs.sidecar import sidecar_path
+from syncd.files import FOLDER_FLAGS, OPEN_FLAGS, Place, sha256_of
+from syncd.outputs.sidecar import SUFFIX, sidecar_path
 
-AT_FDCWD = -100
 RENAME_NOREPLACE = 1
 PARTIAL_SUFFIX = ".syncd-partial"
 COPY_PIECE = 1024 * 1024
@@ -75,19 +78,38 @@ def make_folders(folder: Path, root: Path) -> None:
         os.close(current)
 
 
-def rename_noreplace(source: Path, target: Path) -> None:
+def beside(place: Place, name: str) -> Place:
+    """Another name in `place`'s folder, sharing its descriptor (closed with `place` only)."""
+    return Place(place.path.with_name(name), place.folder, name)
+
+
+def sidecar_of(place: Place) -> Place:
+    return beside(place, place.name + SUFFIX)
+
+
+def rename_noreplace(source: Place, target: Place) -> None:
     """Atomic rename that raises FileExistsError rather than replace `target`."""
     if _renameat2 is not None:
         done = _renameat2(
-            AT_FDCWD, os.fsencode(source), AT_FDCWD, os.fsencode(target), RENAME_NOREPLACE
+            source.folder,
+            os.fsencode(source.name),
+            target.folder,
+            os.fsencode(target.name),
+            RENAME_NOREPLACE,
         )
         if done == 0:
             return
         code = ctypes.get_errno()
         if code not in (errno.EINVAL, errno.ENOSYS):
-            raise OSError(code, os.strerror(code), str(source), None, str(target))
-    os.link(source, target)
-    os.unlink(source)
+            raise OSError(code, os.strerror(code), str(source.path), None, str(target.path))
+    os.link(
+        source.name,
+        target.name,
+        src_dir_fd=source.folder,
+        dst_dir_fd=target.folder,
+        follow_symlinks=False,
+    )
+    os.unlink(source.name, dir_fd=source.folder)
 
 
 def free_name(folder: Path, name: str, taken: set[str] | None = None) -> Path:
@@ -106,20 +128,26 @@ def free_name(folder: Path, name: str, taken: set[str] | None = None) -> Path:
         number += 1
 
 
-def _digest(path: Path) -> str:
-    with os.fdopen(os.open(path, OPEN_FLAGS), "rb") as file:
+def _digest(place: Place) -> str:
+    with os.fdopen(os.open(place.name, OPEN_FLAGS, dir_fd=place.folder), "rb") as file:
         os.set_blocking(file.fileno(), True)
         return sha256_of(file)
 
 
-def _copy_verified(source: Path, target: Path, sha256: str) -> None:
+def _unlink(place: Place) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(place.name, dir_fd=place.folder)
+
+
+def _copy_verified(source: Place, target: Place, sha256: str) -> None:
     """Copy, fsync, read back and compare, then rename into place (never over a file)."""
-    partial = target.with_name(f".{target.name}{PARTIAL_SUFFIX}")
-    with os.fdopen(os.open(source, OPEN_FLAGS), "rb") as src:
+    partial = beside(target, f".{target.name}{PARTIAL_SUFFIX}")
+    with os.fdopen(os.open(source.name, OPEN_FLAGS, dir_fd=source.folder), "rb") as src:
         os.set_blocking(src.fileno(), True)
         st = os.fstat(src.fileno())
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-        with os.fdopen(os.open(partial, flags, stat.S_IMODE(st.st_mode)), "wb") as out:
+        fd = os.open(partial.name, flags, stat.S_IMODE(st.st_mode), dir_fd=partial.folder)
+        with os.fdopen(fd, "wb") as out:
             digest = hashlib.sha256()
             while piece := src.read(COPY_PIECE):
                 digest.update(piece)
@@ -130,59 +158,59 @@ def _copy_verified(source: Path, target: Path, sha256: str) -> None:
             # Read back what the disk holds, not what the page cache remembers writing.
             os.posix_fadvise(out.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
     if digest.hexdigest() != sha256 or _digest(partial) != sha256:
-        partial.unlink(missing_ok=True)
-        raise OSError(errno.EIO, "the copy does not read back as the original", str(target))
+        _unlink(partial)
+        raise OSError(errno.EIO, "the copy does not read back as the original", str(target.path))
     try:
         rename_noreplace(partial, target)
     except FileExistsError:
-        partial.unlink(missing_ok=True)
-        raise Taken(target) from None
-    fsync_folder(target.parent)
+        _unlink(partial)
+        raise Taken(target.path) from None
+    os.fsync(target.folder)
 
 
 def _same_inode(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
-def _lstat(path: Path) -> os.stat_result | None:
+def _lstat(place: Place) -> os.stat_result | None:
     try:
-        return os.lstat(path)
+        return os.stat(place.name, dir_fd=place.folder, follow_symlinks=False)
     except FileNotFoundError:
         return None
 
 
-def carry(source: Path, target: Path, sha256: str | None = None) -> bool:
+def carry(source: Place, target: Place, sha256: str | None = None) -> bool:
     """Bring the file at `source` to `target`; False when it is at neither (someone
     removed it). `sha256` is the content it must have (None: whatever `source` holds).
 
     Safe to run again after a crash anywhere inside it. Raises Taken when `target` holds
     something else, so that nothing is ever overwritten.
     """
-    partial = target.with_name(f".{target.name}{PARTIAL_SUFFIX}")
-    partial.unlink(missing_ok=True)
+    _unlink(beside(target, f".{target.name}{PARTIAL_SUFFIX}"))
     at_source, at_target = _lstat(source), _lstat(target)
     if at_source is None:
         return at_target is not None
     if at_target is not None:
         if _same_inode(at_source, at_target):
-            os.unlink(source)  # a link-then-unlink move cut short
+            os.unlink(source.name, dir_fd=source.folder)  # a link-then-unlink move cut short
         elif at_target.st_size == at_source.st_size and _digest(target) == (
             sha256 or _digest(source)
         ):
-            os.unlink(source)  # a verified copy renamed into place, the source not yet removed
+            # a verified copy renamed into place, the source not yet removed
+            os.unlink(source.name, dir_fd=source.folder)
         else:
-            raise Taken(target)
-        fsync_folder(source.parent)
+            raise Taken(target.path)
+        os.fsync(source.folder)
         return True
     try:
         rename_noreplace(source, target)
     except FileExistsError:
-        raise Taken(target) from None
+        raise Taken(target.path) from None
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
         _copy_verified(source, target, sha256 or _digest(source))
-        os.unlink(source)
-    fsync_folder(target.parent)
-    fsync_folder(source.parent)
+        os.unlink(source.name, dir_fd=source.folder)
+    os.fsync(target.folder)
+    os.fsync(source.folder)
     return True
