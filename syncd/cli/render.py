@@ -34,6 +34,11 @@ def render_status(reply: dict[str, Any]) -> str:
         f" up {_duration(float(reply.get('uptime_s', 0)))}",
         "files: " + (", ".join(f"{n} {state}" for state, n in counts.items() if n) or "none"),
     ]
+    limit = reply.get("bandwidth", {}).get("total")
+    if limit is not None:
+        lines.append(f"bandwidth: {_size(limit) + '/s' if limit else 'unlimited'}")
+    if reply.get("paused"):
+        lines.append(f"paused (syncd resume): {', '.join(reply['paused'])}")
     if reply.get("settling"):
         lines.append(f"settling: {reply['settling']} files being written")
     lines.append("watching:")
@@ -58,6 +63,18 @@ def render_status(reply: dict[str, Any]) -> str:
         lines += [
             f"  {r['path']} ({r['service']}) at {r['next_at']}: {r['error']}"
             for r in reply["retrying"]
+        ]
+    if reply.get("service_holds"):
+        lines.append("services held:")
+        lines += [
+            f"  {h['service']} until {h['until']}: {h['reason']}" for h in reply["service_holds"]
+        ]
+    if reply.get("held"):
+        lines.append("held:")
+        lines += [
+            f"  {h['path']} ({h['service']}): {h['reason']}"
+            + (f", until {h['until']}" if h.get("until") else "")
+            for h in reply["held"]
         ]
     if reply.get("failures"):
         lines.append("failed (syncd retry PATH, or --all-failed):")

@@ -32,6 +32,10 @@ class DaemonConfig:
     """debug, info, warning or error."""
     rescan_interval: float = 3600.0
     """A full rescan this often, beside the watcher: inotify can drop events."""
+    bandwidth: int = 0
+    """Total upload rate in bytes/s, shared by every upload; 0 = unlimited."""
+    bandwidth_schedule: tuple[tuple[int, int], ...] = ()
+    """(minute of the local day, rate) pairs, sorted: from each time on, that total rate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,16 @@ class ServiceConfig:
 
     name: str
     endpoint: str
+    max_parallel: int = field(default=0, kw_only=True)
+    """At most this many of this service's uploads at once; 0 = up to `workers`."""
+    bandwidth: int = field(default=0, kw_only=True)
+    """This service's own rate cap in bytes/s, inside the total; 0 = none."""
+    daily_files: int = field(default=0, kw_only=True)
+    """Quota: files uploaded per day; 0 = none."""
+    daily_bytes: int = field(default=0, kw_only=True)
+    """Quota: bytes uploaded per day; 0 = none."""
+    quota_reset: int = field(default=0, kw_only=True)
+    """Minute of the local day at which the day's quota starts again."""
 
     type: ClassVar[str]
 
@@ -118,6 +132,10 @@ class WatchConfig:
     recursive: bool = True
     poll_interval: float = 0.0
     """0 watches with inotify; otherwise poll this often (network filesystems), >= 30 s."""
+    order: str = "oldest"
+    """Which of this watch's files goes first: oldest, newest, smallest, largest or name."""
+    priority: int = 0
+    """Higher goes first, across watches."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,9 +15,11 @@ from syncd import __version__
 from syncd.config import Config
 from syncd.intake.watcher import Watcher
 from syncd.journal.sqlite import Journal
+from syncd.work.flow import Flow
 from syncd.work.pipeline import Pipeline
 
 FAILURES_SHOWN = 20
+HELD_SHOWN = 100
 
 
 class Control:
@@ -30,12 +32,14 @@ class Control:
         pipeline: Pipeline,
         watcher: Watcher,
         wake_workers: Callable[[], None],
+        flow: Flow,
     ) -> None:
         self._current = current
         self._journal = journal
         self._pipeline = pipeline
         self._watcher = watcher
         self._wake_workers = wake_workers
+        self._flow = flow
         self._started = time.monotonic()
 
     def status_line(self) -> str:
@@ -46,6 +50,10 @@ class Control:
             f"{counts['uploading']} uploading",
             f"{queued} queued",
         ]
+        if counts["held"]:
+            parts.append(f"{counts['held']} held")
+        if paused := self._flow.paused_names():
+            parts.append(f"paused: {', '.join(paused)}")
         if counts["awaiting_callback"]:
             parts.append(f"{counts['awaiting_callback']} awaiting callback")
         parts += [f"{counts['done']} done", f"{counts['failed']} failed"]
@@ -71,7 +79,21 @@ class Control:
                 return {"error": 'retry needs "paths": [...] or "all_failed": true'}
             self._wake_workers()
             return {"retried": count}
+        if command in ("pause", "resume"):
+            return self._pause_or_resume(command, request.get("services"))
         return {"error": f"unknown command {command!r}"}
+
+    def _pause_or_resume(self, command: str, services: object) -> dict[str, Any]:
+        """`services` absent or empty: every service."""
+        if services is None:
+            services = []
+        if not isinstance(services, list) or not all(isinstance(s, str) for s in services):
+            return {"error": f'{command} takes "services": [names]'}
+        unknown = sorted(set(services) - set(self._current().services))
+        if unknown:
+            return {"error": f"no such service: {', '.join(unknown)}"}
+        act = self._flow.pause if command == "pause" else self._flow.resume
+        return {"paused": act(services)}
 
     def _status_reply(self) -> dict[str, Any]:
         counts = self._journal.counts()
@@ -112,6 +134,16 @@ class Control:
                 }
                 for row in self._journal.with_error("retry_wait", FAILURES_SHOWN)
             ],
+            "held": [
+                {
+                    "path": os.fsdecode(row.path),
+                    "service": row.service,
+                    "reason": row.error,
+                    "until": _rfc3339(row.due or None),
+                }
+                for row in self._journal.held(HELD_SHOWN)
+            ],
+            **self._flow_status(),
             "watches": [
                 {"path": os.fsdecode(w.path), "service": w.service} for w in self._current().watches
             ],
@@ -123,6 +155,12 @@ class Control:
                 "seconds": round(self._watcher.scans.seconds, 3),
             },
         }
+
+    def _flow_status(self) -> dict[str, Any]:
+        flow = self._flow.status()
+        for hold in flow["service_holds"]:
+            hold["until"] = _rfc3339(hold["until"])
+        return flow
 
 
 def _rfc3339(when: float | None) -> str | None:

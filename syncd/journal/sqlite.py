@@ -36,6 +36,7 @@ STATES = (
     "awaiting_callback",
     "done",
     "failed",
+    "held",
 )
 CLAIMABLE = ("seen", "hashed", "retry_wait")
 IN_FLIGHT = ("uploading", "awaiting_callback")
@@ -69,6 +70,16 @@ MIGRATIONS: tuple[str, ...] = (
     # 2: the hash of the content `result` stands for, so that a file touched or rewritten
     # with the same bytes is not uploaded again.
     "ALTER TABLE files ADD COLUMN uploaded_sha256 TEXT",
+    # 3: flow control. Waiting rows are taken by priority, then rank (the watch's `order`:
+    # an integer, or the path for "name"); small named values keep pauses, service-wide
+    # holds and quota counts across restarts.
+    """
+    ALTER TABLE files ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE files ADD COLUMN rank;
+    CREATE INDEX files_queue ON files(priority DESC, rank, id)
+        WHERE state IN ('seen', 'hashed', 'retry_wait');
+    CREATE TABLE flow_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)
+    """,
 )
 
 
@@ -192,19 +203,35 @@ class Journal:
             rows = self._db.execute("SELECT path, dev, inode, size, mtime_ns FROM files").fetchall()
         return {r[0]: r[1:] for r in rows}
 
-    def record_seen(self, path: bytes, service: str, identity: Identity) -> bool:
-        """A complete file: new, or changed since we last saw it. True when there is work."""
+    def record_seen(
+        self,
+        path: bytes,
+        service: str,
+        identity: Identity,
+        priority: int = 0,
+        rank: int | bytes | None = None,
+    ) -> bool:
+        """A complete file: new, or changed since we last saw it. True when there is work.
+
+        `priority` and `rank` place it in the queue (work/flow/order.py)."""
         now = time.time()
         with self._write() as db:
             row = db.execute(
                 "SELECT dev, inode, size, mtime_ns, service FROM files WHERE path=?", (path,)
             ).fetchone()
-            values = {"path": path, "service": service, "now": now, **identity._asdict()}
+            values = {
+                "path": path,
+                "service": service,
+                "now": now,
+                "priority": priority,
+                "rank": rank,
+                **identity._asdict(),
+            }
             if row is None:
                 db.execute(
                     "INSERT INTO files (path, service, state, dev, inode, size, mtime_ns,"
-                    " due, updated_at) VALUES (:path, :service, 'seen', :dev, :inode, :size,"
-                    " :mtime_ns, 0, :now)",
+                    " due, updated_at, priority, rank) VALUES (:path, :service, 'seen', :dev,"
+                    " :inode, :size, :mtime_ns, 0, :now, :priority, :rank)",
                     values,
                 )
                 return True
@@ -217,7 +244,7 @@ class Journal:
             db.execute(
                 "UPDATE files SET service=:service, state='seen', version=version+1, dev=:dev,"
                 " inode=:inode, size=:size, mtime_ns=:mtime_ns, sha256=NULL, attempts=0, due=0,"
-                " error=NULL, error_at=NULL, updated_at=:now,"
+                " error=NULL, error_at=NULL, updated_at=:now, priority=:priority, rank=:rank,"
                 " result=CASE WHEN service=:service THEN result END,"
                 " uploaded_sha256=CASE WHEN service=:service THEN uploaded_sha256 END"
                 " WHERE path=:path",
@@ -229,39 +256,46 @@ class Journal:
         """A file that vanished before it was uploaded: nothing left to do for it."""
         with self._write() as db:
             db.execute(
-                "DELETE FROM files WHERE path=? AND state IN ('seen', 'hashed', 'retry_wait')",
+                "DELETE FROM files WHERE path=? AND state IN ('seen', 'hashed', 'retry_wait',"
+                " 'held')",
                 (path,),
             )
 
     # -- the workers' side -------------------------------------------------------------
 
-    def claim(self, now: float) -> Row | None:
-        """The next due row no worker holds; held until `release`."""
+    def claim(self, now: float, skip: frozenset[str] = frozenset()) -> Row | None:
+        """The first due row no worker holds, by priority and rank, of a service not in
+        `skip`; held until `release`."""
         with self._lock:
             found = self._db.execute(
-                f"SELECT * FROM files WHERE {self._waiting()} AND due <= ?"  # noqa: S608
-                " ORDER BY due, id LIMIT 1",
-                (now,),
+                # The planner, without statistics, prefers files_due and sorts every
+                # waiting row; walking the queue's own index finds the first at once.
+                f"SELECT * FROM files INDEXED BY files_queue WHERE {self._waiting(skip)}"  # noqa: S608
+                " AND due <= ? ORDER BY priority DESC, rank, id LIMIT 1",
+                (*skip, now),
             ).fetchone()
             if found is None:
                 return None
             self._claimed.add(found[0])
             return self._row(found)
 
-    def _waiting(self) -> str:
-        """SQL for rows waiting for a worker; ids are integers we hold, never user input."""
+    def _waiting(self, skip: frozenset[str]) -> str:
+        """SQL for rows waiting for a worker; ids are integers we hold, never user input,
+        and `skip` gets one placeholder per service."""
         held = ",".join(str(i) for i in self._claimed) or "-1"
-        return f"state IN {CLAIMABLE} AND id NOT IN ({held})"
+        services = ",".join("?" * len(skip))
+        return f"state IN {CLAIMABLE} AND id NOT IN ({held}) AND service NOT IN ({services})"
 
     def release(self, row_id: int) -> None:
         with self._lock:
             self._claimed.discard(row_id)
 
-    def next_due(self) -> float | None:
+    def next_due(self, skip: frozenset[str] = frozenset()) -> float | None:
         """When the earliest waiting row becomes due, so idle workers sleep exactly that long."""
         with self._lock:
             found = self._db.execute(
-                f"SELECT MIN(due) FROM files WHERE {self._waiting()}"  # noqa: S608
+                f"SELECT MIN(due) FROM files WHERE {self._waiting(skip)}",  # noqa: S608
+                tuple(skip),
             ).fetchone()
         return None if found[0] is None else float(found[0])
 
@@ -423,6 +457,65 @@ class Journal:
             found = self._db.execute("SELECT * FROM files WHERE state=?", (state,)).fetchall()
         return [self._row(r) for r in found]
 
+    # -- flow control's side ------------------------------------------------------------
+
+    def mark_held(self, row: Row, reason: str, until: float | None) -> bool:
+        """Held by a pause, a quota or a rate limit: `error` says why, `due` until when."""
+        return self._update(
+            row, "state='held', error=?, error_at=?, due=?", reason, time.time(), until or 0
+        )
+
+    def hold_waiting(self, service: str, reason: str, until: float | None) -> int:
+        """Every row of `service` waiting for a worker (and not claimed) becomes held."""
+        with self._write() as db:
+            return db.execute(
+                f"UPDATE files SET state='held', error=?, error_at=?, due=?, updated_at=?"  # noqa: S608
+                f" WHERE service=? AND {self._waiting(frozenset())}",
+                (reason, time.time(), until or 0, time.time(), service),
+            ).rowcount
+
+    def release_held(self, service: str) -> int:
+        """Held rows of `service` wait for a worker again (hashed ones skip the hashing)."""
+        with self._write() as db:
+            return db.execute(
+                "UPDATE files SET state=CASE WHEN sha256 IS NULL THEN 'seen' ELSE 'hashed' END,"
+                " due=0, error=NULL, error_at=NULL, updated_at=? WHERE state='held' AND service=?",
+                (time.time(), service),
+            ).rowcount
+
+    def flow_state(self, key: str) -> Any:
+        with self._lock:
+            found = self._db.execute("SELECT value FROM flow_state WHERE key=?", (key,)).fetchone()
+        return None if found is None else json.loads(found[0])
+
+    def save_flow_state(self, key: str, value: Any) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO flow_state (key, value) VALUES (?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, json.dumps(value)),
+            )
+
+    def once_outcome(self, retries: int) -> tuple[int, int]:
+        """For `run --once`: rows still to work, and rows failed (a retryable error tried
+        more than `retries` times counts as failed)."""
+        with self._lock:
+            found = self._db.execute(
+                "SELECT SUM(state IN ('seen', 'hashed', 'uploading', 'uploaded')"
+                "  OR (state='retry_wait' AND attempts <= :n)),"
+                " SUM(state='failed' OR (state='retry_wait' AND attempts > :n)) FROM files",
+                {"n": retries},
+            ).fetchone()
+        return int(found[0] or 0), int(found[1] or 0)
+
+    def held(self, limit: int) -> list[Row]:
+        """Held rows, those released soonest first."""
+        with self._lock:
+            found = self._db.execute(
+                "SELECT * FROM files WHERE state='held' ORDER BY due, id LIMIT ?", (limit,)
+            ).fetchall()
+        return [self._row(r) for r in found]
+
     # -- the status socket's side ------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
@@ -473,4 +566,40 @@ class Journal:
             duplicate_of=r[16],
             uploaded_at=r[17],
             uploaded_sha256=r[19],
+        )
+
+
+class JournalReader:
+    """The journal opened read-only (`run --once --dry-run`): nothing is created, migrated
+    or written, and a journal that does not exist yet simply knows nothing."""
+
+    def __init__(self, path: Path) -> None:
+        self._db: sqlite3.Connection | None = None
+        if path.exists():
+            try:
+                self._db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+            except sqlite3.Error as exc:
+                raise SyncdError(f"{path}: cannot read the journal: {exc}") from None
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+
+    def _rows(self, where: str, *values: object) -> list[Row]:
+        if self._db is None:
+            return []
+        try:
+            found = self._db.execute(f"SELECT * FROM files WHERE {where}", values).fetchall()  # noqa: S608
+        except sqlite3.Error as exc:
+            raise SyncdError(f"cannot read the journal: {exc}") from None
+        return [Journal._row(r) for r in found]
+
+    def row(self, path: bytes) -> Row | None:
+        rows = self._rows("path=?", path)
+        return rows[0] if rows else None
+
+    def uploaded(self, service: str, sha256: str) -> list[Row]:
+        """Rows whose upload of this content through `service` another copy could reuse."""
+        return self._rows(
+            "service=? AND sha256=? AND state IN ('uploaded', 'done') ORDER BY id", service, sha256
         )

@@ -6,6 +6,10 @@ library-level retries (they would re-send a signed request's nonce), timeouts on
 call plus a total deadline on reading the reply, and reply bodies read streamed and
 capped with `Accept-Encoding: identity`. Whether and when to try again is decided in one
 place, `retry_delay`.
+
+Every body leaves through `ServiceHttp.send`, so that is where flow control meters it: the
+worker running an upload sets a pace (`paced`) and each piece of the body waits its turn.
+The service modules know nothing of it.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import email.utils
 import json
 import os
 import random
+import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -24,10 +30,10 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 from requests.structures import CaseInsensitiveDict
-from requests.utils import get_environ_proxies
+from requests.utils import get_environ_proxies, super_len
 
 from syncd import __version__
-from syncd.errors import PermanentError, RetryableError
+from syncd.errors import PermanentError, RateLimited, RetryableError
 
 MAX_REPLY = 1024 * 1024
 """A reply body larger than this is cut: a broken or hostile server cannot exhaust memory."""
@@ -36,6 +42,9 @@ READ_TIMEOUT = 120.0
 """Between two socket operations, sending included: a chunk that stalls this long fails."""
 REPLY_DEADLINE = 300.0
 """The whole reply, once the request is sent, must arrive within this."""
+
+PACE_PIECE = 16 * 1024
+"""A metered body is read off in pieces this big, each let through on its own."""
 
 BACKOFF_FIRST = 1.0
 BACKOFF_FACTOR = 1.5
@@ -109,6 +118,10 @@ Explain = Callable[[Reply], str | None]
 def raise_for(service: str, reply: Reply, explain: Explain | None = None) -> None:
     """Turn an unexpected reply into the error that says what to do about it."""
     reason = (explain(reply) if explain else None) or error_text(reply)
+    if reply.status == 429 and reply.headers.get("x-rate-limit-reset"):
+        wait = retry_after_of(reply.headers, rate_limited=True)
+        if wait is not None:
+            raise RateLimited(f"{service}: HTTP 429: {reason}", wait)
     if reply.status in (408, 429) or reply.status >= 500:
         raise RetryableError(
             f"{service}: HTTP {reply.status}: {reason}",
@@ -118,6 +131,59 @@ def raise_for(service: str, reply: Reply, explain: Explain | None = None) -> Non
         hint = " (the clock is off: check NTP)" if "code 135" in reason else ""
         raise PermanentError(f"{service}: authentication failed (HTTP 401: {reason}){hint}")
     raise PermanentError(f"{service}: HTTP {reply.status}: {reason}")
+
+
+Pace = Callable[[int], None]
+"""Blocks until that many more bytes may be sent."""
+_pacing = threading.local()
+
+
+@contextmanager
+def paced(pace: Pace) -> Iterator[None]:
+    """Bodies this thread sends inside the block pass `pace` piece by piece."""
+    _pacing.pace = pace
+    try:
+        yield
+    finally:
+        _pacing.pace = None
+
+
+class PacedBody:
+    """A request body read off in pieces, each one let through by the pace first."""
+
+    def __init__(self, body: bytes | memoryview | IO[bytes], length: int, pace: Pace) -> None:
+        self._view = memoryview(body) if isinstance(body, bytes | bytearray | memoryview) else None
+        self._file = body
+        self._left = length
+        self._offset = 0
+        self._pace = pace
+
+    def __len__(self) -> int:
+        return self._left
+
+    def read(self, amount: int = -1) -> bytes | memoryview:
+        wanted = PACE_PIECE if amount < 0 else min(amount, PACE_PIECE)
+        if self._view is not None:
+            piece: bytes | memoryview = self._view[self._offset : self._offset + wanted]
+            self._offset += len(piece)
+        else:
+            assert not isinstance(self._file, bytes | bytearray | memoryview)
+            piece = self._file.read(wanted)
+        self._left -= len(piece)
+        if piece:
+            self._pace(len(piece))
+        return piece
+
+
+def _metered(data: Any) -> Any:
+    """`data` as a paced body when this thread has a pace and the body is bytes or a stream."""
+    pace: Pace | None = getattr(_pacing, "pace", None)
+    if pace is None or not (
+        isinstance(data, bytes | bytearray | memoryview) or hasattr(data, "read")
+    ):
+        return data
+    length = int(super_len(data))  # type: ignore[no-untyped-call]
+    return PacedBody(data, length, pace) if length else data
 
 
 class ServiceHttp:
@@ -170,7 +236,7 @@ class ServiceHttp:
                 url,
                 auth=auth,
                 headers=dict(headers or {}),
-                data=data,
+                data=_metered(data),
                 json=json_body,
                 timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
                 allow_redirects=False,

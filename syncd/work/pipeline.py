@@ -19,7 +19,7 @@ from typing import Any
 
 from syncd.config import ServiceConfig, WatchConfig
 from syncd.control.logs import log_fields
-from syncd.errors import PermanentError, RetryableError
+from syncd.errors import PermanentError, RateLimited, RetryableError
 from syncd.files import (
     Vanished,
     identity_of,
@@ -33,7 +33,8 @@ from syncd.intake.routing import inside, route
 from syncd.journal.sqlite import DUPLICATE, UNCHANGED, UPLOAD, Journal, Row
 from syncd.outputs import sidecar
 from syncd.services.base import AwaitCallback, Interrupted, Job, Uploader
-from syncd.services.http import retry_delay
+from syncd.services.http import paced, retry_delay
+from syncd.work.flow import Flow, Hold, TooLarge
 from syncd.work.progress import InFlight, Upload
 
 log = logging.getLogger(__name__)
@@ -58,16 +59,30 @@ class JournalStore:
             raise FileChanged
 
 
+class StopWhen:
+    """A job stops between steps on shutdown, and when its service is paused."""
+
+    def __init__(self, stopping: threading.Event, flow: Flow, service: str) -> None:
+        self._stopping = stopping
+        self._flow = flow
+        self._service = service
+
+    def is_set(self) -> bool:
+        return self._stopping.is_set() or self._flow.paused(self._service)
+
+
 class Pipeline:
     def __init__(
         self,
         journal: Journal,
         watches: Callable[[], tuple[WatchConfig, ...]],
         stopping: threading.Event,
+        flow: Flow,
     ) -> None:
         self.journal = journal
         self.watches = watches
         self.stopping = stopping
+        self.flow = flow
         self.in_flight = InFlight()
         self.hashing = InFlight()
         self.services: dict[str, ServiceConfig] = {}
@@ -80,6 +95,10 @@ class Pipeline:
     def process(self, row: Row) -> None:
         path = Path(os.fsdecode(row.path))
         fields = log_fields(path, row.service)
+        hold = self.flow.hold_of(row.service)
+        if hold is not None:
+            self._hold(row, hold)
+            return
         try:
             watch = route(self.watches(), path)
             if watch is None or not inside(watch, path):
@@ -99,6 +118,10 @@ class Pipeline:
                 log.info("%s changed while it was being handled; starting over", path, extra=fields)
             except OSError as exc:
                 self.fail(row, f"{path}: cannot read: {exc.strerror or exc}")
+
+    def _hold(self, row: Row, hold: Hold) -> None:
+        """Not a failure and no request: the file waits for the service's hold to end."""
+        self.journal.mark_held(row, hold.reason, hold.until)
 
     def fail(self, row: Row, reason: str) -> None:
         """A failure no retry will mend (an I/O error, a bug): shown until `syncd retry`."""
@@ -141,6 +164,14 @@ class Pipeline:
             log.info("%s changed on disk but not in content: not uploaded again", path)
             self.finish(row, service)
         elif answer == UPLOAD:
+            try:
+                hold = self.flow.admit(service, row.identity.size)
+            except TooLarge as exc:
+                self.journal.mark_failed(row, str(exc))
+                return
+            if hold is not None:
+                self._hold(row, hold)
+                return
             self._upload(row, path, file, service, uploader, fields)
 
     def _upload(
@@ -163,12 +194,17 @@ class Pipeline:
             caption=read_caption(path),
             store=JournalStore(self.journal, row),
             progress=progress,
-            stopping=self.stopping,
+            stopping=StopWhen(self.stopping, self.flow, row.service),
             row_id=row.id,
         )
         log.debug("uploading %s to %s", path, row.service, extra=fields)
         try:
-            outcome = uploader.upload(job)
+            with paced(lambda amount: self.flow.bandwidth.take(row.service, amount)):
+                outcome = uploader.upload(job)
+        except RateLimited as exc:
+            log.warning("%s; the whole service waits", exc, extra=fields)
+            self._hold(row, self.flow.rate_limited(row.service, exc.retry_after))
+            return
         except RetryableError as exc:
             delay = retry_delay(row.attempts, exc.retry_after)
             log.warning("%s; next try in %.1f s", exc, delay, extra=fields)
@@ -179,7 +215,12 @@ class Pipeline:
             self.journal.mark_failed(row, str(exc))
             return
         except Interrupted:
-            self.journal.mark_retry(row, "interrupted by shutdown", time.time())
+            hold = self.flow.hold_of(row.service)
+            if hold is not None:
+                log.info("%s: stopped between chunks: %s", path, hold.reason, extra=fields)
+                self._hold(row, hold)
+            else:
+                self.journal.mark_retry(row, "interrupted by shutdown", time.time())
             return
         except FileChanged:
             self.journal.mark_changed(row)
