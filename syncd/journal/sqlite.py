@@ -576,8 +576,12 @@ class JournalReader:
     def __init__(self, path: Path) -> None:
         self._db: sqlite3.Connection | None = None
         if path.exists():
+            # Without a -wal beside it the journal was closed cleanly and nobody writes to
+            # it: `immutable` reads it without creating -wal and -shm, as `mode=ro` would.
+            live = path.with_name(path.name + "-wal").exists()
+            mode = "mode=ro" if live else "immutable=1"
             try:
-                self._db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+                self._db = sqlite3.connect(f"{path.absolute().as_uri()}?{mode}", uri=True)
             except sqlite3.Error as exc:
                 raise SyncdError(f"{path}: cannot read the journal: {exc}") from None
 
