@@ -7,9 +7,10 @@ call plus a total deadline on reading the reply, and reply bodies read streamed 
 capped with `Accept-Encoding: identity`. Whether and when to try again is decided in one
 place, `retry_delay`.
 
-Every body leaves through `ServiceHttp.send`, so that is where flow control meters it: the
-worker running an upload sets a pace (`paced`) and each piece of the body waits its turn.
-The service modules know nothing of it.
+Every request leaves through `ServiceHttp.send`, so that is where flow control meters it:
+the worker running an upload sets a `Meter` (`metered`); a held service sends nothing, each
+piece of a body waits its turn, and a rate limit holds the service at once. The service
+modules know nothing of it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
@@ -135,17 +136,32 @@ def raise_for(service: str, reply: Reply, explain: Explain | None = None) -> Non
 
 Pace = Callable[[int], None]
 """Blocks until that many more bytes may be sent."""
-_pacing = threading.local()
+
+
+class Meter(Protocol):
+    """Flow control as the HTTP layer sees it, for the upload the current thread runs."""
+
+    def pace(self, amount: int) -> None:
+        """Block until `amount` more bytes of the body may leave."""
+
+    def before_request(self) -> None:
+        """Raise RateLimited when the service may not be asked anything now."""
+
+    def rate_limited(self, retry_after: float) -> None:
+        """The service refused with a rate limit that resets in `retry_after` seconds."""
+
+
+_metering = threading.local()
 
 
 @contextmanager
-def paced(pace: Pace) -> Iterator[None]:
-    """Bodies this thread sends inside the block pass `pace` piece by piece."""
-    _pacing.pace = pace
+def metered(meter: Meter) -> Iterator[None]:
+    """Requests this thread sends inside the block go through `meter`."""
+    _metering.meter = meter
     try:
         yield
     finally:
-        _pacing.pace = None
+        _metering.meter = None
 
 
 class PacedBody:
@@ -175,12 +191,9 @@ class PacedBody:
         return piece
 
 
-def _metered(data: Any) -> Any:
-    """`data` as a paced body when this thread has a pace and the body is bytes or a stream."""
-    pace: Pace | None = getattr(_pacing, "pace", None)
-    if pace is None or not (
-        isinstance(data, bytes | bytearray | memoryview) or hasattr(data, "read")
-    ):
+def _metered(data: Any, pace: Pace) -> Any:
+    """`data` as a paced body when it is bytes or a stream."""
+    if not (isinstance(data, bytes | bytearray | memoryview) or hasattr(data, "read")):
         return data
     length = int(super_len(data))  # type: ignore[no-untyped-call]
     return PacedBody(data, length, pace) if length else data
@@ -230,13 +243,17 @@ class ServiceHttp:
         json_body: Any = None,
     ) -> Reply:
         """One exchange; a reply whose status is not in `expect` raises via `raise_for`."""
+        meter: Meter | None = getattr(_metering, "meter", None)
+        if meter is not None:
+            meter.before_request()
+            data = _metered(data, meter.pace)
         try:
             response = self._session.request(
                 method,
                 url,
                 auth=auth,
                 headers=dict(headers or {}),
-                data=_metered(data),
+                data=data,
                 json=json_body,
                 timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
                 allow_redirects=False,
@@ -257,7 +274,12 @@ class ServiceHttp:
                 raise RetryableError(f"{self.service}: reply broken off: {_short(exc)}") from None
         reply = Reply(response.status_code, response.headers, body)
         if reply.status not in expect:
-            raise_for(self.service, reply, self.explain)
+            try:
+                raise_for(self.service, reply, self.explain)
+            except RateLimited as exc:
+                if meter is not None:
+                    meter.rate_limited(exc.retry_after)
+                raise
         return reply
 
 

@@ -33,7 +33,7 @@ from syncd.intake.routing import inside, route
 from syncd.journal.sqlite import DUPLICATE, UNCHANGED, UPLOAD, Journal, Row
 from syncd.outputs import sidecar
 from syncd.services.base import AwaitCallback, Interrupted, Job, Uploader
-from syncd.services.http import paced, retry_delay
+from syncd.services.http import metered, retry_delay
 from syncd.work.flow import Flow, Hold, TooLarge
 from syncd.work.progress import InFlight, Upload
 
@@ -199,11 +199,12 @@ class Pipeline:
         )
         log.debug("uploading %s to %s", path, row.service, extra=fields)
         try:
-            with paced(lambda amount: self.flow.bandwidth.take(row.service, amount)):
+            with metered(self.flow.meter(row.service)):
                 outcome = uploader.upload(job)
         except RateLimited as exc:
             log.warning("%s; the whole service waits", exc, extra=fields)
-            self._hold(row, self.flow.rate_limited(row.service, exc.retry_after))
+            hold = self.flow.hold_of(row.service)
+            self._hold(row, hold or self.flow.rate_limited(row.service, exc.retry_after))
             return
         except RetryableError as exc:
             delay = retry_delay(row.attempts, exc.retry_after)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from syncd.config import Config, ServiceConfig
+from syncd.errors import RateLimited
 from syncd.work.flow.bandwidth import Bandwidth
 from syncd.work.flow.clock import Clock
 from syncd.work.flow.quota import Quotas, StateStore
@@ -52,6 +53,28 @@ class Hold:
     """Epoch seconds on the flow clock; None until someone resumes it (a pause)."""
 
 
+class ServiceMeter:
+    """Flow control for one upload's requests (services/http.py's Meter)."""
+
+    def __init__(self, flow: Flow, service: str) -> None:
+        self._flow = flow
+        self._service = service
+
+    def pace(self, amount: int) -> None:
+        self._flow.bandwidth.take(self._service, amount)
+
+    def before_request(self) -> None:
+        """A service-wide hold stops even the next step of an upload under way (a pause
+        lets requests go on: chunked uploads stop at a chunk boundary by themselves)."""
+        hold = self._flow.hold_of(self._service)
+        if hold is not None and hold.until is not None:
+            left = max(0.0, hold.until - self._flow.clock.now())
+            raise RateLimited(f"{self._service}: held: {hold.reason}", left)
+
+    def rate_limited(self, retry_after: float) -> None:
+        self._flow.rate_limited(self._service, retry_after)
+
+
 class Flow:
     def __init__(self, store: FlowStore, clock: Clock, wake: Callable[[], None]) -> None:
         self.clock = clock
@@ -67,6 +90,9 @@ class Flow:
             name: Hold(str(reason), until)
             for name, (reason, until) in (store.flow_state("holds") or {}).items()
         }
+
+    def meter(self, service: str) -> ServiceMeter:
+        return ServiceMeter(self, service)
 
     def use(self, config: Config) -> None:
         """The limits of a (re)loaded configuration; in-flight uploads take them too."""
