@@ -165,7 +165,7 @@ class Pipeline:
             self.finish(row, service)
         elif answer == UPLOAD:
             try:
-                hold = self.flow.admit(service, row.identity.size)
+                hold = self.flow.admit(service, row.id, row.identity.size)
             except TooLarge as exc:
                 self.journal.mark_failed(row, str(exc))
                 return

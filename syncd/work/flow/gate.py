@@ -136,9 +136,9 @@ class Flow:
             return Hold(PAUSED, None)
         return self._holds.get(service)
 
-    def admit(self, service: ServiceConfig, size: int) -> Hold | None:
-        """Count one upload of `size` against the quota; the hold when it does not fit."""
-        until = self.quotas.admit(service, size)
+    def admit(self, service: ServiceConfig, file_id: int, size: int) -> Hold | None:
+        """Count the file against the quota; the hold when it does not fit."""
+        until = self.quotas.admit(service, file_id, size)
         if until is None:
             return None
         unit = "files" if service.daily_files else "bytes"

@@ -2,6 +2,7 @@
 
 A quota day starts at the service's `quota_reset` (local time); the count is stored with
 the start of the day it belongs to, so a restart keeps it and a new day starts it afresh.
+A file counts once a day: its retries and its resumption after a pause are not new files.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ class Quotas:
         self._clock = clock
         self._lock = threading.Lock()
 
-    def admit(self, service: ServiceConfig, size: int) -> float | None:
-        """None when one more file of `size` fits today's quota (it is counted), else the
+    def admit(self, service: ServiceConfig, file_id: int, size: int) -> float | None:
+        """None when the file fits today's quota (it is counted, once a day), else the
         moment the quota resets. TooLarge when no day's quota can take it."""
         if not service.daily_files and not service.daily_bytes:
             return None
@@ -43,18 +44,21 @@ class Quotas:
             )
         now = self._clock.now()
         with self._lock:
-            files, sent = self._used(service, now)
+            files, sent, counted = self._used(service, now)
+            if file_id in counted:
+                return None
             if (service.daily_files and files + 1 > service.daily_files) or (
                 service.daily_bytes and sent + size > service.daily_bytes
             ):
                 return self._clock.next_time_of_day(service.quota_reset, now)
             day = self._clock.last_time_of_day(service.quota_reset, now)
-            self._store.save_flow_state(f"quota:{service.name}", [day, files + 1, sent + size])
+            usage = [day, files + 1, sent + size, [*counted, file_id]]
+            self._store.save_flow_state(f"quota:{service.name}", usage)
         return None
 
     def remaining(self, service: ServiceConfig) -> dict[str, int]:
         """What is left of today's quota, per unit that has one."""
-        files, sent = self._used(service, self._clock.now())
+        files, sent, _ = self._used(service, self._clock.now())
         left = {}
         if service.daily_files:
             left["files"] = max(0, service.daily_files - files)
@@ -62,9 +66,10 @@ class Quotas:
             left["bytes"] = max(0, service.daily_bytes - sent)
         return left
 
-    def _used(self, service: ServiceConfig, now: float) -> tuple[int, int]:
+    def _used(self, service: ServiceConfig, now: float) -> tuple[int, int, list[int]]:
+        """Files and bytes counted today, and the journal ids of those files."""
         day = self._clock.last_time_of_day(service.quota_reset, now)
         stored = self._store.flow_state(f"quota:{service.name}")
-        if not isinstance(stored, list) or len(stored) != 3 or stored[0] != day:
-            return 0, 0
-        return int(stored[1]), int(stored[2])
+        if not isinstance(stored, list) or len(stored) != 4 or stored[0] != day:
+            return 0, 0, []
+        return int(stored[1]), int(stored[2]), list(stored[3])
