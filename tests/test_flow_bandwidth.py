@@ -7,6 +7,7 @@ environment shortens the files (not the rates) for a slow CI machine.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -126,3 +127,26 @@ def test_service_cap_and_max_parallel_inside_the_total(tmp_path, sandbox, make_d
             if other["started"] < request["started"] < (other["finished"] or 0)
         ]
         assert len(overlapping) <= 1, "more than max_parallel = 2 uploads of ads at once"
+
+
+def test_reload_applies_a_new_limit_to_the_upload_in_flight(tmp_path, sandbox, make_daemon):
+    config = base_config(tmp_path, sandbox.url, bandwidth="1MiB")
+    drop = tmp_path / "drop"
+    config["watch"] = [{"path": str(drop), "service": "ads"}]
+    make_file(drop / "one.mov", 20 * MiB, seed=8)
+    daemon = make_daemon(config).start()
+    wanted = ton_paths(credentials.TON_BUCKET_TA_PARTNER)
+    wait_until(
+        lambda: sum(arrivals_by_slot(sandbox, wanted).values()) >= 2 * MiB, 30, "2 MiB at 1 MiB/s"
+    )
+    config["daemon"]["bandwidth"] = "3MiB"
+    daemon.write_config(config)
+    daemon.signal(signal.SIGHUP)
+    reloaded = time.time()
+    wait_until(lambda: time.time() >= reloaded + 5, 10, "5 s after the reload", interval=0.2)
+    slots = arrivals_by_slot(sandbox, wanted)
+    assert abs(rate_between(slots, reloaded - 1.5, reloaded) - MiB) <= 0.15 * MiB
+    assert abs(rate_between(slots, reloaded + 2.0, reloaded + 5.0) - 3 * MiB) <= 0.15 * 3 * MiB
+    assert [r["method"] for r in sandbox.requests()] == ["POST"], "the same request sped up"
+    rendered = daemon.cli("status")
+    assert "bandwidth: 3.0 MiB/s" in rendered.stdout, rendered.stdout

@@ -32,6 +32,12 @@ def test_daily_files_quota_holds_the_rest_until_the_reset(tmp_path, sandbox, mak
     assert {h["until"] for h in held} == {midnight.strftime("%Y-%m-%dT%H:%M:%SZ")}
     assert all("daily_files" in h["reason"] for h in held), held
     assert len(sandbox.ton_objects()) == 10
+    shown = daemon.cli("status").stdout
+    assert (
+        "15 held" in shown
+        and f"f24.txt (ads): quota: daily_files = 10 used up, until {midnight:%Y-%m-%dT%H:%M:%SZ}"
+        in shown
+    ), shown
 
     # The count and the hold survive a restart: no request, still 15 held.
     daemon.stop()
@@ -105,6 +111,9 @@ def test_pause_stops_a_resumable_upload_at_a_chunk_boundary_and_resume_continues
     daemon.wait_counts(held=1, uploading=0)
     reply = daemon.status()
     assert reply["paused"] == ["ads"]
+    assert "paused (syncd resume): ads" in daemon.cli("status").stdout
+    unknown = daemon.cli("pause", "nosuch")
+    assert unknown.returncode == 2 and "no such service: nosuch" in unknown.stderr
     assert reply["held"][0]["path"] == str(path) and reply["held"][0]["reason"] == "paused"
 
     def chunks() -> list[dict]:
