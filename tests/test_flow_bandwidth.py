@@ -102,13 +102,15 @@ def test_schedule_switches_the_limit_during_an_upload(tmp_path, sandbox, make_da
 
 
 def test_service_cap_and_max_parallel_inside_the_total(tmp_path, sandbox, make_daemon):
-    """Total 3 MiB/s; ads capped at 1 MiB/s with 2 uploads at most; ads2 takes the rest."""
+    """Total 3 MiB/s; ads capped at 1 MiB/s with 2 uploads at most; ads2 takes the rest.
+
+    Measured while both send: ads2 has more to send, so that spans all of ads's time."""
     config = two_services(tmp_path, sandbox.url, bandwidth="3MiB")
     config["services"]["ads"].update(bandwidth="1MiB", max_parallel=2)
     size = int(2 * MiB * max(SCALE, 0.5))
     for n in range(6):
         make_file(tmp_path / "ads" / f"a{n}.bin", size, seed=n)
-        make_file(tmp_path / "ads2" / f"b{n}.bin", 2 * size, seed=50 + n)
+        make_file(tmp_path / "ads2" / f"b{n}.bin", 3 * size, seed=50 + n)  # busy throughout
     daemon = make_daemon(config).start()
     daemon.wait_counts(done=12, timeout=120)
     ads = arrivals_by_slot(sandbox, ton_paths(credentials.TON_BUCKET_TA_PARTNER))

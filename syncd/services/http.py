@@ -44,7 +44,7 @@ READ_TIMEOUT = 120.0
 REPLY_DEADLINE = 300.0
 """The whole reply, once the request is sent, must arrive within this."""
 
-PACE_PIECE = 16 * 1024
+PACE_PIECE = 64 * 1024
 """A metered body is read off in pieces this big, each let through on its own."""
 
 BACKOFF_FIRST = 1.0
@@ -165,30 +165,31 @@ def metered(meter: Meter) -> Iterator[None]:
 
 
 class PacedBody:
-    """A request body read off in pieces, each one let through by the pace first."""
+    """A request body handed out in pieces, each let through by the pace first.
+
+    Iterable, so that requests streams it piece by piece (with its Content-Length) instead
+    of reading it in urllib3's 16 KiB blocks: bytes bodies go out as zero-copy slices.
+    """
 
     def __init__(self, body: bytes | memoryview | IO[bytes], length: int, pace: Pace) -> None:
-        self._view = memoryview(body) if isinstance(body, bytes | bytearray | memoryview) else None
-        self._file = body
-        self._left = length
-        self._offset = 0
+        self._body = body
+        self._length = length
         self._pace = pace
 
     def __len__(self) -> int:
-        return self._left
+        return self._length
 
-    def read(self, amount: int = -1) -> bytes | memoryview:
-        wanted = PACE_PIECE if amount < 0 else min(amount, PACE_PIECE)
-        if self._view is not None:
-            piece: bytes | memoryview = self._view[self._offset : self._offset + wanted]
-            self._offset += len(piece)
-        else:
-            assert not isinstance(self._file, bytes | bytearray | memoryview)
-            piece = self._file.read(wanted)
-        self._left -= len(piece)
-        if piece:
+    def __iter__(self) -> Iterator[bytes | memoryview]:
+        if isinstance(self._body, bytes | bytearray | memoryview):
+            view = memoryview(self._body)
+            for offset in range(0, len(view), PACE_PIECE):
+                piece: bytes | memoryview = view[offset : offset + PACE_PIECE]
+                self._pace(len(piece))
+                yield piece
+            return
+        while piece := self._body.read(PACE_PIECE):
             self._pace(len(piece))
-        return piece
+            yield piece
 
 
 def _metered(data: Any, pace: Pace) -> Any:

@@ -165,7 +165,10 @@ class Pipeline:
             self.finish(row, service)
         elif answer == UPLOAD:
             try:
-                hold = self.flow.admit(service, row.id, row.identity.size)
+                # A pause or a hold may have come while this file was being hashed.
+                hold = self.flow.hold_of(row.service) or self.flow.admit(
+                    service, row.id, row.identity.size
+                )
             except TooLarge as exc:
                 self.journal.mark_failed(row, str(exc))
                 return
