@@ -17,7 +17,7 @@ from syncd.config import Config, ServiceConfig, TonService
 from syncd.errors import SyncdError
 from syncd.files import Identity, Vanished, identity_of, open_regular, sha256_of
 from syncd.intake.routing import IGNORED, route
-from syncd.journal.sqlite import JournalReader
+from syncd.journal.reader import JournalReader
 from syncd.services import make_uploader
 from syncd.services.base import Uploader
 from syncd.services.oneall.mediaserver import Signer
