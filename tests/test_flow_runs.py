@@ -132,3 +132,16 @@ def test_dry_run_sends_nothing_writes_nothing_and_names_duplicates(tmp_path, san
     fresh = run_once(daemon.config_path, "--dry-run")
     assert fresh.returncode == 0 and "dry run: 3 to upload, 2 duplicates, 0 already" in fresh.stdout
     assert not (tmp_path / "nowhere").exists(), "a dry run creates no state folder"
+
+
+def test_dry_run_and_retries_need_once(tmp_path):
+    for extra in (["--dry-run"], ["--retries", "2"]):
+        finished = subprocess.run(
+            [sys.executable, "-m", "syncd", "run", *extra, "-c", str(tmp_path / "none.toml")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert finished.returncode == 2
+        assert "--dry-run and --retries go with --once" in finished.stderr

@@ -19,6 +19,8 @@ from syncd.config import Config, default_config_path, default_status_socket, loa
 from syncd.control.status import ask
 from syncd.errors import DaemonNotRunning, SyncdError, UsageError
 
+DEFAULT_RETRIES = 3
+"""`run --once`: a retryable error is retried this often, then counted as failed."""
 SYSTEM_SOCKET = Path("/run/syncd/status.sock")
 """Where syncd.service (RuntimeDirectory=syncd) answers."""
 
@@ -58,7 +60,6 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--retries",
         type=int,
-        default=3,
         metavar="N",
         help="with --once: retry a retryable error N times before counting it failed (default 3)",
     )
@@ -121,11 +122,11 @@ def _run(args: argparse.Namespace) -> int:
     from syncd.control.logs import setup_logging
     from syncd.daemon import Daemon
 
-    if args.dry_run and not args.once:
-        raise UsageError("--dry-run goes with --once")
-    if args.retries < 0:
+    if (args.dry_run or args.retries is not None) and not args.once:
+        raise UsageError("--dry-run and --retries go with --once")
+    if args.retries is not None and args.retries < 0:
         raise UsageError("--retries must be 0 or more")
-    once = args.retries if args.once else None
+    once = (DEFAULT_RETRIES if args.retries is None else args.retries) if args.once else None
     if args.sandbox:
         from syncd.cli.demo import sandboxed
 
