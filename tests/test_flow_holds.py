@@ -145,3 +145,24 @@ def test_pause_stops_a_resumable_upload_at_a_chunk_boundary_and_resume_continues
     side = read_sidecar(path)
     [stored] = sandbox.ton_objects()
     assert stored["sha256"] == side["sha256"] and side["size"] == 200 * MiB
+
+
+def test_daily_bytes_quota_holds_what_does_not_fit_and_fails_what_never_can(
+    tmp_path, sandbox, make_daemon
+):
+    config = base_config(tmp_path, sandbox.url, workers=1)
+    config["services"]["ads"].update(daily_bytes="5000")
+    drop = tmp_path / "drop"
+    # Largest first: the file no day can take fails before the quota holds the service.
+    config["watch"] = [{"path": str(drop), "service": "ads", "order": "largest"}]
+    for n in range(3):
+        make_file(drop / f"f{n}.bin", 2000, seed=n)
+    huge = make_file(drop / "huge.bin", 6000, seed=9)
+    daemon = make_daemon(config).start()
+    daemon.wait_counts(done=2, held=1, failed=1)
+    reply = daemon.status()
+    [failure] = reply["failures"]
+    assert failure["path"] == str(huge) and "larger than the daily_bytes quota" in failure["error"]
+    assert "daily_bytes = 5000 used up" in reply["held"][0]["reason"]
+    assert reply["quota_remaining"] == {"ads": {"bytes": 1000}}
+    assert len(sandbox.ton_objects()) == 2

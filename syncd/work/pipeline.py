@@ -96,7 +96,11 @@ class Pipeline:
     def process(self, row: Row) -> None:
         path = Path(os.fsdecode(row.path))
         fields = log_fields(path, row.service)
-        hold = self.flow.hold_of(row.service)
+        try:
+            hold = self.flow.hold_of(row.service, row.identity.size)
+        except TooLarge as exc:
+            self.journal.mark_failed(row, str(exc))
+            return
         if hold is not None:
             self._hold(row, hold)
             return

@@ -130,8 +130,11 @@ class Flow:
     def paused(self, service: str) -> bool:
         return EVERY in self._paused or service in self._paused
 
-    def hold_of(self, service: str) -> Hold | None:
-        """Why `service` may not start an upload now, if it may not."""
+    def hold_of(self, service: str, size: int | None = None) -> Hold | None:
+        """Why `service` may not start an upload now, if it may not. TooLarge (given the
+        file's `size`) for a file no day's quota can take: no hold would ever end."""
+        if size is not None and service in self._services:
+            self.quotas.check_size(self._services[service], size)
         if self.paused(service):
             return Hold(PAUSED, None)
         return self._holds.get(service)

@@ -37,11 +37,7 @@ class Quotas:
         moment the quota resets. TooLarge when no day's quota can take it."""
         if not service.daily_files and not service.daily_bytes:
             return None
-        if service.daily_bytes and size > service.daily_bytes:
-            raise TooLarge(
-                f"{service.name}: the file ({size} bytes) is larger than the daily_bytes quota"
-                f" ({service.daily_bytes} bytes)"
-            )
+        self.check_size(service, size)
         now = self._clock.now()
         with self._lock:
             files, sent, counted = self._used(service, now)
@@ -55,6 +51,15 @@ class Quotas:
             usage = [day, files + 1, sent + size, [*counted, file_id]]
             self._store.save_flow_state(f"quota:{service.name}", usage)
         return None
+
+    @staticmethod
+    def check_size(service: ServiceConfig, size: int) -> None:
+        """TooLarge when the file is larger than the whole daily byte quota."""
+        if service.daily_bytes and size > service.daily_bytes:
+            raise TooLarge(
+                f"{service.name}: the file ({size} bytes) is larger than the daily_bytes quota"
+                f" ({service.daily_bytes} bytes)"
+            )
 
     def remaining(self, service: ServiceConfig) -> dict[str, int]:
         """What is left of today's quota, per unit that has one."""
