@@ -20,7 +20,7 @@ from syncd.intake.routing import IGNORED, route
 from syncd.journal.reader import JournalReader
 from syncd.services import make_uploader
 from syncd.services.base import Uploader
-from syncd.services.oneall.mediaserver import Signer
+from syncd.services.oneall.signer import Signer
 from syncd.work.flow import rank
 
 
