@@ -51,6 +51,9 @@ class Hold:
     reason: str
     until: float | None
     """Epoch seconds on the flow clock; None until someone resumes it (a pause)."""
+    stops_requests: bool = False
+    """A rate limit: even the next request of an upload under way waits. A quota stops only
+    uploads that have not started (one it let through goes on to the end)."""
 
 
 class ServiceMeter:
@@ -64,10 +67,10 @@ class ServiceMeter:
         self._flow.bandwidth.take(self._service, amount)
 
     def before_request(self) -> None:
-        """A service-wide hold stops even the next step of an upload under way (a pause
-        lets requests go on: chunked uploads stop at a chunk boundary by themselves)."""
+        """A rate limit stops even the next step of an upload under way (a pause lets
+        requests go on: chunked uploads stop at a chunk boundary by themselves)."""
         hold = self._flow.hold_of(self._service)
-        if hold is not None and hold.until is not None:
+        if hold is not None and hold.stops_requests and hold.until is not None:
             left = max(0.0, hold.until - self._flow.clock.now())
             raise RateLimited(f"{self._service}: held: {hold.reason}", left)
 
@@ -87,8 +90,8 @@ class Flow:
         self._active: Counter[str] = Counter()
         self._paused: set[str] = set(store.flow_state("paused") or ())
         self._holds: dict[str, Hold] = {
-            name: Hold(str(reason), until)
-            for name, (reason, until) in (store.flow_state("holds") or {}).items()
+            name: Hold(str(reason), until, bool(stops))
+            for name, (reason, until, stops) in (store.flow_state("holds") or {}).items()
         }
 
     def meter(self, service: str) -> ServiceMeter:
@@ -149,11 +152,12 @@ class Flow:
         return self.hold(service.name, f"quota: daily_{unit} = {limit} used up", until)
 
     def rate_limited(self, service: str, retry_after: float) -> Hold:
-        return self.hold(service, "rate limited (HTTP 429)", self.clock.now() + retry_after)
+        until = self.clock.now() + retry_after
+        return self.hold(service, "rate limited (HTTP 429)", until, stops_requests=True)
 
-    def hold(self, service: str, reason: str, until: float) -> Hold:
+    def hold(self, service: str, reason: str, until: float, stops_requests: bool = False) -> Hold:
         """Hold the whole of `service` until `until` (flow clock)."""
-        hold = Hold(reason, until)
+        hold = Hold(reason, until, stops_requests)
         with self._lock:
             self._holds[service] = hold
             self._save_holds()
@@ -183,7 +187,8 @@ class Flow:
 
     def _save_holds(self) -> None:
         self._store.save_flow_state(
-            "holds", {name: [h.reason, h.until] for name, h in self._holds.items()}
+            "holds",
+            {name: [h.reason, h.until, h.stops_requests] for name, h in self._holds.items()},
         )
 
     # -- pause and resume ----------------------------------------------------------------
