@@ -97,15 +97,7 @@ class Pipeline:
     def process(self, row: Row) -> None:
         path = Path(os.fsdecode(row.path))
         fields = log_fields(path, row.service)
-        if self.failed_if_damaged(row):
-            return
-        try:
-            hold = self.flow.hold_of(row.service, row.identity.size)
-        except TooLarge as exc:
-            self.journal.mark_failed(row, str(exc))
-            return
-        if hold is not None:
-            self._hold(row, hold)
+        if self.failed_if_damaged(row) or not self._may_go(row):
             return
         try:
             watch = route(self.watches(), path)
@@ -126,6 +118,21 @@ class Pipeline:
                 log.info("%s changed while it was being handled; starting over", path, extra=fields)
             except OSError as exc:
                 self.fail(row, f"{path}: cannot read: {exc.strerror or exc}")
+
+    def _may_go(self, row: Row, counted_in: ServiceConfig | None = None) -> bool:
+        """Whether flow control lets the file on; if not, it is held (or failed, when it is
+        larger than any day's quota). With `counted_in`, the file is counted in its quota."""
+        try:
+            hold = self.flow.hold_of(row.service, row.identity.size)
+            if hold is None and counted_in is not None:
+                hold = self.flow.admit(counted_in, row.id, row.identity.size)
+        except TooLarge as exc:
+            self.journal.mark_failed(row, str(exc))
+            return False
+        if hold is not None:
+            self._hold(row, hold)
+            return False
+        return True
 
     def _hold(self, row: Row, hold: Hold) -> None:
         """Not a failure and no request: the file waits for the service's hold to end."""
@@ -180,18 +187,8 @@ class Pipeline:
         elif answer is Decision.UNCHANGED:
             log.info("%s changed on disk but not in content: not uploaded again", path)
             self.finish(row, service)
-        elif answer is Decision.UPLOAD:
-            try:
-                # A pause or a hold may have come while this file was being hashed.
-                hold = self.flow.hold_of(row.service) or self.flow.admit(
-                    service, row.id, row.identity.size
-                )
-            except TooLarge as exc:
-                self.journal.mark_failed(row, str(exc))
-                return
-            if hold is not None:
-                self._hold(row, hold)
-                return
+        elif answer is Decision.UPLOAD and self._may_go(row, counted_in=service):
+            # (Asked again: a pause or a hold may have come while the file was hashed.)
             self._upload(row, path, file, service, uploader, fields)
 
     def _upload(
