@@ -64,10 +64,23 @@ def _parser() -> argparse.ArgumentParser:
         help="with --once: retry a retryable error N times before counting it failed (default 3)",
     )
     status = commands.add_parser("status", parents=[common], help="what the daemon is doing")
-    status.add_argument("--json", action="store_true", help="print the daemon's reply as is")
+    shown = status.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="print the daemon's reply as is")
+    shown.add_argument(
+        "--watch",
+        action="store_true",
+        help="redraw every second with a bar per upload, until Ctrl-C"
+        " (plain lines when not on a terminal)",
+    )
     retry = commands.add_parser("retry", parents=[common], help="queue failed files again")
     retry.add_argument("paths", nargs="*", type=Path, help="files to retry")
     retry.add_argument("--all-failed", action="store_true", help="retry every failed file")
+    restore = commands.add_parser(
+        "restore", parents=[common], help="put deleted files back from the trash"
+    )
+    restore.add_argument(
+        "paths", nargs="+", type=Path, help="where the files were (or are, in the trash)"
+    )
     for name, verb in (("pause", "pause"), ("resume", "resume")):
         steer = commands.add_parser(
             name, parents=[common], help=f"{verb} uploads to services (none named: all)"
@@ -102,6 +115,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _status(args)
     if command == "retry":
         return _retry(args)
+    if command == "restore":
+        return _restore(args)
     if command in ("pause", "resume"):
         return _pause_or_resume(args)
     if command == "check":
@@ -167,6 +182,11 @@ def _ask(args: argparse.Namespace, request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _status(args: argparse.Namespace) -> int:
+    if args.watch:
+        from syncd.cli.watch import watch
+
+        _ask(args, {"command": "status"})  # exit 3 at once when no daemon runs at all
+        return watch(lambda: _ask(args, {"command": "status"}))
     reply = _ask(args, {"command": "status"})
     if args.json:
         print(json.dumps(reply, indent=2))
@@ -188,6 +208,17 @@ def _retry(args: argparse.Namespace) -> int:
         raise SyncdError(str(reply["error"]))
     print(f"{reply.get('retried', 0)} files queued again")
     return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    """Exit 1 when any file could not be restored, each such file named on stderr."""
+    reply = _ask(args, {"command": "restore", "paths": [os.path.abspath(p) for p in args.paths]})
+    if "error" in reply:
+        raise SyncdError(str(reply["error"]))
+    for error in reply.get("errors", []):
+        print(f"syncd: {error}", file=sys.stderr)
+    print(f"{reply.get('restored', 0)} files restored")
+    return 1 if reply.get("errors") else 0
 
 
 def _pause_or_resume(args: argparse.Namespace) -> int:

@@ -14,16 +14,19 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from syncd.config.model import (
     DAY,
     TON_MAX_SINGLE,
+    WEBHOOK_EVENTS,
     Account,
     Config,
     DaemonConfig,
     MediaServerConfig,
+    MetricsConfig,
     OneAllService,
     ServiceConfig,
     TonService,
     TwitLongerService,
     TwitPicService,
     WatchConfig,
+    WebhookConfig,
 )
 from syncd.config.values import (
     boolean,
@@ -51,13 +54,14 @@ T = TypeVar("T")
 D = TypeVar("D", bound="DataclassInstance")
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+AFTER_UPLOAD = ("keep", "archive", "delete")
 ORDERS = ("oldest", "newest", "smallest", "largest", "name")
 MIN_POLL_INTERVAL = 30.0
 """Polling faster than this costs more than the network filesystems it is meant for."""
 CREDENTIALS = frozenset({"consumer_key", "consumer_secret", "access_token", "access_token_secret"})
-CREDENTIALS |= {"api_key", "public_key", "private_key", "identity_token"}
+CREDENTIALS |= {"api_key", "public_key", "private_key", "identity_token", "secret"}
 """Keys that may instead be given as `KEY_file = "path"` (e.g. systemd's LoadCredential=)."""
-SECRETS = frozenset({"consumer_secret", "access_token_secret", "api_key", "private_key"})
+SECRETS = frozenset({"consumer_secret", "access_token_secret", "api_key", "private_key", "secret"})
 """Refused inline in a config file that other users can read, as ssh refuses such keys."""
 
 _SERVICE_TYPES: dict[str, type[ServiceConfig]] = {
@@ -68,7 +72,7 @@ _DEFAULT_ENDPOINTS = {
     "twitpic": "https://api.twitpic.com",
     "twitlonger": "https://api.twitlonger.com",
 }
-_TOP_LEVEL = ("daemon", "accounts", "services", "media_server", "watch")
+_TOP_LEVEL = ("daemon", "accounts", "services", "media_server", "metrics", "watch", "webhook")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -237,6 +241,8 @@ _READERS: dict[str, _Reader] = {
     "rescan_interval": _value(parse_duration),
     "request_timeout": _value(parse_duration, lambda s: s >= 1, "must be at least 1s"),
     "max_retry_after": _value(parse_duration, lambda s: s >= 1, "must be at least 1s"),
+    "healthcheck_url": _value(parse_url),
+    "healthcheck_interval": _value(parse_duration, lambda s: s > 0, "must be more than 0"),
     "bandwidth": _value(parse_size),
     "bandwidth_schedule": _value(parse_schedule),
     # [accounts.*] and [services.*]
@@ -267,6 +273,21 @@ _READERS: dict[str, _Reader] = {
     "poll_interval": _value(
         parse_duration, lambda s: s == 0 or s >= MIN_POLL_INTERVAL, "must be 0 (inotify) or >= 30s"
     ),
+    # [[webhook]]
+    "url": _value(parse_url),
+    "events": _value(
+        strings,
+        lambda names: bool(names) and set(names) <= set(WEBHOOK_EVENTS),
+        f"must name some of {', '.join(WEBHOOK_EVENTS)}",
+    ),
+    "after_upload": _value(
+        string, lambda s: s in AFTER_UPLOAD, 'must be "keep", "archive" or "delete"'
+    ),
+    "archive_to": _Table.directory,
+    "trash_retention": _value(parse_duration),
+    "on_done": _value(strings),
+    "on_failed": _value(strings),
+    "hook_timeout": _value(parse_duration, lambda s: s > 0, "must be more than 0"),
     "order": _value(
         string, lambda s: s in ORDERS, "must be oldest, newest, smallest, largest or name"
     ),
@@ -296,6 +317,28 @@ def _media_server(table: _Table) -> MediaServerConfig:
     table.check_keys(["listen", "public_url"])
     host, port = table.require("listen", parse_listen)
     return MediaServerConfig(host, port, table.require("public_url", parse_url))
+
+
+def _metrics(table: _Table) -> MetricsConfig:
+    table.check_keys(["listen"])
+    return MetricsConfig(*table.require("listen", parse_listen))
+
+
+def _check_archives(src: _Source, watches: tuple[WatchConfig, ...]) -> None:
+    """`archive_to` with archive only, and never inside a watch: an archived file must not
+    be taken for new work (nor the watch's own trash)."""
+    for position, watch in enumerate(watches, 1):
+        table = _Table(src, "[watch]", {}, f"#{position}")
+        if watch.after_upload == "archive" and watch.archive_to is None:
+            raise table.error("archive_to", 'required with after_upload = "archive"')
+        if watch.after_upload != "archive" and watch.archive_to is not None:
+            raise table.error("archive_to", 'only used with after_upload = "archive"')
+        archive = watch.archive_to
+        if archive is None:
+            continue
+        for other in watches:
+            if archive == other.path or other.path in archive.parents:
+                raise table.error("archive_to", f"{archive} is inside the watch {other.path}")
 
 
 def load(path: Path) -> Config:
@@ -332,4 +375,19 @@ def load(path: Path) -> Config:
         _Table(src, "[watch]", item, f"#{position}").build(WatchConfig, {})
         for position, item in enumerate(root.get("watch", toml_tables) or (), 1)
     )
-    return Config(path.absolute(), daemon, accounts, services, watches, media_server)
+    _check_archives(src, watches)
+    metrics = root.get("metrics", toml_table)
+    webhooks = tuple(
+        _Table(src, "[webhook]", item, f"#{position}").build(WebhookConfig, {})
+        for position, item in enumerate(root.get("webhook", toml_tables) or (), 1)
+    )
+    return Config(
+        path.absolute(),
+        daemon,
+        accounts,
+        services,
+        watches,
+        media_server,
+        None if metrics is None else _metrics(_Table(src, "metrics", metrics)),
+        webhooks,
+    )

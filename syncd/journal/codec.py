@@ -76,4 +76,5 @@ def row_from(columns: Columns) -> Row:
         uploaded_at=columns["uploaded_at"],
         uploaded_sha256=columns["uploaded_sha256"],
         fence=columns["claim_fence"],
+        queued_at=columns["queued_at"],
     )

@@ -19,6 +19,7 @@ from syncd.sandbox.background import Background
 from syncd.sandbox.context import Clock, Context, Service, Settings
 from syncd.sandbox.control import control_routes
 from syncd.sandbox.faults import Fault, Faults
+from syncd.sandbox.hooks import HooksService
 from syncd.sandbox.journal import Entry, Journal
 from syncd.sandbox.oauth_check import OAuthVerifier
 from syncd.sandbox.oneall import OneAllService
@@ -46,6 +47,7 @@ SERVICES: tuple[Callable[[Context], Service], ...] = (
     TwitPicService,
     TwitLongerService,
     OneAllService,
+    HooksService,
 )
 """Every emulator; a new one is a module with a Service class, added here."""
 

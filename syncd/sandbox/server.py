@@ -284,6 +284,8 @@ def banner(url: str, data_dir: Path | None) -> str:
             f'# oneall public_key = "{credentials.ONEALL_PUBLIC_KEY}"',
             f'# oneall private_key = "{credentials.ONEALL_PRIVATE_KEY}"',
             f'# oneall identity_token = "{credentials.ONEALL_IDENTITY_TOKEN}"',
+            f"# webhook receiver: {url}/hooks/webhook, secret"
+            f' "{credentials.WEBHOOK_SECRET}"; health checks: {url}/hc/ANY-UUID',
         ]
     )
 

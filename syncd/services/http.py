@@ -161,6 +161,10 @@ def error_text(reply: Reply) -> str:
 
 Explain = Callable[[Reply], str | None]
 """A service's own reading of an error reply (TwitLonger's codes); None falls back."""
+RequestObserver = Callable[[str, str], None]
+"""Told (service, code) after every exchange: the HTTP status, or NO_REPLY."""
+NO_REPLY = "none"
+"""The code of an exchange that got no reply: a timeout or a failed connection."""
 
 
 def raise_for(
@@ -190,11 +194,16 @@ class ServiceHttp:
     """One requests.Session per service, so connections are reused per host."""
 
     def __init__(
-        self, service: str, explain: Explain | None = None, limits: HttpLimits | None = None
+        self,
+        service: str,
+        explain: Explain | None = None,
+        limits: HttpLimits | None = None,
+        observe: RequestObserver | None = None,
     ) -> None:
         self.service = service
         self.explain = explain
         self.limits = limits or HttpLimits()
+        self._observe = observe
         self._session = requests.Session()
         self._session.headers.update(
             {"User-Agent": f"syncd/{__version__}", "Accept-Encoding": "identity"}
@@ -242,6 +251,7 @@ class ServiceHttp:
             meter.before_request()
             data = paced_body(data, meter.pace)
         seconds = self.limits.request_timeout + _size_of(data) / FLOOR_RATE
+        answered = False
         with exchange_within(seconds) as exchange:
             try:
                 response = self._session.request(
@@ -257,9 +267,13 @@ class ServiceHttp:
                     verify=self._verify,
                     proxies=self._proxies_for(url),
                 )
+                answered = True
+                self._observed(str(response.status_code))
                 with response:
                     body = _read_capped(response)
             except BROKEN as exc:
+                if not answered:
+                    self._observed(NO_REPLY)
                 if exchange.expired:
                     raise RetryableError(
                         f"{self.service}: no complete answer within {seconds:.0f} s"
@@ -274,6 +288,10 @@ class ServiceHttp:
                     meter.rate_limited(exc.retry_after)
                 raise
         return reply
+
+    def _observed(self, code: str) -> None:
+        if self._observe is not None:
+            self._observe(self.service, code)
 
     def _error(self, exc: BaseException) -> RetryableError | PermanentError:
         if isinstance(exc, requests.Timeout):

@@ -22,7 +22,14 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 from syncd.config import TON_MAX_SINGLE, TonService
 from syncd.errors import PermanentError, RetryableError
 from syncd.services.base import Interrupted, Job, Result
-from syncd.services.http import HttpLimits, Reply, ServiceHttp, one_line, raise_for
+from syncd.services.http import (
+    HttpLimits,
+    Reply,
+    RequestObserver,
+    ServiceHttp,
+    one_line,
+    raise_for,
+)
 from syncd.services.oauth import user_auth
 
 RESULT_MARGIN = 3600.0
@@ -51,9 +58,14 @@ def http_date(when: float) -> str:
 
 
 class TonUploader:
-    def __init__(self, config: TonService, limits: HttpLimits | None = None) -> None:
+    def __init__(
+        self,
+        config: TonService,
+        limits: HttpLimits | None = None,
+        observe: RequestObserver | None = None,
+    ) -> None:
         self.config = config
-        self.http = ServiceHttp(config.name, limits=limits)
+        self.http = ServiceHttp(config.name, limits=limits, observe=observe)
         self.auth = user_auth(config.account)
         self.bucket_url = f"{config.endpoint}/1.1/ton/bucket/{config.bucket}"
 

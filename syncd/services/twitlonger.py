@@ -21,7 +21,15 @@ from urllib.parse import quote
 from syncd.config import TwitLongerService
 from syncd.errors import PermanentError
 from syncd.services.base import Interrupted, Job, Result
-from syncd.services.http import HttpLimits, Reply, ServiceHttp, dig, one_line, text_of
+from syncd.services.http import (
+    HttpLimits,
+    Reply,
+    RequestObserver,
+    ServiceHttp,
+    dig,
+    one_line,
+    text_of,
+)
 from syncd.services.oauth import echo_headers, user_auth
 
 MAX_TEXT = 1024 * 1024
@@ -132,10 +140,15 @@ def parse_post(raw: bytes, name: str) -> Post:
 
 
 class TwitLongerUploader:
-    def __init__(self, config: TwitLongerService, limits: HttpLimits | None = None) -> None:
+    def __init__(
+        self,
+        config: TwitLongerService,
+        limits: HttpLimits | None = None,
+        observe: RequestObserver | None = None,
+    ) -> None:
         self.config = config
-        self.http = ServiceHttp(config.name, explain_twitlonger, limits)
-        self.twitter = ServiceHttp(config.name, explain_twitter, limits)
+        self.http = ServiceHttp(config.name, explain_twitlonger, limits, observe)
+        self.twitter = ServiceHttp(config.name, explain_twitter, limits, observe)
         self.posts_url = f"{config.endpoint}/2/posts"
         self.auth = user_auth(config.account)
 

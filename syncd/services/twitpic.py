@@ -14,7 +14,7 @@ from requests_toolbelt import MultipartEncoder, MultipartEncoderMonitor
 from syncd.config import TwitPicService
 from syncd.errors import PermanentError
 from syncd.services.base import Job, Result
-from syncd.services.http import HttpLimits, ServiceHttp, dig, text_of
+from syncd.services.http import HttpLimits, RequestObserver, ServiceHttp, dig, text_of
 from syncd.services.oauth import echo_headers
 
 NUMBERS = ("width", "height", "size")
@@ -30,9 +30,14 @@ def _number(value: Any) -> int | None:
 
 
 class TwitPicUploader:
-    def __init__(self, config: TwitPicService, limits: HttpLimits | None = None) -> None:
+    def __init__(
+        self,
+        config: TwitPicService,
+        limits: HttpLimits | None = None,
+        observe: RequestObserver | None = None,
+    ) -> None:
         self.config = config
-        self.http = ServiceHttp(config.name, limits=limits)
+        self.http = ServiceHttp(config.name, limits=limits, observe=observe)
         self.url = f"{config.endpoint}/2/upload.json"
 
     def still_valid(self, result: Result) -> bool:

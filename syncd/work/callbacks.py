@@ -119,7 +119,7 @@ class Callbacks:
 
     def _fail(self, row: Row, reason: str) -> bool:
         log.error("%s: %s", os.fsdecode(row.path), reason, extra=log_fields(row.path))
-        return self._journal.mark_failed(row, reason)
+        return self._pipeline.mark_failed(row, reason)
 
     def _complete(self, row: Row, outcome: Result | str) -> bool:
         service = self._pipeline.services.get(row.service)

@@ -37,6 +37,7 @@ from syncd.services.base import AwaitCallback, Interrupted, Job, Uploader
 from syncd.services.http import retry_delay
 from syncd.services.metering import metered
 from syncd.work.flow import Flow, Hold, TooLarge
+from syncd.work.outcomes import DONE, DUPLICATE, FAILED, Outcomes
 from syncd.work.progress import InFlight, Upload
 
 log = logging.getLogger(__name__)
@@ -79,11 +80,17 @@ class Pipeline:
         journal: Store,
         watches: Callable[[], tuple[WatchConfig, ...]],
         stopping: threading.Event,
+        outcomes: Outcomes,
+        completed: Callable[[Row], None],
         flow: Flow,
     ) -> None:
         self.journal = journal
         self.watches = watches
         self.stopping = stopping
+        self.outcomes = outcomes
+        self.completed = completed
+        """Told of a row whose sidecar is durable, before it is done (after-upload actions
+        and hooks); it must be idempotent, as a crash in between calls it again."""
         self.flow = flow
         self.in_flight = InFlight()
         self.hashing = InFlight()
@@ -109,7 +116,7 @@ class Pipeline:
             return
         except PermanentError as exc:
             log.warning("%s", exc, extra=fields)
-            self.journal.mark_failed(row, str(exc))
+            self.mark_failed(row, str(exc))
             return
         with file:
             try:
@@ -143,7 +150,14 @@ class Pipeline:
         log.error("%s", reason, extra=log_fields(row.path, row.service, State.FAILED))
         current = self.journal.get(row.id)
         if current is not None and allowed(current.state, State.FAILED):
-            self.journal.mark_failed(current, reason)
+            self.mark_failed(current, reason)
+
+    def mark_failed(self, row: Row, reason: str) -> bool:
+        """Every way a file fails for good ends here, so it is counted once."""
+        failed = self.journal.mark_failed(row, reason)
+        if failed:
+            self.outcomes.finished(row.service, FAILED, row.identity.size, None)
+        return failed
 
     def failed_if_damaged(self, row: Row) -> bool:
         """A row whose stored data cannot be read is failed, with that reason."""
@@ -174,7 +188,7 @@ class Pipeline:
         service = self.services.get(row.service)
         uploader = self.uploaders.get(row.service)
         if service is None or uploader is None:
-            self.journal.mark_failed(row, f"service {row.service!r} is no longer configured")
+            self.mark_failed(row, f"service {row.service!r} is no longer configured")
             return
         decision = self.journal.begin_upload(row, uploader.still_valid)
         if decision is None:
@@ -183,10 +197,10 @@ class Pipeline:
         if answer is Decision.DUPLICATE:
             assert row.duplicate_of is not None
             log.info("%s duplicates %s", path, os.fsdecode(row.duplicate_of), extra=fields)
-            self.finish(row, service)
+            self.finish(row, service, DUPLICATE)
         elif answer is Decision.UNCHANGED:
             log.info("%s changed on disk but not in content: not uploaded again", path)
-            self.finish(row, service)
+            self.finish(row, service, DUPLICATE)
         elif answer is Decision.UPLOAD and self._may_go(row, counted_in=service):
             # (Asked again: a pause or a hold may have come while the file was hashed.)
             self._upload(row, path, file, service, uploader, fields)
@@ -227,10 +241,11 @@ class Pipeline:
             delay = retry_delay(row.attempts, exc.retry_after)
             log.warning("%s; next try in %.1f s", exc, delay, extra=fields)
             self.journal.mark_retry(row, str(exc), time.time() + delay)
+            self.outcomes.retrying(row.service)
             return
         except PermanentError as exc:
             log.error("%s: %s", path, exc, extra=fields)
-            self.journal.mark_failed(row, str(exc))
+            self.mark_failed(row, str(exc))
             return
         except Interrupted:
             hold = self.flow.hold_of(row.service)
@@ -255,7 +270,7 @@ class Pipeline:
         if uploaded is not None:
             self.finish(uploaded, service)
 
-    def finish(self, row: Row, service: ServiceConfig) -> None:
+    def finish(self, row: Row, service: ServiceConfig, outcome: str = DONE) -> None:
         """The sidecar of an uploaded row, then `done`; a crash in between is mended at start."""
         path = Path(os.fsdecode(row.path))
         fields = log_fields(path, row.service, State.DONE)
@@ -276,7 +291,10 @@ class Pipeline:
             except OSError as exc:
                 log.error("cannot write the sidecar of %s: %s", path, exc, extra=fields)
                 return
+            self.completed(row)
         self.journal.mark_done(row.id)
+        waited = None if row.queued_at is None else time.time() - row.queued_at
+        self.outcomes.finished(row.service, outcome, row.identity.size, waited)
         log.info("uploaded %s", path, extra=fields)
 
     def finish_uploaded(self) -> None:

@@ -19,7 +19,14 @@ from requests.auth import HTTPBasicAuth
 from syncd.config import OneAllService
 from syncd.errors import PermanentError
 from syncd.services.base import AwaitCallback, Job, Result
-from syncd.services.http import HttpLimits, ServiceHttp, dig, one_line, text_of
+from syncd.services.http import (
+    HttpLimits,
+    RequestObserver,
+    ServiceHttp,
+    dig,
+    one_line,
+    text_of,
+)
 from syncd.services.oneall.signer import Signer
 
 PICTURE_MAX = 5 * 1024 * 1024
@@ -108,11 +115,15 @@ def begin_push(job: Job) -> int:
 
 class OneAllUploader:
     def __init__(
-        self, config: OneAllService, signer: Signer, limits: HttpLimits | None = None
+        self,
+        config: OneAllService,
+        signer: Signer,
+        limits: HttpLimits | None = None,
+        observe: RequestObserver | None = None,
     ) -> None:
         self.config = config
         self.signer = signer
-        self.http = ServiceHttp(config.name, limits=limits)
+        self.http = ServiceHttp(config.name, limits=limits, observe=observe)
         self.auth = HTTPBasicAuth(config.public_key, config.private_key)
         self.base = f"{config.endpoint}/push/identities/{config.identity_token}/twitter"
 
