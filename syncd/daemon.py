@@ -44,7 +44,7 @@ from syncd.services.oneall.mediaserver import MediaServer
 from syncd.services.oneall.signer import Signer
 from syncd.work.actions import AfterUpload
 from syncd.work.callbacks import Callbacks
-from syncd.work.flow import Clock, Flow, rank
+from syncd.work.flow import Clock, Flow, FlowGauges, rank
 from syncd.work.pipeline import Pipeline
 from syncd.work.pool import Workers
 
@@ -126,6 +126,7 @@ class Daemon:
                 lambda: self.pipeline.in_flight.snapshot(),
                 lambda: self.config.services,
                 lambda: len(self.config.watches),
+                FlowGauges(self.flow),
             )
         )
         self.after = AfterUpload(

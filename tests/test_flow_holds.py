@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from conftest import base_config, read_sidecar, sidecar_exists, wait_until
 from flowkit import ClockKnob, MiB, make_file
+from harness import free_port, scrape
 from test_flow_bandwidth import two_services
 
 from syncd.control.status import ask
@@ -96,6 +97,7 @@ def test_pause_stops_a_resumable_upload_at_a_chunk_boundary_and_resume_continues
     """200 MiB in 8 MiB chunks at 40 MiB/s: pause after a few chunks, restart, resume."""
     config = base_config(tmp_path, sandbox.url, bandwidth="40MiB")
     config["services"]["ads"].update(chunk_size="8MiB")
+    config["metrics"] = {"listen": f"127.0.0.1:{free_port()}"}
     drop = tmp_path / "drop"
     config["watch"] = [{"path": str(drop), "service": "ads"}]
     path = make_file(drop / "film.mov", 200 * MiB, seed=3)
@@ -113,6 +115,9 @@ def test_pause_stops_a_resumable_upload_at_a_chunk_boundary_and_resume_continues
     reply = daemon.status()
     assert reply["paused"] == ["ads"]
     assert "paused (syncd resume): ads" in daemon.cli("status").stdout
+    port = daemon.config["metrics"]["listen"].rsplit(":", 1)[1]
+    samples, _ = scrape(f"http://127.0.0.1:{port}/metrics")
+    assert samples[("syncd_paused", (("service", "ads"),))] == 1
     unknown = daemon.cli("pause", "nosuch")
     assert unknown.returncode == 2 and "no such service: nosuch" in unknown.stderr
     assert reply["held"][0]["path"] == str(path) and reply["held"][0]["reason"] == "paused"
@@ -152,6 +157,8 @@ def test_daily_bytes_quota_holds_what_does_not_fit_and_fails_what_never_can(
 ):
     config = base_config(tmp_path, sandbox.url, workers=1)
     config["services"]["ads"].update(daily_bytes="5000")
+    port = free_port()
+    config["metrics"] = {"listen": f"127.0.0.1:{port}"}
     drop = tmp_path / "drop"
     # Largest first: the file no day can take fails before the quota holds the service.
     config["watch"] = [{"path": str(drop), "service": "ads", "order": "largest"}]
@@ -165,4 +172,7 @@ def test_daily_bytes_quota_holds_what_does_not_fit_and_fails_what_never_can(
     assert failure["path"] == str(huge) and "larger than the daily_bytes quota" in failure["error"]
     assert "daily_bytes = 5000 used up" in reply["held"][0]["reason"]
     assert reply["quota_remaining"] == {"ads": {"bytes": 1000}}
+    samples, _ = scrape(f"http://127.0.0.1:{port}/metrics")
+    assert samples[("syncd_quota_remaining", (("service", "ads"), ("unit", "bytes")))] == 1000
+    assert samples[("syncd_paused", (("service", "ads"),))] == 0
     assert len(sandbox.ton_objects()) == 2

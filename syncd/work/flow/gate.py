@@ -78,6 +78,19 @@ class ServiceMeter:
         self._flow.rate_limited(self._service, retry_after)
 
 
+class FlowGauges:
+    """Flow control as the metrics read it (control/metrics.py's FlowView)."""
+
+    def __init__(self, flow: Flow) -> None:
+        self._flow = flow
+
+    def paused(self) -> set[str]:
+        return set(self._flow.paused_names())
+
+    def quota_remaining(self) -> dict[tuple[str, str], int]:
+        return self._flow.quota_left()
+
+
 class Flow:
     def __init__(self, store: FlowStore, clock: Clock, wake: Callable[[], None]) -> None:
         self.clock = clock
@@ -225,6 +238,14 @@ class Flow:
         return sorted(known if EVERY in self._paused else self._paused)
 
     # -- status --------------------------------------------------------------------------
+
+    def quota_left(self) -> dict[tuple[str, str], int]:
+        """(service, unit) -> what is left of today's quota; unit `files` or `bytes`."""
+        return {
+            (name, unit): left
+            for name, service in self._services.items()
+            for unit, left in self.quotas.remaining(service).items()
+        }
 
     def status(self) -> dict[str, Any]:
         """Flow control's part of the status reply."""
