@@ -55,6 +55,11 @@ def render_status(reply: dict[str, Any]) -> str:
             f"DEGRADED {_text(fault['component'])}: {_text(fault['reason'])}"
             f" (since {_text(fault['since'])})"
         )
+    limit = reply.get("bandwidth", {}).get("total")
+    if limit is not None:
+        lines.append(f"bandwidth: {human_size(limit) + '/s' if limit else 'unlimited'}")
+    if reply.get("paused"):
+        lines.append(f"paused (syncd resume): {', '.join(reply['paused'])}")
     if reply.get("settling"):
         lines.append(f"settling: {_text(reply['settling'])} files being written")
     lines.append("watching:")
@@ -93,6 +98,18 @@ def render_status(reply: dict[str, Any]) -> str:
             for d in webhooks["failing"]
         ]
     lines += _after_upload(reply)
+    if reply.get("service_holds"):
+        lines.append("services held:")
+        lines += [
+            f"  {h['service']} until {h['until']}: {h['reason']}" for h in reply["service_holds"]
+        ]
+    if reply.get("held"):
+        lines.append("held:")
+        lines += [
+            f"  {h['path']} ({h['service']}): {h['reason']}"
+            + (f", until {h['until']}" if h.get("until") else "")
+            for h in reply["held"]
+        ]
     if reply.get("failures"):
         lines.append("failed (syncd retry PATH, or --all-failed):")
         for failure in reply["failures"]:

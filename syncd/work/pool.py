@@ -1,4 +1,8 @@
-"""The worker pool: `workers` threads, each claiming the next due row and working it."""
+"""The worker pool: `workers` threads, each claiming the next due row and working it.
+
+Flow control decides which row: the claim skips services at their `max_parallel`, and the
+journal hands out rows by priority and order (work/flow/order.py).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import time
 from syncd.control.degraded import SIDECARS, Degraded
 from syncd.journal.patience import patiently
 from syncd.journal.store import Store
+from syncd.work.flow import Flow
 from syncd.work.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -22,10 +27,16 @@ class Workers:
     """`count` threads, each claiming the next due row and running it through the pipeline."""
 
     def __init__(
-        self, count: int, journal: Store, pipeline: Pipeline, faults: Degraded | None = None
+        self,
+        count: int,
+        journal: Store,
+        pipeline: Pipeline,
+        flow: Flow,
+        faults: Degraded | None = None,
     ) -> None:
         self._journal = journal
         self._pipeline = pipeline
+        self._flow = flow
         self._faults = faults or Degraded()
         self._cond = threading.Condition()
         self._stop = False
@@ -70,9 +81,9 @@ class Workers:
                 continue  # sidecars cannot be written: take no new file until they can
             with self._cond:
                 generation = self._generation
-            row = self._journal.claim(time.time())
+            row = self._flow.claim(lambda full: self._journal.claim(time.time(), full))
             if row is None:
-                due = self._journal.next_due()
+                due = self._journal.next_due(self._flow.full())
                 with self._cond:
                     if self._stop:
                         return
@@ -87,3 +98,5 @@ class Workers:
                 self._pipeline.fail(row, f"internal error: {type(exc).__name__}: {exc}")
             finally:
                 self._journal.release(row.id)
+                if self._flow.finished(row.service):
+                    self.wake()
