@@ -27,7 +27,7 @@ from syncd.control.reply import Control
 from syncd.control.status import StatusServer
 from syncd.errors import SyncdError
 from syncd.files import Identity
-from syncd.intake.routing import count_folders
+from syncd.intake.scan import count_folders
 from syncd.intake.watcher import Watcher
 from syncd.journal.sqlite import Journal
 from syncd.services import make_uploader

@@ -13,7 +13,9 @@ from conftest import wait_until
 
 from syncd.config import WatchConfig
 from syncd.files import Identity
-from syncd.intake.watcher import INOTIFY_LOGGER, Watcher, route
+from syncd.intake.events import INOTIFY_LOGGER
+from syncd.intake.routing import route
+from syncd.intake.watcher import Watcher
 
 
 class Completed:

@@ -81,18 +81,3 @@ def inside(watch: WatchConfig, path: Path) -> bool:
     real = os.path.realpath(path.parent)
     root = os.fsdecode(watch.path)
     return real == root or real.startswith(root.rstrip("/") + "/")
-
-
-def count_folders(watches: tuple[WatchConfig, ...]) -> int:
-    """inotify needs one watch per folder; fs.inotify.max_user_watches caps them per user."""
-    total = 0
-    for watch in watches:
-        if watch.poll_interval > 0:
-            continue
-        if not watch.recursive:
-            total += 1
-            continue
-        for _, dirs, _ in os.walk(watch.path):
-            total += 1
-            dirs[:] = [d for d in dirs if not IGNORED.match(d)]
-    return total

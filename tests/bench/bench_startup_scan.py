@@ -11,9 +11,7 @@ the scan's end is shown beside it. Issue 2.
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 from common import (
     Daemon,
@@ -21,6 +19,7 @@ from common import (
     base_config,
     best_of,
     parse_args,
+    populate,
     print_table,
     ratio_figure,
     sandbox,
@@ -30,20 +29,7 @@ from common import (
 
 TARGET = 2.0
 """syncd's scan time / find's time, at most."""
-FILES_PER_FOLDER = 100
 RESTARTS = 3
-
-
-def populate(root: Path, folders: int) -> int:
-    """`folders` x FILES_PER_FOLDER distinct files of 64-1024 bytes under `root`."""
-    count = 0
-    for f in range(folders):
-        folder = root / f"g{f // 50:02d}" / f"d{f:03d}"
-        folder.mkdir(parents=True)
-        for n in range(FILES_PER_FOLDER):
-            (folder / f"r{n:03d}.csv").write_bytes(os.urandom(64 + (n * 37) % 960))
-            count += 1
-    return count
 
 
 def restart_scan(daemon: Daemon, count: int) -> tuple[float, float]:

@@ -140,6 +140,19 @@ def write_random(path: Path, size: int, piece: int = 4 * MiB) -> None:
             left -= n
 
 
+def populate(root: Path, folders: int, per_folder: int = 100) -> int:
+    """`folders` x `per_folder` distinct files of 64-1024 bytes under `root`, 50 folders
+    to a group (root/gNN/dNNN/rNNN.csv); returns how many."""
+    count = 0
+    for f in range(folders):
+        folder = root / f"g{f // 50:02d}" / f"d{f:03d}"
+        folder.mkdir(parents=True)
+        for n in range(per_folder):
+            (folder / f"r{n:03d}.csv").write_bytes(os.urandom(64 + (n * 37) % 960))
+            count += 1
+    return count
+
+
 def warm(path: Path) -> None:
     """Read a file once so that it sits in the page cache."""
     with path.open("rb") as file:
