@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Protocol
 
 from syncd import __version__
 from syncd.config import Config, WatchConfig, load
@@ -32,7 +33,7 @@ from syncd.intake.watcher import Watcher
 from syncd.journal.sqlite import Journal
 from syncd.services import make_uploader
 from syncd.services.base import Uploader
-from syncd.services.oneall.mediaserver import MediaServer, Signer
+from syncd.services.oneall.signing import Signer
 from syncd.work.callbacks import Callbacks
 from syncd.work.pipeline import Pipeline
 from syncd.work.pool import Workers
@@ -82,6 +83,16 @@ def _inotify_limit() -> int | None:
         return None
 
 
+class _Server(Protocol):
+    """What the daemon does with the media server, which is loaded only when configured."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def alive(self) -> bool: ...
+
+
 class Daemon:
     def __init__(self, config_path: Path, config: Config, notifier: Notifier | None = None) -> None:
         self.config_path = config_path
@@ -96,9 +107,11 @@ class Daemon:
         self.journal = Journal(config.daemon.state_dir / "journal.sqlite")
         self.pipeline = Pipeline(self.journal, lambda: self.config.watches, self.stopping)
         self.callbacks = Callbacks(self.journal, self.pipeline)
-        self.media: MediaServer | None = None
+        self.media: _Server | None = None
         self.signer: Signer | None = None
         if config.media_server is not None:
+            from syncd.services.oneall.mediaserver import MediaServer  # http.server: OneAll only
+
             self.signer = Signer.from_state_dir(
                 config.daemon.state_dir, config.media_server.public_url
             )

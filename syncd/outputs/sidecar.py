@@ -12,8 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
 SUFFIX = ".syncd.toml"
 
 
@@ -58,6 +56,8 @@ def render(
     document["result"] = {
         k: _utc(v) if isinstance(v, datetime) else v for k, v in result.items() if v is not None
     }
+    import tomli_w  # not needed until the first upload is done
+
     return tomli_w.dumps(document)
 
 

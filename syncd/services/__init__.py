@@ -1,6 +1,13 @@
-"""One module per service type, each behind the Uploader protocol of `base`."""
+"""One module per service type, each behind the Uploader protocol of `base`.
+
+A service module, and what it imports (requests, urllib3, OAuth, the multipart encoder),
+is loaded when its first upload starts, not when the daemon starts: the imports take
+longer than a restart's whole scan of tens of thousands of done files.
+"""
 
 from __future__ import annotations
+
+import threading
 
 from syncd.config import (
     OneAllService,
@@ -10,24 +17,56 @@ from syncd.config import (
     TwitPicService,
 )
 from syncd.errors import SyncdError
-from syncd.services.base import Uploader
-from syncd.services.oneall.mediaserver import Signer
-from syncd.services.oneall.uploader import OneAllUploader
-from syncd.services.ton import TonUploader
-from syncd.services.twitlonger import TwitLongerUploader
-from syncd.services.twitpic import TwitPicUploader
+from syncd.services.base import AwaitCallback, Job, Result, Uploader
+from syncd.services.oneall.signing import Signer
 
 
 def make_uploader(config: ServiceConfig, signer: Signer | None) -> Uploader:
-    """The uploader for a configured service; each owns its HTTP session."""
+    """The uploader for a configured service; each owns its HTTP session. Its
+    configuration is checked now, the uploader itself is built at its first use."""
+    if isinstance(config, OneAllService) and signer is None:
+        raise SyncdError(f"[services.{config.name}]: oneall needs a [media_server] table")
+    if not isinstance(config, TonService | TwitPicService | TwitLongerService | OneAllService):
+        raise SyncdError(f"[services.{config.name}] type: unknown service type {config.type!r}")
+    return _Deferred(config, signer)
+
+
+def _build(config: ServiceConfig, signer: Signer | None) -> Uploader:
     if isinstance(config, TonService):
+        from syncd.services.ton import TonUploader
+
         return TonUploader(config)
     if isinstance(config, TwitPicService):
+        from syncd.services.twitpic import TwitPicUploader
+
         return TwitPicUploader(config)
     if isinstance(config, TwitLongerService):
+        from syncd.services.twitlonger import TwitLongerUploader
+
         return TwitLongerUploader(config)
-    if isinstance(config, OneAllService):
-        if signer is None:
-            raise SyncdError(f"[services.{config.name}]: oneall needs a [media_server] table")
-        return OneAllUploader(config, signer)
-    raise SyncdError(f"[services.{config.name}] type: unknown service type {config.type!r}")
+    assert isinstance(config, OneAllService) and signer is not None, "checked by make_uploader"
+    from syncd.services.oneall.uploader import OneAllUploader
+
+    return OneAllUploader(config, signer)
+
+
+class _Deferred:
+    """An Uploader that builds the real one, once, when it is first asked to work."""
+
+    def __init__(self, config: ServiceConfig, signer: Signer | None) -> None:
+        self._config = config
+        self._signer = signer
+        self._lock = threading.Lock()
+        self._built: Uploader | None = None
+
+    def _uploader(self) -> Uploader:
+        with self._lock:
+            if self._built is None:
+                self._built = _build(self._config, self._signer)
+            return self._built
+
+    def upload(self, job: Job) -> Result | AwaitCallback:
+        return self._uploader().upload(job)
+
+    def still_valid(self, result: Result) -> bool:
+        return self._uploader().still_valid(result)

@@ -17,8 +17,7 @@ from typing import Any
 from syncd.control.logs import log_fields
 from syncd.files import media_type
 from syncd.journal.sqlite import Journal, Row
-from syncd.services.oneall.mediaserver import Servable
-from syncd.services.oneall.uploader import callback_outcome
+from syncd.services.oneall.signing import Servable
 from syncd.work.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -62,6 +61,8 @@ class Callbacks:
             self._journal.mark_failed(row, reason)
 
     def _complete(self, row: Row, data: dict[str, Any]) -> bool:
+        from syncd.services.oneall.uploader import callback_outcome  # with requests: lazily
+
         service = self._pipeline.services.get(row.service)
         outcome = callback_outcome(data)
         if isinstance(outcome, str) or service is None:

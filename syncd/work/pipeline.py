@@ -33,7 +33,6 @@ from syncd.intake.routing import inside, route
 from syncd.journal.sqlite import DUPLICATE, UNCHANGED, UPLOAD, Journal, Row
 from syncd.outputs import sidecar
 from syncd.services.base import AwaitCallback, Interrupted, Job, Uploader
-from syncd.services.http import retry_delay
 from syncd.work.progress import InFlight, Upload
 
 log = logging.getLogger(__name__)
@@ -170,6 +169,8 @@ class Pipeline:
         try:
             outcome = uploader.upload(job)
         except RetryableError as exc:
+            from syncd.services.http import retry_delay  # loaded with the service already
+
             delay = retry_delay(row.attempts, exc.retry_after)
             log.warning("%s; next try in %.1f s", exc, delay, extra=fields)
             self.journal.mark_retry(row, str(exc), time.time() + delay)

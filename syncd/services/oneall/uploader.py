@@ -19,7 +19,7 @@ from syncd.config import OneAllService
 from syncd.errors import PermanentError
 from syncd.services.base import AwaitCallback, Job, Result
 from syncd.services.http import ServiceHttp
-from syncd.services.oneall.mediaserver import Signer
+from syncd.services.oneall.signing import Signer
 
 PICTURE_MAX = 5 * 1024 * 1024
 """5 MB in the 1024-based units the TON document uses (protocols.md, syncd's choices)."""
