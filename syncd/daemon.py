@@ -28,7 +28,6 @@ from syncd.control.reply import Control
 from syncd.control.status import StatusServer
 from syncd.errors import SyncdError
 from syncd.files import Identity
-from syncd.intake.scan import count_folders
 from syncd.intake.watcher import Watcher
 from syncd.journal.sqlite import Journal
 from syncd.services import make_uploader
@@ -151,7 +150,6 @@ class Daemon:
         self.pipeline.finish_uploaded()
         self.watcher.start()
         self.workers.start()
-        self._warn_inotify_limit()
         self.notifier.ready()
         log.info(
             "syncd %s watching %d folders; status on %s",
@@ -180,6 +178,7 @@ class Daemon:
         interval = self.notifier.watchdog_interval
         tick = min(TICK, interval) if interval else TICK
         last_changes: tuple[int, int, bool] = (-1, -1, False)
+        limit_checked = False
         next_rescan = time.monotonic() + (self.config.daemon.rescan_interval or float("inf"))
         while not self.stopping.is_set():
             self._wake.wait(tick)
@@ -195,6 +194,9 @@ class Daemon:
             if changes != last_changes:
                 last_changes = changes
                 self.notifier.status(self.control.status_line())
+            if not limit_checked and self.watcher.scans.count:
+                limit_checked = True
+                self._warn_inotify_limit()
             self.callbacks.check()
             if time.monotonic() >= next_rescan:
                 next_rescan = time.monotonic() + (
@@ -240,8 +242,10 @@ class Daemon:
             self.workers.wake()
 
     def _warn_inotify_limit(self) -> None:
+        """Once the start-up scan has counted the folders (a walk of its own would double
+        a restart's work over a large tree)."""
         limit = _inotify_limit()
-        folders = count_folders(self.config.watches)
+        folders = self.watcher.scans.folders
         if limit is not None and folders > limit * 0.9:
             message = (
                 f"{folders} folders to watch but fs.inotify.max_user_watches is {limit}: "

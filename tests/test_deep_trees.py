@@ -15,7 +15,7 @@ import pytest
 from conftest import RunningDaemon, SandboxClient, base_config, read_sidecar
 
 from syncd.config import WatchConfig
-from syncd.intake.scan import count_folders
+from syncd.intake.scan import Scanner
 
 DEPTH = 1200
 
@@ -57,13 +57,23 @@ def deep_root(tmp_path: Path) -> Iterator[Path]:
     remove_tree(root)
 
 
-def test_folder_count_of_a_deep_tree(deep_root: Path) -> None:
-    chain(deep_root, DEPTH)
+def test_scan_and_folder_count_of_a_deep_tree(deep_root: Path) -> None:
+    bottom = chain(deep_root, DEPTH) / "bottom.txt"
+    bottom.write_text("found")
     chain(deep_root, 3, ".hidden")
-    watch = WatchConfig(path=deep_root, service="s")
-    assert count_folders((watch,)) == DEPTH + 1
-    flat = WatchConfig(path=deep_root, service="s", recursive=False)
-    assert count_folders((flat,)) == 1
+    found: list[Path] = []
+
+    def scan(watch: WatchConfig) -> Scanner:
+        scanner = Scanner(dict)
+        scanner.full((watch,), lambda path, st: found.append(path) is None)
+        return scanner
+
+    deep = scan(WatchConfig(path=deep_root, service="s"))
+    assert (deep.stats.files, deep.stats.folders, found) == (1, DEPTH + 1, [bottom])
+    polled = scan(WatchConfig(path=deep_root, service="s", poll_interval=30.0))
+    assert (polled.stats.files, polled.stats.folders) == (1, 0), "polling needs no inotify"
+    flat = scan(WatchConfig(path=deep_root, service="s", recursive=False))
+    assert (flat.stats.files, flat.stats.folders) == (0, 1)
 
 
 def test_daemon_on_a_deep_tree_uploads_at_the_bottom(

@@ -42,6 +42,12 @@ def _matches(patterns: tuple[str, ...], name: str, relative: str) -> bool:
     return bool(by_name.match(name) or (by_path is not None and by_path.match(relative)))
 
 
+def takes_every_name(watch: WatchConfig) -> bool:
+    """The default patterns (include "*", no exclude): any name the built-in ignores let
+    through is taken, so a scan need not decode or match names at all."""
+    return watch.include == ("*",) and not watch.exclude
+
+
 def accepts(watch: WatchConfig, name: str, relative: str) -> bool:
     """Whether `watch`'s patterns take the file `relative` (its path below the watch)."""
     return _matches(watch.include, name, relative) and not _matches(watch.exclude, name, relative)

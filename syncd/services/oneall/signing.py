@@ -5,10 +5,7 @@ bookkeeping use them without loading an HTTP server."""
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import os
-import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +36,7 @@ class Signer:
         except FileExistsError:
             key = path.read_bytes()
         else:
-            key = secrets.token_bytes(32)
+            key = os.urandom(32)
             with os.fdopen(fd, "wb") as out:
                 out.write(key)
                 out.flush()
@@ -49,6 +46,9 @@ class Signer:
         return cls(key, public_url)
 
     def token(self, purpose: str, row_id: int, expires: float) -> str:
+        import hashlib  # with hmac: OpenSSL, loaded at the first OneAll upload, not at start
+        import hmac
+
         payload = f"{purpose}.{row_id}.{int(expires)}"
         mac = hmac.new(self._key, payload.encode(), hashlib.sha256).digest()[:20]
         return payload + "." + base64.urlsafe_b64encode(mac).decode().rstrip("=")
@@ -58,6 +58,8 @@ class Signer:
         parts = token.split(".")
         if len(parts) != 4 or parts[0] != purpose:
             return None
+        import hmac
+
         expected = self.token(purpose, digits(parts[1]), digits(parts[2]))
         if not hmac.compare_digest(expected.encode(), token.encode()):
             return None
