@@ -27,7 +27,6 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
 
 from syncd.config import WatchConfig
 
@@ -134,6 +133,8 @@ class Observers:
                 continue
             scheduled.add(key)
             if watch.poll_interval > 0:
+                from watchdog.observers.polling import PollingObserver  # network folders only
+
                 observer: BaseObserver = PollingObserver(timeout=watch.poll_interval)
                 self._observers.append(observer)
             else:

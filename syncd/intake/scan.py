@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from syncd.config import WatchConfig
-from syncd.intake.routing import IGNORED_BYTES, accepts, takers, takes_every_name
+from syncd.intake.routing import (
+    IGNORED_PREFIXES,
+    IGNORED_SUFFIXES,
+    accepts,
+    takers,
+    takes_every_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +80,9 @@ class Scanner:
         and how many of the folders walked are inotify's to watch.
 
         The hot loop of a rescan over tens of thousands of done files: folders are routed
-        once, names matched by one regex (not at all with the default patterns), paths
-        kept as bytes, and only files that turn out new or changed become Path objects.
+        once, the built-in ignores tested on bytes, names matched by one regex (not at
+        all with the default patterns), and only files that turn out new or changed
+        become Path objects.
         """
         known = known or {}
         new = seen = watched = 0
@@ -94,12 +101,11 @@ class Scanner:
             watched += any(watch.poll_interval == 0 for watch, _ in folder_takers)
             every_name = any(takes_every_name(watch) for watch, _ in folder_takers)
             for entry in entries:
-                if IGNORED_BYTES.match(entry.name):
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
+                if entry.name.endswith(IGNORED_SUFFIXES) or entry.name.startswith(IGNORED_PREFIXES):
                     continue
                 if not entry.is_file(follow_symlinks=False):
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
                     continue
                 if not every_name:
                     name = os.fsdecode(entry.name)
