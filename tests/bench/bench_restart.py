@@ -26,14 +26,13 @@ from typing import Any
 
 from common import (
     Daemon,
-    base_config,
     cpu_seconds,
     parse_args,
-    populate,
     print_table,
     ratio_figure,
     sandbox,
     timed_shell,
+    uploaded_tree,
     wait_until,
     workdir,
 )
@@ -116,20 +115,7 @@ def main() -> None:
     args = parse_args(__doc__)
     folders, rounds = (20, 5) if args.quick else (200, 15)
     with workdir("restart") as root, sandbox(root) as control:
-        tree = root / "tree"
-        count = populate(tree, folders)
-        config = base_config(
-            root,
-            control.url,
-            [{"path": str(tree)}],
-            daemon={"workers": 8, "settle_seconds": 0.2},
-        )
-        daemon = Daemon(root, config)
-        with daemon:
-            started = time.monotonic()
-            daemon.start()
-            daemon.wait_counts(timeout=1800, interval=1.0, done=count)
-            populated = time.monotonic() - started
+        daemon, tree, count, populated = uploaded_tree(root, control.url, folders)
         find = f"find {tree} -printf '%s %T@\\n' > /dev/null"
         one_round(daemon, count, find)  # warm the caches: dentries, inodes, the interpreter's
         results = [one_round(daemon, count, find) for _ in range(rounds)]

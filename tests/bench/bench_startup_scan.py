@@ -16,14 +16,13 @@ import time
 from common import (
     Daemon,
     Figure,
-    base_config,
     best_of,
     parse_args,
-    populate,
     print_table,
     ratio_figure,
     sandbox,
     timed_shell,
+    uploaded_tree,
     workdir,
 )
 
@@ -50,20 +49,7 @@ def main() -> None:
     args = parse_args(__doc__)
     folders = 50 if args.quick else 500
     with workdir("scan") as root, sandbox(root) as control:
-        tree = root / "tree"
-        count = populate(tree, folders)
-        config = base_config(
-            root,
-            control.url,
-            [{"path": str(tree)}],
-            daemon={"workers": 8, "settle_seconds": 0.2},
-        )
-        daemon = Daemon(root, config)
-        with daemon:
-            started = time.monotonic()
-            daemon.start()
-            daemon.wait_counts(timeout=1800, interval=1.0, done=count)
-            populated = time.monotonic() - started
+        daemon, tree, count, populated = uploaded_tree(root, control.url, folders)
         find = f"find {tree} -type f -printf '%s %T@ %i\\n' > /dev/null"
         timed_shell(find)  # warm the dentry and inode caches
         baseline = best_of(3, lambda: timed_shell(find))

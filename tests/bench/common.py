@@ -257,6 +257,23 @@ def base_config(
     return config
 
 
+def uploaded_tree(root: Path, sandbox_url: str, folders: int) -> tuple[Daemon, Path, int, float]:
+    """`populate(root / "tree", folders)`, uploaded by a daemon (`workers = 8`) until every
+    file is done, for the benchmarks of a restart over done files. Returns that daemon
+    (stopped, ready to start again), the tree, the file count and the upload's seconds."""
+    tree = root / "tree"
+    count = populate(tree, folders)
+    config = base_config(
+        root, sandbox_url, [{"path": str(tree)}], daemon={"workers": 8, "settle_seconds": 0.2}
+    )
+    daemon = Daemon(root, config)
+    with daemon:
+        started = time.monotonic()
+        daemon.start()
+        daemon.wait_counts(timeout=1800, interval=1.0, done=count)
+        return daemon, tree, count, time.monotonic() - started
+
+
 # -- the baseline client --------------------------------------------------------------------
 
 
