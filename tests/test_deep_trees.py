@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import RunningDaemon, SandboxClient, base_config, read_sidecar
+from conftest import RunningDaemon, SandboxClient, base_config, read_sidecar, wait_until
 
 from syncd.config import WatchConfig
 from syncd.intake.scan import Scanner
+from syncd.intake.watcher import Watcher
 
 DEPTH = 1200
 
@@ -74,6 +75,24 @@ def test_scan_and_folder_count_of_a_deep_tree(deep_root: Path) -> None:
     assert (polled.stats.files, polled.stats.folders) == (1, 0), "polling needs no inotify"
     flat = scan(WatchConfig(path=deep_root, service="s", recursive=False))
     assert (flat.stats.files, flat.stats.folders) == (0, 1)
+
+
+def test_polling_a_deep_tree(deep_root: Path) -> None:
+    """watchdog's polling snapshot recurses once per level too; no close events, so the
+    file written after the start is found by the poll and the stability check."""
+    bottom = chain(deep_root, DEPTH)
+    completed: list[Path] = []
+    watch = WatchConfig(path=deep_root, service="s", poll_interval=0.2)
+    watcher = Watcher((watch,), 0.3, lambda path, w, identity: completed.append(path), dict)
+    watcher.start()
+    try:
+        wait_until(lambda: watcher.scans.count >= 1, 30, "the start-up scan")
+        late = bottom / "late.bin"
+        late.write_bytes(b"x" * 100)
+        wait_until(lambda: completed == [late], 30, "the file at the bottom")
+        assert watcher.alive()
+    finally:
+        watcher.stop()
 
 
 def test_daemon_on_a_deep_tree_uploads_at_the_bottom(
