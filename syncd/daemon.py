@@ -23,6 +23,7 @@ from typing import Protocol
 from syncd import __version__
 from syncd.config import Config, WatchConfig, load
 from syncd.control.logs import setup_logging
+from syncd.control.metrics import Metrics, MetricsServer, Sources
 from syncd.control.notify import Notifier, listen_fds
 from syncd.control.reply import Control
 from syncd.control.status import StatusServer
@@ -30,9 +31,13 @@ from syncd.errors import SyncdError
 from syncd.files import Identity
 from syncd.intake.watcher import Watcher
 from syncd.journal.store import open_store
+from syncd.outputs.healthcheck import HealthCheck
+from syncd.outputs.hooks import Hooks
+from syncd.outputs.webhooks import Webhooks
 from syncd.services import make_uploader
-from syncd.services.base import Uploader
-from syncd.services.oneall.signing import Signer
+from syncd.services.base import HttpLimits, Uploader
+from syncd.services.oneall.signer import Signer
+from syncd.work.actions import AfterUpload
 from syncd.work.callbacks import Callbacks
 from syncd.work.pipeline import Pipeline
 from syncd.work.pool import Workers
@@ -41,6 +46,9 @@ log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 30.0
 """How long in-flight requests may take to finish after SIGTERM (TimeoutStopSec is 90 s)."""
+ACTION_STOP_TIMEOUT = 10.0
+"""How long an archive or delete under way may take to finish at stop (else it is finished
+at the next start)."""
 TICK = 1.0
 """The main loop's longest sleep: bounds how late STATUS= and the reload flag are seen."""
 
@@ -104,12 +112,35 @@ class Daemon:
         self._reload = False
         self._lock = _lock_state_dir(config.daemon.state_dir)
         self.journal = open_store(config)
-        self.pipeline = Pipeline(self.journal, lambda: self.config.watches, self.stopping)
+        self.metrics = Metrics(
+            Sources(
+                self.journal,
+                lambda: self.pipeline.in_flight.snapshot(),
+                lambda: self.config.services,
+                lambda: len(self.config.watches),
+            )
+        )
+        self.after = AfterUpload(
+            self.journal,
+            lambda: self.config.watches,
+            lambda: self.pipeline.services,
+            lambda path: self.watcher.hint(path, quick=False),
+        )
+        self.hooks = Hooks(
+            self.journal, lambda: self.config.watches, lambda: self.pipeline.services
+        )
+        self.pipeline = Pipeline(
+            self.journal,
+            lambda: self.config.watches,
+            self.stopping,
+            self.metrics,
+            self.after.completed,
+        )
         self.callbacks = Callbacks(self.journal, self.pipeline)
         self.media: _Server | None = None
         self.signer: Signer | None = None
         if config.media_server is not None:
-            from syncd.services.oneall.mediaserver import MediaServer  # http.server: OneAll only
+            from syncd.services.oneall.mediaserver import MediaServer  # waitress: OneAll only
 
             self.signer = Signer.from_state_dir(
                 config.daemon.state_dir, config.media_server.public_url
@@ -127,14 +158,40 @@ class Daemon:
         )
         self.workers = Workers(config.daemon.workers, self.journal, self.pipeline)
         self.control = Control(
-            lambda: self.config, self.journal, self.pipeline, self.watcher, self.workers.wake
+            lambda: self.config,
+            self.journal,
+            self.pipeline,
+            self.watcher,
+            self.workers.wake,
+            self.after.restore,
         )
         self.status = StatusServer(
             config.daemon.status_socket, self.control.answer, config.daemon.status_group
         )
+        self.metrics_server: MetricsServer | None = None
+        if config.metrics is not None:
+            self.metrics_server = MetricsServer(
+                config.metrics.host, config.metrics.port, self.metrics.registry
+            )
+        self.webhooks = Webhooks(
+            self.journal.outbox,
+            config.webhooks,
+            lambda: {name: s.type for name, s in self.config.services.items()},
+            self.metrics.delivered,
+        )
+        self.healthcheck: HealthCheck | None = None
+        if config.daemon.healthcheck_url:
+            self.healthcheck = HealthCheck(
+                config.daemon.healthcheck_url, config.daemon.healthcheck_interval, self._problem
+            )
 
     def _uploaders(self, config: Config) -> dict[str, Uploader]:
-        return {name: make_uploader(s, self.signer) for name, s in config.services.items()}
+        self.metrics.use(config.services)
+        limits = HttpLimits(config.daemon.request_timeout, config.daemon.max_retry_after)
+        return {
+            name: make_uploader(s, self.signer, limits, self.metrics.requested)
+            for name, s in config.services.items()
+        }
 
     # -- start, run, stop --------------------------------------------------------------
 
@@ -144,12 +201,21 @@ class Daemon:
         recovered = self.journal.recover()
         if recovered:
             log.info("resuming %d uploads interrupted by the last stop", recovered)
+        if self.metrics_server is not None:
+            self.metrics_server.start()  # before the status socket: once that answers, so does this
+        self.after.recover()
         self.status.start(listen_fds("status"))
         if self.media is not None:
             self.media.start()
         self.pipeline.finish_uploaded()
         self.watcher.start()
         self.workers.start()
+        self.after.loop.start()
+        self.hooks.loop.start()
+        if self.config.webhooks:
+            self.webhooks.start()
+        if self.healthcheck is not None:
+            self.healthcheck.start()
         self.notifier.ready()
         log.info(
             "syncd %s watching %d folders; status on %s",
@@ -210,6 +276,8 @@ class Daemon:
         log.info("stopping: letting in-flight requests finish")
         self.watcher.stop()
         self.workers.stop()
+        self.hooks.stop()
+        self.after.loop.stop(ACTION_STOP_TIMEOUT)
         deadline = time.monotonic() + STOP_TIMEOUT
         while time.monotonic() < deadline and self._signals < 2:
             if self.workers.join(0.2):
@@ -218,6 +286,11 @@ class Daemon:
         self.status.close()
         if self.media is not None:
             self.media.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+        if self.healthcheck is not None:
+            self.healthcheck.stop()
+        self.webhooks.stop()
         if finished:
             self.journal.close()
         else:
@@ -232,9 +305,19 @@ class Daemon:
             self.watcher.alive()
             and self.workers.alive()
             and self.status.alive()
+            and self.after.loop.alive()
+            and self.hooks.loop.alive()
             and (self.media is None or self.media.alive())
+            and (self.metrics_server is None or self.metrics_server.alive())
+            and (not self.config.webhooks or self.webhooks.alive())
             and self.journal.ping()
         )
+
+    def _problem(self) -> str | None:
+        """What the health check reports: None while all is well."""
+        if not self._healthy():
+            return "a part of syncd stopped working; see its log"
+        return self.control.problem()
 
     def _complete(self, path: Path, watch: WatchConfig, identity: Identity) -> None:
         """Intake found a complete file: journal it, and wake a worker when there is work."""
@@ -271,6 +354,15 @@ class Daemon:
                 log.warning("[daemon] %s changes only when syncd restarts", key)
         if config.media_server != self.config.media_server:
             log.warning("[media_server] changes only when syncd restarts")
+        if config.metrics != self.config.metrics:
+            log.warning("[metrics] changes only when syncd restarts")
+        if self.healthcheck is not None and config.daemon.healthcheck_url:
+            self.healthcheck.use(config.daemon.healthcheck_url, config.daemon.healthcheck_interval)
+        elif config.daemon.healthcheck_url != self.config.daemon.healthcheck_url:
+            log.warning("[daemon] healthcheck_url changes only when syncd restarts")
+        self.webhooks.use(config.webhooks)
+        if config.webhooks and not self.webhooks.alive():
+            self.webhooks.start()
         self.pipeline.use(config.services, uploaders)
         self.config = config
         self.watcher.settle_seconds = config.daemon.settle_seconds

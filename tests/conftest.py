@@ -7,6 +7,7 @@ Every wait is bounded by a deadline; nothing sleeps to synchronise.
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 import tomllib
@@ -16,10 +17,23 @@ from typing import Any
 
 import pytest
 from harness import RunningDaemon, SandboxClient, base_config, sidecar_of, wait_until
+from hypothesis import HealthCheck, settings
 
 from syncd.sandbox.server import Sandbox
 
 __all__ = ["RunningDaemon", "SandboxClient", "base_config", "wait_until"]
+
+# Property tests run a modest number of examples so the suite stays fast; set
+# SYNCD_HYPOTHESIS=thorough for 500 a property.
+settings.register_profile(
+    "syncd",
+    max_examples=25,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile("thorough", settings.get_profile("syncd"), max_examples=500)
+settings.load_profile(os.environ.get("SYNCD_HYPOTHESIS", "syncd"))
 
 
 @pytest.fixture
@@ -53,6 +67,19 @@ def read_sidecar(path: Path) -> dict[str, Any]:
 
 def sidecar_exists(path: Path) -> bool:
     return sidecar_of(path).exists()
+
+
+@pytest.fixture
+def other_fs(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a file system of its own (a tmpfs): moves across file systems."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs for a second file system needs root")
+    folder = tmp_path / "other-fs"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)]).returncode:
+        pytest.skip("mount -t tmpfs is not permitted here")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=True)
 
 
 @pytest.fixture(autouse=True)

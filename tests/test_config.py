@@ -571,6 +571,7 @@ def test_example_config_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     watched(tmp_path, "notes")
     (tmp_path / "token_secret").write_text("t\n")
     (tmp_path / "private_key").write_text("k\n")
+    (tmp_path / "webhook_secret").write_text("w\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     text = example.read_text().replace("/srv/drop/notes", "notes")
     cfg = load(write(tmp_path, text.replace("/etc/syncd/oneall_private_key", "private_key")))

@@ -46,10 +46,23 @@ def _parser() -> argparse.ArgumentParser:
         "endpoint at them (a demo folder ./syncd-demo unless -c is given)",
     )
     status = commands.add_parser("status", parents=[common], help="what the daemon is doing")
-    status.add_argument("--json", action="store_true", help="print the daemon's reply as is")
+    shown = status.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="print the daemon's reply as is")
+    shown.add_argument(
+        "--watch",
+        action="store_true",
+        help="redraw every second with a bar per upload, until Ctrl-C"
+        " (plain lines when not on a terminal)",
+    )
     retry = commands.add_parser("retry", parents=[common], help="queue failed files again")
     retry.add_argument("paths", nargs="*", type=Path, help="files to retry")
     retry.add_argument("--all-failed", action="store_true", help="retry every failed file")
+    restore = commands.add_parser(
+        "restore", parents=[common], help="put deleted files back from the trash"
+    )
+    restore.add_argument(
+        "paths", nargs="+", type=Path, help="where the files were (or are, in the trash)"
+    )
     commands.add_parser("check", parents=[common], help="validate the configuration and exit")
     sandbox = commands.add_parser("sandbox", help="serve the service emulators")
     sandbox.add_argument("--listen", default="127.0.0.1:8700", help="HOST:PORT")
@@ -79,6 +92,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _status(args)
     if command == "retry":
         return _retry(args)
+    if command == "restore":
+        return _restore(args)
     if command == "check":
         config = load(args.config or default_config_path())
         print(
@@ -133,6 +148,11 @@ def _ask(args: argparse.Namespace, request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _status(args: argparse.Namespace) -> int:
+    if args.watch:
+        from syncd.cli.watch import watch
+
+        _ask(args, {"command": "status"})  # exit 3 at once when no daemon runs at all
+        return watch(lambda: _ask(args, {"command": "status"}))
     reply = _ask(args, {"command": "status"})
     if args.json:
         print(json.dumps(reply, indent=2))
@@ -154,3 +174,14 @@ def _retry(args: argparse.Namespace) -> int:
         raise SyncdError(str(reply["error"]))
     print(f"{reply.get('retried', 0)} files queued again")
     return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    """Exit 1 when any file could not be restored, each such file named on stderr."""
+    reply = _ask(args, {"command": "restore", "paths": [os.path.abspath(p) for p in args.paths]})
+    if "error" in reply:
+        raise SyncdError(str(reply["error"]))
+    for error in reply.get("errors", []):
+        print(f"syncd: {error}", file=sys.stderr)
+    print(f"{reply.get('restored', 0)} files restored")
+    return 1 if reply.get("errors") else 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def _size(count: float) -> str:
+def human_size(count: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if count < 1024 or unit == "GiB":
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
@@ -13,7 +13,7 @@ def _size(count: float) -> str:
     return f"{count:.1f} GiB"
 
 
-def _duration(seconds: float) -> str:
+def human_duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     days, hours = divmod(hours, 24)
@@ -24,6 +24,11 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
+def counts_line(counts: dict[str, int]) -> str:
+    """`files: 3 uploading, 10 done, ...`: the states that hold any file."""
+    return "files: " + (", ".join(f"{n} {state}" for state, n in counts.items() if n) or "none")
+
+
 def render_status(reply: dict[str, Any]) -> str:
     """The status reply for people: what is watched, moving, waiting and broken."""
     if "error" in reply:
@@ -31,8 +36,8 @@ def render_status(reply: dict[str, Any]) -> str:
     counts: dict[str, int] = reply.get("counts", {})
     lines = [
         f"syncd {reply.get('version')} (pid {reply.get('pid')}),"
-        f" up {_duration(float(reply.get('uptime_s', 0)))}",
-        "files: " + (", ".join(f"{n} {state}" for state, n in counts.items() if n) or "none"),
+        f" up {human_duration(float(reply.get('uptime_s', 0)))}",
+        counts_line(counts),
     ]
     if reply.get("settling"):
         lines.append(f"settling: {reply['settling']} files being written")
@@ -42,15 +47,15 @@ def render_status(reply: dict[str, Any]) -> str:
         lines.append("uploading:")
         for upload in reply["uploads"]:
             total = max(int(upload["total"]), 1)
-            rate = f", {_size(upload['rate'])}/s" if upload.get("rate") else ""
+            rate = f", {human_size(upload['rate'])}/s" if upload.get("rate") else ""
             lines.append(
-                f"  {upload['path']} ({upload['service']}): {_size(upload['sent'])}"
-                f" of {_size(upload['total'])} ({100 * upload['sent'] // total}%{rate})"
+                f"  {upload['path']} ({upload['service']}): {human_size(upload['sent'])}"
+                f" of {human_size(upload['total'])} ({100 * upload['sent'] // total}%{rate})"
             )
     if reply.get("hashing"):
         lines.append("hashing:")
         lines += [
-            f"  {h['path']} ({h['service']}): {_size(h['hashed'])} of {_size(h['total'])}"
+            f"  {h['path']} ({h['service']}): {human_size(h['hashed'])} of {human_size(h['total'])}"
             for h in reply["hashing"]
         ]
     if reply.get("retrying"):
@@ -59,9 +64,36 @@ def render_status(reply: dict[str, Any]) -> str:
             f"  {r['path']} ({r['service']}) at {r['next_at']}: {r['error']}"
             for r in reply["retrying"]
         ]
+    webhooks = reply.get("webhooks") or {}
+    if webhooks.get("failing"):
+        lines.append(f"webhook deliveries failing ({webhooks.get('pending', 0)} waiting):")
+        lines += [
+            f"  {d['receiver']} {d['event']} of {d['path']} (attempt {d['attempts']},"
+            f" next at {d['next_at']}): {d['error']}"
+            for d in webhooks["failing"]
+        ]
+    lines += _after_upload(reply)
     if reply.get("failures"):
         lines.append("failed (syncd retry PATH, or --all-failed):")
         lines += [
             f"  {f['at']} {f['path']} ({f['service']}): {f['error']}" for f in reply["failures"]
         ]
     return "\n".join(lines)
+
+
+def _after_upload(reply: dict[str, Any]) -> list[str]:
+    """Archive / delete actions still to do, the trash, and hooks that failed."""
+    lines = []
+    if reply.get("pending_actions") or reply.get("trash"):
+        lines.append(
+            f"after upload: {reply.get('pending_actions', 0)} actions pending,"
+            f" {reply.get('trash', 0)} files in the trash (syncd restore PATH)"
+        )
+    lines += [f"  {a['path']}: {a['action']}: {a['error']}" for a in reply.get("action_errors", [])]
+    if reply.get("failing_hooks"):
+        lines.append("failing hooks:")
+        lines += [
+            f"  {h['at']} {h['event']} {h['command']} for {h['path']}: {h['error']}"
+            for h in reply["failing_hooks"]
+        ]
+    return lines

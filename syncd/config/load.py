@@ -14,16 +14,19 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from syncd.config.model import (
     DAY,
     TON_MAX_SINGLE,
+    WEBHOOK_EVENTS,
     Account,
     Config,
     DaemonConfig,
     MediaServerConfig,
+    MetricsConfig,
     OneAllService,
     ServiceConfig,
     TonService,
     TwitLongerService,
     TwitPicService,
     WatchConfig,
+    WebhookConfig,
 )
 from syncd.config.values import (
     boolean,
@@ -49,12 +52,13 @@ T = TypeVar("T")
 D = TypeVar("D", bound="DataclassInstance")
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+AFTER_UPLOAD = ("keep", "archive", "delete")
 MIN_POLL_INTERVAL = 30.0
 """Polling faster than this costs more than the network filesystems it is meant for."""
 CREDENTIALS = frozenset({"consumer_key", "consumer_secret", "access_token", "access_token_secret"})
-CREDENTIALS |= {"api_key", "public_key", "private_key", "identity_token"}
+CREDENTIALS |= {"api_key", "public_key", "private_key", "identity_token", "secret"}
 """Keys that may instead be given as `KEY_file = "path"` (e.g. systemd's LoadCredential=)."""
-SECRETS = frozenset({"consumer_secret", "access_token_secret", "api_key", "private_key"})
+SECRETS = frozenset({"consumer_secret", "access_token_secret", "api_key", "private_key", "secret"})
 """Refused inline in a config file that other users can read, as ssh refuses such keys."""
 
 _SERVICE_TYPES: dict[str, type[ServiceConfig]] = {
@@ -65,7 +69,7 @@ _DEFAULT_ENDPOINTS = {
     "twitpic": "https://api.twitpic.com",
     "twitlonger": "https://api.twitlonger.com",
 }
-_TOP_LEVEL = ("daemon", "accounts", "services", "media_server", "watch")
+_TOP_LEVEL = ("daemon", "accounts", "services", "media_server", "metrics", "watch", "webhook")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -136,14 +140,16 @@ class _Table:
             raise self.error(key, f"give {key} or {file_key}, not both")
         if path is not None:
             try:
-                value = path.read_text(encoding="utf-8").rstrip()
+                value = path.read_text(encoding="utf-8").strip()
             except OSError as e:
                 raise self.error(file_key, f"cannot read {path}: {e.strerror}") from None
             except UnicodeDecodeError:
                 raise self.error(file_key, f"cannot read {path}: not UTF-8 text") from None
             if not value:
                 raise self.error(file_key, f"{path} is empty")
-            return value
+            return self._printable(file_key, value)
+        if inline is not None:
+            inline = inline.strip()
         if inline == "":
             raise self.error(key, "must not be empty")
         if inline is not None and key in SECRETS and self.src.mode & 0o044:
@@ -153,7 +159,14 @@ class _Table:
                 f"secret given inline in a file readable by other users ({mode}); "
                 f"chmod 600 {self.src.file} or use {file_key}",
             )
-        return inline
+        return None if inline is None else self._printable(key, inline)
+
+    def _printable(self, key: str, value: str) -> str:
+        """Credentials travel in headers, URLs and signatures: printable ASCII only. The
+        refusal never shows the value (nor where in it the offending character is)."""
+        if not all(" " <= c <= "~" for c in value):
+            raise self.error(key, "holds control or non-ASCII characters (value not shown)")
+        return value
 
     def directory(self, key: str) -> Path | None:
         """An existing folder, symlinks resolved: that is the path events arrive under."""
@@ -223,6 +236,10 @@ _READERS: dict[str, _Reader] = {
     "status_group": _value(string),
     "log_level": _value(string, lambda s: s in LOG_LEVELS, "must be debug, info, warning or error"),
     "rescan_interval": _value(parse_duration),
+    "request_timeout": _value(parse_duration, lambda s: s >= 1, "must be at least 1s"),
+    "max_retry_after": _value(parse_duration, lambda s: s >= 1, "must be at least 1s"),
+    "healthcheck_url": _value(parse_url),
+    "healthcheck_interval": _value(parse_duration, lambda s: s > 0, "must be more than 0"),
     # [accounts.*] and [services.*]
     **dict.fromkeys(CREDENTIALS, _Table.credential),
     "account": _name_in("accounts", resolve=True),
@@ -247,6 +264,21 @@ _READERS: dict[str, _Reader] = {
     "poll_interval": _value(
         parse_duration, lambda s: s == 0 or s >= MIN_POLL_INTERVAL, "must be 0 (inotify) or >= 30s"
     ),
+    # [[webhook]]
+    "url": _value(parse_url),
+    "events": _value(
+        strings,
+        lambda names: bool(names) and set(names) <= set(WEBHOOK_EVENTS),
+        f"must name some of {', '.join(WEBHOOK_EVENTS)}",
+    ),
+    "after_upload": _value(
+        string, lambda s: s in AFTER_UPLOAD, 'must be "keep", "archive" or "delete"'
+    ),
+    "archive_to": _Table.directory,
+    "trash_retention": _value(parse_duration),
+    "on_done": _value(strings),
+    "on_failed": _value(strings),
+    "hook_timeout": _value(parse_duration, lambda s: s > 0, "must be more than 0"),
 }
 """How each key is read, whichever table it is in; a dataclass's fields pick the keys."""
 
@@ -272,6 +304,28 @@ def _media_server(table: _Table) -> MediaServerConfig:
     table.check_keys(["listen", "public_url"])
     host, port = table.require("listen", parse_listen)
     return MediaServerConfig(host, port, table.require("public_url", parse_url))
+
+
+def _metrics(table: _Table) -> MetricsConfig:
+    table.check_keys(["listen"])
+    return MetricsConfig(*table.require("listen", parse_listen))
+
+
+def _check_archives(src: _Source, watches: tuple[WatchConfig, ...]) -> None:
+    """`archive_to` with archive only, and never inside a watch: an archived file must not
+    be taken for new work (nor the watch's own trash)."""
+    for position, watch in enumerate(watches, 1):
+        table = _Table(src, "[watch]", {}, f"#{position}")
+        if watch.after_upload == "archive" and watch.archive_to is None:
+            raise table.error("archive_to", 'required with after_upload = "archive"')
+        if watch.after_upload != "archive" and watch.archive_to is not None:
+            raise table.error("archive_to", 'only used with after_upload = "archive"')
+        archive = watch.archive_to
+        if archive is None:
+            continue
+        for other in watches:
+            if archive == other.path or other.path in archive.parents:
+                raise table.error("archive_to", f"{archive} is inside the watch {other.path}")
 
 
 def load(path: Path) -> Config:
@@ -308,4 +362,19 @@ def load(path: Path) -> Config:
         _Table(src, "[watch]", item, f"#{position}").build(WatchConfig, {})
         for position, item in enumerate(root.get("watch", toml_tables) or (), 1)
     )
-    return Config(path.absolute(), daemon, accounts, services, watches, media_server)
+    _check_archives(src, watches)
+    metrics = root.get("metrics", toml_table)
+    webhooks = tuple(
+        _Table(src, "[webhook]", item, f"#{position}").build(WebhookConfig, {})
+        for position, item in enumerate(root.get("webhook", toml_tables) or (), 1)
+    )
+    return Config(
+        path.absolute(),
+        daemon,
+        accounts,
+        services,
+        watches,
+        media_server,
+        None if metrics is None else _metrics(_Table(src, "metrics", metrics)),
+        webhooks,
+    )

@@ -32,6 +32,13 @@ class DaemonConfig:
     """debug, info, warning or error."""
     rescan_interval: float = 3600.0
     """A full rescan this often, beside the watcher: inotify can drop events."""
+    request_timeout: float = 120.0
+    """Every HTTP exchange's total time limit, plus its body's bytes at 8 KiB/s."""
+    max_retry_after: float = 3600.0
+    """The longest wait a service's Retry-After or x-rate-limit-reset can impose."""
+    healthcheck_url: str = ""
+    """A dead man's switch pinged while healthy, URL/fail while not; "" = none."""
+    healthcheck_interval: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +116,26 @@ class MediaServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Where Prometheus scrapes /metrics."""
+
+    host: str
+    port: int
+
+
+WEBHOOK_EVENTS = ("done", "failed", "paused", "resumed", "quota_exhausted", "degraded")
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """A receiver of events, each POSTed as JSON signed with HMAC-SHA256 under `secret`."""
+
+    url: str
+    secret: str = field(repr=False)
+    events: tuple[str, ...] = ("done", "failed")
+
+
+@dataclass(frozen=True, slots=True)
 class WatchConfig:
     path: Path
     """Absolute, symlinks resolved."""
@@ -118,6 +145,18 @@ class WatchConfig:
     recursive: bool = True
     poll_interval: float = 0.0
     """0 watches with inotify; otherwise poll this often (network filesystems), >= 30 s."""
+    after_upload: str = "keep"
+    """keep, archive (move to `archive_to`) or delete (into WATCH/.syncd-trash) once done."""
+    archive_to: Path | None = None
+    """Where archive moves a file and its sidecar, keeping the path below the watch."""
+    trash_retention: float = 7 * DAY
+    """How long a deleted file stays in the trash, where `syncd restore` can bring it back."""
+    on_done: tuple[str, ...] = ()
+    """argv run (no shell) once a file is done and its after-upload action has happened."""
+    on_failed: tuple[str, ...] = ()
+    """argv run (no shell) when a file becomes failed."""
+    hook_timeout: float = 60.0
+    """A hook still running after this long is killed and counted as failed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,3 +167,5 @@ class Config:
     services: dict[str, ServiceConfig]
     watches: tuple[WatchConfig, ...]
     media_server: MediaServerConfig | None = None
+    metrics: MetricsConfig | None = None
+    webhooks: tuple[WebhookConfig, ...] = ()

@@ -16,9 +16,11 @@ from syncd.config import Config
 from syncd.intake.watcher import Watcher
 from syncd.journal.states import CLAIMABLE, State
 from syncd.journal.store import Store
+from syncd.outputs.webhooks import shown_target
 from syncd.work.pipeline import Pipeline
 
 FAILURES_SHOWN = 20
+DELIVERIES_SHOWN = 10
 
 
 class Control:
@@ -31,12 +33,14 @@ class Control:
         pipeline: Pipeline,
         watcher: Watcher,
         wake_workers: Callable[[], None],
+        restore: Callable[[str], str | None],
     ) -> None:
         self._current = current
         self._journal = journal
         self._pipeline = pipeline
         self._watcher = watcher
         self._wake_workers = wake_workers
+        self._restore = restore
         self._started = time.monotonic()
 
     def status_line(self) -> str:
@@ -53,6 +57,15 @@ class Control:
         if self._watcher.scans.running:
             parts.append("scanning folders")
         return ", ".join(parts)
+
+    def problem(self) -> str | None:
+        """One line on what is wrong (failed files), for the health check; None when nothing."""
+        failed = self._journal.counts()[State.FAILED]
+        if not failed:
+            return None
+        latest = self._journal.with_error(State.FAILED, 1)
+        reason = f"; latest: {os.fsdecode(latest[0].path)}: {latest[0].error}" if latest else ""
+        return f"{failed} files failed{reason}"
 
     def answer(self, request: dict[str, Any]) -> dict[str, Any]:
         """The status socket's requests (DESIGN.md, "Status socket")."""
@@ -72,7 +85,17 @@ class Control:
                 return {"error": 'retry needs "paths": [...] or "all_failed": true'}
             self._wake_workers()
             return {"retried": count}
+        if command == "restore":
+            return self._restore_reply(request)
         return {"error": f"unknown command {command!r}"}
+
+    def _restore_reply(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Trashed files back where they were: {"restored": N, "errors": [one line each]}."""
+        paths = request.get("paths")
+        if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
+            return {"error": 'restore needs "paths": [...]'}
+        errors = [error for error in map(self._restore, paths) if error is not None]
+        return {"restored": len(paths) - len(errors), "errors": errors}
 
     def _status_reply(self) -> dict[str, Any]:
         counts = self._journal.counts()
@@ -113,9 +136,11 @@ class Control:
                 }
                 for row in self._journal.with_error(State.RETRY_WAIT, FAILURES_SHOWN)
             ],
+            **self._after_upload(),
             "watches": [
                 {"path": os.fsdecode(w.path), "service": w.service} for w in self._current().watches
             ],
+            "webhooks": self._webhooks(),
             "settling": self._watcher.pending(),
             "scan": {
                 "running": self._watcher.scans.running,
@@ -123,6 +148,47 @@ class Control:
                 "files": self._watcher.scans.files,
                 "seconds": round(self._watcher.scans.seconds, 3),
             },
+        }
+
+    def _webhooks(self) -> dict[str, Any]:
+        """The outbox: how much waits, and the deliveries that keep failing."""
+        pending, _ = self._journal.outbox.backlog()
+        return {
+            "pending": pending,
+            "failing": [
+                {
+                    "receiver": shown_target(d.target),
+                    "event": d.event,
+                    "id": d.event_id,
+                    "path": os.fsdecode(d.path),
+                    "attempts": d.attempts,
+                    "error": d.last_error,
+                    "next_at": _rfc3339(d.due),
+                }
+                for d in self._journal.outbox.failing(DELIVERIES_SHOWN)
+            ],
+        }
+
+    def _after_upload(self) -> dict[str, Any]:
+        """Actions not done yet (and why, when one keeps failing), the trash, failing hooks."""
+        counts = self._journal.action_counts()
+        return {
+            "pending_actions": counts["pending"],
+            "trash": counts["trash"],
+            "action_errors": [
+                {"path": os.fsdecode(a.source), "action": a.kind, "error": a.error}
+                for a in self._journal.actions_with_error(FAILURES_SHOWN)
+            ],
+            "failing_hooks": [
+                {
+                    "event": h.event.event,
+                    "path": os.fsdecode(h.event.path),
+                    "command": h.event.argv[0],
+                    "error": h.error,
+                    "at": _rfc3339(h.at),
+                }
+                for h in self._journal.failing_hooks(FAILURES_SHOWN)
+            ],
         }
 
 

@@ -2,5 +2,7 @@
 
 `states` (the State enum and its transition table), `store` (the Store protocol every
 caller types against, and `open_store`), `sqlite` (the SQLite store, its `migrations`),
-`codec` (rows by column name and JSON columns, shared by every store).
+`codec` (rows by column name and JSON columns, shared by every store), `after` (the
+after-upload part of Store: archive / delete actions and the hooks' queue) with its SQLite
+side in `sqlite_after`.
 """

@@ -25,6 +25,8 @@ from syncd.errors import SyncdError
 from syncd.files import Identity
 from syncd.journal.codec import decode, encode, row_from
 from syncd.journal.migrations import MIGRATIONS
+from syncd.journal.outbox import SqliteOutbox
+from syncd.journal.sqlite_after import SqliteAfterUpload
 from syncd.journal.states import CLAIMABLE, IN_FLIGHT, State, allowed, check_move, check_moves
 from syncd.journal.store import Decision, Row
 
@@ -40,7 +42,7 @@ _SOURCES = {
 """For each state, the states a row may move to it from, as SQL."""
 
 
-class SqliteStore:
+class SqliteStore(SqliteAfterUpload):
     """Durable state of every file syncd knows; safe to share between threads.
 
     `owner` names this store's claims; `lease` bounds a claim, None holds it until released.
@@ -71,21 +73,30 @@ class SqliteStore:
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._migrate()
+        self.outbox = SqliteOutbox(self._db, self._lock, lambda: self._write(counted=False))
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     @contextmanager
-    def _write(self, counted: bool = True) -> Iterator[sqlite3.Connection]:
+    def _write(self, counted: bool = True, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One transaction; a `durable` one (what a move on disk follows) is synced to disk
+        at its commit (synchronous=FULL), so a power cut cannot undo it."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if durable:
+                self._db.execute("PRAGMA synchronous=FULL")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            finally:
+                if durable:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
             if counted:
                 self.changes += 1
 
@@ -139,8 +150,8 @@ class SqliteStore:
             if row is None:
                 db.execute(
                     "INSERT INTO files (path, service, state, dev, inode, size, mtime_ns,"
-                    " due, updated_at) VALUES (:path, :service, 'seen', :dev, :inode, :size,"
-                    " :mtime_ns, 0, :now)",
+                    " due, updated_at, queued_at) VALUES (:path, :service, 'seen', :dev, :inode,"
+                    " :size, :mtime_ns, 0, :now, :now)",
                     values,
                 )
                 return True
@@ -155,7 +166,7 @@ class SqliteStore:
             db.execute(
                 "UPDATE files SET service=:service, state='seen', version=version+1, dev=:dev,"
                 " inode=:inode, size=:size, mtime_ns=:mtime_ns, sha256=NULL, attempts=0, due=0,"
-                " error=NULL, error_at=NULL, updated_at=:now,"
+                " error=NULL, error_at=NULL, updated_at=:now, queued_at=:now,"
                 " result=CASE WHEN service=:service THEN result END,"
                 " uploaded_sha256=CASE WHEN service=:service THEN uploaded_sha256 END"
                 " WHERE path=:path",
@@ -323,18 +334,25 @@ class SqliteStore:
 
     def mark_done(self, row_id: int) -> None:
         check_move(State.UPLOADED, State.DONE)
+        now = time.time()
         with self._write() as db:
-            db.execute(
+            if db.execute(
                 "UPDATE files SET state=?, updated_at=? WHERE id=? AND state=?",
-                (State.DONE, time.time(), row_id, State.UPLOADED),
-            )
+                (State.DONE, now, row_id, State.UPLOADED),
+            ).rowcount:
+                self.outbox.record(db, State.DONE, row_id, now)
 
     def mark_retry(self, row: Row, error: str, due: float) -> bool:
         now = time.time()
         return self._update(row, State.RETRY_WAIT, "error=?, error_at=?, due=?", error, now, due)
 
     def mark_failed(self, row: Row, error: str) -> bool:
-        return self._update(row, State.FAILED, "error=?, error_at=?", error, time.time())
+        now = time.time()
+        with self._write() as db:
+            failed = self._move(db, row, State.FAILED, "error=?, error_at=?", error, now)
+            if failed:
+                self.outbox.record(db, State.FAILED, row.id, now)
+            return failed
 
     def overdue_callbacks(self, now: float) -> list[Row]:
         found = self._read(
@@ -368,7 +386,8 @@ class SqliteStore:
         with self._write() as db:
             query = (
                 "UPDATE files SET state=CASE WHEN sha256 IS NULL THEN 'seen' ELSE 'hashed' END,"
-                " attempts=0, due=0, error=NULL, error_at=NULL, updated_at=?"
+                " attempts=0, due=0, error=NULL, error_at=NULL, updated_at=?1,"
+                " queued_at=CASE WHEN state='failed' THEN ?1 ELSE queued_at END"
                 " WHERE state IN (?, ?)"
             )
             if paths is None:
@@ -377,3 +396,21 @@ class SqliteStore:
                 db.execute(query + " AND path=?", (time.time(), *queued_from, p)).rowcount
                 for p in paths
             )
+
+    # -- metrics ---------------------------------------------------------------------------
+
+    def oldest_pending(self) -> float | None:
+        found = self._read(
+            "SELECT MIN(queued_at) AS at FROM files WHERE state NOT IN (?, ?)",
+            State.DONE,
+            State.FAILED,
+        )
+        return None if found[0]["at"] is None else float(found[0]["at"])
+
+    def last_success(self) -> dict[str, float]:
+        found = self._read(
+            "SELECT service, MAX(uploaded_at) AS at FROM files WHERE state=?"
+            " AND uploaded_at IS NOT NULL GROUP BY service",
+            State.DONE,
+        )
+        return {r["service"]: float(r["at"]) for r in found}

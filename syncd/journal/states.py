@@ -59,7 +59,8 @@ TRANSITIONS: Mapping[State, frozenset[State]] = {
     # -> failed: the sidecar could not be made for a reason that is a bug.
     _S.UPLOADED: frozenset({_S.SEEN, _S.DONE, _S.FAILED}),
     _S.AWAITING_CALLBACK: frozenset({_S.SEEN, _S.UPLOADED, _S.FAILED}),
-    _S.DONE: frozenset({_S.SEEN}),
+    # done -> done: `syncd restore` brings a trashed version back, done as it was.
+    _S.DONE: frozenset({_S.SEEN, _S.DONE}),
     # -> seen / hashed: `syncd retry`.
     _S.FAILED: frozenset({_S.SEEN, _S.HASHED}),
 }

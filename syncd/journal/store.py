@@ -10,16 +10,22 @@ hosts, never work the same row.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from syncd.files import Identity
+from syncd.journal.after import AfterUploadStore
 from syncd.journal.states import State
 
 if TYPE_CHECKING:
     from syncd.config import Config
+
+
+UNREADABLE = "$unreadable"
+"""In a row's progress: the JSON columns of the row that could not be read (the row is
+failed, with that reason, by whoever meets it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +48,29 @@ class Row:
     uploaded_sha256: str | None
     fence: int
     """The claim this copy of the row was read under; a write under an older one does nothing."""
+    queued_at: float | None = None
+    """When this version of the file was journaled (or queued again by `syncd retry`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event on its way to one receiver."""
+
+    seq: int
+    event_id: str
+    """The event's id, the same for every receiver: what a receiver dedups on."""
+    target: str
+    event: str
+    at: float
+    path: bytes
+    service: str
+    sha256: str | None
+    size: int
+    result: dict[str, Any] | None
+    error: str | None
+    attempts: int
+    due: float
+    last_error: str | None
 
 
 class Decision(StrEnum):
@@ -57,7 +86,30 @@ class Decision(StrEnum):
     """Another row with the same content is in flight: try again in a moment."""
 
 
-class Store(Protocol):
+class Outbox(Protocol):
+    """Webhook deliveries waiting, one per event and receiver, written by the store in the
+    transaction of the state change they report (done, failed)."""
+
+    def subscribe(self, targets: Mapping[str, tuple[str, ...]]) -> int:
+        """Receiver URL -> the events it wants, from now on; deliveries to receivers no
+        longer configured are dropped (how many is returned)."""
+
+    def due(self, now: float, limit: int) -> list[Delivery]: ...
+
+    def failing(self, limit: int) -> list[Delivery]:
+        """Deliveries whose last attempt failed, oldest event first."""
+
+    def backlog(self) -> tuple[int, int]:
+        """(deliveries waiting, deliveries whose last attempt failed)."""
+
+    def delivered(self, seq: int) -> None: ...
+
+    def failed(self, seq: int, error: str, due: float) -> None:
+        """The delivery failed: nothing more goes to its receiver before `due`, so a receiver
+        that is down gets one attempt per backoff step, not one per waiting event."""
+
+
+class Store(AfterUploadStore, Protocol):
     """Durable state of every file syncd knows; safe to share between threads."""
 
     @property
@@ -143,6 +195,18 @@ class Store(Protocol):
     def retry(self, paths: Iterable[bytes] | None) -> int:
         """Failed and retry_wait rows (all of them with None) go back to the queue, counted
         afresh; the number of rows queued."""
+
+    # -- metrics ---------------------------------------------------------------------------
+
+    def oldest_pending(self) -> float | None:
+        """When the longest-waiting file not yet done or failed was queued."""
+
+    def last_success(self) -> dict[str, float]:
+        """Per service, when its latest file was uploaded (or recorded as a duplicate)."""
+
+    @property
+    def outbox(self) -> Outbox:
+        """The webhook outbox, which `mark_done` and `mark_failed` fill."""
 
 
 def open_store(config: Config) -> Store:

@@ -19,6 +19,7 @@ from syncd.sandbox.background import Background
 from syncd.sandbox.context import Clock, Context, Service, Settings
 from syncd.sandbox.control import control_routes
 from syncd.sandbox.faults import Fault, Faults
+from syncd.sandbox.hooks import HooksService
 from syncd.sandbox.journal import Entry, Journal
 from syncd.sandbox.oauth_check import OAuthVerifier
 from syncd.sandbox.oneall import OneAllService
@@ -46,6 +47,7 @@ SERVICES: tuple[Callable[[Context], Service], ...] = (
     TwitPicService,
     TwitLongerService,
     OneAllService,
+    HooksService,
 )
 """Every emulator; a new one is a module with a Service class, added here."""
 
@@ -81,6 +83,10 @@ class App:
         self.oauth.reset()
         self.rates.reset()
 
+    def pause(self, seconds: float) -> bool:
+        """Wait `seconds`, unless the sandbox stops first (then True)."""
+        return self._stopping.wait(seconds)
+
     def close(self) -> None:
         """The sandbox stops: cancel background work and wait for it."""
         self.background.cancel(close=True)
@@ -115,7 +121,9 @@ class App:
         allowed = True
         if isinstance(found, Route) and found.rate is not None:
             rate, allowed = self.rates.hit(found.rate.name, found.rate.limit(), self.clock.now())
-        if fault is not None and fault.status is not None:
+        if fault is not None and fault.raw_reply is not None:
+            reply = Reply(0, raw=fault.raw_reply)
+        elif fault is not None and fault.status is not None:
             reply = fault.reply(ex.path, found.shape if isinstance(found, Route) else None)
             if fault.status == 429 and rate is not None:
                 # An injected 429 looks like an exhausted window (protocols.md 8).
@@ -134,8 +142,10 @@ class App:
             if reply.stream is not None:
                 reply.stream.close()
             raise
-        if rate is not None:
+        if rate is not None and reply.raw is None:
             reply.headers = {**rate.headers(), **reply.headers}
+        if fault is not None and fault.trickle_ms is not None:
+            reply.trickle_ms = fault.trickle_ms
         return reply
 
     def _disturb(self, ex: Exchange, fault: Fault) -> None:

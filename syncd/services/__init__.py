@@ -8,6 +8,7 @@ longer than a restart's whole scan of tens of thousands of done files.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from syncd.config import (
     OneAllService,
@@ -17,52 +18,62 @@ from syncd.config import (
     TwitPicService,
 )
 from syncd.errors import SyncdError
-from syncd.services.base import AwaitCallback, Job, Result, Uploader
-from syncd.services.oneall.signing import Signer
+from syncd.services.base import AwaitCallback, HttpLimits, Job, RequestObserver, Result, Uploader
+from syncd.services.oneall.signer import Signer
 
 
-def make_uploader(config: ServiceConfig, signer: Signer | None) -> Uploader:
-    """The uploader for a configured service; each owns its HTTP session. Its
-    configuration is checked now, the uploader itself is built at its first use."""
+def make_uploader(
+    config: ServiceConfig,
+    signer: Signer | None,
+    limits: HttpLimits | None = None,
+    observe: RequestObserver | None = None,
+) -> Uploader:
+    """The uploader for a configured service; each owns its HTTP session. `observe` is told
+    the status of every reply (metrics), so no service needs to know who is counting. The
+    configuration is checked now, the uploader itself built at its first use."""
     if isinstance(config, OneAllService) and signer is None:
         raise SyncdError(f"[services.{config.name}]: oneall needs a [media_server] table")
     if not isinstance(config, TonService | TwitPicService | TwitLongerService | OneAllService):
         raise SyncdError(f"[services.{config.name}] type: unknown service type {config.type!r}")
-    return _Deferred(config, signer)
+    return _Deferred(lambda: _build(config, signer, limits, observe))
 
 
-def _build(config: ServiceConfig, signer: Signer | None) -> Uploader:
+def _build(
+    config: ServiceConfig,
+    signer: Signer | None,
+    limits: HttpLimits | None,
+    observe: RequestObserver | None,
+) -> Uploader:
     if isinstance(config, TonService):
         from syncd.services.ton import TonUploader
 
-        return TonUploader(config)
+        return TonUploader(config, limits, observe)
     if isinstance(config, TwitPicService):
         from syncd.services.twitpic import TwitPicUploader
 
-        return TwitPicUploader(config)
+        return TwitPicUploader(config, limits, observe)
     if isinstance(config, TwitLongerService):
         from syncd.services.twitlonger import TwitLongerUploader
 
-        return TwitLongerUploader(config)
+        return TwitLongerUploader(config, limits, observe)
     assert isinstance(config, OneAllService) and signer is not None, "checked by make_uploader"
     from syncd.services.oneall.uploader import OneAllUploader
 
-    return OneAllUploader(config, signer)
+    return OneAllUploader(config, signer, limits, observe)
 
 
 class _Deferred:
     """An Uploader that builds the real one, once, when it is first asked to work."""
 
-    def __init__(self, config: ServiceConfig, signer: Signer | None) -> None:
-        self._config = config
-        self._signer = signer
+    def __init__(self, build: Callable[[], Uploader]) -> None:
+        self._build = build
         self._lock = threading.Lock()
         self._built: Uploader | None = None
 
     def _uploader(self) -> Uploader:
         with self._lock:
             if self._built is None:
-                self._built = _build(self._config, self._signer)
+                self._built = self._build()
             return self._built
 
     def upload(self, job: Job) -> Result | AwaitCallback:

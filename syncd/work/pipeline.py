@@ -31,9 +31,10 @@ from syncd.files import (
 )
 from syncd.intake.routing import inside, route
 from syncd.journal.states import State, allowed
-from syncd.journal.store import Decision, Row, Store
+from syncd.journal.store import UNREADABLE, Decision, Row, Store
 from syncd.outputs import sidecar
 from syncd.services.base import AwaitCallback, Interrupted, Job, Uploader
+from syncd.work.outcomes import DONE, DUPLICATE, FAILED, Outcomes
 from syncd.work.progress import InFlight, Upload
 
 log = logging.getLogger(__name__)
@@ -64,10 +65,16 @@ class Pipeline:
         journal: Store,
         watches: Callable[[], tuple[WatchConfig, ...]],
         stopping: threading.Event,
+        outcomes: Outcomes,
+        completed: Callable[[Row], None],
     ) -> None:
         self.journal = journal
         self.watches = watches
         self.stopping = stopping
+        self.outcomes = outcomes
+        self.completed = completed
+        """Told of a row whose sidecar is durable, before it is done (after-upload actions
+        and hooks); it must be idempotent, as a crash in between calls it again."""
         self.in_flight = InFlight()
         self.hashing = InFlight()
         self.services: dict[str, ServiceConfig] = {}
@@ -80,6 +87,8 @@ class Pipeline:
     def process(self, row: Row) -> None:
         path = Path(os.fsdecode(row.path))
         fields = log_fields(path, row.service)
+        if self.failed_if_damaged(row):
+            return
         try:
             watch = route(self.watches(), path)
             if watch is None or not inside(watch, path):
@@ -90,7 +99,7 @@ class Pipeline:
             return
         except PermanentError as exc:
             log.warning("%s", exc, extra=fields)
-            self.journal.mark_failed(row, str(exc))
+            self.mark_failed(row, str(exc))
             return
         with file:
             try:
@@ -105,7 +114,23 @@ class Pipeline:
         log.error("%s", reason, extra=log_fields(row.path, row.service, State.FAILED))
         current = self.journal.get(row.id)
         if current is not None and allowed(current.state, State.FAILED):
-            self.journal.mark_failed(current, reason)
+            self.mark_failed(current, reason)
+
+    def mark_failed(self, row: Row, reason: str) -> bool:
+        """Every way a file fails for good ends here, so it is counted once."""
+        failed = self.journal.mark_failed(row, reason)
+        if failed:
+            self.outcomes.finished(row.service, FAILED, row.identity.size, None)
+        return failed
+
+    def failed_if_damaged(self, row: Row) -> bool:
+        """A row whose stored data cannot be read is failed, with that reason."""
+        damaged = row.progress.get(UNREADABLE)
+        if damaged is None:
+            return False
+        columns = " and ".join(damaged) if isinstance(damaged, list) else "data"
+        self.fail(row, f"{os.fsdecode(row.path)}: its journal entry is damaged ({columns})")
+        return True
 
     def _process_open(
         self, row: Row, path: Path, file: BufferedReader, fields: dict[str, str]
@@ -127,7 +152,7 @@ class Pipeline:
         service = self.services.get(row.service)
         uploader = self.uploaders.get(row.service)
         if service is None or uploader is None:
-            self.journal.mark_failed(row, f"service {row.service!r} is no longer configured")
+            self.mark_failed(row, f"service {row.service!r} is no longer configured")
             return
         decision = self.journal.begin_upload(row, uploader.still_valid)
         if decision is None:
@@ -136,10 +161,10 @@ class Pipeline:
         if answer is Decision.DUPLICATE:
             assert row.duplicate_of is not None
             log.info("%s duplicates %s", path, os.fsdecode(row.duplicate_of), extra=fields)
-            self.finish(row, service)
+            self.finish(row, service, DUPLICATE)
         elif answer is Decision.UNCHANGED:
             log.info("%s changed on disk but not in content: not uploaded again", path)
-            self.finish(row, service)
+            self.finish(row, service, DUPLICATE)
         elif answer is Decision.UPLOAD:
             self._upload(row, path, file, service, uploader, fields)
 
@@ -175,10 +200,11 @@ class Pipeline:
             delay = retry_delay(row.attempts, exc.retry_after)
             log.warning("%s; next try in %.1f s", exc, delay, extra=fields)
             self.journal.mark_retry(row, str(exc), time.time() + delay)
+            self.outcomes.retrying(row.service)
             return
         except PermanentError as exc:
             log.error("%s: %s", path, exc, extra=fields)
-            self.journal.mark_failed(row, str(exc))
+            self.mark_failed(row, str(exc))
             return
         except Interrupted:
             self.journal.mark_retry(row, "interrupted by shutdown", time.time())
@@ -198,7 +224,7 @@ class Pipeline:
         if uploaded is not None:
             self.finish(uploaded, service)
 
-    def finish(self, row: Row, service: ServiceConfig) -> None:
+    def finish(self, row: Row, service: ServiceConfig, outcome: str = DONE) -> None:
         """The sidecar of an uploaded row, then `done`; a crash in between is mended at start."""
         path = Path(os.fsdecode(row.path))
         fields = log_fields(path, row.service, State.DONE)
@@ -219,7 +245,10 @@ class Pipeline:
             except OSError as exc:
                 log.error("cannot write the sidecar of %s: %s", path, exc, extra=fields)
                 return
+            self.completed(row)
         self.journal.mark_done(row.id)
+        waited = None if row.queued_at is None else time.time() - row.queued_at
+        self.outcomes.finished(row.service, outcome, row.identity.size, waited)
         log.info("uploaded %s", path, extra=fields)
 
     def finish_uploaded(self) -> None:
@@ -227,5 +256,5 @@ class Pipeline:
         write) get it now: at start and with every periodic rescan."""
         for row in self.journal.in_state(State.UPLOADED):
             service = self.services.get(row.service)
-            if service is not None:
+            if service is not None and not self.failed_if_damaged(row):
                 self.finish(row, service)
