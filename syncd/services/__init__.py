@@ -38,6 +38,12 @@ def make_uploader(
     return _Deferred(lambda: _build(config, signer, limits, observe))
 
 
+def ready(uploader: Uploader) -> Uploader:
+    """`uploader`, built now if `make_uploader` deferred it: a row says `uploading` only
+    once its service is ready to send (OneAll may call back as soon as it is asked)."""
+    return uploader.built() if isinstance(uploader, _Deferred) else uploader
+
+
 def _build(
     config: ServiceConfig,
     signer: Signer | None,
@@ -70,14 +76,14 @@ class _Deferred:
         self._lock = threading.Lock()
         self._built: Uploader | None = None
 
-    def _uploader(self) -> Uploader:
+    def built(self) -> Uploader:
         with self._lock:
             if self._built is None:
                 self._built = self._build()
             return self._built
 
     def upload(self, job: Job) -> Result | AwaitCallback:
-        return self._uploader().upload(job)
+        return self.built().upload(job)
 
     def still_valid(self, result: Result) -> bool:
-        return self._uploader().still_valid(result)
+        return self.built().still_valid(result)

@@ -33,6 +33,7 @@ from syncd.intake.routing import inside, route
 from syncd.journal.states import State, allowed
 from syncd.journal.store import UNREADABLE, Decision, Row, Store
 from syncd.outputs import sidecar
+from syncd.services import ready
 from syncd.services.base import AwaitCallback, Interrupted, Job, Uploader
 from syncd.work.outcomes import DONE, DUPLICATE, FAILED, Outcomes
 from syncd.work.progress import InFlight, Upload
@@ -154,6 +155,7 @@ class Pipeline:
         if service is None or uploader is None:
             self.mark_failed(row, f"service {row.service!r} is no longer configured")
             return
+        uploader = ready(uploader)
         decision = self.journal.begin_upload(row, uploader.still_valid)
         if decision is None:
             raise FileChanged
