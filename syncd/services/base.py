@@ -15,6 +15,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 
+class StopFlag(Protocol):
+    """Whether a service working in steps should stop before its next step."""
+
+    def is_set(self) -> bool: ...
+
+
 class StepStore(Protocol):
     """Durable progress of one file's upload; `save` has committed when it returns."""
 
@@ -36,8 +42,9 @@ class Job:
     store: StepStore
     progress: Callable[[int], None]
     """Bytes the server has confirmed (or sent, for a single request)."""
-    stopping: threading.Event = field(default_factory=threading.Event)
-    """Set on shutdown: a service working in steps stops between two of them."""
+    stopping: StopFlag = field(default_factory=threading.Event)
+    """Set on shutdown or when the service is paused: a service working in steps stops
+    between two of them."""
     row_id: int = 0
     """The journal's id of this file, for URLs that must name it (OneAll's media server)."""
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from syncd.config import ServiceConfig, WatchConfig
 from syncd.control.logs import log_fields
-from syncd.errors import PermanentError, RetryableError
+from syncd.errors import PermanentError, RateLimited, RetryableError
 from syncd.files import (
     Vanished,
     identity_of,
@@ -35,6 +35,8 @@ from syncd.journal.store import UNREADABLE, Decision, Row, Store
 from syncd.outputs import sidecar
 from syncd.services import ready
 from syncd.services.base import AwaitCallback, Interrupted, Job, Uploader
+from syncd.services.metering import metered
+from syncd.work.flow import Flow, Hold, TooLarge
 from syncd.work.outcomes import DONE, DUPLICATE, FAILED, Outcomes
 from syncd.work.progress import InFlight, Upload
 
@@ -60,6 +62,18 @@ class JournalStore:
             raise FileChanged
 
 
+class StopWhen:
+    """A job stops between steps on shutdown, and when its service is paused."""
+
+    def __init__(self, stopping: threading.Event, flow: Flow, service: str) -> None:
+        self._stopping = stopping
+        self._flow = flow
+        self._service = service
+
+    def is_set(self) -> bool:
+        return self._stopping.is_set() or self._flow.paused(self._service)
+
+
 class Pipeline:
     def __init__(
         self,
@@ -68,6 +82,7 @@ class Pipeline:
         stopping: threading.Event,
         outcomes: Outcomes,
         completed: Callable[[Row], None],
+        flow: Flow,
     ) -> None:
         self.journal = journal
         self.watches = watches
@@ -76,6 +91,7 @@ class Pipeline:
         self.completed = completed
         """Told of a row whose sidecar is durable, before it is done (after-upload actions
         and hooks); it must be idempotent, as a crash in between calls it again."""
+        self.flow = flow
         self.in_flight = InFlight()
         self.hashing = InFlight()
         self.services: dict[str, ServiceConfig] = {}
@@ -88,7 +104,7 @@ class Pipeline:
     def process(self, row: Row) -> None:
         path = Path(os.fsdecode(row.path))
         fields = log_fields(path, row.service)
-        if self.failed_if_damaged(row):
+        if self.failed_if_damaged(row) or not self._may_go(row):
             return
         try:
             watch = route(self.watches(), path)
@@ -109,6 +125,25 @@ class Pipeline:
                 log.info("%s changed while it was being handled; starting over", path, extra=fields)
             except OSError as exc:
                 self.fail(row, f"{path}: cannot read: {exc.strerror or exc}")
+
+    def _may_go(self, row: Row, counted_in: ServiceConfig | None = None) -> bool:
+        """Whether flow control lets the file on; if not, it is held (or failed, when it is
+        larger than any day's quota). With `counted_in`, the file is counted in its quota."""
+        try:
+            hold = self.flow.hold_of(row.service, row.identity.size)
+            if hold is None and counted_in is not None:
+                hold = self.flow.admit(counted_in, row.id, row.identity.size)
+        except TooLarge as exc:
+            self.journal.mark_failed(row, str(exc))
+            return False
+        if hold is not None:
+            self._hold(row, hold)
+            return False
+        return True
+
+    def _hold(self, row: Row, hold: Hold) -> None:
+        """Not a failure and no request: the file waits for the service's hold to end."""
+        self.journal.mark_held(row, hold.reason, hold.until)
 
     def fail(self, row: Row, reason: str) -> None:
         """A failure no retry will mend (an I/O error, a bug): shown until `syncd retry`."""
@@ -167,7 +202,8 @@ class Pipeline:
         elif answer is Decision.UNCHANGED:
             log.info("%s changed on disk but not in content: not uploaded again", path)
             self.finish(row, service, DUPLICATE)
-        elif answer is Decision.UPLOAD:
+        elif answer is Decision.UPLOAD and self._may_go(row, counted_in=service):
+            # (Asked again: a pause or a hold may have come while the file was hashed.)
             self._upload(row, path, file, service, uploader, fields)
 
     def _upload(
@@ -190,12 +226,18 @@ class Pipeline:
             caption=read_caption(path),
             store=JournalStore(self.journal, row),
             progress=progress,
-            stopping=self.stopping,
+            stopping=StopWhen(self.stopping, self.flow, row.service),
             row_id=row.id,
         )
         log.debug("uploading %s to %s", path, row.service, extra=fields)
         try:
-            outcome = uploader.upload(job)
+            with metered(self.flow.meter(row.service)):
+                outcome = uploader.upload(job)
+        except RateLimited as exc:
+            log.warning("%s; the whole service waits", exc, extra=fields)
+            hold = self.flow.hold_of(row.service)
+            self._hold(row, hold or self.flow.rate_limited(row.service, exc.retry_after))
+            return
         except RetryableError as exc:
             from syncd.services.http import retry_delay  # loaded with the service already
 
@@ -209,7 +251,12 @@ class Pipeline:
             self.mark_failed(row, str(exc))
             return
         except Interrupted:
-            self.journal.mark_retry(row, "interrupted by shutdown", time.time())
+            hold = self.flow.hold_of(row.service)
+            if hold is not None:
+                log.info("%s: stopped between chunks: %s", path, hold.reason, extra=fields)
+                self._hold(row, hold)
+            else:
+                self.journal.mark_retry(row, "interrupted by shutdown", time.time())
             return
         except FileChanged:
             self.journal.mark_changed(row)

@@ -1,4 +1,8 @@
-"""The worker pool: `workers` threads, each claiming the next due row and working it."""
+"""The worker pool: `workers` threads, each claiming the next due row and working it.
+
+Flow control decides which row: the claim skips services at their `max_parallel`, and the
+journal hands out rows by priority and order (work/flow/order.py).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import threading
 import time
 
 from syncd.journal.store import Store
+from syncd.work.flow import Flow
 from syncd.work.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -16,9 +21,10 @@ log = logging.getLogger(__name__)
 class Workers:
     """`count` threads, each claiming the next due row and running it through the pipeline."""
 
-    def __init__(self, count: int, journal: Store, pipeline: Pipeline) -> None:
+    def __init__(self, count: int, journal: Store, pipeline: Pipeline, flow: Flow) -> None:
         self._journal = journal
         self._pipeline = pipeline
+        self._flow = flow
         self._cond = threading.Condition()
         self._stop = False
         self._generation = 0
@@ -56,9 +62,9 @@ class Workers:
         while not self._stop:
             with self._cond:
                 generation = self._generation
-            row = self._journal.claim(time.time())
+            row = self._flow.claim(lambda full: self._journal.claim(time.time(), full))
             if row is None:
-                due = self._journal.next_due()
+                due = self._journal.next_due(self._flow.full())
                 with self._cond:
                     if self._stop:
                         return
@@ -73,3 +79,5 @@ class Workers:
                 self._pipeline.fail(row, f"internal error: {type(exc).__name__}: {exc}")
             finally:
                 self._journal.release(row.id)
+                if self._flow.finished(row.service):
+                    self.wake()
