@@ -21,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Protocol
 
 from syncd import __version__
 from syncd.config import Config, WatchConfig, load
@@ -32,7 +33,6 @@ from syncd.control.reply import Control
 from syncd.control.status import StatusServer
 from syncd.errors import SyncdError
 from syncd.files import Identity
-from syncd.intake.routing import count_folders
 from syncd.intake.watcher import Watcher
 from syncd.journal.patience import StorageFault, patiently, persevering
 from syncd.journal.store import open_store
@@ -40,9 +40,7 @@ from syncd.outputs.healthcheck import HealthCheck
 from syncd.outputs.hooks import Hooks
 from syncd.outputs.webhooks import Webhooks
 from syncd.services import make_uploader
-from syncd.services.base import Uploader
-from syncd.services.http import HttpLimits
-from syncd.services.oneall.mediaserver import MediaServer
+from syncd.services.base import HttpLimits, Uploader
 from syncd.services.oneall.signer import Signer
 from syncd.work.actions import AfterUpload
 from syncd.work.callbacks import Callbacks
@@ -100,6 +98,16 @@ def _inotify_limit() -> int | None:
         return None
 
 
+class _Server(Protocol):
+    """What the daemon does with the media server, which is loaded only when configured."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def alive(self) -> bool: ...
+
+
 class Daemon:
     def __init__(
         self,
@@ -152,9 +160,11 @@ class Daemon:
             self.faults,
         )
         self.callbacks = Callbacks(self.journal, self.pipeline)
-        self.media: MediaServer | None = None
+        self.media: _Server | None = None
         self.signer: Signer | None = None
         if config.media_server is not None:
+            from syncd.services.oneall.mediaserver import MediaServer  # waitress: OneAll only
+
             self.signer = Signer.from_state_dir(
                 config.daemon.state_dir, config.media_server.public_url
             )
@@ -230,7 +240,6 @@ class Daemon:
         self.workers.start()
         self.after.loop.start()
         self.hooks.loop.start()
-        self._warn_inotify_limit()
         if self.config.webhooks:
             self.webhooks.start()
         if self.healthcheck is not None:
@@ -265,6 +274,7 @@ class Daemon:
         interval = self.notifier.watchdog_interval
         tick = min(TICK, interval) if interval else TICK
         last_changes: tuple[int, int, bool, int] = (-1, -1, False, -1)
+        limit_checked = False
         next_rescan = time.monotonic() + (self.config.daemon.rescan_interval or float("inf"))
         while not self.stopping.is_set():
             self._wake.wait(tick)
@@ -285,6 +295,9 @@ class Daemon:
             if changes != last_changes:
                 last_changes = changes
                 self.notifier.status(self.control.status_line())
+            if not limit_checked and self.watcher.scans.count:
+                limit_checked = True
+                self._warn_inotify_limit()
             rescan = time.monotonic() >= next_rescan
             if rescan:
                 next_rescan = time.monotonic() + (
@@ -381,8 +394,10 @@ class Daemon:
                 self.workers.wake()
 
     def _warn_inotify_limit(self) -> None:
+        """Once the start-up scan has counted the folders (a walk of its own would double
+        a restart's work over a large tree)."""
         limit = _inotify_limit()
-        folders = count_folders(self.config.watches)
+        folders = self.watcher.scans.folders
         if limit is not None and folders > limit * 0.9:
             message = (
                 f"{folders} folders to watch but fs.inotify.max_user_watches is {limit}: "

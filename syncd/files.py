@@ -7,7 +7,6 @@ opens and hashes, services read the media type and caption, all through these fu
 from __future__ import annotations
 
 import errno
-import hashlib
 import mimetypes
 import os
 import stat
@@ -160,6 +159,8 @@ def media_type(path: Path) -> str:
 def sha256_of(file: BufferedReader, progress: Callable[[int], None] | None = None) -> str:
     """Streamed in 1 MiB pieces (hashlib runs on OpenSSL's SHA instructions), reporting
     how far it got: hashing a 4 GiB file takes seconds, and status should say so."""
+    import hashlib  # OpenSSL takes a while to load, and a restart may hash nothing
+
     file.seek(0)
     digest = hashlib.sha256()
     # No bigger than the file: a small file must not pay for a fresh 1 MiB of pages.

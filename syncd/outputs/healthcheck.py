@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 
 from syncd.errors import SyncdError
-from syncd.services.http import ServiceHttp
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +31,8 @@ class HealthCheck:
         self._url = url.rstrip("/")
         self._interval = interval
         self._problem = problem
+        from syncd.services.http import ServiceHttp  # requests: only when a URL is configured
+
         self._http = ServiceHttp("healthcheck")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="healthcheck", daemon=True)

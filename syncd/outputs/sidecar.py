@@ -19,8 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
 from syncd.files import Place
 
 SUFFIX = ".syncd.toml"
@@ -79,6 +77,8 @@ def render(
     document["result"] = {
         k: _utc(v) if isinstance(v, datetime) else v for k, v in result.items() if v is not None
     }
+    import tomli_w  # not needed until the first upload is done
+
     return tomli_w.dumps(document)
 
 

@@ -18,16 +18,15 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from syncd.config import WebhookConfig
 from syncd.errors import RetryableError, SyncdError
 from syncd.journal.patience import patiently
 from syncd.journal.store import Delivery, Outbox
-from syncd.services.http import ServiceHttp, retry_delay
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +75,20 @@ def shown_target(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
 
 
+class _Poster(Protocol):
+    """What a delivery needs of services.http.ServiceHttp (loaded by the sender thread)."""
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        expect: Collection[int],
+        headers: Mapping[str, str] | None = None,
+        data: Any = None,
+    ) -> object: ...
+
+
 class Webhooks:
     """The delivering thread. `service_types` maps a service name to its type."""
 
@@ -90,7 +103,6 @@ class Webhooks:
         self._service_types = service_types
         self._count = delivered
         self._secrets: dict[str, str] = {}
-        self._http = ServiceHttp("webhook")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="webhooks", daemon=True)
         self.use(webhooks)
@@ -109,34 +121,40 @@ class Webhooks:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=15)
-        self._http.close()
 
     def alive(self) -> bool:
         return self._thread.is_alive()
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                with patiently():  # the outbox waits out a full disk (journal/patience.py)
-                    self._round()
-            except Exception:
-                log.exception("the webhook sender hit an unexpected error; it goes on")
-            self._stop.wait(IDLE_WAIT)
+        # requests loads here, with the first webhook configured, not at every start.
+        from syncd.services.http import ServiceHttp
 
-    def _round(self) -> None:
+        http = ServiceHttp("webhook")
+        try:
+            while not self._stop.is_set():
+                try:
+                    with patiently():  # the outbox waits out a full disk (journal/patience.py)
+                        self._round(http)
+                except Exception:
+                    log.exception("the webhook sender hit an unexpected error; it goes on")
+                self._stop.wait(IDLE_WAIT)
+        finally:
+            http.close()
+
+    def _round(self, http: _Poster) -> None:
         """Deliver what is due, a batch at a time, until nothing is or a receiver fails."""
         while not self._stop.is_set():
             due = self._outbox.due(time.time(), BATCH)
             failing: set[str] = set()
             for delivery in due:
-                if delivery.target not in failing and not self._deliver(delivery):
+                if delivery.target not in failing and not self._deliver(delivery, http):
                     failing.add(delivery.target)
                 if self._stop.is_set():
                     return
             if failing or len(due) < BATCH:
                 return
 
-    def _deliver(self, delivery: Delivery) -> bool:
+    def _deliver(self, delivery: Delivery, http: _Poster) -> bool:
         secret = self._secrets.get(delivery.target)
         if secret is None:
             return True  # unsubscribed meanwhile; use() has dropped it
@@ -146,10 +164,10 @@ class Webhooks:
             SIGNATURE_HEADER: signature(secret, body),
         }
         try:
-            self._http.send(
-                "POST", delivery.target, expect=range(200, 300), headers=headers, data=body
-            )
+            http.send("POST", delivery.target, expect=range(200, 300), headers=headers, data=body)
         except SyncdError as exc:
+            from syncd.services.http import retry_delay
+
             retry_after = exc.retry_after if isinstance(exc, RetryableError) else None
             due = time.time() + retry_delay(delivery.attempts + 1, retry_after)
             self._outbox.failed(delivery.seq, str(exc), due)

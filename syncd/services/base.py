@@ -60,6 +60,27 @@ Result = dict[str, Any]
 """What goes into the sidecar's [result] table, spelled as the service spells it."""
 
 
+REQUEST_TIMEOUT = 120.0
+"""An exchange's total time, before its body's share (see http.FLOOR_RATE); `[daemon]
+request_timeout` sets it."""
+MAX_RETRY_AFTER = 3600.0
+"""The longest wait a server's Retry-After or x-rate-limit-reset can impose; `[daemon]
+max_retry_after` sets it."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """The daemon-wide limits of every exchange (from `[daemon]`). Here, not in http.py,
+    so that the daemon names them without loading requests at start."""
+
+    request_timeout: float = REQUEST_TIMEOUT
+    max_retry_after: float = MAX_RETRY_AFTER
+
+
+RequestObserver = Callable[[str, str], None]
+"""Told (service, code) after every exchange: the HTTP status, or http.NO_REPLY."""
+
+
 class Uploader(Protocol):
     def upload(self, job: Job) -> Result | AwaitCallback: ...
 

@@ -34,6 +34,10 @@ from requests.utils import get_environ_proxies
 from syncd import __version__
 from syncd.config.values import is_loopback
 from syncd.errors import PermanentError, RateLimited, RetryableError
+from syncd.services.base import MAX_RETRY_AFTER as MAX_RETRY_AFTER
+from syncd.services.base import REQUEST_TIMEOUT as REQUEST_TIMEOUT
+from syncd.services.base import HttpLimits as HttpLimits
+from syncd.services.base import RequestObserver as RequestObserver
 from syncd.services.deadline import DeadlineAdapter, exchange_within
 from syncd.services.metering import current_meter, paced_body
 
@@ -42,14 +46,8 @@ MAX_REPLY = 1024 * 1024
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 120.0
 """Between two socket operations, sending included: a chunk that stalls this long fails."""
-REQUEST_TIMEOUT = 120.0
-"""An exchange's total time, before its body's share (see FLOOR_RATE); `[daemon]
-request_timeout` sets it."""
 FLOOR_RATE = 8 * 1024
 """Bytes a second a request body is allowed at the slowest: an 8 MiB chunk adds 1024 s."""
-MAX_RETRY_AFTER = 3600.0
-"""The longest wait a server's Retry-After or x-rate-limit-reset can impose; `[daemon]
-max_retry_after` sets it."""
 TEXT_MAX = 200
 """A reason taken from a reply is cut to this many characters."""
 _DIGITS = re.compile(r"[0-9]+")
@@ -58,14 +56,6 @@ BACKOFF_FIRST = 1.0
 BACKOFF_FACTOR = 1.5
 BACKOFF_CAP = 300.0
 """A daemon outlives outages: retry for ever, but no more often than every 5 minutes."""
-
-
-@dataclass(frozen=True, slots=True)
-class HttpLimits:
-    """The daemon-wide limits of every exchange (from `[daemon]`)."""
-
-    request_timeout: float = REQUEST_TIMEOUT
-    max_retry_after: float = MAX_RETRY_AFTER
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +151,6 @@ def error_text(reply: Reply) -> str:
 
 Explain = Callable[[Reply], str | None]
 """A service's own reading of an error reply (TwitLonger's codes); None falls back."""
-RequestObserver = Callable[[str, str], None]
-"""Told (service, code) after every exchange: the HTTP status, or NO_REPLY."""
 NO_REPLY = "none"
 """The code of an exchange that got no reply: a timeout or a failed connection."""
 

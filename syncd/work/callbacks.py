@@ -27,7 +27,6 @@ from syncd.journal.states import IN_FLIGHT, State
 from syncd.journal.store import Row, Store
 from syncd.services.base import Result
 from syncd.services.oneall.mediaapp import Servable
-from syncd.services.oneall.uploader import PUSH, callback_outcome
 from syncd.work.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -53,6 +52,9 @@ class Callbacks:
 
     def _current(self, row_id: int, push: int) -> Row | None:
         """The row, if `push` is the one it is on now."""
+        # OneAll's uploader (and requests with it) loads only once OneAll is in use.
+        from syncd.services.oneall.uploader import PUSH
+
         row = self._journal.get(row_id)
         if row is None or row.progress.get(PUSH) != push:
             return None
@@ -68,6 +70,8 @@ class Callbacks:
 
     def receive(self, row_id: int, push: int, data: Any) -> tuple[int, str]:
         """A OneAll callback: the HTTP status and text to answer it with."""
+        from syncd.services.oneall.uploader import callback_outcome
+
         outcome = callback_outcome(data)
         if outcome is None:
             return 400, "not a OneAll callback: neither a video_id nor an error"
@@ -106,6 +110,8 @@ class Callbacks:
             )
 
     def _apply_early(self, row: Row) -> None:
+        from syncd.services.oneall.uploader import callback_outcome
+
         outcome = callback_outcome(row.progress[EARLY_CALLBACK])
         if outcome is None:
             self._fail(row, f"{row.service}: the callback kept for this file cannot be read")

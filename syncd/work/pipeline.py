@@ -32,8 +32,8 @@ from syncd.intake.routing import route
 from syncd.journal.states import State, allowed
 from syncd.journal.store import UNREADABLE, Decision, Row, Store
 from syncd.outputs import sidecar
+from syncd.services import ready
 from syncd.services.base import AwaitCallback, Interrupted, Job, Uploader
-from syncd.services.http import retry_delay
 from syncd.services.metering import metered
 from syncd.work.flow import Flow, Hold, TooLarge
 from syncd.work.outcomes import DONE, DUPLICATE, FAILED, Outcomes
@@ -205,6 +205,7 @@ class Pipeline:
         if service is None or uploader is None:
             self.mark_failed(row, f"service {row.service!r} is no longer configured")
             return
+        uploader = ready(uploader)
         decision = self.journal.begin_upload(row, uploader.still_valid)
         if decision is None:
             raise FileChanged
@@ -254,6 +255,8 @@ class Pipeline:
             self._hold(row, hold or self.flow.rate_limited(row.service, exc.retry_after))
             return
         except RetryableError as exc:
+            from syncd.services.http import retry_delay  # loaded with the service already
+
             delay = retry_delay(row.attempts, exc.retry_after)
             log.warning("%s; next try in %.1f s", exc, delay, extra=fields)
             self.journal.mark_retry(row, str(exc), time.time() + delay)
