@@ -117,7 +117,22 @@ class WatchConfig:
     exclude: tuple[str, ...] = ()
     recursive: bool = True
     poll_interval: float = 0.0
-    """0 watches with inotify; otherwise poll this often (network filesystems), >= 30 s."""
+    """0 watches with inotify; otherwise poll this often (network filesystems): >= 30 s, or
+    >= 1 s in fleet mode, where polling is how a host sees the others' files."""
+
+
+@dataclass(frozen=True, slots=True)
+class JournalConfig:
+    """Fleet mode: the PostgreSQL journal several hosts share (absent: SQLite in state_dir)."""
+
+    url: str
+    """postgresql://USER@HOST[:PORT]/DATABASE; the password is never part of it."""
+    password: str = field(repr=False)
+    """From password_file (or inline); empty when the server needs none."""
+    host_id: str
+    """This host's name in claims and `syncd status`; must differ between hosts."""
+    lease: float = 30.0
+    """A claim not renewed for this long is taken over by another host."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,3 +143,5 @@ class Config:
     services: dict[str, ServiceConfig]
     watches: tuple[WatchConfig, ...]
     media_server: MediaServerConfig | None = None
+    journal: JournalConfig | None = None
+    """Set in fleet mode only."""
