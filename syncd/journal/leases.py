@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from syncd import __version__
+from syncd.journal.pg_schema import NOW
 
 if TYPE_CHECKING:
     from syncd.journal.postgres import PostgresStore
 
 log = logging.getLogger(__name__)
-
-NOW = "extract(epoch from clock_timestamp())"
 
 
 @dataclass(slots=True)

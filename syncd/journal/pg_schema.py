@@ -13,6 +13,9 @@ import psycopg
 
 from syncd.errors import SyncdError
 
+NOW = "extract(epoch from clock_timestamp())"
+"""The database's clock: leases and heartbeats are compared on one clock, whatever the
+hosts' own say."""
 MIGRATION_LOCK = 0x73796E6364
 """pg_advisory_xact_lock key ("syncd") held while the schema is checked and migrated."""
 
@@ -88,6 +91,31 @@ def migrate(db: psycopg.Connection[object], where: str) -> int:
                 db.execute(statement.encode())  # a constant of this module
             db.execute("UPDATE schema_version SET version=%s", (number,))
     return len(MIGRATIONS)
+
+
+def connect_error(url: str, exc: Exception) -> SyncdError:
+    """One line naming the database, never the password."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return SyncdError(f"{url}: cannot use the journal database: {reason}")
+
+
+def describe(url: str, password: str) -> str:
+    """What `syncd check` says of the journal database: reachable, and its schema's state.
+    Reads only: the schema is migrated by the daemon's start, never by a check."""
+    try:
+        with psycopg.connect(url, password=password or None, connect_timeout=10) as db:
+            version = current_version(db)
+    except psycopg.Error as exc:
+        raise connect_error(url, exc) from None
+    latest = len(MIGRATIONS)
+    if version == latest:
+        return f"journal {url}: schema {version}, current"
+    if version < latest:
+        return f"journal {url}: schema {version} of {latest}; migrated when syncd starts"
+    raise SyncdError(
+        f"{url}: the journal's schema is version {version}, newer than this syncd knows"
+        f" ({latest}): upgrade syncd on this host"
+    )
 
 
 def _first(row: object) -> object:

@@ -31,18 +31,16 @@ import psycopg
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from syncd.errors import SyncdError
 from syncd.files import Identity
 from syncd.journal.codec import decode, encode, row_from
 from syncd.journal.leases import Leases
-from syncd.journal.pg_schema import migrate
+from syncd.journal.pg_fleet import FleetTables, signed, unsigned
+from syncd.journal.pg_schema import NOW, connect_error, migrate
 from syncd.journal.states import CLAIMABLE, IN_FLIGHT, State, check_move
 from syncd.journal.store import Decision, Row
 
 log = logging.getLogger(__name__)
 
-NOW = "extract(epoch from clock_timestamp())"
-"""The database's clock: leases are compared on one clock, whatever the hosts' say."""
 IDLE_POLL = 1.0
 """Idle workers look for work at least this often: other hosts insert rows, and claims
 of hosts that died run out, without telling this one."""
@@ -51,32 +49,16 @@ _IN_FLIGHT = tuple(str(s) for s in IN_FLIGHT)
 _FREE = f"(claim_owner IS NULL OR claim_expires < {NOW})"
 _FENCED = "id=%(id)s AND version=%(version)s AND claim_fence=%(fence)s"
 _FENCED += " AND (claim_owner IS NULL OR claim_owner=%(owner)s)"
-_SIGNED = 1 << 63
 Params = Sequence[Any] | Mapping[str, Any] | None
-
-
-def _signed(number: int) -> int:
-    """st_dev and st_ino are unsigned 64-bit; BIGINT is signed."""
-    return number - (1 << 64) if number >= _SIGNED else number
-
-
-def _unsigned(number: int) -> int:
-    return number + (1 << 64) if number < 0 else number
 
 
 def _row(columns: DictRow) -> Row:
     columns = dict(columns)
-    columns["dev"], columns["inode"] = _unsigned(columns["dev"]), _unsigned(columns["inode"])
+    columns["dev"], columns["inode"] = unsigned(columns["dev"]), unsigned(columns["inode"])
     return row_from(columns)
 
 
-def connect_error(url: str, exc: Exception) -> SyncdError:
-    """One line naming the database, never the password."""
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return SyncdError(f"{url}: cannot use the journal database: {reason}")
-
-
-class PostgresStore:
+class PostgresStore(FleetTables):
     """Durable state of every file the fleet knows; safe to share between threads."""
 
     def __init__(
@@ -171,7 +153,7 @@ class PostgresStore:
     def known(self) -> dict[bytes, tuple[int, int, int, int]]:
         rows = self._read("SELECT path, dev, inode, size, mtime_ns FROM files")
         return {
-            bytes(r["path"]): (_unsigned(r["dev"]), _unsigned(r["inode"]), r["size"], r["mtime_ns"])
+            bytes(r["path"]): (unsigned(r["dev"]), unsigned(r["inode"]), r["size"], r["mtime_ns"])
             for r in rows
         }
 
@@ -179,8 +161,8 @@ class PostgresStore:
         values = {
             "path": path,
             "service": service,
-            "dev": _signed(identity.dev),
-            "inode": _signed(identity.inode),
+            "dev": signed(identity.dev),
+            "inode": signed(identity.inode),
             "size": identity.size,
             "mtime_ns": identity.mtime_ns,
             "now": time.time(),
@@ -310,8 +292,8 @@ class PostgresStore:
             "state='hashed', sha256=%(sha)s, dev=%(dev)s, inode=%(inode)s, size=%(size)s,"
             " mtime_ns=%(mtime_ns)s",
             sha=sha256,
-            dev=_signed(identity.dev),
-            inode=_signed(identity.inode),
+            dev=signed(identity.dev),
+            inode=signed(identity.inode),
             size=identity.size,
             mtime_ns=identity.mtime_ns,
         )
@@ -488,28 +470,3 @@ class PostgresStore:
                 db.execute(query + " AND path=%(path)s", {"now": time.time(), "path": p}).rowcount
                 for p in paths
             )
-
-    # -- what a fleet shares -------------------------------------------------------------
-
-    def shared_key(self, name: str, make: Callable[[], bytes]) -> bytes:
-        """A secret every host uses (the media server's signing key): made once, by
-        whichever host asks first."""
-        with self._write() as db:
-            db.execute(
-                "INSERT INTO secrets (name, value) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                (name, make()),
-            )
-            found = db.execute("SELECT value FROM secrets WHERE name=%s", (name,)).fetchone()
-        assert found is not None
-        return bytes(found["value"])
-
-    def hosts(self) -> list[dict[str, Any]]:
-        """Every host that ever joined: pid, heartbeat age (database clock), live claims."""
-        return [
-            dict(r)
-            for r in self._read(
-                f"SELECT h.host_id AS host, h.pid, {NOW} - h.heartbeat_at AS heartbeat_age_s,"
-                " (SELECT COUNT(*) FROM files f WHERE f.claim_owner=h.host_id"
-                f" AND f.claim_expires >= {NOW}) AS claims FROM hosts h ORDER BY h.host_id"
-            )
-        ]

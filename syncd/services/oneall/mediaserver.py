@@ -3,7 +3,8 @@
 OneAll does not take the file: it downloads it from a URL we give (protocols.md 6.3/6.4).
 So this serves exactly the files being pushed, each at a URL whose token names the
 file's journal entry, what the URL is for, and an expiry, signed with HMAC-SHA256 under a
-key kept 0600 in `state_dir` (so URLs stay valid across restarts while a video waits).
+key kept 0600 in `state_dir` (so URLs stay valid across restarts while a video waits), or in
+fleet mode in the shared journal (so any host serves media and takes callbacks).
 A request whose token is forged, expired or meant for something else is refused before
 the filesystem is touched; a file that changed since it was hashed is never served.
 """
@@ -66,6 +67,11 @@ class Signer:
         if len(key) < 32:
             raise SyncdError(f"{path}: the media server's key is damaged; remove it")
         return cls(key, public_url)
+
+    @classmethod
+    def shared(cls, shared_key: Callable[[str, Callable[[], bytes]], bytes], url: str) -> Signer:
+        """Fleet mode: one key for every host, made by the first that asks."""
+        return cls(shared_key(KEY_FILE, lambda: secrets.token_bytes(32)), url)
 
     def token(self, purpose: str, row_id: int, expires: float) -> str:
         payload = f"{purpose}.{row_id}.{int(expires)}"
