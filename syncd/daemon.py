@@ -29,7 +29,7 @@ from syncd.errors import SyncdError
 from syncd.files import Identity
 from syncd.intake.routing import count_folders
 from syncd.intake.watcher import Watcher
-from syncd.journal.sqlite import Journal
+from syncd.journal.store import open_store
 from syncd.services import make_uploader
 from syncd.services.base import Uploader
 from syncd.services.oneall.mediaserver import MediaServer, Signer
@@ -93,7 +93,7 @@ class Daemon:
         self._signals = 0
         self._reload = False
         self._lock = _lock_state_dir(config.daemon.state_dir)
-        self.journal = Journal(config.daemon.state_dir / "journal.sqlite")
+        self.journal = open_store(config)
         self.pipeline = Pipeline(self.journal, lambda: self.config.watches, self.stopping)
         self.callbacks = Callbacks(self.journal, self.pipeline)
         self.media: MediaServer | None = None

@@ -14,7 +14,8 @@ from typing import Any
 from syncd import __version__
 from syncd.config import Config
 from syncd.intake.watcher import Watcher
-from syncd.journal.sqlite import Journal
+from syncd.journal.states import CLAIMABLE, State
+from syncd.journal.store import Store
 from syncd.work.pipeline import Pipeline
 
 FAILURES_SHOWN = 20
@@ -26,7 +27,7 @@ class Control:
     def __init__(
         self,
         current: Callable[[], Config],
-        journal: Journal,
+        journal: Store,
         pipeline: Pipeline,
         watcher: Watcher,
         wake_workers: Callable[[], None],
@@ -40,15 +41,15 @@ class Control:
 
     def status_line(self) -> str:
         counts = self._journal.counts()
-        queued = counts["seen"] + counts["hashed"] + counts["retry_wait"]
+        queued = sum(counts[state] for state in CLAIMABLE)
         parts = [
             f"{len(self._current().watches)} folders",
-            f"{counts['uploading']} uploading",
+            f"{counts[State.UPLOADING]} uploading",
             f"{queued} queued",
         ]
-        if counts["awaiting_callback"]:
-            parts.append(f"{counts['awaiting_callback']} awaiting callback")
-        parts += [f"{counts['done']} done", f"{counts['failed']} failed"]
+        if counts[State.AWAITING_CALLBACK]:
+            parts.append(f"{counts[State.AWAITING_CALLBACK]} awaiting callback")
+        parts += [f"{counts[State.DONE]} done", f"{counts[State.FAILED]} failed"]
         if self._watcher.scans.running:
             parts.append("scanning folders")
         return ", ".join(parts)
@@ -101,7 +102,7 @@ class Control:
                     "error": row.error,
                     "at": _rfc3339(row.error_at),
                 }
-                for row in self._journal.with_error("failed", FAILURES_SHOWN)
+                for row in self._journal.with_error(State.FAILED, FAILURES_SHOWN)
             ],
             "retrying": [
                 {
@@ -110,7 +111,7 @@ class Control:
                     "error": row.error,
                     "next_at": _rfc3339(row.due),
                 }
-                for row in self._journal.with_error("retry_wait", FAILURES_SHOWN)
+                for row in self._journal.with_error(State.RETRY_WAIT, FAILURES_SHOWN)
             ],
             "watches": [
                 {"path": os.fsdecode(w.path), "service": w.service} for w in self._current().watches

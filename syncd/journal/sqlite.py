@@ -1,132 +1,51 @@
-"""The SQLite journal: every file's state, and the only SQL in syncd.
+"""The SQLite store: the journal of one host, in `state_dir/journal.sqlite`.
 
 One connection, guarded by a lock, so every write is serialised; each state change is
 one `BEGIN IMMEDIATE` transaction (a deferred one that upgrades gets SQLITE_BUSY without
 the busy handler). WAL with synchronous=NORMAL survives kill -9 at any moment; paths are
-stored as bytes so that names which are not UTF-8 survive.
-
-A row's `version` rises whenever the watcher sees the file change; a worker's writes name
-the version it started from and do nothing once it is stale, so a file that changes
-mid-upload is never recorded with the old content's hash or result.
+stored as bytes so that names which are not UTF-8 survive. Claims live in the rows
+(`claim_owner`, `claim_expires`, `claim_fence`), taken in one `UPDATE … RETURNING`, so two
+stores opened on one file never hand out the same row.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from syncd.errors import SyncdError
 from syncd.files import Identity
+from syncd.journal.codec import decode, encode, row_from
+from syncd.journal.migrations import MIGRATIONS
+from syncd.journal.states import CLAIMABLE, IN_FLIGHT, State, check_move, check_moves
+from syncd.journal.store import Decision, Row
 
-STATES = (
-    "seen",
-    "hashed",
-    "uploading",
-    "retry_wait",
-    "uploaded",
-    "awaiting_callback",
-    "done",
-    "failed",
+_CLAIMABLE = ", ".join(f"'{s}'" for s in sorted(CLAIMABLE))
+_IN_FLIGHT_OR_UPLOADED = ", ".join(
+    f"'{s}'" for s in sorted({*IN_FLIGHT, State.UPLOADED, State.DONE})
 )
-CLAIMABLE = ("seen", "hashed", "retry_wait")
-IN_FLIGHT = ("uploading", "awaiting_callback")
+_UNCLAIMED = "(claim_owner IS NULL OR claim_expires < :now)"
+_WAITING = f"state IN ({_CLAIMABLE}) AND {_UNCLAIMED}"
+"""Rows waiting for a worker (SQL built from our own constants, never from input)."""
 
-MIGRATIONS: tuple[str, ...] = (
+
+class SqliteStore:
+    """Durable state of every file syncd knows; safe to share between threads.
+
+    `owner` names this host's claims (recover() drops them at start: one daemon per
+    state_dir, so any left are a crash's); `lease` bounds a claim, None holds it until
+    released.
     """
-    CREATE TABLE files (
-        id INTEGER PRIMARY KEY,
-        path BLOB NOT NULL UNIQUE,
-        service TEXT NOT NULL,
-        state TEXT NOT NULL,
-        version INTEGER NOT NULL DEFAULT 0,
-        dev INTEGER NOT NULL,
-        inode INTEGER NOT NULL,
-        size INTEGER NOT NULL,
-        mtime_ns INTEGER NOT NULL,
-        sha256 TEXT,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        due REAL NOT NULL DEFAULT 0,
-        error TEXT,
-        error_at REAL,
-        progress TEXT,
-        result TEXT,
-        duplicate_of BLOB,
-        uploaded_at REAL,
-        updated_at REAL NOT NULL
-    );
-    CREATE INDEX files_due ON files(state, due);
-    CREATE INDEX files_content ON files(service, sha256);
-    """,
-    # 2: the hash of the content `result` stands for, so that a file touched or rewritten
-    # with the same bytes is not uploaded again.
-    "ALTER TABLE files ADD COLUMN uploaded_sha256 TEXT",
-)
 
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    id: int
-    path: bytes
-    service: str
-    state: str
-    version: int
-    identity: Identity
-    sha256: str | None
-    attempts: int
-    due: float
-    error: str | None
-    error_at: float | None
-    progress: dict[str, Any]
-    result: dict[str, Any] | None
-    duplicate_of: bytes | None
-    uploaded_at: float | None
-    uploaded_sha256: str | None
-
-
-WAIT = "wait"
-"""begin_upload's answer while another row with the same content is in flight."""
-UPLOAD = "upload"
-"""begin_upload's answer when this row is the one to upload."""
-DUPLICATE = "duplicate"
-"""begin_upload's answer when the content was uploaded already: its result is reused."""
-UNCHANGED = "unchanged"
-"""begin_upload's answer when this very path was uploaded with this content before."""
-
-
-def _encode(value: Any) -> str:
-    def default(obj: object) -> object:
-        if isinstance(obj, datetime):
-            return {"$datetime": obj.isoformat()}
-        raise TypeError(f"cannot journal {type(obj).__name__}")
-
-    return json.dumps(value, default=default)
-
-
-def _decode(text: str | None) -> Any:
-    if text is None:
-        return None
-
-    def hook(obj: dict[str, Any]) -> Any:
-        if obj.keys() == {"$datetime"}:
-            return datetime.fromisoformat(obj["$datetime"])
-        return obj
-
-    return json.loads(text, object_hook=hook)
-
-
-class Journal:
-    """Durable state of every file syncd knows; safe to share between threads."""
-
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, owner: str | None = None, lease: float | None = None) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             # 0600 before SQLite opens it (its -wal and -shm files take the same mode):
@@ -140,10 +59,12 @@ class Journal:
         except (OSError, sqlite3.Error) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
             raise SyncdError(f"{path}: cannot open the journal: {reason}") from None
+        self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()
-        self._claimed: set[int] = set()
+        self._owner = owner or socket.gethostname()
+        self._lease = lease
         self.changes = 0
-        """Counts committed writes, so the status line is recomputed only when it can differ."""
+        """Counts committed state changes (status line recomputed only when it can differ)."""
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=10000")
@@ -155,7 +76,7 @@ class Journal:
             self._db.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, counted: bool = True) -> Iterator[sqlite3.Connection]:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -164,7 +85,12 @@ class Journal:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
-            self.changes += 1
+            if counted:
+                self.changes += 1
+
+    def _read(self, query: str, *values: object) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(query, values).fetchall()
 
     def _migrate(self) -> None:
         with self._write() as db:
@@ -175,29 +101,36 @@ class Journal:
                 db.execute(f"PRAGMA user_version={number}")
 
     def recover(self) -> int:
-        """After a crash nothing is in flight: uploads resume from their saved progress."""
+        check_move(State.UPLOADING, State.HASHED)
         with self._write() as db:
+            db.execute(
+                "UPDATE files SET claim_owner=NULL, claim_expires=NULL WHERE claim_owner=?",
+                (self._owner,),
+            )
             return db.execute(
-                "UPDATE files SET state='hashed', updated_at=? WHERE state='uploading'",
-                (time.time(),),
+                "UPDATE files SET state=?, updated_at=? WHERE state=?",
+                (State.HASHED, time.time(), State.UPLOADING),
             ).rowcount
 
-    # -- the watcher's side ------------------------------------------------------------
+    def ping(self) -> bool:
+        return bool(self._read("SELECT 1 AS one")[0]["one"] == 1)
+
+    # -- intake's side -----------------------------------------------------------------
 
     def known(self) -> dict[bytes, tuple[int, int, int, int]]:
-        """Every path's identity (dev, inode, size, mtime_ns), for the reconciliation scans:
-        plain tuples, which an Identity compares equal to, as a rescan builds tens of
-        thousands of them."""
         with self._lock:
-            rows = self._db.execute("SELECT path, dev, inode, size, mtime_ns FROM files").fetchall()
-        return {r[0]: r[1:] for r in rows}
+            # Plain tuples, fast: a rescan builds tens of thousands of them.
+            cursor = self._db.cursor()
+            cursor.row_factory = None
+            rows = cursor.execute("SELECT path, dev, inode, size, mtime_ns FROM files")
+            return {r[0]: r[1:] for r in rows}
 
     def record_seen(self, path: bytes, service: str, identity: Identity) -> bool:
-        """A complete file: new, or changed since we last saw it. True when there is work."""
         now = time.time()
         with self._write() as db:
             row = db.execute(
-                "SELECT dev, inode, size, mtime_ns, service FROM files WHERE path=?", (path,)
+                "SELECT state, dev, inode, size, mtime_ns, service FROM files WHERE path=?",
+                (path,),
             ).fetchone()
             values = {"path": path, "service": service, "now": now, **identity._asdict()}
             if row is None:
@@ -208,8 +141,10 @@ class Journal:
                     values,
                 )
                 return True
-            if Identity(*row[:4]) == identity and row[4] == service:
+            known = Identity(row["dev"], row["inode"], row["size"], row["mtime_ns"])
+            if known == identity and row["service"] == service:
                 return False
+            check_move(State(row["state"]), State.SEEN)
             # The progress stays: a resumable session is kept only if the content's hash
             # turns out the same (the service checks). So does the last result, for the
             # same reason (see begin_upload), unless the file now goes to another service.
@@ -226,160 +161,152 @@ class Journal:
             return True
 
     def forget_missing(self, path: bytes) -> None:
-        """A file that vanished before it was uploaded: nothing left to do for it."""
         with self._write() as db:
-            db.execute(
-                "DELETE FROM files WHERE path=? AND state IN ('seen', 'hashed', 'retry_wait')",
-                (path,),
-            )
+            db.execute(f"DELETE FROM files WHERE path=? AND state IN ({_CLAIMABLE})", (path,))  # noqa: S608
 
     # -- the workers' side -------------------------------------------------------------
 
     def claim(self, now: float) -> Row | None:
-        """The next due row no worker holds; held until `release`."""
-        with self._lock:
-            found = self._db.execute(
-                f"SELECT * FROM files WHERE {self._waiting()} AND due <= ?"  # noqa: S608
-                " ORDER BY due, id LIMIT 1",
-                (now,),
-            ).fetchone()
-            if found is None:
-                return None
-            self._claimed.add(found[0])
-            return self._row(found)
-
-    def _waiting(self) -> str:
-        """SQL for rows waiting for a worker; ids are integers we hold, never user input."""
-        held = ",".join(str(i) for i in self._claimed) or "-1"
-        return f"state IN {CLAIMABLE} AND id NOT IN ({held})"
+        expires = None if self._lease is None else now + self._lease
+        with self._write(counted=False) as db:
+            found = db.execute(
+                "UPDATE files SET claim_owner=:owner, claim_expires=:expires,"  # noqa: S608
+                " claim_fence=claim_fence+1 WHERE id=(SELECT id FROM files"
+                f" WHERE {_WAITING} AND due <= :now ORDER BY due, id LIMIT 1) RETURNING *",
+                {"owner": self._owner, "expires": expires, "now": now},
+            ).fetchall()
+        return row_from(found[0]) if found else None
 
     def release(self, row_id: int) -> None:
-        with self._lock:
-            self._claimed.discard(row_id)
-
-    def next_due(self) -> float | None:
-        """When the earliest waiting row becomes due, so idle workers sleep exactly that long."""
-        with self._lock:
-            found = self._db.execute(
-                f"SELECT MIN(due) FROM files WHERE {self._waiting()}"  # noqa: S608
-            ).fetchone()
-        return None if found[0] is None else float(found[0])
-
-    def get(self, row_id: int) -> Row | None:
-        with self._lock:
-            found = self._db.execute("SELECT * FROM files WHERE id=?", (row_id,)).fetchone()
-        return None if found is None else self._row(found)
-
-    def _update(self, row: Row, assignments: str, *values: object) -> bool:
-        with self._write() as db:
-            return (
-                db.execute(
-                    f"UPDATE files SET {assignments}, updated_at=? WHERE id=? AND version=?",  # noqa: S608
-                    (*values, time.time(), row.id, row.version),
-                ).rowcount
-                == 1
+        with self._write(counted=False) as db:
+            db.execute(
+                "UPDATE files SET claim_owner=NULL, claim_expires=NULL"
+                " WHERE id=? AND claim_owner=?",
+                (row_id, self._owner),
             )
 
+    def next_due(self) -> float | None:
+        with self._lock:
+            found = self._db.execute(
+                f"SELECT MIN(due) AS due FROM files WHERE {_WAITING}",  # noqa: S608
+                {"now": time.time()},
+            ).fetchone()
+        return None if found["due"] is None else float(found["due"])
+
+    def get(self, row_id: int) -> Row | None:
+        found = self._read("SELECT * FROM files WHERE id=?", row_id)
+        return row_from(found[0]) if found else None
+
+    @staticmethod
+    def _move(
+        db: sqlite3.Connection, row: Row, target: State | None, assignments: str, *values: object
+    ) -> bool:
+        """One write to `row` (and to `target` if given, checked against the table), unless
+        the row is stale: the file changed, or a newer claim holds it."""
+        found = db.execute(
+            "SELECT state FROM files WHERE id=? AND version=? AND claim_fence=?",
+            (row.id, row.version, row.fence),
+        ).fetchone()
+        if found is None:
+            return False
+        if target is not None:
+            check_move(State(found["state"]), target)
+            assignments = f"state='{target}', {assignments}"
+        db.execute(
+            f"UPDATE files SET {assignments}, updated_at=? WHERE id=?",  # noqa: S608
+            (*values, time.time(), row.id),
+        )
+        return True
+
+    def _update(self, row: Row, target: State | None, assignments: str, *values: object) -> bool:
+        with self._write() as db:
+            return self._move(db, row, target, assignments, *values)
+
     def mark_hashed(self, row: Row, sha256: str, identity: Identity) -> Row | None:
-        """The row as it now stands, or None when the file changed meanwhile."""
         changed = self._update(
             row,
-            "state='hashed', sha256=?, dev=?, inode=?, size=?, mtime_ns=?",
+            State.HASHED,
+            "sha256=?, dev=?, inode=?, size=?, mtime_ns=?",
             sha256,
-            identity.dev,
-            identity.inode,
-            identity.size,
-            identity.mtime_ns,
+            *identity,
         )
-        return replace(row, state="hashed", sha256=sha256, identity=identity) if changed else None
+        return (
+            replace(row, state=State.HASHED, sha256=sha256, identity=identity) if changed else None
+        )
 
     def mark_changed(self, row: Row) -> bool:
-        """The file changed under a worker: hash it again before anything else."""
-        return self._update(row, "state='seen', sha256=NULL, version=version+1, due=0")
+        return self._update(row, State.SEEN, "sha256=NULL, version=version+1, due=0")
 
     def begin_upload(
         self, row: Row, still_valid: Callable[[dict[str, Any]], bool]
-    ) -> tuple[str, Row] | None:
-        """Decide, atomically, whether this row uploads, reuses an upload, or waits.
-
-        Two copies of one content arriving at once both get here; the transaction makes
-        exactly one of them the uploader. The answer is UPLOAD, DUPLICATE or WAIT with the
-        row as it now stands; None means the row changed meanwhile.
-        """
+    ) -> tuple[Decision, Row] | None:
         now = time.time()
         if row.result is not None and row.uploaded_sha256 == row.sha256 and still_valid(row.result):
-            if not self._update(row, "state='uploaded', error=NULL"):
+            if not self._update(row, State.UPLOADED, "error=NULL"):
                 return None
-            return UNCHANGED, replace(row, state="uploaded", error=None)
+            return Decision.UNCHANGED, replace(row, state=State.UPLOADED, error=None)
         with self._write() as db:
             # A copy waiting to retry holds the content too, but only for rows after it:
             # two copies both in retry_wait must not wait for each other.
             others = db.execute(
-                "SELECT path, state, result, duplicate_of FROM files WHERE service=?"
-                " AND sha256=? AND id<>? AND (state IN ('uploading', 'awaiting_callback',"
-                " 'uploaded', 'done') OR (state='retry_wait' AND id<?))",
+                "SELECT path, state, result, duplicate_of FROM files WHERE service=?"  # noqa: S608
+                f" AND sha256=? AND id<>? AND (state IN ({_IN_FLIGHT_OR_UPLOADED})"
+                " OR (state='retry_wait' AND id<?)) ORDER BY id",
                 (row.service, row.sha256, row.id, row.id),
             ).fetchall()
-            for path, state, result, duplicate_of in others:
-                decoded = _decode(result)
-                if decoded is not None and still_valid(decoded):
-                    original = duplicate_of or path
-                    changed = db.execute(
-                        "UPDATE files SET state='uploaded', result=?, duplicate_of=?,"
-                        " uploaded_at=?, uploaded_sha256=sha256, error=NULL, updated_at=?"
-                        " WHERE id=? AND version=?",
-                        (result, original, now, now, row.id, row.version),
-                    ).rowcount
-                    if not changed:
-                        return None
-                    return DUPLICATE, replace(
+            for other in others:
+                result = decode(other["result"])
+                if result is not None and still_valid(result):
+                    original = other["duplicate_of"] or other["path"]
+                    if not self._move(
+                        db,
                         row,
-                        state="uploaded",
-                        result=decoded,
-                        duplicate_of=original,
+                        State.UPLOADED,
+                        "result=?, duplicate_of=?, uploaded_at=?, uploaded_sha256=sha256,"
+                        " error=NULL",
+                        other["result"],
+                        original,
+                        now,
+                    ):
+                        return None
+                    return Decision.DUPLICATE, replace(
+                        row,
+                        state=State.UPLOADED,
+                        result=result,
+                        duplicate_of=bytes(original),
                         uploaded_at=now,
                         uploaded_sha256=row.sha256,
                         error=None,
                     )
-                if state in (*IN_FLIGHT, "retry_wait"):
-                    changed = db.execute(
-                        "UPDATE files SET due=?, updated_at=? WHERE id=? AND version=?",
-                        (now + 1.0, now, row.id, row.version),
-                    ).rowcount
-                    return (WAIT, replace(row, due=now + 1.0)) if changed else None
-            changed = db.execute(
-                "UPDATE files SET state='uploading', attempts=attempts+1, updated_at=?"
-                " WHERE id=? AND version=?",
-                (now, row.id, row.version),
-            ).rowcount
-            if not changed:
+                if other["state"] in (*IN_FLIGHT, State.RETRY_WAIT):
+                    if not self._move(db, row, None, "due=?", now + 1.0):
+                        return None
+                    return Decision.WAIT, replace(row, due=now + 1.0)
+            if not self._move(db, row, State.UPLOADING, "attempts=attempts+1"):
                 return None
-            return UPLOAD, replace(row, state="uploading", attempts=row.attempts + 1)
+            return Decision.UPLOAD, replace(row, state=State.UPLOADING, attempts=row.attempts + 1)
 
     def save_progress(self, row: Row, progress: dict[str, Any]) -> bool:
-        """A stepwise service's durable state (TON session, TwitLonger's post id, ...)."""
-        return self._update(row, "progress=?", _encode(progress))
+        return self._update(row, None, "progress=?", encode(progress))
 
     def load_progress(self, row: Row) -> dict[str, Any]:
-        with self._lock:
-            found = self._db.execute("SELECT progress FROM files WHERE id=?", (row.id,)).fetchone()
-        return (_decode(found[0]) if found else None) or {}
+        found = self._read("SELECT progress FROM files WHERE id=?", row.id)
+        return (decode(found[0]["progress"]) if found else None) or {}
 
     def mark_uploaded(self, row: Row, result: dict[str, Any]) -> Row | None:
-        """The row as it now stands, or None when the file changed meanwhile."""
         now = time.time()
         changed = self._update(
             row,
-            "state='uploaded', result=?, uploaded_at=?, uploaded_sha256=sha256, duplicate_of=NULL,"
-            " error=NULL",
-            _encode(result),
+            State.UPLOADED,
+            "result=?, uploaded_at=?, uploaded_sha256=sha256, duplicate_of=NULL, error=NULL",
+            encode(result),
             now,
         )
         if not changed:
             return None
         return replace(
             row,
-            state="uploaded",
+            state=State.UPLOADED,
             result=result,
             uploaded_at=now,
             uploaded_sha256=row.sha256,
@@ -388,89 +315,61 @@ class Journal:
         )
 
     def mark_awaiting(self, row: Row, deadline: float) -> bool:
-        """Waiting for a service's callback; `due` holds the deadline."""
-        return self._update(row, "state='awaiting_callback', due=?", deadline)
+        return self._update(row, State.AWAITING_CALLBACK, "due=?", deadline)
 
     def mark_done(self, row_id: int) -> None:
+        check_move(State.UPLOADED, State.DONE)
         with self._write() as db:
             db.execute(
-                "UPDATE files SET state='done', updated_at=? WHERE id=? AND state='uploaded'",
-                (time.time(), row_id),
+                "UPDATE files SET state=?, updated_at=? WHERE id=? AND state=?",
+                (State.DONE, time.time(), row_id, State.UPLOADED),
             )
 
     def mark_retry(self, row: Row, error: str, due: float) -> bool:
         now = time.time()
-        return self._update(row, "state='retry_wait', error=?, error_at=?, due=?", error, now, due)
+        return self._update(row, State.RETRY_WAIT, "error=?, error_at=?, due=?", error, now, due)
 
     def mark_failed(self, row: Row, error: str) -> bool:
-        return self._update(row, "state='failed', error=?, error_at=?", error, time.time())
+        return self._update(row, State.FAILED, "error=?, error_at=?", error, time.time())
 
     def overdue_callbacks(self, now: float) -> list[Row]:
-        """Rows whose callback deadline (kept in `due`) has passed."""
-        with self._lock:
-            found = self._db.execute(
-                "SELECT * FROM files WHERE state='awaiting_callback' AND due <= ?", (now,)
-            ).fetchall()
-        return [self._row(r) for r in found]
+        found = self._read(
+            "SELECT * FROM files WHERE state=? AND due <= ?", State.AWAITING_CALLBACK, now
+        )
+        return [row_from(r) for r in found]
 
-    def ping(self) -> bool:
-        """The watchdog's proof that the journal still answers."""
-        with self._lock:
-            return bool(self._db.execute("SELECT 1").fetchone() == (1,))
-
-    def in_state(self, state: str) -> list[Row]:
-        with self._lock:
-            found = self._db.execute("SELECT * FROM files WHERE state=?", (state,)).fetchall()
-        return [self._row(r) for r in found]
+    def in_state(self, state: State) -> list[Row]:
+        return [row_from(r) for r in self._read("SELECT * FROM files WHERE state=?", state)]
 
     # -- the status socket's side ------------------------------------------------------
 
-    def counts(self) -> dict[str, int]:
-        with self._lock:
-            found = dict(
-                self._db.execute("SELECT state, COUNT(*) FROM files GROUP BY state").fetchall()
-            )
-        return {state: int(found.get(state, 0)) for state in STATES}
+    def counts(self) -> dict[State, int]:
+        found = self._read("SELECT state, COUNT(*) AS n FROM files GROUP BY state")
+        by_state = {r["state"]: int(r["n"]) for r in found}
+        return {state: by_state.get(state.value, 0) for state in State}
 
-    def with_error(self, state: str, limit: int) -> list[Row]:
-        """The latest rows in `state` that carry an error, newest first."""
-        with self._lock:
-            found = self._db.execute(
-                "SELECT * FROM files WHERE state=? AND error IS NOT NULL"
-                " ORDER BY error_at DESC LIMIT ?",
-                (state, limit),
-            ).fetchall()
-        return [self._row(r) for r in found]
+    def with_error(self, state: State, limit: int) -> list[Row]:
+        found = self._read(
+            "SELECT * FROM files WHERE state=? AND error IS NOT NULL"
+            " ORDER BY error_at DESC LIMIT ?",
+            state,
+            limit,
+        )
+        return [row_from(r) for r in found]
 
     def retry(self, paths: Iterable[bytes] | None) -> int:
-        """Failed rows (all of them with None) go back to the queue, counted afresh."""
+        queued_from = (State.FAILED, State.RETRY_WAIT)
+        check_moves(queued_from, State.SEEN)
+        check_moves(queued_from, State.HASHED)
         with self._write() as db:
             query = (
                 "UPDATE files SET state=CASE WHEN sha256 IS NULL THEN 'seen' ELSE 'hashed' END,"
                 " attempts=0, due=0, error=NULL, error_at=NULL, updated_at=?"
-                " WHERE state IN ('failed', 'retry_wait')"
+                " WHERE state IN (?, ?)"
             )
             if paths is None:
-                return db.execute(query, (time.time(),)).rowcount
-            return sum(db.execute(query + " AND path=?", (time.time(), p)).rowcount for p in paths)
-
-    @staticmethod
-    def _row(r: tuple[Any, ...]) -> Row:
-        return Row(
-            id=r[0],
-            path=r[1],
-            service=r[2],
-            state=r[3],
-            version=r[4],
-            identity=Identity(r[5], r[6], r[7], r[8]),
-            sha256=r[9],
-            attempts=r[10],
-            due=r[11],
-            error=r[12],
-            error_at=r[13],
-            progress=_decode(r[14]) or {},
-            result=_decode(r[15]),
-            duplicate_of=r[16],
-            uploaded_at=r[17],
-            uploaded_sha256=r[19],
-        )
+                return db.execute(query, (time.time(), *queued_from)).rowcount
+            return sum(
+                db.execute(query + " AND path=?", (time.time(), *queued_from, p)).rowcount
+                for p in paths
+            )

@@ -16,7 +16,8 @@ from typing import Any
 
 from syncd.control.logs import log_fields
 from syncd.files import media_type
-from syncd.journal.sqlite import Journal, Row
+from syncd.journal.states import IN_FLIGHT, State
+from syncd.journal.store import Row, Store
 from syncd.services.oneall.mediaserver import Servable
 from syncd.services.oneall.uploader import callback_outcome
 from syncd.work.pipeline import Pipeline
@@ -28,14 +29,14 @@ EARLY_CALLBACK = "early_callback"
 
 
 class Callbacks:
-    def __init__(self, journal: Journal, pipeline: Pipeline) -> None:
+    def __init__(self, journal: Store, pipeline: Pipeline) -> None:
         self._journal = journal
         self._pipeline = pipeline
 
     def servable(self, row_id: int) -> Servable | None:
         """What the media server may send for `row_id`: only files being pushed."""
         row = self._journal.get(row_id)
-        if row is None or row.state not in ("uploading", "awaiting_callback"):
+        if row is None or row.state not in IN_FLIGHT:
             return None
         path = Path(os.fsdecode(row.path))
         return Servable(path, row.identity, media_type(path))
@@ -43,15 +44,15 @@ class Callbacks:
     def receive(self, row_id: int, data: dict[str, Any]) -> bool:
         """A OneAll callback; one that overtakes its own request's answer is kept for later."""
         row = self._journal.get(row_id)
-        if row is not None and row.state == "uploading":
+        if row is not None and row.state is State.UPLOADING:
             return self._journal.save_progress(row, {**row.progress, EARLY_CALLBACK: data})
-        if row is None or row.state != "awaiting_callback":
+        if row is None or row.state is not State.AWAITING_CALLBACK:
             return False
         return self._complete(row, data)
 
     def check(self) -> None:
         """Apply callbacks that came early; fail the rows whose deadline has passed."""
-        for row in self._journal.in_state("awaiting_callback"):
+        for row in self._journal.in_state(State.AWAITING_CALLBACK):
             if EARLY_CALLBACK in row.progress:
                 self._complete(row, row.progress[EARLY_CALLBACK])
         for row in self._journal.overdue_callbacks(time.time()):

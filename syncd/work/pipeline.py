@@ -30,7 +30,8 @@ from syncd.files import (
     sha256_of,
 )
 from syncd.intake.routing import inside, route
-from syncd.journal.sqlite import DUPLICATE, UNCHANGED, UPLOAD, Journal, Row
+from syncd.journal.states import State, allowed
+from syncd.journal.store import Decision, Row, Store
 from syncd.outputs import sidecar
 from syncd.services.base import AwaitCallback, Interrupted, Job, Uploader
 from syncd.services.http import retry_delay
@@ -46,7 +47,7 @@ class FileChanged(Exception):
 class JournalStore:
     """A service's step store, kept in the row; a save on a changed file stops the work."""
 
-    def __init__(self, journal: Journal, row: Row) -> None:
+    def __init__(self, journal: Store, row: Row) -> None:
         self._journal = journal
         self._row = row
 
@@ -61,7 +62,7 @@ class JournalStore:
 class Pipeline:
     def __init__(
         self,
-        journal: Journal,
+        journal: Store,
         watches: Callable[[], tuple[WatchConfig, ...]],
         stopping: threading.Event,
     ) -> None:
@@ -102,9 +103,9 @@ class Pipeline:
 
     def fail(self, row: Row, reason: str) -> None:
         """A failure no retry will mend (an I/O error, a bug): shown until `syncd retry`."""
-        log.error("%s", reason, extra=log_fields(row.path, row.service, "failed"))
+        log.error("%s", reason, extra=log_fields(row.path, row.service, State.FAILED))
         current = self.journal.get(row.id)
-        if current is not None:
+        if current is not None and allowed(current.state, State.FAILED):
             self.journal.mark_failed(current, reason)
 
     def _process_open(
@@ -133,14 +134,14 @@ class Pipeline:
         if decision is None:
             raise FileChanged
         answer, row = decision
-        if answer == DUPLICATE:
+        if answer is Decision.DUPLICATE:
             assert row.duplicate_of is not None
             log.info("%s duplicates %s", path, os.fsdecode(row.duplicate_of), extra=fields)
             self.finish(row, service)
-        elif answer == UNCHANGED:
+        elif answer is Decision.UNCHANGED:
             log.info("%s changed on disk but not in content: not uploaded again", path)
             self.finish(row, service)
-        elif answer == UPLOAD:
+        elif answer is Decision.UPLOAD:
             self._upload(row, path, file, service, uploader, fields)
 
     def _upload(
@@ -199,7 +200,7 @@ class Pipeline:
     def finish(self, row: Row, service: ServiceConfig) -> None:
         """The sidecar of an uploaded row, then `done`; a crash in between is mended at start."""
         path = Path(os.fsdecode(row.path))
-        fields = log_fields(path, row.service, "done")
+        fields = log_fields(path, row.service, State.DONE)
         assert row.result is not None and row.sha256 is not None
         mode = mode_if_unchanged(path, row.identity)
         if mode is not None:
@@ -223,7 +224,7 @@ class Pipeline:
     def finish_uploaded(self) -> None:
         """Rows uploaded but without their sidecar (a crash, a folder that refused the
         write) get it now: at start and with every periodic rescan."""
-        for row in self.journal.in_state("uploaded"):
+        for row in self.journal.in_state(State.UPLOADED):
             service = self.services.get(row.service)
             if service is not None:
                 self.finish(row, service)

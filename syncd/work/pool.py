@@ -7,7 +7,7 @@ import os
 import threading
 import time
 
-from syncd.journal.sqlite import Journal
+from syncd.journal.store import Store
 from syncd.work.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 class Workers:
     """`count` threads, each claiming the next due row and running it through the pipeline."""
 
-    def __init__(self, count: int, journal: Journal, pipeline: Pipeline) -> None:
+    def __init__(self, count: int, journal: Store, pipeline: Pipeline) -> None:
         self._journal = journal
         self._pipeline = pipeline
         self._cond = threading.Condition()

@@ -1,0 +1,63 @@
+"""Rows in and out of a database, the same for every store: JSON columns, rows by column name."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Protocol
+
+from syncd.files import Identity
+from syncd.journal.states import State
+from syncd.journal.store import Row
+
+
+def encode(value: Any) -> str:
+    """JSON for `progress` and `result`; a datetime survives the round trip."""
+
+    def default(obj: object) -> object:
+        if isinstance(obj, datetime):
+            return {"$datetime": obj.isoformat()}
+        raise TypeError(f"cannot journal {type(obj).__name__}")
+
+    return json.dumps(value, default=default)
+
+
+def decode(text: str | None) -> Any:
+    if text is None:
+        return None
+
+    def hook(obj: dict[str, Any]) -> Any:
+        if obj.keys() == {"$datetime"}:
+            return datetime.fromisoformat(obj["$datetime"])
+        return obj
+
+    return json.loads(text, object_hook=hook)
+
+
+class Columns(Protocol):
+    """A database row read by column name (sqlite3.Row, a psycopg dict row, ...)."""
+
+    def __getitem__(self, name: str, /) -> Any: ...
+
+
+def row_from(columns: Columns) -> Row:
+    """A Row from a database row read by column name (`SELECT *` of `files`)."""
+    return Row(
+        id=columns["id"],
+        path=bytes(columns["path"]),
+        service=columns["service"],
+        state=State(columns["state"]),
+        version=columns["version"],
+        identity=Identity(columns["dev"], columns["inode"], columns["size"], columns["mtime_ns"]),
+        sha256=columns["sha256"],
+        attempts=columns["attempts"],
+        due=columns["due"],
+        error=columns["error"],
+        error_at=columns["error_at"],
+        progress=decode(columns["progress"]) or {},
+        result=decode(columns["result"]),
+        duplicate_of=None if columns["duplicate_of"] is None else bytes(columns["duplicate_of"]),
+        uploaded_at=columns["uploaded_at"],
+        uploaded_sha256=columns["uploaded_sha256"],
+        fence=columns["claim_fence"],
+    )

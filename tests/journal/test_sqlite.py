@@ -1,0 +1,82 @@
+"""The SQLite store's own concerns: its file, and forward migrations that keep every row."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from syncd.errors import SyncdError
+from syncd.files import Identity
+from syncd.journal.migrations import MIGRATIONS
+from syncd.journal.sqlite import SqliteStore
+from syncd.journal.states import State
+
+
+def test_a_journal_of_an_older_schema_is_migrated_forward(tmp_path):
+    path = tmp_path / "journal.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript(MIGRATIONS[0])
+        db.execute(
+            "INSERT INTO files (path, service, state, dev, inode, size, mtime_ns, updated_at)"
+            " VALUES (?, 'ads', 'done', 1, 2, 3, 4, 0)",
+            (b"/old/file",),
+        )
+        db.execute("PRAGMA user_version=1")
+    journal = SqliteStore(path)
+    try:
+        assert journal.known() == {b"/old/file": Identity(1, 2, 3, 4)}
+        assert journal.counts()[State.DONE] == 1
+    finally:
+        journal.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(files)")}
+    assert "uploaded_sha256" in columns
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_version_2_journal_keeps_its_rows_and_ids_and_never_reuses_one(tmp_path):
+    path = tmp_path / "journal.sqlite"
+    with sqlite3.connect(path) as db:
+        for script in MIGRATIONS[:2]:
+            db.executescript(script)
+        for row_id, name, state, result in (
+            (3, b"/old/done", "done", '{"url": "u"}'),
+            (7, b"/old/waiting", "uploading", None),
+        ):
+            db.execute(
+                "INSERT INTO files (id, path, service, state, dev, inode, size, mtime_ns,"
+                " sha256, result, uploaded_sha256, progress, updated_at)"
+                " VALUES (?, ?, 'ads', ?, 1, ?, 3, 4, 'abc', ?, 'abc', '{\"offset\": 5}', 0)",
+                (row_id, name, state, row_id, result),
+            )
+        db.execute("PRAGMA user_version=2")
+    journal = SqliteStore(path)
+    try:
+        done = journal.get(3)
+        assert done is not None and done.path == b"/old/done" and done.state is State.DONE
+        assert done.result == {"url": "u"} and done.uploaded_sha256 == "abc"
+        assert journal.recover() == 1
+        waiting = journal.claim(10.0**10)
+        assert waiting is not None and waiting.id == 7 and waiting.progress == {"offset": 5}
+        journal.forget_missing(b"/old/waiting")
+        journal.record_seen(b"/new", "ads", Identity(1, 9, 9, 9))
+        [new] = journal.in_state(State.SEEN)
+        assert new.id == 8, "after the highest id ever used, not in the place of the deleted 7"
+    finally:
+        journal.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(files)")}
+        indexes = {row[1] for row in db.execute("PRAGMA index_list(files)")}
+    assert {"claim_owner", "claim_expires", "claim_fence"} <= columns
+    assert {"files_due", "files_content"} <= indexes
+
+
+def test_an_unopenable_journal_is_one_clear_line(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with pytest.raises(SyncdError) as raised:
+        SqliteStore(blocker / "journal.sqlite")
+    assert str(raised.value).startswith(f"{blocker / 'journal.sqlite'}: cannot open the journal")
