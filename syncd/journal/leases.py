@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from syncd import __version__
-from syncd.journal.pg_schema import NOW
 
 if TYPE_CHECKING:
     from syncd.journal.postgres import PostgresStore
 
 log = logging.getLogger(__name__)
+
+HEARTBEAT = 10.0
+"""Seconds between heartbeats at most; with a lease, a third of it (renewals go along)."""
 
 
 @dataclass(slots=True)
@@ -32,9 +34,9 @@ class _Claim:
 
 
 class Leases:
-    def __init__(self, store: PostgresStore, lease: float) -> None:
+    def __init__(self, store: PostgresStore, lease: float | None) -> None:
         self._store = store
-        self.lease = lease
+        self.interval = HEARTBEAT if lease is None else min(HEARTBEAT, lease / 3)
         self._lock = threading.Lock()
         self._claims: dict[int, _Claim] = {}
         self._stop = threading.Event()
@@ -89,7 +91,7 @@ class Leases:
         return self._thread is None or self._thread.is_alive()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.lease / 3):
+        while not self._stop.wait(self.interval):
             try:
                 self.renew()
                 self._heartbeat()
@@ -103,12 +105,12 @@ class Leases:
         if not held:
             return
         found = self._store.execute(
-            f"UPDATE files SET claim_expires={NOW}+%(lease)s FROM unnest(%(ids)s::bigint[],"
+            "UPDATE files SET claim_expires=%(expires)s::float8 FROM unnest(%(ids)s::bigint[],"
             " %(fences)s::bigint[]) AS held(id, fence) WHERE files.id=held.id"
             " AND files.claim_fence=held.fence AND files.claim_owner=%(owner)s"
             " RETURNING files.id",
             {
-                "lease": self.lease,
+                "expires": self._store.expiry(time.time()),
                 "ids": list(held),
                 "fences": list(held.values()),
                 "owner": self._store.owner,
@@ -128,7 +130,7 @@ class Leases:
         started = "started_at=EXCLUDED.started_at, " if first else ""
         self._store.execute(
             "INSERT INTO hosts (host_id, pid, version, started_at, heartbeat_at)"
-            f" VALUES (%(host)s, %(pid)s, %(version)s, %(started)s, {NOW})"
+            " VALUES (%(host)s, %(pid)s, %(version)s, %(started)s, %(now)s)"
             f" ON CONFLICT (host_id) DO UPDATE SET {started}pid=EXCLUDED.pid,"
             " version=EXCLUDED.version, heartbeat_at=EXCLUDED.heartbeat_at",
             {
@@ -136,5 +138,6 @@ class Leases:
                 "pid": os.getpid(),
                 "version": __version__,
                 "started": self._started,
+                "now": time.time(),
             },
         )

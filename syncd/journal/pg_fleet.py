@@ -5,6 +5,7 @@ Mixed into PostgresStore; kept apart so the store's own module stays about claim
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
@@ -13,7 +14,6 @@ import psycopg
 from psycopg.rows import DictRow
 
 from syncd.journal.codec import encode
-from syncd.journal.pg_schema import NOW
 from syncd.journal.states import State
 from syncd.journal.store import Row
 
@@ -48,9 +48,11 @@ class FleetTables:
         return [
             dict(r)
             for r in self._read(
-                f"SELECT h.host_id AS host, h.pid, {NOW} - h.heartbeat_at AS heartbeat_age_s,"
+                "SELECT h.host_id AS host, h.pid, %(now)s - h.heartbeat_at AS heartbeat_age_s,"
                 " (SELECT COUNT(*) FROM files f WHERE f.claim_owner=h.host_id"
-                f" AND f.claim_expires >= {NOW}) AS claims FROM hosts h ORDER BY h.host_id"
+                " AND (f.claim_expires IS NULL OR f.claim_expires >= %(now)s)) AS claims"
+                " FROM hosts h ORDER BY h.host_id",
+                {"now": time.time()},
             )
         ]
 
@@ -69,7 +71,7 @@ class FleetTables:
                     " %(service)s, %(state)s, %(version)s, %(dev)s, %(inode)s, %(size)s,"
                     " %(mtime_ns)s, %(sha256)s, %(attempts)s, %(due)s, %(error)s, %(error_at)s,"
                     " %(progress)s, %(result)s, %(duplicate_of)s, %(uploaded_at)s,"
-                    f" {NOW}, %(uploaded_sha256)s) ON CONFLICT (path) DO NOTHING",
+                    " %(now)s, %(uploaded_sha256)s) ON CONFLICT (path) DO NOTHING",
                     {
                         "path": row.path,
                         "service": row.service,
@@ -89,6 +91,7 @@ class FleetTables:
                         "duplicate_of": row.duplicate_of,
                         "uploaded_at": row.uploaded_at,
                         "uploaded_sha256": row.uploaded_sha256,
+                        "now": time.time(),
                     },
                 ).rowcount
                 copied += done

@@ -13,9 +13,6 @@ import psycopg
 
 from syncd.errors import SyncdError
 
-NOW = "extract(epoch from clock_timestamp())"
-"""The database's clock: leases and heartbeats are compared on one clock, whatever the
-hosts' own say."""
 MIGRATION_LOCK = 0x73796E6364
 """pg_advisory_xact_lock key ("syncd") held while the schema is checked and migrated."""
 

@@ -3,8 +3,9 @@
 It keeps the SQLite store's rows and rules (see store.py) and adds what several hosts need:
 
 - A claim is taken with `SELECT … FOR UPDATE SKIP LOCKED` in one `UPDATE … RETURNING`,
-  owned by this host, bounded by a lease on the database's clock and renewed while the host
-  works (leases.py); one that ran out is taken over, and the fence rises with every claim.
+  owned by this host, bounded by a lease and renewed while the host works (leases.py); one
+  that ran out is taken over, and the fence rises with every claim. Leases are compared on
+  the hosts' clocks (`now` as the workers give it), which NTP keeps within far less than one.
   A row a dead host left `uploading` goes back to `hashed` as it is taken over, so the work
   continues from its saved progress; an `uploaded` row whose sidecar is missing is claimed
   like any other, so exactly one host writes it.
@@ -35,20 +36,18 @@ from syncd.files import Identity
 from syncd.journal.codec import decode, encode, row_from
 from syncd.journal.leases import Leases
 from syncd.journal.pg_fleet import FleetTables, signed, unsigned
-from syncd.journal.pg_schema import NOW, connect_error, migrate
+from syncd.journal.pg_schema import connect_error, migrate
 from syncd.journal.states import CLAIMABLE, IN_FLIGHT, State, check_move
 from syncd.journal.store import Decision, Row
 
 log = logging.getLogger(__name__)
 
-IDLE_POLL = 1.0
-"""Idle workers look for work at least this often: other hosts insert rows, and claims
-of hosts that died run out, without telling this one."""
 _CLAIMABLE = [str(s) for s in CLAIMABLE]
 _IN_FLIGHT = tuple(str(s) for s in IN_FLIGHT)
-_FREE = f"(claim_owner IS NULL OR claim_expires < {NOW})"
+_FREE = "(claim_owner IS NULL OR claim_expires < %(now)s)"
+"""Unclaimed, or its holder's lease ran out (a NULL expiry holds until released)."""
 _FENCED = "id=%(id)s AND version=%(version)s AND claim_fence=%(fence)s"
-_FENCED += " AND (claim_owner IS NULL OR claim_owner=%(owner)s)"
+"""A write under the claim the row was read under; every claim raises the fence."""
 Params = Sequence[Any] | Mapping[str, Any] | None
 
 
@@ -62,7 +61,7 @@ class PostgresStore(FleetTables):
     """Durable state of every file the fleet knows; safe to share between threads."""
 
     def __init__(
-        self, url: str, password: str, owner: str, lease: float, connections: int = 8
+        self, url: str, password: str, owner: str, lease: float | None, connections: int = 8
     ) -> None:
         self.url = url
         self.owner = owner
@@ -99,6 +98,10 @@ class PostgresStore(FleetTables):
             raise connect_error(url, exc) from None
         self.leases = Leases(self, lease)
 
+    def expiry(self, now: float) -> float | None:
+        """When a claim taken or renewed at `now` runs out; None: held until released."""
+        return None if self.lease is None else now + self.lease
+
     def close(self) -> None:
         self.leases.stop()
         self._pool.close()
@@ -133,9 +136,9 @@ class PostgresStore(FleetTables):
         resume from their saved progress), its claims are dropped and fenced off."""
         with self._write() as db:
             resumed = db.execute(
-                f"UPDATE files SET state='hashed', updated_at={NOW}"
+                "UPDATE files SET state='hashed', updated_at=%s"
                 " WHERE claim_owner=%s AND state='uploading'",
-                (self.owner,),
+                (time.time(), self.owner),
             ).rowcount
             db.execute(
                 "UPDATE files SET claim_owner=NULL, claim_expires=NULL,"
@@ -215,14 +218,19 @@ class PostgresStore(FleetTables):
     def claim(self, now: float) -> Row | None:
         """The next due row nobody holds (or whose holder's lease ran out), now this host's."""
         found = self.execute(
-            f"UPDATE files SET claim_owner=%(owner)s, claim_expires={NOW}+%(lease)s,"
+            "UPDATE files SET claim_owner=%(owner)s, claim_expires=%(expires)s::float8,"
             " claim_fence=claim_fence+1,"
             " state=CASE WHEN state='uploading' THEN 'hashed' ELSE state END"
             " WHERE id=(SELECT id FROM files WHERE"
             " ((state = ANY(%(claimable)s) AND due <= %(now)s)"
             " OR state IN ('uploading', 'uploaded'))"
             f" AND {_FREE} ORDER BY due, id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING *",
-            {"owner": self.owner, "lease": self.lease, "claimable": _CLAIMABLE, "now": now},
+            {
+                "owner": self.owner,
+                "expires": self.expiry(now),
+                "claimable": _CLAIMABLE,
+                "now": now,
+            },
         )
         if not found:
             return None
@@ -245,9 +253,14 @@ class PostgresStore(FleetTables):
         if not self.leases.valid(row.id, row.fence):
             return False
         renewed = self.execute(
-            f"UPDATE files SET claim_expires={NOW}+%(lease)s WHERE id=%(id)s"
+            "UPDATE files SET claim_expires=%(expires)s::float8 WHERE id=%(id)s"
             " AND claim_fence=%(fence)s AND claim_owner=%(owner)s RETURNING id",
-            {"lease": self.lease, "id": row.id, "fence": row.fence, "owner": self.owner},
+            {
+                "expires": self.expiry(time.time()),
+                "id": row.id,
+                "fence": row.fence,
+                "owner": self.owner,
+            },
         )
         if not renewed:
             self.leases.lose(row.id)
@@ -255,12 +268,10 @@ class PostgresStore(FleetTables):
 
     def next_due(self) -> float | None:
         found = self._read(
-            f"SELECT MIN(due) AS due FROM files WHERE state = ANY(%s) AND {_FREE}",
-            (_CLAIMABLE,),
+            f"SELECT MIN(due) AS due FROM files WHERE state = ANY(%(claimable)s) AND {_FREE}",
+            {"claimable": _CLAIMABLE, "now": time.time()},
         )
-        poll = time.time() + IDLE_POLL
-        due = found[0]["due"] if found else None
-        return poll if due is None else min(float(due), poll)
+        return None if found[0]["due"] is None else float(found[0]["due"])
 
     def get(self, row_id: int) -> Row | None:
         found = self._read("SELECT * FROM files WHERE id=%s", (row_id,))
@@ -370,10 +381,10 @@ class PostgresStore(FleetTables):
         return self._update(
             row,
             None,
-            f"progress=%(progress)s, claim_expires=CASE WHEN claim_owner IS NULL THEN NULL"
-            f" ELSE {NOW}+%(lease)s END",
+            "progress=%(progress)s, claim_expires=CASE WHEN claim_owner IS NULL THEN NULL"
+            " ELSE %(expires)s::float8 END",
             progress=encode(progress),
-            lease=self.lease,
+            expires=self.expiry(time.time()),
         )
 
     def load_progress(self, row: Row) -> dict[str, Any]:
@@ -411,10 +422,10 @@ class PostgresStore(FleetTables):
         """Fenced by this host's claim on the row when it holds one."""
         fence = self.leases.fence(row_id)
         self.execute(
-            f"UPDATE files SET state='done', updated_at={NOW} WHERE id=%(id)s"
+            "UPDATE files SET state='done', updated_at=%(now)s WHERE id=%(id)s"
             " AND state='uploaded' AND (claim_owner IS NULL OR claim_owner=%(owner)s)"
             " AND (%(fence)s::bigint IS NULL OR claim_fence=%(fence)s)",
-            {"id": row_id, "owner": self.owner, "fence": fence},
+            {"id": row_id, "owner": self.owner, "fence": fence, "now": time.time()},
         )
 
     def mark_retry(self, row: Row, error: str, due: float) -> bool:

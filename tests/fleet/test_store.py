@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 import psycopg
@@ -13,7 +14,6 @@ from syncd.journal.postgres import PostgresStore
 from syncd.journal.states import State
 from syncd.journal.store import Decision
 
-FOREVER = 10**10
 SHA = "0" * 64
 
 
@@ -45,16 +45,16 @@ def test_a_path_is_inserted_once_however_many_hosts_see_it(hosts):
 def test_one_claim_per_row_and_a_lapsed_claim_is_taken_over_with_a_higher_fence(hosts):
     one, two = hosts("one", lease=1.0), hosts("two", lease=1.0)
     one.record_seen(b"/drop/a", "ads", Identity(1, 2, 3, 4))
-    mine = one.claim(FOREVER)
+    mine = one.claim(time.time())
     assert mine is not None
-    assert two.claim(FOREVER) is None
+    assert two.claim(time.time()) is None
     hashed = one.mark_hashed(mine, SHA, mine.identity)
     assert hashed is not None
     decision = one.begin_upload(hashed, lambda result: True)
     assert decision is not None and decision[0] == Decision.UPLOAD
     uploading = decision[1]
     assert one.save_progress(uploading, {"offset": 8})
-    taken = wait_for(lambda: two.claim(FOREVER))
+    taken = wait_for(lambda: two.claim(time.time()))
     assert taken.fence > uploading.fence
     # The row a dead host left uploading goes on from its saved progress.
     assert taken.state == State.HASHED and taken.progress == {"offset": 8}
@@ -72,9 +72,9 @@ def test_one_claim_per_row_and_a_lapsed_claim_is_taken_over_with_a_higher_fence(
 def test_a_frozen_host_loses_its_claims_for_good(hosts):
     one, two = hosts("one", lease=1.0), hosts("two", lease=1.0)
     one.record_seen(b"/drop/a", "ads", Identity(1, 2, 3, 4))
-    mine = one.claim(FOREVER)
+    mine = one.claim(time.time())
     assert mine is not None
-    wait_for(lambda: two.claim(FOREVER))
+    wait_for(lambda: two.claim(time.time()))
     one.leases.renew()
     assert not one.leases.valid(mine.id, mine.fence)
     assert not one.holds(mine)
@@ -84,11 +84,11 @@ def test_the_leases_thread_keeps_a_working_host_claims(hosts):
     one, two = hosts("one", lease=1.0), hosts("two", lease=1.0)
     one.recover()
     one.record_seen(b"/drop/a", "ads", Identity(1, 2, 3, 4))
-    mine = one.claim(FOREVER)
+    mine = one.claim(time.time())
     assert mine is not None
-    deadline = __import__("time").monotonic() + 3
-    while __import__("time").monotonic() < deadline:
-        assert two.claim(FOREVER) is None
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        assert two.claim(time.time()) is None
     assert one.holds(mine)
     fleet = one.hosts()
     assert [h["host"] for h in fleet] == ["one"] and fleet[0]["claims"] == 1
@@ -98,11 +98,15 @@ def test_copies_of_one_content_on_two_hosts_upload_once(hosts):
     one, two = hosts("one"), hosts("two")
     one.record_seen(b"/drop/a", "ads", Identity(1, 2, 3, 4))
     two.record_seen(b"/drop/b", "ads", Identity(1, 5, 3, 4))
-    rows = [one.claim(FOREVER), two.claim(FOREVER)]
+    rows = [one.claim(time.time()), two.claim(time.time())]
     assert all(rows)
-    hashed = [store.mark_hashed(row, SHA, row.identity) for store, row in zip((one, two), rows)]
+    hashed = [
+        store.mark_hashed(row, SHA, row.identity)
+        for store, row in zip((one, two), rows, strict=True)
+    ]
     decisions = [
-        store.begin_upload(row, lambda result: True) for store, row in zip((one, two), hashed)
+        store.begin_upload(row, lambda result: True)
+        for store, row in zip((one, two), hashed, strict=True)
     ]
     assert sorted(d[0] for d in decisions) == [Decision.UPLOAD, Decision.WAIT]
 
@@ -117,8 +121,6 @@ def test_the_schema_is_versioned_and_the_signing_key_shared(hosts, postgres_clus
 
 
 def wait_for(probe, timeout=10.0):
-    import time
-
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
