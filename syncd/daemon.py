@@ -29,7 +29,7 @@ from syncd.errors import SyncdError
 from syncd.files import Identity
 from syncd.intake.routing import count_folders
 from syncd.intake.watcher import Watcher
-from syncd.journal.store import open_store
+from syncd.journal.store import Fleet, open_store
 from syncd.services import make_uploader
 from syncd.services.base import Uploader
 from syncd.services.oneall.mediaserver import MediaServer, Signer
@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 30.0
 """How long in-flight requests may take to finish after SIGTERM (TimeoutStopSec is 90 s)."""
+FLEET_IDLE_POLL = 1.0
+"""In a fleet, idle workers look for work this often: other hosts add rows, and the claims
+of a host that died run out, without telling this one."""
 TICK = 1.0
 """The main loop's longest sleep: bounds how late STATUS= and the reload flag are seen."""
 
@@ -97,10 +100,14 @@ class Daemon:
         self.pipeline = Pipeline(self.journal, lambda: self.config.watches, self.stopping)
         self.callbacks = Callbacks(self.journal, self.pipeline)
         self.media: MediaServer | None = None
+        self.fleet = self.journal if isinstance(self.journal, Fleet) else None
         self.signer: Signer | None = None
         if config.media_server is not None:
-            self.signer = Signer.from_state_dir(
-                config.daemon.state_dir, config.media_server.public_url
+            url = config.media_server.public_url
+            self.signer = (
+                Signer.shared(self.fleet.shared_key, url)
+                if self.fleet is not None
+                else Signer.from_state_dir(config.daemon.state_dir, url)
             )
             self.media = MediaServer(
                 config.media_server.host,
@@ -113,9 +120,19 @@ class Daemon:
         self.watcher = Watcher(
             config.watches, config.daemon.settle_seconds, self._complete, self.journal.known
         )
-        self.workers = Workers(config.daemon.workers, self.journal, self.pipeline)
+        self.workers = Workers(
+            config.daemon.workers,
+            self.journal,
+            self.pipeline,
+            idle_poll=None if self.fleet is None else FLEET_IDLE_POLL,
+        )
         self.control = Control(
-            lambda: self.config, self.journal, self.pipeline, self.watcher, self.workers.wake
+            lambda: self.config,
+            self.journal,
+            self.pipeline,
+            self.watcher,
+            self.workers.wake,
+            fleet=None if self.fleet is None else self.fleet.hosts,
         )
         self.status = StatusServer(
             config.daemon.status_socket, self.control.answer, config.daemon.status_group

@@ -59,6 +59,13 @@ def render_status(reply: dict[str, Any]) -> str:
             f"  {r['path']} ({r['service']}) at {r['next_at']}: {r['error']}"
             for r in reply["retrying"]
         ]
+    if reply.get("fleet"):
+        lines.append("fleet:")
+        lines += [
+            f"  {h['host']} (pid {h['pid']}): heartbeat {h['heartbeat_age_s']:.1f} s ago,"
+            f" {h['claims']} claims"
+            for h in reply["fleet"]
+        ]
     if reply.get("failures"):
         lines.append("failed (syncd retry PATH, or --all-failed):")
         lines += [

@@ -55,6 +55,10 @@ class Leases:
             claim = self._claims.pop(row_id, None)
         return None if claim is None or claim.lost else claim.fence
 
+    def __contains__(self, row_id: int) -> bool:
+        with self._lock:
+            return row_id in self._claims
+
     def fence(self, row_id: int) -> int | None:
         with self._lock:
             claim = self._claims.get(row_id)

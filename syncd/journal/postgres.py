@@ -248,13 +248,14 @@ class PostgresStore(FleetTables):
             )
 
     def holds(self, row: Row) -> bool:
-        """Whether the claim `row` was read under is still this host's, asked of the database
-        (and renewed there): what a worker checks before each chunk and before a sidecar."""
-        if not self.leases.valid(row.id, row.fence):
+        """Asked of the database, renewing the claim there (an unclaimed row, such as one a
+        callback completed, becomes this host's, keeping its fence)."""
+        if row.id in self.leases and not self.leases.valid(row.id, row.fence):
             return False
-        renewed = self.execute(
-            "UPDATE files SET claim_expires=%(expires)s::float8 WHERE id=%(id)s"
-            " AND claim_fence=%(fence)s AND claim_owner=%(owner)s RETURNING id",
+        taken = self.execute(
+            "UPDATE files SET claim_owner=%(owner)s, claim_expires=%(expires)s::float8"
+            " WHERE id=%(id)s AND claim_fence=%(fence)s"
+            " AND (claim_owner IS NULL OR claim_owner=%(owner)s) RETURNING id",
             {
                 "expires": self.expiry(time.time()),
                 "id": row.id,
@@ -262,9 +263,9 @@ class PostgresStore(FleetTables):
                 "owner": self.owner,
             },
         )
-        if not renewed:
+        if not taken:
             self.leases.lose(row.id)
-        return bool(renewed)
+        return bool(taken)
 
     def next_due(self) -> float | None:
         found = self._read(
@@ -419,10 +420,11 @@ class PostgresStore(FleetTables):
         )
 
     def mark_done(self, row_id: int) -> None:
-        """Fenced by this host's claim on the row when it holds one."""
+        """Fenced by this host's claim on the row when it holds one; a done row is nobody's."""
         fence = self.leases.fence(row_id)
         self.execute(
-            "UPDATE files SET state='done', updated_at=%(now)s WHERE id=%(id)s"
+            "UPDATE files SET state='done', updated_at=%(now)s, claim_owner=NULL,"
+            " claim_expires=NULL WHERE id=%(id)s"
             " AND state='uploaded' AND (claim_owner IS NULL OR claim_owner=%(owner)s)"
             " AND (%(fence)s::bigint IS NULL OR claim_fence=%(fence)s)",
             {"id": row_id, "owner": self.owner, "fence": fence, "now": time.time()},

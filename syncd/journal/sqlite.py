@@ -185,6 +185,18 @@ class SqliteStore:
                 (row_id, self._owner),
             )
 
+    def holds(self, row: Row) -> bool:
+        """One host writes this journal: a read suffices (no other store takes the row over
+        between this answer and the write that follows)."""
+        found = self._read(
+            "SELECT 1 FROM files WHERE id=? AND claim_fence=?"
+            " AND (claim_owner IS NULL OR claim_owner=?)",
+            row.id,
+            row.fence,
+            self._owner,
+        )
+        return bool(found)
+
     def next_due(self) -> float | None:
         with self._lock:
             found = self._db.execute(

@@ -44,6 +44,23 @@ class FileChanged(Exception):
     """The file is not the one the journal row describes any more."""
 
 
+class ClaimedStop:
+    """A job's stop: the daemon stops, or the journal no longer lets this host write for the
+    row (in a fleet, another host took it over), asked before each step."""
+
+    def __init__(self, stopping: threading.Event, journal: Store, row: Row) -> None:
+        self._stopping = stopping
+        self._journal = journal
+        self._row = row
+        self.lost = False
+
+    def is_set(self) -> bool:
+        if self._stopping.is_set():
+            return True
+        self.lost = self.lost or not self._journal.holds(self._row)
+        return self.lost
+
+
 class JournalStore:
     """A service's step store, kept in the row; a save on a changed file stops the work."""
 
@@ -81,6 +98,12 @@ class Pipeline:
     def process(self, row: Row) -> None:
         path = Path(os.fsdecode(row.path))
         fields = log_fields(path, row.service)
+        if row.state is State.UPLOADED:
+            # Claimed without its sidecar: its host died between the upload and the sidecar.
+            service = self.services.get(row.service)
+            if service is not None:
+                self.finish(row, service)
+            return
         try:
             watch = route(self.watches(), path)
             if watch is None or not inside(watch, path):
@@ -105,7 +128,9 @@ class Pipeline:
         """A failure no retry will mend (an I/O error, a bug): shown until `syncd retry`."""
         log.error("%s", reason, extra=log_fields(row.path, row.service, State.FAILED))
         current = self.journal.get(row.id)
-        if current is not None and allowed(current.state, State.FAILED):
+        if current is None or current.fence != row.fence:
+            return  # another host took the file over: its failure is not ours to record
+        if allowed(current.state, State.FAILED):
             self.journal.mark_failed(current, reason)
 
     def _process_open(
@@ -155,6 +180,7 @@ class Pipeline:
     ) -> None:
         assert row.sha256 is not None
         progress = self.in_flight.begin(row.id, Upload(str(path), row.service, row.identity.size))
+        stop = ClaimedStop(self.stopping, self.journal, row)
         job = Job(
             path=path,
             file=file,
@@ -164,7 +190,7 @@ class Pipeline:
             caption=read_caption(path),
             store=JournalStore(self.journal, row),
             progress=progress,
-            stopping=self.stopping,
+            stopping=stop,
             row_id=row.id,
         )
         log.debug("uploading %s to %s", path, row.service, extra=fields)
@@ -180,7 +206,10 @@ class Pipeline:
             self.journal.mark_failed(row, str(exc))
             return
         except Interrupted:
-            self.journal.mark_retry(row, "interrupted by shutdown", time.time())
+            if stop.lost:
+                log.warning("%s: another host took this upload over", path, extra=fields)
+            else:
+                self.journal.mark_retry(row, "interrupted by shutdown", time.time())
             return
         except FileChanged:
             self.journal.mark_changed(row)
@@ -213,6 +242,11 @@ class Pipeline:
                 result=row.result,
                 duplicate_of=Path(os.fsdecode(row.duplicate_of)) if row.duplicate_of else None,
             )
+            if not self.journal.holds(row):
+                # Checked, then written: a host frozen longer than its lease exactly between
+                # the two writes a sidecar its successor writes too, the same bytes (README).
+                log.warning("%s: another host took this file over", path, extra=fields)
+                return
             try:
                 sidecar.write(path, text, mode)
             except OSError as exc:
