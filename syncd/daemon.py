@@ -63,7 +63,7 @@ def _return_large_buffers() -> None:
         log.debug("mallopt is not available; large buffers stay with the allocator")
 
 
-def _lock_state_dir(state_dir: Path) -> int:
+def lock_state_dir(state_dir: Path) -> int:
     """One daemon per journal: a second would reset the first one's uploads as crashed."""
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -95,7 +95,7 @@ class Daemon:
         self._wake = threading.Event()
         self._signals = 0
         self._reload = False
-        self._lock = _lock_state_dir(config.daemon.state_dir)
+        self._lock = lock_state_dir(config.daemon.state_dir)
         self.journal = open_store(config)
         self.pipeline = Pipeline(self.journal, lambda: self.config.watches, self.stopping)
         self.callbacks = Callbacks(self.journal, self.pipeline)

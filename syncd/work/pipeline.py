@@ -62,18 +62,20 @@ class ClaimedStop:
 
 
 class JournalStore:
-    """A service's step store, kept in the row; a save on a changed file stops the work."""
+    """A service's step store, kept in the row; a save refused stops the work: the file
+    changed, or (fleet mode) the claim went to another host."""
 
-    def __init__(self, journal: Store, row: Row) -> None:
+    def __init__(self, journal: Store, row: Row, stop: ClaimedStop) -> None:
         self._journal = journal
         self._row = row
+        self._stop = stop
 
     def load(self) -> dict[str, Any]:
         return self._journal.load_progress(self._row)
 
     def save(self, progress: dict[str, Any]) -> None:
         if not self._journal.save_progress(self._row, progress):
-            raise FileChanged
+            raise Interrupted if self._stop.is_set() else FileChanged
 
 
 class Pipeline:
@@ -188,7 +190,7 @@ class Pipeline:
             sha256=row.sha256,
             media_type=media_type(path),
             caption=read_caption(path),
-            store=JournalStore(self.journal, row),
+            store=JournalStore(self.journal, row, stop),
             progress=progress,
             stopping=stop,
             row_id=row.id,
