@@ -12,7 +12,6 @@ import tomli_w
 from harness import base_config
 
 from syncd.files import Identity
-from syncd.journal.postgres import PostgresStore
 from syncd.journal.sqlite import SqliteStore
 from syncd.journal.states import State
 from syncd.journal.store import Decision
@@ -41,6 +40,8 @@ def write_config(tmp_path: Path, journal: dict[str, Any] | None) -> Path:
 
 
 def test_check_connects_and_reports_the_schema(tmp_path, postgres_cluster, postgres_url):
+    from syncd.journal.postgres import PostgresStore
+
     journal = {"url": postgres_url, "password_file": str(postgres_cluster.password_file)}
     config = write_config(tmp_path, journal)
     fresh = syncd("check", "-c", str(config))
@@ -63,6 +64,8 @@ def test_check_connects_and_reports_the_schema(tmp_path, postgres_cluster, postg
 def test_journal_copy_moves_a_sqlite_journal_into_postgresql(
     tmp_path, postgres_cluster, postgres_url
 ):
+    from syncd.journal.postgres import PostgresStore
+
     config = write_config(tmp_path, None)
     sqlite = SqliteStore(tmp_path / "state" / "journal.sqlite")
     for n in range(3):

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from fleet_harness import Fleet, MiB, wait_time
 from harness import SandboxClient, sidecar_of, wait_until
@@ -46,6 +45,8 @@ def make_fleet(
 
 def journal_rows(fleet: Fleet, password: str) -> dict[bytes, tuple[str, float, str | None]]:
     """Every row's (state, updated_at, claim_owner), read straight from the database."""
+    import psycopg
+
     with psycopg.connect(fleet.url, password=password) as db:
         found = db.execute("SELECT path, state, updated_at, claim_owner FROM files").fetchall()
     return {bytes(path): (state, at, owner) for path, state, at, owner in found}

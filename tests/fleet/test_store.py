@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 import pytest
 
 from syncd.files import Identity
-from syncd.journal.pg_schema import MIGRATIONS
-from syncd.journal.postgres import PostgresStore
 from syncd.journal.states import State
 from syncd.journal.store import Decision
+
+if TYPE_CHECKING:
+    from syncd.journal.postgres import PostgresStore
 
 SHA = "0" * 64
 
 
 @pytest.fixture
 def hosts(postgres_cluster, postgres_url) -> Iterator[Callable[..., PostgresStore]]:
-    opened: list[PostgresStore] = []
+    from syncd.journal.postgres import PostgresStore
+
+    opened: list[Any] = []
 
     def open_host(name: str, lease: float = 30.0) -> PostgresStore:
         store = PostgresStore(postgres_url, postgres_cluster.password, name, lease)
@@ -112,6 +115,10 @@ def test_copies_of_one_content_on_two_hosts_upload_once(hosts):
 
 
 def test_the_schema_is_versioned_and_the_signing_key_shared(hosts, postgres_cluster, postgres_url):
+    import psycopg
+
+    from syncd.journal.pg_schema import MIGRATIONS
+
     one, two = hosts("one"), hosts("two")
     assert one.schema == len(MIGRATIONS)
     key = one.shared_key("media", lambda: b"k" * 32)

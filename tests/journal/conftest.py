@@ -25,9 +25,9 @@ OPENERS: dict[str, Callable[[Path, str, float | None], Store]] = {
 
 def _postgres(request: pytest.FixtureRequest) -> Callable[[Path, str, float | None], Store]:
     """A fresh database on the session's throwaway PostgreSQL (skipped without one)."""
+    cluster = request.getfixturevalue("postgres_cluster")
     from syncd.journal.postgres import PostgresStore
 
-    cluster = request.getfixturevalue("postgres_cluster")
     url = cluster.database()
     return lambda tmp, owner, lease: PostgresStore(url, cluster.password, owner, lease)
 
