@@ -6,30 +6,19 @@ Mixed into PostgresStore; kept apart so the store's own module stays about claim
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable
 from typing import Any
 
-import psycopg
-from psycopg.rows import DictRow
-
 from syncd.journal.codec import encode
+from syncd.journal.pg_base import Connected, signed
 from syncd.journal.states import State
 from syncd.journal.store import Row
 
-Params = Sequence[Any] | Mapping[str, Any] | None
 
-
-class FleetTables:
+class FleetTables(Connected):
     """The `hosts` and `secrets` tables, and copying rows in from another journal."""
 
     owner: str
-
-    def _write(self) -> AbstractContextManager[psycopg.Connection[DictRow]]:
-        raise NotImplementedError
-
-    def _read(self, query: str, values: Params = None) -> list[DictRow]:
-        raise NotImplementedError
 
     def shared_key(self, name: str, make: Callable[[], bytes]) -> bytes:
         """A secret every host uses (the media server's signing key): made once, by
@@ -97,12 +86,3 @@ class FleetTables:
                 copied += done
                 skipped += 1 - done
         return copied, skipped
-
-
-def signed(number: int) -> int:
-    """st_dev and st_ino are unsigned 64-bit; BIGINT is signed."""
-    return number - (1 << 64) if number >= 1 << 63 else number
-
-
-def unsigned(number: int) -> int:
-    return number + (1 << 64) if number < 0 else number

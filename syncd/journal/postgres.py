@@ -10,8 +10,8 @@ It keeps the SQLite store's rows and rules (see store.py) and adds what several 
   continues from its saved progress; an `uploaded` row whose sidecar is missing is claimed
   like any other, so exactly one host writes it.
 - Every write naming a row is fenced: it changes the row only while its `claim_fence` is the
-  one the row was read under and no other host owns the claim, so a host cut off mid-upload
-  changes nothing once another took over. State changes also name the state they start from.
+  one the row was read under, so a host cut off mid-upload changes nothing once another took
+  over. State changes also name the state they start from.
 - Two hosts finding copies of one content take a transaction-scoped advisory lock on it, so
   exactly one uploads (the SQLite store gets the same from its single writer).
 - A path is inserted once however many hosts find it (`INSERT … ON CONFLICT DO NOTHING`),
@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -33,9 +32,12 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from syncd.files import Identity
-from syncd.journal.codec import decode, encode, row_from
+from syncd.journal import rules
+from syncd.journal.codec import decode, encode
 from syncd.journal.leases import Leases
-from syncd.journal.pg_fleet import FleetTables, signed, unsigned
+from syncd.journal.pg_base import Params, row_of, signed, unsigned
+from syncd.journal.pg_fleet import FleetTables
+from syncd.journal.pg_reads import Reads
 from syncd.journal.pg_schema import connect_error, migrate
 from syncd.journal.states import CLAIMABLE, IN_FLIGHT, State, check_move
 from syncd.journal.store import Decision, Row
@@ -48,16 +50,9 @@ _FREE = "(claim_owner IS NULL OR claim_expires < %(now)s)"
 """Unclaimed, or its holder's lease ran out (a NULL expiry holds until released)."""
 _FENCED = "id=%(id)s AND version=%(version)s AND claim_fence=%(fence)s"
 """A write under the claim the row was read under; every claim raises the fence."""
-Params = Sequence[Any] | Mapping[str, Any] | None
 
 
-def _row(columns: DictRow) -> Row:
-    columns = dict(columns)
-    columns["dev"], columns["inode"] = unsigned(columns["dev"]), unsigned(columns["inode"])
-    return row_from(columns)
-
-
-class PostgresStore(FleetTables):
+class PostgresStore(Reads, FleetTables):
     """Durable state of every file the fleet knows; safe to share between threads."""
 
     def __init__(
@@ -234,7 +229,7 @@ class PostgresStore(FleetTables):
         )
         if not found:
             return None
-        row = _row(found[0])
+        row = row_of(found[0])
         self.leases.hold(row.id, row.fence)
         return row
 
@@ -276,7 +271,7 @@ class PostgresStore(FleetTables):
 
     def get(self, row_id: int) -> Row | None:
         found = self._read("SELECT * FROM files WHERE id=%s", (row_id,))
-        return _row(found[0]) if found else None
+        return row_of(found[0]) if found else None
 
     # -- fenced writes -------------------------------------------------------------------
 
@@ -309,9 +304,7 @@ class PostgresStore(FleetTables):
             size=identity.size,
             mtime_ns=identity.mtime_ns,
         )
-        return (
-            replace(row, state=State.HASHED, sha256=sha256, identity=identity) if changed else None
-        )
+        return rules.as_hashed(row, sha256, identity) if changed else None
 
     def mark_changed(self, row: Row) -> bool:
         return self._update(row, State.SEEN, "state='seen', sha256=NULL, version=version+1, due=0")
@@ -320,10 +313,10 @@ class PostgresStore(FleetTables):
         self, row: Row, still_valid: Callable[[dict[str, Any]], bool]
     ) -> tuple[Decision, Row] | None:
         now = time.time()
-        if row.result is not None and row.uploaded_sha256 == row.sha256 and still_valid(row.result):
+        if rules.reusable(row, still_valid):
             if not self._update(row, State.UPLOADED, "state='uploaded', error=NULL"):
                 return None
-            return Decision.UNCHANGED, replace(row, state=State.UPLOADED, error=None)
+            return Decision.UNCHANGED, rules.as_unchanged(row)
         fence = self._fence(row)
         with self._write() as db:
             # One content, one uploader across the fleet: copies of it wait for this lock.
@@ -340,42 +333,34 @@ class PostgresStore(FleetTables):
             others = db.execute(
                 "SELECT path, state, result, duplicate_of FROM files WHERE service=%(service)s"
                 " AND sha256=%(sha)s AND id<>%(id)s AND (state IN ('uploading',"
-                " 'awaiting_callback', 'uploaded', 'done') OR (state='retry_wait' AND id<%(id)s))",
+                " 'awaiting_callback', 'uploaded', 'done') OR (state='retry_wait' AND id<%(id)s))"
+                " ORDER BY id",
                 {"service": row.service, "sha": row.sha256, "id": row.id},
             ).fetchall()
-            for other in others:
-                result = decode(other["result"])
-                if result is not None and still_valid(result):
-                    check_move(row.state, State.UPLOADED)
-                    original = bytes(other["duplicate_of"] or other["path"])
-                    db.execute(
-                        "UPDATE files SET state='uploaded', result=%(result)s,"
-                        " duplicate_of=%(original)s, uploaded_at=%(now)s, uploaded_sha256=sha256,"
-                        " error=NULL, updated_at=%(now)s WHERE id=%(id)s",
-                        {**fence, "result": other["result"], "original": original, "now": now},
-                    )
-                    return Decision.DUPLICATE, replace(
-                        row,
-                        state=State.UPLOADED,
-                        result=result,
-                        duplicate_of=original,
-                        uploaded_at=now,
-                        uploaded_sha256=row.sha256,
-                        error=None,
-                    )
-                if other["state"] in (*_IN_FLIGHT, "retry_wait"):
-                    db.execute(
-                        "UPDATE files SET due=%(due)s, updated_at=%(now)s WHERE id=%(id)s",
-                        {**fence, "due": now + 1.0, "now": now},
-                    )
-                    return Decision.WAIT, replace(row, due=now + 1.0)
+            decision, other = rules.choose(others, still_valid)
+            if other is not None and decision is Decision.DUPLICATE:
+                check_move(row.state, State.UPLOADED)
+                original = rules.original_of(other)
+                db.execute(
+                    "UPDATE files SET state='uploaded', result=%(result)s,"
+                    " duplicate_of=%(original)s, uploaded_at=%(now)s, uploaded_sha256=sha256,"
+                    " error=NULL, updated_at=%(now)s WHERE id=%(id)s",
+                    {**fence, "result": other["result"], "original": original, "now": now},
+                )
+                return decision, rules.as_uploaded(row, decode(other["result"]), now, original)
+            if decision is Decision.WAIT:
+                db.execute(
+                    "UPDATE files SET due=%(due)s, updated_at=%(now)s WHERE id=%(id)s",
+                    {**fence, "due": now + rules.WAIT, "now": now},
+                )
+                return decision, rules.as_waiting(row, now)
             check_move(row.state, State.UPLOADING)
             db.execute(
                 "UPDATE files SET state='uploading', attempts=attempts+1, updated_at=%(now)s"
                 " WHERE id=%(id)s",
                 {**fence, "now": now},
             )
-            return Decision.UPLOAD, replace(row, state=State.UPLOADING, attempts=row.attempts + 1)
+            return decision, rules.as_uploading(row)
 
     def save_progress(self, row: Row, progress: dict[str, Any]) -> bool:
         """Saved only under this host's claim, which it renews (renewal on progress)."""
@@ -402,17 +387,7 @@ class PostgresStore(FleetTables):
             result=encode(result),
             at=now,
         )
-        if not changed:
-            return None
-        return replace(
-            row,
-            state=State.UPLOADED,
-            result=result,
-            uploaded_at=now,
-            uploaded_sha256=row.sha256,
-            duplicate_of=None,
-            error=None,
-        )
+        return rules.as_uploaded(row, result, now) if changed else None
 
     def mark_awaiting(self, row: Row, deadline: float) -> bool:
         return self._update(
@@ -443,43 +418,3 @@ class PostgresStore(FleetTables):
         return self._update(
             row, State.FAILED, "state='failed', error=%(error)s, error_at=%(now)s", error=error
         )
-
-    # -- reads ---------------------------------------------------------------------------
-
-    def overdue_callbacks(self, now: float) -> list[Row]:
-        found = self._read(
-            "SELECT * FROM files WHERE state='awaiting_callback' AND due <= %s", (now,)
-        )
-        return [_row(r) for r in found]
-
-    def in_state(self, state: State) -> list[Row]:
-        return [_row(r) for r in self._read("SELECT * FROM files WHERE state=%s", (str(state),))]
-
-    def counts(self) -> dict[State, int]:
-        found = {
-            r["state"]: r["n"]
-            for r in self._read("SELECT state, COUNT(*) AS n FROM files GROUP BY state")
-        }
-        return {state: int(found.get(str(state), 0)) for state in State}
-
-    def with_error(self, state: State, limit: int) -> list[Row]:
-        found = self._read(
-            "SELECT * FROM files WHERE state=%s AND error IS NOT NULL"
-            " ORDER BY error_at DESC LIMIT %s",
-            (str(state), limit),
-        )
-        return [_row(r) for r in found]
-
-    def retry(self, paths: Iterable[bytes] | None) -> int:
-        query = (
-            "UPDATE files SET state=CASE WHEN sha256 IS NULL THEN 'seen' ELSE 'hashed' END,"
-            " attempts=0, due=0, error=NULL, error_at=NULL, updated_at=%(now)s"
-            " WHERE state IN ('failed', 'retry_wait')"
-        )
-        with self._write() as db:
-            if paths is None:
-                return db.execute(query, {"now": time.time()}).rowcount
-            return sum(
-                db.execute(query + " AND path=%(path)s", {"now": time.time(), "path": p}).rowcount
-                for p in paths
-            )

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-from harness import base_config
+from harness import RunningDaemon, base_config
 
 from syncd.files import Identity
 from syncd.journal.sqlite import SqliteStore
@@ -17,45 +14,28 @@ from syncd.journal.states import State
 from syncd.journal.store import Decision
 
 
-def syncd(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "syncd", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, **env},
-    )
-
-
-def write_config(tmp_path: Path, journal: dict[str, Any] | None) -> Path:
+def syncd_with(tmp_path: Path, journal: dict[str, Any] | None, **env: str) -> RunningDaemon:
+    """A config (not a running daemon) to run `syncd COMMAND -c CONFIG` with."""
     (tmp_path / "drop").mkdir(exist_ok=True)
     config = base_config(tmp_path, "http://127.0.0.1:9", [{"path": str(tmp_path / "drop")}])
     if journal is not None:
         config["journal"] = journal
-    path = tmp_path / "config.toml"
-    path.write_text(tomli_w.dumps(config))
-    path.chmod(0o600)
-    return path
+    return RunningDaemon(tmp_path, config, {**os.environ, **env})
 
 
 def test_check_connects_and_reports_the_schema(tmp_path, postgres_cluster, postgres_url):
     from syncd.journal.postgres import PostgresStore
 
     journal = {"url": postgres_url, "password_file": str(postgres_cluster.password_file)}
-    config = write_config(tmp_path, journal)
-    fresh = syncd("check", "-c", str(config))
+    fresh = syncd_with(tmp_path, journal).cli("check")
     assert fresh.returncode == 0, fresh.stderr
     assert f"journal {postgres_url}: schema 0 of 1; migrated when syncd starts" in fresh.stdout
     PostgresStore(postgres_url, postgres_cluster.password, "host-a", 30.0).close()
-    current = syncd("check", "-c", str(config))
+    current = syncd_with(tmp_path, journal).cli("check")
     assert f"journal {postgres_url}: schema 1, current" in current.stdout
     (tmp_path / "wrong").write_text("not-the-password\n")
-    refused = syncd(
-        "check",
-        "-c",
-        str(write_config(tmp_path, {**journal, "password_file": str(tmp_path / "wrong")})),
-    )
+    wrong = {**journal, "password_file": str(tmp_path / "wrong")}
+    refused = syncd_with(tmp_path, wrong).cli("check")
     assert refused.returncode == 1
     assert refused.stderr.startswith(f"syncd: {postgres_url}: cannot use the journal database:")
     assert postgres_cluster.password not in refused.stderr + refused.stdout
@@ -66,7 +46,6 @@ def test_journal_copy_moves_a_sqlite_journal_into_postgresql(
 ):
     from syncd.journal.postgres import PostgresStore
 
-    config = write_config(tmp_path, None)
     sqlite = SqliteStore(tmp_path / "state" / "journal.sqlite")
     for n in range(3):
         sqlite.record_seen(f"/drop/{n}".encode(), "ads", Identity(1, n, 10, 20))
@@ -78,15 +57,8 @@ def test_journal_copy_moves_a_sqlite_journal_into_postgresql(
     assert decision is not None and decision[0] is Decision.UPLOAD
     assert sqlite.save_progress(decision[1], {"offset": 8})
     sqlite.close()
-    copied = syncd(
-        "journal",
-        "copy",
-        "--to",
-        postgres_url,
-        "-c",
-        str(config),
-        PGPASSWORD=postgres_cluster.password,
-    )
+    joining = syncd_with(tmp_path, None, PGPASSWORD=postgres_cluster.password)
+    copied = joining.cli("journal", "copy", "--to", postgres_url)
     assert copied.returncode == 0, copied.stderr
     assert copied.stdout.strip().startswith("copied 3 files from ")
     fleet = PostgresStore(postgres_url, postgres_cluster.password, "host-a", 30.0)
@@ -96,15 +68,7 @@ def test_journal_copy_moves_a_sqlite_journal_into_postgresql(
         assert moved.path == row.path and moved.progress == {"offset": 8}, "resumes where it stood"
     finally:
         fleet.close()
-    again = syncd(
-        "journal",
-        "copy",
-        "--to",
-        postgres_url,
-        "-c",
-        str(config),
-        PGPASSWORD=postgres_cluster.password,
-    )
+    again = joining.cli("journal", "copy", "--to", postgres_url)
     assert "copied 0 files" in again.stdout and "3 were there already" in again.stdout
-    bad = syncd("journal", "copy", "--to", "https://db/x", "-c", str(config))
+    bad = joining.cli("journal", "copy", "--to", "https://db/x")
     assert bad.returncode == 2 and "--to: expected a URL such as postgresql://" in bad.stderr
