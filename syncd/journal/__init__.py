@@ -1,1 +1,6 @@
-"""The durable state: every file's row, its state and its upload's progress; the only SQL."""
+"""The durable state: every file's row, its state and its upload's progress; the only SQL.
+
+`states` (the State enum and its transition table), `store` (the Store protocol every
+caller types against, and `open_store`), `sqlite` (the SQLite store, its `migrations`),
+`codec` (rows by column name and JSON columns, shared by every store).
+"""

@@ -6,10 +6,7 @@ leaves the journal at the previous version. Statements are split on `;`.
 
 from __future__ import annotations
 
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE files (
-        id INTEGER PRIMARY KEY,
+_FIRST_COLUMNS = """\
         path BLOB NOT NULL UNIQUE,
         service TEXT NOT NULL,
         state TEXT NOT NULL,
@@ -27,7 +24,14 @@ MIGRATIONS: tuple[str, ...] = (
         result TEXT,
         duplicate_of BLOB,
         uploaded_at REAL,
-        updated_at REAL NOT NULL
+        updated_at REAL NOT NULL"""
+"""The columns of version 1 after `id`; version 3 rebuilds the table with them."""
+
+MIGRATIONS: tuple[str, ...] = (
+    f"""
+    CREATE TABLE files (
+        id INTEGER PRIMARY KEY,
+{_FIRST_COLUMNS}
     );
     CREATE INDEX files_due ON files(state, due);
     CREATE INDEX files_content ON files(service, sha256);
@@ -39,27 +43,10 @@ MIGRATIONS: tuple[str, ...] = (
     # reach another file after a delete), which takes AUTOINCREMENT and so a rebuild; and
     # claims held in the database: owner, expiry (NULL: until released) and a fence that
     # rises with every claim.
-    """
+    f"""
     CREATE TABLE files_new (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
-        path BLOB NOT NULL UNIQUE,
-        service TEXT NOT NULL,
-        state TEXT NOT NULL,
-        version INTEGER NOT NULL DEFAULT 0,
-        dev INTEGER NOT NULL,
-        inode INTEGER NOT NULL,
-        size INTEGER NOT NULL,
-        mtime_ns INTEGER NOT NULL,
-        sha256 TEXT,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        due REAL NOT NULL DEFAULT 0,
-        error TEXT,
-        error_at REAL,
-        progress TEXT,
-        result TEXT,
-        duplicate_of BLOB,
-        uploaded_at REAL,
-        updated_at REAL NOT NULL,
+{_FIRST_COLUMNS},
         uploaded_sha256 TEXT,
         claim_owner TEXT,
         claim_expires REAL,
@@ -78,5 +65,5 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE files_new RENAME TO files;
     CREATE INDEX files_due ON files(state, due);
     CREATE INDEX files_content ON files(service, sha256);
-    """,
+    """,  # noqa: S608 (no input: a constant)
 )

@@ -25,24 +25,25 @@ from syncd.files import Identity
 from syncd.journal import rules
 from syncd.journal.codec import decode, encode, row_from
 from syncd.journal.migrations import MIGRATIONS
-from syncd.journal.states import CLAIMABLE, IN_FLIGHT, State, check_move, check_moves
+from syncd.journal.states import CLAIMABLE, IN_FLIGHT, State, allowed, check_move, check_moves
 from syncd.journal.store import Decision, Row
 
 _CLAIMABLE = ", ".join(f"'{s}'" for s in sorted(CLAIMABLE))
 _IN_FLIGHT_OR_UPLOADED = ", ".join(
     f"'{s}'" for s in sorted({*IN_FLIGHT, State.UPLOADED, State.DONE})
 )
-_UNCLAIMED = "(claim_owner IS NULL OR claim_expires < :now)"
-_WAITING = f"state IN ({_CLAIMABLE}) AND {_UNCLAIMED}"
+_WAITING = f"state IN ({_CLAIMABLE}) AND (claim_owner IS NULL OR claim_expires < :now)"
 """Rows waiting for a worker (SQL built from our own constants, never from input)."""
+_SOURCES = {
+    target: ", ".join(f"'{s}'" for s in sorted(State) if allowed(s, target)) for target in State
+}
+"""For each state, the states a row may move to it from, as SQL."""
 
 
 class SqliteStore:
     """Durable state of every file syncd knows; safe to share between threads.
 
-    `owner` names this host's claims (recover() drops them at start: one daemon per
-    state_dir, so any left are a crash's); `lease` bounds a claim, None holds it until
-    released.
+    `owner` names this store's claims; `lease` bounds a claim, None holds it until released.
     """
 
     def __init__(self, path: Path, owner: str | None = None, lease: float | None = None) -> None:
@@ -101,11 +102,13 @@ class SqliteStore:
                 db.execute(f"PRAGMA user_version={number}")
 
     def recover(self) -> int:
+        """Drops every claim: one daemon per state_dir (its lock), so any claim left is a dead
+        one's, whatever host name it was taken under (a container's changes at each start)."""
         check_move(State.UPLOADING, State.HASHED)
         with self._write() as db:
             db.execute(
-                "UPDATE files SET claim_owner=NULL, claim_expires=NULL WHERE claim_owner=?",
-                (self._owner,),
+                "UPDATE files SET claim_owner=NULL, claim_expires=NULL"
+                " WHERE claim_owner IS NOT NULL"
             )
             return db.execute(
                 "UPDATE files SET state=?, updated_at=? WHERE state=?",
@@ -215,20 +218,21 @@ class SqliteStore:
     ) -> bool:
         """One write to `row` (and to `target` if given, checked against the table), unless
         the row is stale: the file changed, or a newer claim holds it."""
-        found = db.execute(
-            "SELECT state FROM files WHERE id=? AND version=? AND claim_fence=?",
-            (row.id, row.version, row.fence),
-        ).fetchone()
-        if found is None:
-            return False
+        current = "id=? AND version=? AND claim_fence=?"
+        where = current
         if target is not None:
-            check_move(State(found["state"]), target)
             assignments = f"state='{target}', {assignments}"
-        db.execute(
-            f"UPDATE files SET {assignments}, updated_at=? WHERE id=?",  # noqa: S608
-            (*values, time.time(), row.id),
-        )
-        return True
+            where += f" AND state IN ({_SOURCES[target]})"
+        keys = (row.id, row.version, row.fence)
+        query = f"UPDATE files SET {assignments}, updated_at=? WHERE {where}"  # noqa: S608
+        if db.execute(query, (*values, time.time(), *keys)).rowcount:
+            return True
+        if target is not None:
+            # Not written: stale (nothing to say), or current, and then the move is illegal.
+            found = db.execute(f"SELECT state FROM files WHERE {current}", keys).fetchone()  # noqa: S608
+            if found is not None:
+                check_move(State(found["state"]), target)
+        return False
 
     def _update(self, row: Row, target: State | None, assignments: str, *values: object) -> bool:
         with self._write() as db:

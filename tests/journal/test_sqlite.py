@@ -80,3 +80,21 @@ def test_an_unopenable_journal_is_one_clear_line(tmp_path):
     with pytest.raises(SyncdError) as raised:
         SqliteStore(blocker / "journal.sqlite")
     assert str(raised.value).startswith(f"{blocker / 'journal.sqlite'}: cannot open the journal")
+
+
+def test_claims_left_under_another_host_name_are_dropped_at_start(tmp_path):
+    """One daemon per state_dir: a claim left behind is a dead one's, even if the host name
+    changed since (a container)."""
+    path = tmp_path / "journal.sqlite"
+    crashed = SqliteStore(path, owner="old-name")
+    crashed.record_seen(b"/w/a", "ads", Identity(1, 2, 3, 4))
+    assert crashed.claim(10.0**10) is not None
+    crashed.close()
+    restarted = SqliteStore(path, owner="new-name")
+    try:
+        assert restarted.claim(10.0**10) is None
+        restarted.recover()
+        row = restarted.claim(10.0**10)
+        assert row is not None and row.path == b"/w/a"
+    finally:
+        restarted.close()
