@@ -9,11 +9,13 @@ on the service's side, not taken from syncd's word.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
 import re
 import socket
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -36,6 +38,61 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+class Balancer:
+    """What a fleet puts in front of its media servers: one public address, each connection
+    passed to the first host that accepts it (so a dead host's share goes to the others)."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self.ports = ports
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._server.getsockname()[1])
+        self._open: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._accepting = threading.Thread(target=self._accept, name="balancer", daemon=True)
+        self._accepting.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            for port in self.ports:
+                try:
+                    host = socket.create_connection(("127.0.0.1", port), timeout=2)
+                    break
+                except OSError:
+                    continue
+            else:
+                client.close()
+                continue
+            self._open += [client, host]
+            for source, target in ((client, host), (host, client)):
+                pipe = threading.Thread(target=_pipe, args=(source, target), daemon=True)
+                self._threads.append(pipe)
+                pipe.start()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)  # wakes the accept() of its thread
+        self._server.close()
+        for sock in self._open:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        for thread in [self._accepting, *self._threads]:
+            thread.join(5)
+
+
+def _pipe(source: socket.socket, target: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        source.settimeout(None)
+        while data := source.recv(65536):
+            target.sendall(data)
+    with contextlib.suppress(OSError):
+        target.shutdown(socket.SHUT_WR)
+
+
 @dataclass
 class Fleet:
     root: Path
@@ -47,21 +104,29 @@ class Fleet:
     workers: int = 4
     services: tuple[str, ...] = SERVICES
     ton: dict[str, Any] = field(default_factory=dict)
+    log_level: str = "info"
+    balanced: bool = False
+    """One public_url for every host's media server, through a Balancer."""
     daemons: list[RunningDaemon] = field(default_factory=list)
+    balancer: Balancer | None = None
 
     def __post_init__(self) -> None:
         self.drop = self.root / "drop"
         for name in self.services:
             (self.drop / name).mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM")}
-        for number in range(1, self.hosts + 1):
+        ports = [free_port() for _ in range(self.hosts)]
+        if self.balanced:
+            self.balancer = Balancer(ports)
+        for number, port in enumerate(ports, start=1):
             home = self.root / f"host-{number}"
             home.mkdir(parents=True, exist_ok=True)
-            self.daemons.append(RunningDaemon(home, self.config(home, f"host-{number}"), env))
+            config = self.config(home, f"host-{number}", port)
+            self.daemons.append(RunningDaemon(home, config, env))
 
-    def config(self, home: Path, host_id: str) -> dict[str, Any]:
+    def config(self, home: Path, host_id: str, port: int) -> dict[str, Any]:
         url = self.sandbox.url
-        config = base_config(home, url, workers=self.workers, log_level="info")
+        config = base_config(home, url, workers=self.workers, log_level=self.log_level)
         config["services"]["ads"].update(
             {"resumable_threshold": "1MiB", "chunk_size": "1MiB", **self.ton}
         )
@@ -85,10 +150,10 @@ class Fleet:
             "private_key": credentials.ONEALL_PRIVATE_KEY,
             "identity_token": credentials.ONEALL_IDENTITY_TOKEN,
         }
-        port = free_port()
+        public = self.balancer.port if self.balancer else port
         config["media_server"] = {
             "listen": f"127.0.0.1:{port}",
-            "public_url": f"http://127.0.0.1:{port}",
+            "public_url": f"http://127.0.0.1:{public}",
         }
         config["journal"] = {
             "url": self.url,
@@ -115,6 +180,8 @@ class Fleet:
         for daemon in self.daemons:
             if daemon.process is not None and daemon.process.poll() is None:
                 daemon.kill()
+        if self.balancer is not None:
+            self.balancer.close()
 
     def uploaded_by(self) -> dict[str, int]:
         """Files each host logged as uploaded (its sidecar written)."""

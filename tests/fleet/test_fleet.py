@@ -12,6 +12,7 @@ import random
 import signal
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 from fleet_harness import Fleet, MiB, wait_time
 from harness import SandboxClient, sidecar_of, wait_until
+from sandbox.samples import video
 
 from syncd.sandbox.server import Sandbox
 
@@ -58,6 +60,10 @@ def memory_sandbox() -> Iterator[SandboxClient]:
         client = SandboxClient(server.url)
         yield client
         client.http.close()
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    return tomllib.loads(sidecar_of(path).read_text())
 
 
 def journal_rows(fleet: Fleet, password: str) -> dict[bytes, tuple[str, float, str | None]]:
@@ -199,6 +205,27 @@ def test_a_host_frozen_past_its_lease_writes_nothing_for_what_it_lost(
     fresh = [fleet.drop_file("ads", f"new-{n}.bin", os.urandom(64 * 1024)) for n in range(3)]
     fleet.wait_sidecars(fresh, timeout=60)
     assert all(f"uploaded {p}" in frozen.log() for p in fresh)
+
+
+def test_a_oneall_video_waiting_for_its_callback_is_completed_by_another_host(make_fleet, sandbox):
+    # Behind one public address, as a fleet's media servers are: any host serves the media
+    # and takes the callback, with the key every host reads from the journal.
+    sandbox.post("settings", {"oneall": {"callback_delay": 4.0, "callback_retry": True}})
+    fleet = make_fleet(services=("social",), balanced=True, log_level="debug")
+    fleet.start()
+    clip = fleet.drop_file("social", "clip.mp4", video("mp4", 300_000))
+    wait_until(
+        lambda: fleet.daemons[0].poll_status()["counts"]["awaiting_callback"] == 1,
+        60,
+        "the video to wait for its callback",
+    )
+    [uploader] = [d for d in fleet.daemons if f"uploading {clip} to social" in d.log()]
+    uploader.kill()
+    fleet.wait_sidecars([clip], timeout=60)
+    [pushed] = sandbox.get("oneall/videos")
+    completed_by = [d for d in fleet.daemons if f"uploaded {clip}" in d.log()]
+    assert len(completed_by) == 1 and completed_by[0] is not uploader
+    assert read_sidecar(clip)["result"]["video_id"] == pushed["video_id"]
 
 
 def test_random_kills_across_the_hosts_keep_the_invariants(make_fleet, sandbox):
