@@ -271,6 +271,8 @@ class Daemon:
                 log.warning("[daemon] %s changes only when syncd restarts", key)
         if config.media_server != self.config.media_server:
             log.warning("[media_server] changes only when syncd restarts")
+        if config.journal != self.config.journal:
+            log.warning("[journal] changes only when syncd restarts")
         self.pipeline.use(config.services, uploaders)
         self.config = config
         self.watcher.settle_seconds = config.daemon.settle_seconds
