@@ -139,7 +139,7 @@ class Pipeline:
         self, row: Row, path: Path, file: BufferedReader, fields: dict[str, str]
     ) -> None:
         identity = identity_of(file)
-        if row.sha256 is None or identity != row.identity:
+        if row.sha256 is None or not identity.same_version(row.identity):
             tracked = Upload(str(path), row.service, identity.size)
             try:
                 digest = sha256_of(file, self.hashing.begin(row.id, tracked))
@@ -221,7 +221,10 @@ class Pipeline:
         if isinstance(outcome, AwaitCallback):
             self.journal.mark_awaiting(row, outcome.deadline)
             return
-        if identity_of(file) != row.identity or mode_if_unchanged(path, row.identity) is None:
+        if (
+            not identity_of(file).same_version(row.identity)
+            or mode_if_unchanged(path, row.identity) is None
+        ):
             self.journal.mark_changed(row)
             raise FileChanged
         uploaded = self.journal.mark_uploaded(row, outcome)

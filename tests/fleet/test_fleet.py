@@ -7,6 +7,7 @@ issue names (600 files, 20 kills): `SYNCD_FLEET_SCALE=full pytest tests/fleet`.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import signal
@@ -14,6 +15,7 @@ import tempfile
 import time
 import tomllib
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from fleet_harness import Fleet, MiB, wait_time
 from harness import SandboxClient, sidecar_of, wait_until
 from sandbox.samples import video
 
+from syncd.files import Identity
 from syncd.sandbox.server import Sandbox
 
 FULL = os.environ.get("SYNCD_FLEET_SCALE") == "full"
@@ -226,6 +229,39 @@ def test_a_oneall_video_waiting_for_its_callback_is_completed_by_another_host(ma
     completed_by = [d for d in fleet.daemons if f"uploaded {clip}" in d.log()]
     assert len(completed_by) == 1 and completed_by[0] is not uploader
     assert read_sidecar(clip)["result"]["video_id"] == pushed["video_id"]
+
+
+def test_a_file_uploaded_by_a_host_that_died_gets_its_sidecar_from_another_mount(
+    make_fleet, sandbox, postgres_cluster
+):
+    """The dead host saw the shared folder with another st_dev, as NFS clients do: the
+    file is the same version (inode, size, mtime), so it is neither hashed nor uploaded
+    again; the host that claims the row writes its sidecar from the recorded result."""
+    from syncd.journal.postgres import PostgresStore
+
+    fleet = make_fleet(hosts=1, services=("ads",))
+    path = fleet.drop_file("ads", "a.bin", b"uploaded by a host that died")
+    st = path.stat()
+    elsewhere = Identity(st.st_dev + 1000, st.st_ino, st.st_size, st.st_mtime_ns)
+    dead = PostgresStore(fleet.url, postgres_cluster.password, "host-gone", lease=1.0)
+    try:
+        dead.record_seen(os.fsencode(path), "ads", elsewhere)
+        row = dead.claim(time.time())
+        assert row is not None
+        hashed = dead.mark_hashed(row, hashlib.sha256(path.read_bytes()).hexdigest(), elsewhere)
+        assert hashed is not None
+        decision = dead.begin_upload(hashed, lambda result: True)
+        assert decision is not None
+        expires = datetime.now(UTC).replace(microsecond=0) + timedelta(days=7)
+        result = {"location": "/1.1/ton/data/x", "url": "http://ton/x", "expires": expires}
+        assert dead.mark_uploaded(decision[1], result) is not None
+    finally:
+        dead.close()
+    fleet.start()
+    fleet.wait_sidecars([path], timeout=60)
+    assert read_sidecar(path)["result"]["location"] == "/1.1/ton/data/x"
+    assert sandbox.ton_objects() == [], "not uploaded again"
+    assert fleet.daemons[0].status()["counts"]["done"] == 1
 
 
 def test_random_kills_across_the_hosts_keep_the_invariants(make_fleet, sandbox):

@@ -219,7 +219,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with os.fdopen(fd, "rb") as file:
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or Identity.of(st) != servable.identity:
+            if not stat.S_ISREG(st.st_mode) or not Identity.of(st).same_version(servable.identity):
                 self._plain(409, "the file changed since it was hashed")
                 return
             os.set_blocking(fd, True)
