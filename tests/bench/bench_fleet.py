@@ -34,7 +34,7 @@ from pgcluster import Cluster, find_binaries
 TARGET = 2.5
 LINK = 1 * MiB
 WORKERS = 2
-SIZE = 512 * KiB
+SIZE = 1 * MiB
 
 
 def run(root: Path, control: object, cluster: Cluster, hosts: int, count: int) -> dict[str, float]:
@@ -75,7 +75,7 @@ def run(root: Path, control: object, cluster: Cluster, hosts: int, count: int) -
 
 def main() -> None:
     args = parse_args(__doc__)
-    count = 60 if args.quick else 120
+    count = 45 if args.quick else 90
     binaries = find_binaries()
     if binaries is None:
         raise SystemExit("no PostgreSQL binaries (initdb, pg_ctl): apt-get install postgresql")
