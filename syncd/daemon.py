@@ -32,7 +32,9 @@ from syncd.intake.watcher import Watcher
 from syncd.journal.store import Fleet, open_store
 from syncd.services import make_uploader
 from syncd.services.base import Uploader
-from syncd.services.oneall.mediaserver import MediaServer, Signer
+from syncd.services.http import HttpLimits
+from syncd.services.oneall.mediaserver import MediaServer
+from syncd.services.oneall.signer import Signer
 from syncd.work.callbacks import Callbacks
 from syncd.work.pipeline import Pipeline
 from syncd.work.pool import Workers
@@ -139,7 +141,8 @@ class Daemon:
         )
 
     def _uploaders(self, config: Config) -> dict[str, Uploader]:
-        return {name: make_uploader(s, self.signer) for name, s in config.services.items()}
+        limits = HttpLimits(config.daemon.request_timeout, config.daemon.max_retry_after)
+        return {name: make_uploader(s, self.signer, limits) for name, s in config.services.items()}
 
     # -- start, run, stop --------------------------------------------------------------
 

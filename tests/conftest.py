@@ -16,11 +16,24 @@ from typing import Any
 
 import pytest
 from harness import RunningDaemon, SandboxClient, base_config, sidecar_of, wait_until
+from hypothesis import HealthCheck, settings
 from pgcluster import Cluster, find_binaries
 
 from syncd.sandbox.server import Sandbox
 
 __all__ = ["RunningDaemon", "SandboxClient", "base_config", "wait_until"]
+
+# Property tests run a modest number of examples so the suite stays fast; set
+# SYNCD_HYPOTHESIS=thorough for 500 a property.
+settings.register_profile(
+    "syncd",
+    max_examples=25,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile("thorough", settings.get_profile("syncd"), max_examples=500)
+settings.load_profile(os.environ.get("SYNCD_HYPOTHESIS", "syncd"))
 
 
 @pytest.fixture

@@ -146,14 +146,16 @@ class _Table:
             raise self.error(key, f"give {key} or {file_key}, not both")
         if path is not None:
             try:
-                value = path.read_text(encoding="utf-8").rstrip()
+                value = path.read_text(encoding="utf-8").strip()
             except OSError as e:
                 raise self.error(file_key, f"cannot read {path}: {e.strerror}") from None
             except UnicodeDecodeError:
                 raise self.error(file_key, f"cannot read {path}: not UTF-8 text") from None
             if not value:
                 raise self.error(file_key, f"{path} is empty")
-            return value
+            return self._printable(file_key, value)
+        if inline is not None:
+            inline = inline.strip()
         if inline == "":
             raise self.error(key, "must not be empty")
         if inline is not None and key in SECRETS and self.src.mode & 0o044:
@@ -163,7 +165,14 @@ class _Table:
                 f"secret given inline in a file readable by other users ({mode}); "
                 f"chmod 600 {self.src.file} or use {file_key}",
             )
-        return inline
+        return None if inline is None else self._printable(key, inline)
+
+    def _printable(self, key: str, value: str) -> str:
+        """Credentials travel in headers, URLs and signatures: printable ASCII only. The
+        refusal never shows the value (nor where in it the offending character is)."""
+        if not all(" " <= c <= "~" for c in value):
+            raise self.error(key, "holds control or non-ASCII characters (value not shown)")
+        return value
 
     def directory(self, key: str) -> Path | None:
         """An existing folder, symlinks resolved: that is the path events arrive under."""
@@ -241,6 +250,8 @@ _READERS: dict[str, _Reader] = {
     "status_group": _value(string),
     "log_level": _value(string, lambda s: s in LOG_LEVELS, "must be debug, info, warning or error"),
     "rescan_interval": _value(parse_duration),
+    "request_timeout": _value(parse_duration, lambda s: s >= 1, "must be at least 1s"),
+    "max_retry_after": _value(parse_duration, lambda s: s >= 1, "must be at least 1s"),
     # [accounts.*] and [services.*]
     **dict.fromkeys(CREDENTIALS, _Table.credential),
     "account": _name_in("accounts", resolve=True),

@@ -32,6 +32,10 @@ class DaemonConfig:
     """debug, info, warning or error."""
     rescan_interval: float = 3600.0
     """A full rescan this often, beside the watcher: inotify can drop events."""
+    request_timeout: float = 120.0
+    """Every HTTP exchange's total time limit, plus its body's bytes at 8 KiB/s."""
+    max_retry_after: float = 3600.0
+    """The longest wait a service's Retry-After or x-rate-limit-reset can impose."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -136,7 +136,7 @@ def default_status_socket() -> Path:
     return Path(f"/tmp/syncd-{os.getuid()}/status.sock")  # noqa: S108 - per user, as ssh-agent
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     try:
         return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:  # a name other than localhost
@@ -153,7 +153,7 @@ def parse_url(value: object) -> str:
         valid = False
     if not valid:
         raise ValueError("expected an http:// or https:// URL with a host")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+    if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
         raise ValueError("plain http is allowed only to loopback hosts; use https")
     return text.rstrip("/")
 

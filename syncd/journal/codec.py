@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from syncd.files import Identity
 from syncd.journal.states import State
-from syncd.journal.store import Row
+from syncd.journal.store import UNREADABLE, Row
 
 
 def encode(value: Any) -> str:
@@ -40,8 +40,24 @@ class Columns(Protocol):
     def __getitem__(self, name: str, /) -> Any: ...
 
 
+def _json_column(columns: Columns, name: str) -> tuple[dict[str, Any] | None, bool]:
+    """A JSON object column's value, and whether it could be read (damaged text, by hand or
+    by disk, must cost its row, never the loop that reads it)."""
+    try:
+        value = decode(columns[name])
+    except (ValueError, TypeError, RecursionError):
+        return None, False
+    return (value, True) if value is None or isinstance(value, dict) else (None, False)
+
+
 def row_from(columns: Columns) -> Row:
-    """A Row from a database row read by column name (`SELECT *` of `files`)."""
+    """A Row from a database row read by column name (`SELECT *` of `files`). A row whose
+    progress or result cannot be read says so in its progress, under UNREADABLE."""
+    progress, progress_ok = _json_column(columns, "progress")
+    result, result_ok = _json_column(columns, "result")
+    damaged = [name for name, ok in (("progress", progress_ok), ("result", result_ok)) if not ok]
+    if damaged:
+        progress = {UNREADABLE: damaged}
     return Row(
         id=columns["id"],
         path=bytes(columns["path"]),
@@ -54,8 +70,8 @@ def row_from(columns: Columns) -> Row:
         due=columns["due"],
         error=columns["error"],
         error_at=columns["error_at"],
-        progress=decode(columns["progress"]) or {},
-        result=decode(columns["result"]),
+        progress=progress or {},
+        result=result,
         duplicate_of=None if columns["duplicate_of"] is None else bytes(columns["duplicate_of"]),
         uploaded_at=columns["uploaded_at"],
         uploaded_sha256=columns["uploaded_sha256"],

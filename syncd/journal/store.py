@@ -23,6 +23,11 @@ if TYPE_CHECKING:
     from syncd.config import Config
 
 
+UNREADABLE = "$unreadable"
+"""In a row's progress: the JSON columns of the row that could not be read (the row is
+failed, with that reason, by whoever meets it)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
     id: int

@@ -91,6 +91,10 @@ class App:
         self.oauth.reset()
         self.rates.reset()
 
+    def pause(self, seconds: float) -> bool:
+        """Wait `seconds`, unless the sandbox stops first (then True)."""
+        return self._stopping.wait(seconds)
+
     def close(self) -> None:
         """The sandbox stops: cancel background work and wait for it."""
         self.background.cancel(close=True)
@@ -125,7 +129,9 @@ class App:
         allowed = True
         if isinstance(found, Route) and found.rate is not None:
             rate, allowed = self.rates.hit(found.rate.name, found.rate.limit(), self.clock.now())
-        if fault is not None and fault.status is not None:
+        if fault is not None and fault.raw_reply is not None:
+            reply = Reply(0, raw=fault.raw_reply)
+        elif fault is not None and fault.status is not None:
             reply = fault.reply(ex.path, found.shape if isinstance(found, Route) else None)
             if fault.status == 429 and rate is not None:
                 # An injected 429 looks like an exhausted window (protocols.md 8).
@@ -144,8 +150,10 @@ class App:
             if reply.stream is not None:
                 reply.stream.close()
             raise
-        if rate is not None:
+        if rate is not None and reply.raw is None:
             reply.headers = {**rate.headers(), **reply.headers}
+        if fault is not None and fault.trickle_ms is not None:
+            reply.trickle_ms = fault.trickle_ms
         return reply
 
     def _disturb(self, ex: Exchange, fault: Fault) -> None:

@@ -44,6 +44,11 @@ class Reply:
     length: int = 0
     close: bool = False
     """Close the connection after replying (the request's framing cannot be trusted)."""
+    raw: bytes | None = None
+    """Written verbatim as the whole answer, instead of the above (a fault playing a broken
+    server); the connection is closed after it."""
+    trickle_ms: int | None = None
+    """Write the answer one byte every this many milliseconds (a fault), then close."""
 
     @property
     def content_length(self) -> int:

@@ -11,23 +11,26 @@ from syncd.config import (
 )
 from syncd.errors import SyncdError
 from syncd.services.base import Uploader
-from syncd.services.oneall.mediaserver import Signer
+from syncd.services.http import HttpLimits
+from syncd.services.oneall.signer import Signer
 from syncd.services.oneall.uploader import OneAllUploader
 from syncd.services.ton import TonUploader
 from syncd.services.twitlonger import TwitLongerUploader
 from syncd.services.twitpic import TwitPicUploader
 
 
-def make_uploader(config: ServiceConfig, signer: Signer | None) -> Uploader:
+def make_uploader(
+    config: ServiceConfig, signer: Signer | None, limits: HttpLimits | None = None
+) -> Uploader:
     """The uploader for a configured service; each owns its HTTP session."""
     if isinstance(config, TonService):
-        return TonUploader(config)
+        return TonUploader(config, limits)
     if isinstance(config, TwitPicService):
-        return TwitPicUploader(config)
+        return TwitPicUploader(config, limits)
     if isinstance(config, TwitLongerService):
-        return TwitLongerUploader(config)
+        return TwitLongerUploader(config, limits)
     if isinstance(config, OneAllService):
         if signer is None:
             raise SyncdError(f"[services.{config.name}]: oneall needs a [media_server] table")
-        return OneAllUploader(config, signer)
+        return OneAllUploader(config, signer, limits)
     raise SyncdError(f"[services.{config.name}] type: unknown service type {config.type!r}")

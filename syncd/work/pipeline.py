@@ -31,7 +31,7 @@ from syncd.files import (
 )
 from syncd.intake.routing import inside, route
 from syncd.journal.states import State, allowed
-from syncd.journal.store import Decision, Row, Store
+from syncd.journal.store import UNREADABLE, Decision, Row, Store
 from syncd.outputs import sidecar
 from syncd.services.base import AwaitCallback, Interrupted, Job, Uploader
 from syncd.services.http import retry_delay
@@ -100,6 +100,8 @@ class Pipeline:
     def process(self, row: Row) -> None:
         path = Path(os.fsdecode(row.path))
         fields = log_fields(path, row.service)
+        if self.failed_if_damaged(row):
+            return
         if row.state is State.UPLOADED:
             # Claimed without its sidecar: its host died between the upload and the sidecar.
             service = self.services.get(row.service)
@@ -134,6 +136,15 @@ class Pipeline:
             return  # another host took the file over: its failure is not ours to record
         if allowed(current.state, State.FAILED):
             self.journal.mark_failed(current, reason)
+
+    def failed_if_damaged(self, row: Row) -> bool:
+        """A row whose stored data cannot be read is failed, with that reason."""
+        damaged = row.progress.get(UNREADABLE)
+        if damaged is None:
+            return False
+        columns = " and ".join(damaged) if isinstance(damaged, list) else "data"
+        self.fail(row, f"{os.fsdecode(row.path)}: its journal entry is damaged ({columns})")
+        return True
 
     def _process_open(
         self, row: Row, path: Path, file: BufferedReader, fields: dict[str, str]
@@ -265,5 +276,5 @@ class Pipeline:
         write) get it now: at start and with every periodic rescan."""
         for row in self.journal.in_state(State.UPLOADED):
             service = self.services.get(row.service)
-            if service is not None:
+            if service is not None and not self.failed_if_damaged(row):
                 self.finish(row, service)
