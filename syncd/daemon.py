@@ -30,7 +30,7 @@ from syncd.errors import SyncdError
 from syncd.files import Identity
 from syncd.intake.routing import count_folders
 from syncd.intake.watcher import Watcher
-from syncd.journal.store import open_store
+from syncd.journal.store import Fleet, open_store
 from syncd.outputs.healthcheck import HealthCheck
 from syncd.outputs.hooks import Hooks
 from syncd.outputs.webhooks import Webhooks
@@ -51,6 +51,9 @@ STOP_TIMEOUT = 30.0
 ACTION_STOP_TIMEOUT = 10.0
 """How long an archive or delete under way may take to finish at stop (else it is finished
 at the next start)."""
+FLEET_IDLE_POLL = 1.0
+"""In a fleet, idle workers look for work this often: other hosts add rows, and the claims
+of a host that died run out, without telling this one."""
 TICK = 1.0
 """The main loop's longest sleep: bounds how late STATUS= and the reload flag are seen."""
 
@@ -70,7 +73,7 @@ def _return_large_buffers() -> None:
         log.debug("mallopt is not available; large buffers stay with the allocator")
 
 
-def _lock_state_dir(state_dir: Path) -> int:
+def lock_state_dir(state_dir: Path) -> int:
     """One daemon per journal: a second would reset the first one's uploads as crashed."""
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -102,7 +105,7 @@ class Daemon:
         self._wake = threading.Event()
         self._signals = 0
         self._reload = False
-        self._lock = _lock_state_dir(config.daemon.state_dir)
+        self._lock = lock_state_dir(config.daemon.state_dir)
         self.journal = open_store(config)
         self.metrics = Metrics(
             Sources(
@@ -130,10 +133,14 @@ class Daemon:
         )
         self.callbacks = Callbacks(self.journal, self.pipeline)
         self.media: MediaServer | None = None
+        self.fleet = self.journal if isinstance(self.journal, Fleet) else None
         self.signer: Signer | None = None
         if config.media_server is not None:
-            self.signer = Signer.from_state_dir(
-                config.daemon.state_dir, config.media_server.public_url
+            url = config.media_server.public_url
+            self.signer = (
+                Signer.shared(self.fleet.shared_key, url)
+                if self.fleet is not None
+                else Signer.from_state_dir(config.daemon.state_dir, url)
             )
             self.media = MediaServer(
                 config.media_server.host,
@@ -146,7 +153,12 @@ class Daemon:
         self.watcher = Watcher(
             config.watches, config.daemon.settle_seconds, self._complete, self.journal.known
         )
-        self.workers = Workers(config.daemon.workers, self.journal, self.pipeline)
+        self.workers = Workers(
+            config.daemon.workers,
+            self.journal,
+            self.pipeline,
+            idle_poll=None if self.fleet is None else FLEET_IDLE_POLL,
+        )
         self.control = Control(
             lambda: self.config,
             self.journal,
@@ -154,6 +166,7 @@ class Daemon:
             self.watcher,
             self.workers.wake,
             self.after.restore,
+            fleet=None if self.fleet is None else self.fleet.hosts,
         )
         self.status = StatusServer(
             config.daemon.status_socket, self.control.answer, config.daemon.status_group
@@ -348,6 +361,8 @@ class Daemon:
         self.webhooks.use(config.webhooks)
         if config.webhooks and not self.webhooks.alive():
             self.webhooks.start()
+        if config.journal != self.config.journal:
+            log.warning("[journal] changes only when syncd restarts")
         self.pipeline.use(config.services, uploaders)
         self.config = config
         self.watcher.settle_seconds = config.daemon.settle_seconds

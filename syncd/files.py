@@ -40,6 +40,11 @@ class Identity(NamedTuple):
     def of(cls, st: os.stat_result) -> Identity:
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
+    def same_version(self, other: Identity) -> bool:
+        """The same version of the file whichever host looks: st_dev is left out, as each
+        host mounting one shared folder sees its own (inode, size and mtime are the file's)."""
+        return self[1:] == other[1:]
+
 
 class Vanished(Exception):
     """The path no longer names a regular file we may read: nothing to do for it."""
@@ -108,4 +113,4 @@ def mode_if_unchanged(path: Path, identity: Identity) -> int | None:
         st = os.lstat(path)
     except OSError:
         return None
-    return st.st_mode if Identity.of(st) == identity else None
+    return st.st_mode if Identity.of(st).same_version(identity) else None

@@ -23,6 +23,12 @@ class StepStore(Protocol):
     def save(self, progress: dict[str, Any]) -> None: ...
 
 
+class Stop(Protocol):
+    """Whether to stop between steps: a threading.Event, or one that also asks the journal."""
+
+    def is_set(self) -> bool: ...
+
+
 @dataclass(slots=True)
 class Job:
     path: Path
@@ -36,8 +42,9 @@ class Job:
     store: StepStore
     progress: Callable[[int], None]
     """Bytes the server has confirmed (or sent, for a single request)."""
-    stopping: threading.Event = field(default_factory=threading.Event)
-    """Set on shutdown: a service working in steps stops between two of them."""
+    stopping: Stop = field(default_factory=threading.Event)
+    """Set on shutdown, or once this host's claim on the file is lost (fleet mode): a
+    service working in steps stops between two of them."""
     row_id: int = 0
     """The journal's id of this file, for URLs that must name it (OneAll's media server)."""
 

@@ -45,19 +45,38 @@ class FileChanged(Exception):
     """The file is not the one the journal row describes any more."""
 
 
-class JournalStore:
-    """A service's step store, kept in the row; a save on a changed file stops the work."""
+class ClaimedStop:
+    """A job's stop: the daemon stops, or the journal no longer lets this host write for the
+    row (in a fleet, another host took it over), asked before each step."""
 
-    def __init__(self, journal: Store, row: Row) -> None:
+    def __init__(self, stopping: threading.Event, journal: Store, row: Row) -> None:
+        self._stopping = stopping
         self._journal = journal
         self._row = row
+        self.lost = False
+
+    def is_set(self) -> bool:
+        if self._stopping.is_set():
+            return True
+        self.lost = self.lost or not self._journal.holds(self._row)
+        return self.lost
+
+
+class JournalStore:
+    """A service's step store, kept in the row; a save refused stops the work: the file
+    changed, or (fleet mode) the claim went to another host."""
+
+    def __init__(self, journal: Store, row: Row, stop: ClaimedStop) -> None:
+        self._journal = journal
+        self._row = row
+        self._stop = stop
 
     def load(self) -> dict[str, Any]:
         return self._journal.load_progress(self._row)
 
     def save(self, progress: dict[str, Any]) -> None:
         if not self._journal.save_progress(self._row, progress):
-            raise FileChanged
+            raise Interrupted if self._stop.is_set() else FileChanged
 
 
 class Pipeline:
@@ -90,6 +109,12 @@ class Pipeline:
         fields = log_fields(path, row.service)
         if self.failed_if_damaged(row):
             return
+        if row.state is State.UPLOADED:
+            # Claimed without its sidecar: its host died between the upload and the sidecar.
+            service = self.services.get(row.service)
+            if service is not None:
+                self.finish(row, service)
+            return
         try:
             watch = route(self.watches(), path)
             if watch is None or not inside(watch, path):
@@ -114,7 +139,9 @@ class Pipeline:
         """A failure no retry will mend (an I/O error, a bug): shown until `syncd retry`."""
         log.error("%s", reason, extra=log_fields(row.path, row.service, State.FAILED))
         current = self.journal.get(row.id)
-        if current is not None and allowed(current.state, State.FAILED):
+        if current is None or current.fence != row.fence:
+            return  # another host took the file over: its failure is not ours to record
+        if allowed(current.state, State.FAILED):
             self.mark_failed(current, reason)
 
     def mark_failed(self, row: Row, reason: str) -> bool:
@@ -137,7 +164,7 @@ class Pipeline:
         self, row: Row, path: Path, file: BufferedReader, fields: dict[str, str]
     ) -> None:
         identity = identity_of(file)
-        if row.sha256 is None or identity != row.identity:
+        if row.sha256 is None or not identity.same_version(row.identity):
             tracked = Upload(str(path), row.service, identity.size)
             try:
                 digest = sha256_of(file, self.hashing.begin(row.id, tracked))
@@ -180,6 +207,7 @@ class Pipeline:
     ) -> None:
         assert row.sha256 is not None
         progress = self.in_flight.begin(row.id, Upload(str(path), row.service, row.identity.size))
+        stop = ClaimedStop(self.stopping, self.journal, row)
         job = Job(
             path=path,
             file=file,
@@ -187,9 +215,9 @@ class Pipeline:
             sha256=row.sha256,
             media_type=media_type(path),
             caption=read_caption(path),
-            store=JournalStore(self.journal, row),
+            store=JournalStore(self.journal, row, stop),
             progress=progress,
-            stopping=self.stopping,
+            stopping=stop,
             row_id=row.id,
         )
         log.debug("uploading %s to %s", path, row.service, extra=fields)
@@ -206,7 +234,10 @@ class Pipeline:
             self.mark_failed(row, str(exc))
             return
         except Interrupted:
-            self.journal.mark_retry(row, "interrupted by shutdown", time.time())
+            if stop.lost:
+                log.warning("%s: another host took this upload over", path, extra=fields)
+            else:
+                self.journal.mark_retry(row, "interrupted by shutdown", time.time())
             return
         except FileChanged:
             self.journal.mark_changed(row)
@@ -216,7 +247,10 @@ class Pipeline:
         if isinstance(outcome, AwaitCallback):
             self.journal.mark_awaiting(row, outcome.deadline)
             return
-        if identity_of(file) != row.identity or mode_if_unchanged(path, row.identity) is None:
+        if (
+            not identity_of(file).same_version(row.identity)
+            or mode_if_unchanged(path, row.identity) is None
+        ):
             self.journal.mark_changed(row)
             raise FileChanged
         uploaded = self.journal.mark_uploaded(row, outcome)
@@ -239,6 +273,11 @@ class Pipeline:
                 result=row.result,
                 duplicate_of=Path(os.fsdecode(row.duplicate_of)) if row.duplicate_of else None,
             )
+            if not self.journal.holds(row):
+                # Checked, then written: a host frozen longer than its lease exactly between
+                # the two writes a sidecar its successor writes too, the same bytes (README).
+                log.warning("%s: another host took this file over", path, extra=fields)
+                return
             try:
                 sidecar.write(path, text, mode)
             except OSError as exc:

@@ -16,8 +16,13 @@ log = logging.getLogger(__name__)
 class Workers:
     """`count` threads, each claiming the next due row and running it through the pipeline."""
 
-    def __init__(self, count: int, journal: Store, pipeline: Pipeline) -> None:
+    def __init__(
+        self, count: int, journal: Store, pipeline: Pipeline, idle_poll: float | None = None
+    ) -> None:
         self._journal = journal
+        self._idle_poll = idle_poll
+        """Fleet mode: idle workers look this often, as other hosts add rows and their
+        claims run out without telling this one."""
         self._pipeline = pipeline
         self._cond = threading.Condition()
         self._stop = False
@@ -52,6 +57,12 @@ class Workers:
     def alive(self) -> bool:
         return all(t.is_alive() for t in self._threads)
 
+    def _idle_wait(self, due: float | None) -> float | None:
+        wait = None if due is None else max(0.01, due - time.time())
+        if self._idle_poll is not None:
+            wait = self._idle_poll if wait is None else min(wait, self._idle_poll)
+        return wait
+
     def _loop(self) -> None:
         while not self._stop:
             with self._cond:
@@ -63,7 +74,7 @@ class Workers:
                     if self._stop:
                         return
                     if generation == self._generation:
-                        self._cond.wait(None if due is None else max(0.01, due - time.time()))
+                        self._cond.wait(self._idle_wait(due))
                 continue
             self.wake()  # pass the baton: if more rows are due, the next idle worker takes one
             try:

@@ -1,0 +1,72 @@
+"""What every store decides alike, whatever its SQL: which copy of a content uploads, and
+what a row looks like after each write (the stores return the row as it now stands)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from syncd.files import Identity
+from syncd.journal.codec import decode
+from syncd.journal.states import IN_FLIGHT, State
+from syncd.journal.store import Decision, Row
+
+WAIT = 1.0
+"""Seconds a copy waits before asking again while another copy of its content is in flight."""
+Valid = Callable[[dict[str, Any]], bool]
+
+
+def reusable(row: Row, still_valid: Valid) -> bool:
+    """This very path was uploaded with this content, and the result still stands."""
+    return row.result is not None and row.uploaded_sha256 == row.sha256 and still_valid(row.result)
+
+
+def choose(
+    others: Iterable[Mapping[str, Any]], still_valid: Valid
+) -> tuple[Decision, Mapping[str, Any] | None]:
+    """Given the other rows with the same content (path, state, result, duplicate_of), in
+    id order: DUPLICATE of the first whose result still stands, else WAIT for one in flight
+    (or waiting to retry ahead of this row), else UPLOAD."""
+    for other in others:
+        result = decode(other["result"])
+        if result is not None and still_valid(result):
+            return Decision.DUPLICATE, other
+        if other["state"] in (*IN_FLIGHT, State.RETRY_WAIT):
+            return Decision.WAIT, other
+    return Decision.UPLOAD, None
+
+
+def original_of(other: Mapping[str, Any]) -> bytes:
+    """The first path of a content: a duplicate's own original, else the other row's path."""
+    return bytes(other["duplicate_of"] or other["path"])
+
+
+def as_hashed(row: Row, sha256: str, identity: Identity) -> Row:
+    return replace(row, state=State.HASHED, sha256=sha256, identity=identity)
+
+
+def as_unchanged(row: Row) -> Row:
+    return replace(row, state=State.UPLOADED, error=None)
+
+
+def as_waiting(row: Row, now: float) -> Row:
+    return replace(row, due=now + WAIT)
+
+
+def as_uploading(row: Row) -> Row:
+    return replace(row, state=State.UPLOADING, attempts=row.attempts + 1)
+
+
+def as_uploaded(
+    row: Row, result: dict[str, Any], now: float, duplicate_of: bytes | None = None
+) -> Row:
+    return replace(
+        row,
+        state=State.UPLOADED,
+        result=result,
+        uploaded_at=now,
+        uploaded_sha256=row.sha256,
+        duplicate_of=duplicate_of,
+        error=None,
+    )
