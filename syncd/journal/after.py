@@ -21,6 +21,10 @@ from typing import Any, Protocol
 
 from syncd.files import Identity
 
+HOOKS_KEPT = 86400.0
+"""Finished hooks are kept this long: a failed one is shown in status meanwhile, and the key
+of a done event enqueued again after a crash must still be there to be recognised."""
+
 
 @dataclass(frozen=True, slots=True)
 class Action:

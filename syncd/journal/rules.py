@@ -70,3 +70,13 @@ def as_uploaded(
         duplicate_of=duplicate_of,
         error=None,
     )
+
+
+def by_event(targets: Mapping[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """Receiver URL -> its events, turned into event name -> the receivers that want it
+    (what an outbox looks up as it records an event)."""
+    subscribers: dict[str, tuple[str, ...]] = {}
+    for target, events in targets.items():
+        for event in events:
+            subscribers[event] = (*subscribers.get(event, ()), target)
+    return subscribers
