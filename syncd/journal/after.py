@@ -26,6 +26,10 @@ HOOKS_KEPT = 86400.0
 of a done event enqueued again after a crash must still be there to be recognised."""
 
 
+class ActionTaken(Exception):
+    """A fleet's other host took this action over: this host does nothing more for it."""
+
+
 @dataclass(frozen=True, slots=True)
 class Action:
     """One after-upload action, as its journal row stands."""

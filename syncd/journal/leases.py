@@ -98,6 +98,7 @@ class Leases:
         while not self._stop.wait(self.interval):
             try:
                 self.renew()
+                self._store.renew_tasks()
                 self._heartbeat()
             except Exception as exc:
                 log.warning("cannot renew this host's claims: %s", exc)

@@ -25,6 +25,10 @@ class Connected:
     def _read(self, query: str, values: Params = None) -> list[DictRow]:
         raise NotImplementedError
 
+    def execute(self, query: str, values: Params = None) -> list[DictRow]:
+        """A statement in a transaction of its own; the rows it returns."""
+        raise NotImplementedError
+
 
 def signed(number: int) -> int:
     return number - (1 << 64) if number >= 1 << 63 else number

@@ -56,11 +56,12 @@ class FleetTables(Connected):
                 done = db.execute(
                     "INSERT INTO files (path, service, state, version, dev, inode, size,"
                     " mtime_ns, sha256, attempts, due, error, error_at, progress, result,"
-                    " duplicate_of, uploaded_at, updated_at, uploaded_sha256) VALUES (%(path)s,"
-                    " %(service)s, %(state)s, %(version)s, %(dev)s, %(inode)s, %(size)s,"
+                    " duplicate_of, uploaded_at, updated_at, uploaded_sha256, queued_at)"
+                    " VALUES (%(path)s, %(service)s, %(state)s, %(version)s, %(dev)s, %(inode)s,"
+                    " %(size)s,"
                     " %(mtime_ns)s, %(sha256)s, %(attempts)s, %(due)s, %(error)s, %(error_at)s,"
                     " %(progress)s, %(result)s, %(duplicate_of)s, %(uploaded_at)s,"
-                    " %(now)s, %(uploaded_sha256)s) ON CONFLICT (path) DO NOTHING",
+                    " %(now)s, %(uploaded_sha256)s, %(queued_at)s) ON CONFLICT (path) DO NOTHING",
                     {
                         "path": row.path,
                         "service": row.service,
@@ -80,6 +81,7 @@ class FleetTables(Connected):
                         "duplicate_of": row.duplicate_of,
                         "uploaded_at": row.uploaded_at,
                         "uploaded_sha256": row.uploaded_sha256,
+                        "queued_at": row.queued_at,
                         "now": time.time(),
                     },
                 ).rowcount

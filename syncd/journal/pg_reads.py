@@ -39,7 +39,8 @@ class Reads(Connected):
     def retry(self, paths: Iterable[bytes] | None) -> int:
         query = (
             "UPDATE files SET state=CASE WHEN sha256 IS NULL THEN 'seen' ELSE 'hashed' END,"
-            " attempts=0, due=0, error=NULL, error_at=NULL, updated_at=%(now)s"
+            " attempts=0, due=0, error=NULL, error_at=NULL, updated_at=%(now)s,"
+            " queued_at=CASE WHEN state='failed' THEN %(now)s ELSE queued_at END"
             " WHERE state IN ('failed', 'retry_wait')"
         )
         with self._write() as db:
@@ -49,3 +50,16 @@ class Reads(Connected):
                 db.execute(query + " AND path=%(path)s", {"now": time.time(), "path": p}).rowcount
                 for p in paths
             )
+
+    def oldest_pending(self) -> float | None:
+        found = self._read(
+            "SELECT MIN(queued_at) AS at FROM files WHERE state NOT IN ('done', 'failed')"
+        )
+        return None if found[0]["at"] is None else float(found[0]["at"])
+
+    def last_success(self) -> dict[str, float]:
+        found = self._read(
+            "SELECT service, MAX(uploaded_at) AS at FROM files WHERE state='done'"
+            " AND uploaded_at IS NOT NULL GROUP BY service"
+        )
+        return {r["service"]: float(r["at"]) for r in found}

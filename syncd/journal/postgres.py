@@ -35,24 +35,23 @@ from syncd.files import Identity
 from syncd.journal import rules
 from syncd.journal.codec import decode, encode
 from syncd.journal.leases import Leases
+from syncd.journal.pg_after import PostgresAfterUpload
 from syncd.journal.pg_base import Params, row_of, signed, unsigned
+from syncd.journal.pg_claims import CLAIMABLE_NAMES, Claims
 from syncd.journal.pg_fleet import FleetTables
+from syncd.journal.pg_outbox import PostgresOutbox
 from syncd.journal.pg_reads import Reads
 from syncd.journal.pg_schema import connect_error, migrate
-from syncd.journal.states import CLAIMABLE, IN_FLIGHT, State, check_move
+from syncd.journal.states import State, check_move
 from syncd.journal.store import Decision, Row
 
 log = logging.getLogger(__name__)
 
-_CLAIMABLE = [str(s) for s in CLAIMABLE]
-_IN_FLIGHT = tuple(str(s) for s in IN_FLIGHT)
-_FREE = "(claim_owner IS NULL OR claim_expires < %(now)s)"
-"""Unclaimed, or its holder's lease ran out (a NULL expiry holds until released)."""
 _FENCED = "id=%(id)s AND version=%(version)s AND claim_fence=%(fence)s"
 """A write under the claim the row was read under; every claim raises the fence."""
 
 
-class PostgresStore(Reads, FleetTables):
+class PostgresStore(Claims, Reads, FleetTables, PostgresAfterUpload):
     """Durable state of every file the fleet knows; safe to share between threads."""
 
     def __init__(
@@ -92,6 +91,7 @@ class PostgresStore(Reads, FleetTables):
         except PoolTimeout as exc:
             raise connect_error(url, exc) from None
         self.leases = Leases(self, lease)
+        self.outbox = PostgresOutbox(self._write, self._read, owner, self.expiry)
 
     def expiry(self, now: float) -> float | None:
         """When a claim taken or renewed at `now` runs out; None: held until released."""
@@ -140,6 +140,7 @@ class PostgresStore(Reads, FleetTables):
                 " claim_fence=claim_fence+1 WHERE claim_owner=%s",
                 (self.owner,),
             )
+        self.drop_tasks()
         self.leases.start()
         return resumed
 
@@ -168,8 +169,9 @@ class PostgresStore(Reads, FleetTables):
         with self._write() as db:
             inserted = db.execute(
                 "INSERT INTO files (path, service, state, dev, inode, size, mtime_ns, due,"
-                " updated_at) VALUES (%(path)s, %(service)s, 'seen', %(dev)s, %(inode)s,"
-                " %(size)s, %(mtime_ns)s, 0, %(now)s) ON CONFLICT (path) DO NOTHING",
+                " updated_at, queued_at) VALUES (%(path)s, %(service)s, 'seen', %(dev)s,"
+                " %(inode)s, %(size)s, %(mtime_ns)s, 0, %(now)s, %(now)s)"
+                " ON CONFLICT (path) DO NOTHING",
                 values,
             ).rowcount
             if inserted:
@@ -194,7 +196,7 @@ class PostgresStore(Reads, FleetTables):
                 "UPDATE files SET service=%(service)s, state='seen', version=version+1,"
                 " dev=%(dev)s, inode=%(inode)s, size=%(size)s, mtime_ns=%(mtime_ns)s,"
                 " sha256=NULL, attempts=0, due=0, error=NULL, error_at=NULL, updated_at=%(now)s,"
-                " result=CASE WHEN service=%(service)s THEN result END,"
+                " queued_at=%(now)s, result=CASE WHEN service=%(service)s THEN result END,"
                 " uploaded_sha256=CASE WHEN service=%(service)s THEN uploaded_sha256 END"
                 " WHERE path=%(path)s",
                 values,
@@ -205,69 +207,8 @@ class PostgresStore(Reads, FleetTables):
         with self._write() as db:
             db.execute(
                 "DELETE FROM files WHERE path=%s AND state = ANY(%s)",
-                (path, _CLAIMABLE),
+                (path, CLAIMABLE_NAMES),
             )
-
-    # -- claims --------------------------------------------------------------------------
-
-    def claim(self, now: float) -> Row | None:
-        """The next due row nobody holds (or whose holder's lease ran out), now this host's."""
-        found = self.execute(
-            "UPDATE files SET claim_owner=%(owner)s, claim_expires=%(expires)s::float8,"
-            " claim_fence=claim_fence+1,"
-            " state=CASE WHEN state='uploading' THEN 'hashed' ELSE state END"
-            " WHERE id=(SELECT id FROM files WHERE"
-            " ((state = ANY(%(claimable)s) AND due <= %(now)s)"
-            " OR state IN ('uploading', 'uploaded'))"
-            f" AND {_FREE} ORDER BY due, id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING *",
-            {
-                "owner": self.owner,
-                "expires": self.expiry(now),
-                "claimable": _CLAIMABLE,
-                "now": now,
-            },
-        )
-        if not found:
-            return None
-        row = row_of(found[0])
-        self.leases.hold(row.id, row.fence)
-        return row
-
-    def release(self, row_id: int) -> None:
-        fence = self.leases.drop(row_id)
-        if fence is not None:
-            self.execute(
-                "UPDATE files SET claim_owner=NULL, claim_expires=NULL"
-                " WHERE id=%s AND claim_owner=%s AND claim_fence=%s",
-                (row_id, self.owner, fence),
-            )
-
-    def holds(self, row: Row) -> bool:
-        """Asked of the database, renewing the claim there (an unclaimed row, such as one a
-        callback completed, becomes this host's, keeping its fence)."""
-        if row.id in self.leases and not self.leases.valid(row.id, row.fence):
-            return False
-        taken = self.execute(
-            "UPDATE files SET claim_owner=%(owner)s, claim_expires=%(expires)s::float8"
-            " WHERE id=%(id)s AND claim_fence=%(fence)s"
-            " AND (claim_owner IS NULL OR claim_owner=%(owner)s) RETURNING id",
-            {
-                "expires": self.expiry(time.time()),
-                "id": row.id,
-                "fence": row.fence,
-                "owner": self.owner,
-            },
-        )
-        if not taken:
-            self.leases.lose(row.id)
-        return bool(taken)
-
-    def next_due(self) -> float | None:
-        found = self._read(
-            f"SELECT MIN(due) AS due FROM files WHERE state = ANY(%(claimable)s) AND {_FREE}",
-            {"claimable": _CLAIMABLE, "now": time.time()},
-        )
-        return None if found[0]["due"] is None else float(found[0]["due"])
 
     def get(self, row_id: int) -> Row | None:
         found = self._read("SELECT * FROM files WHERE id=%s", (row_id,))
@@ -278,7 +219,14 @@ class PostgresStore(Reads, FleetTables):
     def _fence(self, row: Row) -> dict[str, Any]:
         return {"id": row.id, "version": row.version, "fence": row.fence, "owner": self.owner}
 
-    def _update(self, row: Row, target: State | None, assignments: str, **values: Any) -> bool:
+    def _move(
+        self,
+        db: psycopg.Connection[DictRow],
+        row: Row,
+        target: State | None,
+        assignments: str,
+        **values: Any,
+    ) -> bool:
         """One fenced write; a state change is checked against the table and against the
         state the row is in (another host may have moved it)."""
         condition = _FENCED
@@ -286,11 +234,15 @@ class PostgresStore(Reads, FleetTables):
             check_move(row.state, target)
             condition += " AND state=%(from_state)s"
             values["from_state"] = str(row.state)
-        changed = self.execute(
+        changed = db.execute(
             f"UPDATE files SET {assignments}, updated_at=%(now)s WHERE {condition} RETURNING id",
             {**self._fence(row), "now": time.time(), **values},
-        )
+        ).fetchall()
         return bool(changed)
+
+    def _update(self, row: Row, target: State | None, assignments: str, **values: Any) -> bool:
+        with self._write() as db:
+            return self._move(db, row, target, assignments, **values)
 
     def mark_hashed(self, row: Row, sha256: str, identity: Identity) -> Row | None:
         changed = self._update(
@@ -397,13 +349,16 @@ class PostgresStore(Reads, FleetTables):
     def mark_done(self, row_id: int) -> None:
         """Fenced by this host's claim on the row when it holds one; a done row is nobody's."""
         fence = self.leases.fence(row_id)
-        self.execute(
-            "UPDATE files SET state='done', updated_at=%(now)s, claim_owner=NULL,"
-            " claim_expires=NULL WHERE id=%(id)s"
-            " AND state='uploaded' AND (claim_owner IS NULL OR claim_owner=%(owner)s)"
-            " AND (%(fence)s::bigint IS NULL OR claim_fence=%(fence)s)",
-            {"id": row_id, "owner": self.owner, "fence": fence, "now": time.time()},
-        )
+        now = time.time()
+        with self._write() as db:
+            if db.execute(
+                "UPDATE files SET state='done', updated_at=%(now)s, claim_owner=NULL,"
+                " claim_expires=NULL WHERE id=%(id)s"
+                " AND state='uploaded' AND (claim_owner IS NULL OR claim_owner=%(owner)s)"
+                " AND (%(fence)s::bigint IS NULL OR claim_fence=%(fence)s)",
+                {"id": row_id, "owner": self.owner, "fence": fence, "now": now},
+            ).rowcount:
+                self.outbox.record(db, State.DONE, row_id, now)
 
     def mark_retry(self, row: Row, error: str, due: float) -> bool:
         return self._update(
@@ -415,6 +370,16 @@ class PostgresStore(Reads, FleetTables):
         )
 
     def mark_failed(self, row: Row, error: str) -> bool:
-        return self._update(
-            row, State.FAILED, "state='failed', error=%(error)s, error_at=%(now)s", error=error
-        )
+        now = time.time()
+        with self._write() as db:
+            failed = self._move(
+                db,
+                row,
+                State.FAILED,
+                "state='failed', error=%(error)s, error_at=%(now)s",
+                now=now,
+                error=error,
+            )
+            if failed:
+                self.outbox.record(db, State.FAILED, row.id, now)
+            return failed

@@ -30,7 +30,7 @@ from syncd.config import ServiceConfig, WatchConfig
 from syncd.control.logs import log_fields
 from syncd.files import Identity, Vanished, identity_of, open_regular, sha256_of
 from syncd.intake.routing import route
-from syncd.journal.after import Action, HookEvent
+from syncd.journal.after import Action, ActionTaken, HookEvent
 from syncd.journal.states import State
 from syncd.journal.store import Row, Store
 from syncd.outputs.hooks import done_event
@@ -147,6 +147,8 @@ class AfterUpload:
             self._move(action, row)
         except NotYet:
             self._journal.action_later(action, None, time.time() + NOT_YET)
+        except ActionTaken as why:
+            log.info("%s: %s", source, why, extra=fields)
         except Skip as why:
             log.info("%s: not %sd: %s", source, action.kind, why, extra=fields)
             row = self._journal.get(action.file_id)

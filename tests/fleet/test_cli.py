@@ -9,6 +9,7 @@ from typing import Any
 from harness import RunningDaemon, base_config
 
 from syncd.files import Identity
+from syncd.journal.pg_schema import MIGRATIONS
 from syncd.journal.sqlite import SqliteStore
 from syncd.journal.states import State
 from syncd.journal.store import Decision
@@ -29,10 +30,13 @@ def test_check_connects_and_reports_the_schema(tmp_path, postgres_cluster, postg
     journal = {"url": postgres_url, "password_file": str(postgres_cluster.password_file)}
     fresh = syncd_with(tmp_path, journal).cli("check")
     assert fresh.returncode == 0, fresh.stderr
-    assert f"journal {postgres_url}: schema 0 of 1; migrated when syncd starts" in fresh.stdout
+    assert (
+        f"journal {postgres_url}: schema 0 of {len(MIGRATIONS)}; migrated when syncd starts"
+        in fresh.stdout
+    )
     PostgresStore(postgres_url, postgres_cluster.password, "host-a", 30.0).close()
     current = syncd_with(tmp_path, journal).cli("check")
-    assert f"journal {postgres_url}: schema 1, current" in current.stdout
+    assert f"journal {postgres_url}: schema {len(MIGRATIONS)}, current" in current.stdout
     (tmp_path / "wrong").write_text("not-the-password\n")
     wrong = {**journal, "password_file": str(tmp_path / "wrong")}
     refused = syncd_with(tmp_path, wrong).cli("check")
