@@ -107,6 +107,10 @@ class Fleet:
     log_level: str = "info"
     balanced: bool = False
     """One public_url for every host's media server, through a Balancer."""
+    watch: dict[str, Any] = field(default_factory=dict)
+    """Keys added to every watch (after_upload, on_done, ...)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Top-level keys added to every host's configuration ([[webhook]], ...)."""
     daemons: list[RunningDaemon] = field(default_factory=list)
     balancer: Balancer | None = None
 
@@ -162,10 +166,10 @@ class Fleet:
             "lease": f"{self.lease}s",
         }
         config["watch"] = [
-            {"path": str(self.drop / name), "service": name, "poll_interval": "1s"}
+            {"path": str(self.drop / name), "service": name, "poll_interval": "1s", **self.watch}
             for name in self.services
         ]
-        return config
+        return {**config, **self.extra}
 
     # -- life ----------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import signal
 import tempfile
 import time
 import tomllib
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +26,7 @@ from harness import SandboxClient, sidecar_of, wait_until
 from sandbox.samples import video
 
 from syncd.files import Identity
+from syncd.sandbox import credentials
 from syncd.sandbox.server import Sandbox
 
 FULL = os.environ.get("SYNCD_FLEET_SCALE") == "full"
@@ -285,3 +287,73 @@ def test_random_kills_across_the_hosts_keep_the_invariants(make_fleet, sandbox):
     assert len(again) <= KILLS * fleet.workers, again
     assert sorted(fleet.drop.rglob("*.syncd.toml")) == sorted(sidecar_of(p) for p in paths)
     assert_fleet_in_status(fleet)
+
+
+def test_after_upload_and_webhooks_run_once_across_the_fleet(tmp_path, make_fleet, sandbox):
+    """An archive watch shared by three hosts: each file archived once with its sidecar
+    beside it, its done hook run once, and its done event delivered with one id."""
+    archive, done_log, secret = tmp_path / "archive", tmp_path / "done.log", tmp_path / "secret"
+    archive.mkdir()
+    secret.write_text(credentials.WEBHOOK_SECRET + "\n")
+    fleet = make_fleet(
+        services=("ads",),
+        watch={
+            "after_upload": "archive",
+            "archive_to": str(archive),
+            "on_done": ["sh", "-c", 'printf "%s\\n" "$SYNCD_PATH" >> "$0"', str(done_log)],
+        },
+        extra={
+            "webhook": [
+                {
+                    "url": f"{sandbox.url}/hooks/webhook",
+                    "events": ["done"],
+                    "secret_file": str(secret),
+                }
+            ]
+        },
+    ).start()
+    count = FILES // 3
+    dropped = {
+        f"f-{n:03d}.bin": fleet.drop_file("ads", f"f-{n:03d}.bin", os.urandom(2048 + n))
+        for n in range(count)
+    }
+    hashes = {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in dropped.items()}
+
+    def archived() -> bool:
+        return all(sidecar_of(archive / name).exists() for name in dropped)
+
+    wait_until(archived, 120 + count, f"{count} files archived with their sidecars")
+    assert sorted(p.name for p in archive.rglob("*") if p.is_file()) == sorted(
+        [*dropped, *(sidecar_of(Path(n)).name for n in dropped)]
+    )
+    for name, sha in hashes.items():
+        assert hashlib.sha256((archive / name).read_bytes()).hexdigest() == sha
+        assert read_sidecar(archive / name)["sha256"] == sha
+    assert list((fleet.drop / "ads").glob("f-*")) == [], "nothing left behind"
+    uploaded = Counter(o["sha256"] for o in sandbox.ton_objects())
+    assert all(uploaded[sha] == 1 for sha in hashes.values())
+    archived_by = {d.root.name: d.log().count("archived ") for d in fleet.daemons}
+    assert sum(archived_by.values()) == count, archived_by
+
+    def hooks_run() -> list[str]:
+        return done_log.read_text().split() if done_log.exists() else []
+
+    wait_until(lambda: len(hooks_run()) >= count, 60, "every done hook")
+    assert sorted(hooks_run()) == sorted(str(archive / name) for name in dropped)
+
+    def events() -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for delivery in sandbox.get("hooks/webhooks"):
+            assert delivery["signature_valid"], delivery
+            event = delivery["event"]
+            assert found.setdefault(event["id"], event) == event, "two events with one id"
+        return found
+
+    wait_until(lambda: len(events()) >= count, 60, "every done event")
+    by_path = Counter(e["path"] for e in events().values())
+    assert by_path == Counter(str(path) for path in dropped.values()), "one event per file"
+    for daemon in fleet.daemons:
+        wait_until(
+            lambda d=daemon: d.status()["webhooks"]["pending"] == 0, 30, "the outbox emptied"
+        )
+    print(f"archived by host: {archived_by}")
