@@ -135,3 +135,44 @@ def wait_for(probe, timeout=10.0):
             return value
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def done_row(store: PostgresStore, path: bytes) -> int:
+    store.record_seen(path, "ads", Identity(1, 2, 3, 4))
+    row = store.claim(time.time())
+    assert row is not None
+    hashed = store.mark_hashed(row, SHA, row.identity)
+    assert hashed is not None
+    decision = store.begin_upload(hashed, lambda result: True)
+    assert decision is not None
+    uploaded = store.mark_uploaded(decision[1], {"location": "/x"})
+    assert uploaded is not None
+    store.mark_done(row.id)
+    return row.id
+
+
+def test_actions_hooks_and_deliveries_are_each_one_hosts_until_its_claim_lapses(hosts):
+    from syncd.journal.after import ActionTaken, HookEvent
+
+    one, two = hosts("one", lease=1.0), hosts("two", lease=1.0)
+    for store in (one, two):
+        store.outbox.subscribe({"https://a.example": ("done",)})
+    file_id = done_row(one, b"/drop/a")
+    one.schedule_action(file_id, 0, "archive", b"/drop/a", b"/archive", 0.0)
+    one.enqueue_hook(HookEvent("done:1", "done", b"/drop/a", ("true",), {}, 5.0))
+    [action] = one.due_actions(time.time())
+    [hook] = one.pending_hooks([], 10)
+    [delivery] = one.outbox.due(time.time(), 10)
+    assert two.due_actions(time.time()) == two.pending_hooks([], 10) == []
+    assert two.outbox.due(time.time(), 10) == []
+    # Host one stops renewing (frozen): host two takes everything over once the lease ran out.
+    taken = wait_for(lambda: two.due_actions(time.time()))
+    assert [a.id for a in taken] == [action.id]
+    assert [h.id for h in wait_for(lambda: two.pending_hooks([], 10))] == [hook.id]
+    assert [d.seq for d in wait_for(lambda: two.outbox.due(time.time(), 10))] == [delivery.seq]
+    with pytest.raises(ActionTaken):
+        one.action_intent(action, b"/archive/a")
+    two.action_intent(taken[0], b"/archive/a")
+    one.action_moved(action, None)  # too late: nothing changes
+    [moving] = two.due_actions(time.time())
+    assert (moving.state, moving.target) == ("moving", b"/archive/a")
