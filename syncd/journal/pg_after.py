@@ -21,7 +21,16 @@ import psycopg
 from psycopg.rows import DictRow
 
 from syncd.files import Identity
-from syncd.journal.after import HOOKS_KEPT, Action, ActionTaken, HookEvent, HookRow
+from syncd.journal.after import (
+    FINISHED,
+    HOOKS_KEPT,
+    IN_TRASH,
+    UNFINISHED,
+    Action,
+    ActionTaken,
+    HookEvent,
+    HookRow,
+)
 from syncd.journal.codec import (
     ACTION_COLUMNS,
     HOOK_COLUMNS,
@@ -35,7 +44,6 @@ from syncd.journal.states import State, allowed
 
 CLAIMED_AT_ONCE = 10
 """Actions a host claims in one go: enough to keep its thread busy, few enough to share."""
-_UNFINISHED = "state IN ('pending', 'moving', 'restoring')"
 _FREE = "(claim_owner IS NULL OR claim_owner=%(owner)s OR claim_expires < %(now)s)"
 """Free, this host's, or held by a host whose claim ran out."""
 _OURS = "(claim_owner IS NULL OR claim_owner=%(owner)s)"
@@ -99,7 +107,7 @@ class PostgresAfterUpload(Connected):
         with self._write() as db:
             found = db.execute(
                 f"UPDATE actions SET claim_owner=%(owner)s, claim_expires=%(expires)s::float8"
-                f" WHERE id IN (SELECT id FROM actions WHERE {_UNFINISHED} AND due <= %(due)s"
+                f" WHERE id IN (SELECT id FROM actions WHERE {UNFINISHED} AND due <= %(due)s"
                 f" AND {_FREE} ORDER BY state='pending', due, id LIMIT {CLAIMED_AT_ONCE}"
                 f" FOR UPDATE SKIP LOCKED) RETURNING {ACTION_COLUMNS}",
                 self._claim_values(due=now),
@@ -148,7 +156,7 @@ class PostgresAfterUpload(Connected):
 
     def trashed(self, path: bytes) -> Action | None:
         found = self._read(
-            f"SELECT {ACTION_COLUMNS} FROM actions WHERE kind='delete' AND state='moved'"
+            f"SELECT {ACTION_COLUMNS} FROM actions WHERE {IN_TRASH}"
             " AND (source=%(path)s OR target=%(path)s) ORDER BY updated_at DESC, id DESC LIMIT 1",
             {"path": path},
         )
@@ -190,7 +198,7 @@ class PostgresAfterUpload(Connected):
 
     def purgeable(self, trash: bytes, trashed_before: float) -> list[Action]:
         found = self._read(
-            f"SELECT {ACTION_COLUMNS} FROM actions WHERE kind='delete' AND state='moved'"
+            f"SELECT {ACTION_COLUMNS} FROM actions WHERE {IN_TRASH}"
             " AND root=%s AND updated_at <= %s LIMIT 1000",
             (trash, trashed_before),
         )
@@ -198,8 +206,7 @@ class PostgresAfterUpload(Connected):
 
     def trash_ages(self) -> dict[bytes, float]:
         found = self._read(
-            "SELECT root, MIN(updated_at) AS oldest FROM actions"
-            " WHERE kind='delete' AND state='moved' GROUP BY root"
+            f"SELECT root, MIN(updated_at) AS oldest FROM actions WHERE {IN_TRASH} GROUP BY root"
         )
         return {bytes(r["root"]): float(r["oldest"]) for r in found}
 
@@ -208,22 +215,21 @@ class PostgresAfterUpload(Connected):
 
     def action_counts(self) -> dict[str, int]:
         found = self._read(
-            f"SELECT COUNT(*) FILTER (WHERE {_UNFINISHED}) AS pending, COUNT(*) FILTER"
-            " (WHERE kind='delete' AND state='moved') AS trash FROM actions"
+            f"SELECT COUNT(*) FILTER (WHERE {UNFINISHED}) AS pending, COUNT(*) FILTER"
+            f" (WHERE {IN_TRASH}) AS trash FROM actions"
         )
         return {"pending": int(found[0]["pending"]), "trash": int(found[0]["trash"])}
 
     def forget_actions(self, finished_before: float) -> None:
         with self._write() as db:
             db.execute(
-                "DELETE FROM actions WHERE updated_at < %s AND (state IN ('skipped',"
-                " 'restored', 'purged') OR (kind='archive' AND state='moved'))",
+                f"DELETE FROM actions WHERE updated_at < %s AND {FINISHED}",
                 (finished_before,),
             )
 
     def actions_with_error(self, limit: int) -> list[Action]:
         found = self._read(
-            f"SELECT {ACTION_COLUMNS} FROM actions WHERE {_UNFINISHED} AND error IS NOT NULL"
+            f"SELECT {ACTION_COLUMNS} FROM actions WHERE {UNFINISHED} AND error IS NOT NULL"
             " ORDER BY updated_at DESC LIMIT %s",
             (limit,),
         )

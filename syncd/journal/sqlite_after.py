@@ -9,7 +9,15 @@ from collections.abc import Iterable
 from contextlib import AbstractContextManager
 
 from syncd.files import Identity
-from syncd.journal.after import HOOKS_KEPT, Action, HookEvent, HookRow
+from syncd.journal.after import (
+    FINISHED,
+    HOOKS_KEPT,
+    IN_TRASH,
+    UNFINISHED,
+    Action,
+    HookEvent,
+    HookRow,
+)
 from syncd.journal.codec import (
     ACTION_COLUMNS,
     HOOK_COLUMNS,
@@ -62,8 +70,7 @@ class SqliteAfterUpload:
     def due_actions(self, now: float) -> list[Action]:
         """Unfinished moves first (a crash cut them short), then pending ones that are due."""
         found = self._read(
-            f"SELECT {ACTION_COLUMNS} FROM actions"  # noqa: S608
-            " WHERE state IN ('pending', 'moving', 'restoring') AND due <= ?"
+            f"SELECT {ACTION_COLUMNS} FROM actions WHERE {UNFINISHED} AND due <= ?"  # noqa: S608
             " ORDER BY state='pending', due, id LIMIT 100",
             now,
         )
@@ -109,7 +116,7 @@ class SqliteAfterUpload:
     def trashed(self, path: bytes) -> Action | None:
         """The latest file in the trash that came from `path` (or lies at `path` in it)."""
         found = self._read(
-            f"SELECT {ACTION_COLUMNS} FROM actions WHERE kind='delete' AND state='moved'"  # noqa: S608
+            f"SELECT {ACTION_COLUMNS} FROM actions WHERE {IN_TRASH}"  # noqa: S608
             " AND (source=? OR target=?) ORDER BY updated_at DESC, id DESC LIMIT 1",
             path,
             path,
@@ -151,7 +158,7 @@ class SqliteAfterUpload:
 
     def purgeable(self, trash: bytes, trashed_before: float) -> list[Action]:
         found = self._read(
-            f"SELECT {ACTION_COLUMNS} FROM actions WHERE kind='delete' AND state='moved'"  # noqa: S608
+            f"SELECT {ACTION_COLUMNS} FROM actions WHERE {IN_TRASH}"  # noqa: S608
             " AND root=? AND updated_at <= ? LIMIT 1000",
             trash,
             trashed_before,
@@ -160,8 +167,8 @@ class SqliteAfterUpload:
 
     def trash_ages(self) -> dict[bytes, float]:
         found = self._read(
-            "SELECT root, MIN(updated_at) AS oldest FROM actions"
-            " WHERE kind='delete' AND state='moved' GROUP BY root"
+            f"SELECT root, MIN(updated_at) AS oldest FROM actions WHERE {IN_TRASH}"  # noqa: S608
+            " GROUP BY root"
         )
         return {r["root"]: float(r["oldest"]) for r in found}
 
@@ -174,25 +181,24 @@ class SqliteAfterUpload:
 
     def action_counts(self) -> dict[str, int]:
         pending = self._read(
-            "SELECT COUNT(*) AS n FROM actions WHERE state IN ('pending', 'moving', 'restoring')"
+            f"SELECT COUNT(*) AS n FROM actions WHERE {UNFINISHED}"  # noqa: S608
         )
         trash = self._read(
-            "SELECT COUNT(*) AS n FROM actions WHERE kind='delete' AND state='moved'"
+            f"SELECT COUNT(*) AS n FROM actions WHERE {IN_TRASH}"  # noqa: S608
         )
         return {"pending": int(pending[0]["n"]), "trash": int(trash[0]["n"])}
 
     def forget_actions(self, finished_before: float) -> None:
         with self._write(counted=False) as db:
             db.execute(
-                "DELETE FROM actions WHERE updated_at < ? AND (state IN ('skipped', 'restored',"
-                " 'purged') OR (kind='archive' AND state='moved'))",
+                f"DELETE FROM actions WHERE updated_at < ? AND {FINISHED}",  # noqa: S608
                 (finished_before,),
             )
 
     def actions_with_error(self, limit: int) -> list[Action]:
         found = self._read(
-            f"SELECT {ACTION_COLUMNS} FROM actions"  # noqa: S608
-            " WHERE state IN ('pending', 'moving', 'restoring') AND error IS NOT NULL"
+            f"SELECT {ACTION_COLUMNS} FROM actions WHERE {UNFINISHED}"  # noqa: S608
+            " AND error IS NOT NULL"
             " ORDER BY updated_at DESC LIMIT ?",
             limit,
         )
