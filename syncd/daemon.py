@@ -30,7 +30,7 @@ from syncd.errors import SyncdError
 from syncd.files import Identity
 from syncd.intake.routing import count_folders
 from syncd.intake.watcher import Watcher
-from syncd.journal.store import Fleet, open_store
+from syncd.journal.store import Fleet, JournalUnavailable, open_store
 from syncd.outputs.healthcheck import HealthCheck
 from syncd.outputs.hooks import Hooks
 from syncd.outputs.webhooks import Webhooks
@@ -113,6 +113,7 @@ class Daemon:
                 lambda: self.pipeline.in_flight.snapshot(),
                 lambda: self.config.services,
                 lambda: len(self.config.watches),
+                degraded=lambda: self.workers.outage.degraded(),
             )
         )
         self.after = AfterUpload(
@@ -257,19 +258,26 @@ class Daemon:
             if self._reload:
                 self._reload = False
                 self._apply_reload()
-            if interval and self._healthy():
-                self.notifier.watchdog()
-            changes = (self.journal.changes, self.watcher.scans.count, self.watcher.scans.running)
-            if changes != last_changes:
-                last_changes = changes
-                self.notifier.status(self.control.status_line())
-            self.callbacks.check()
-            if time.monotonic() >= next_rescan:
-                next_rescan = time.monotonic() + (
-                    self.config.daemon.rescan_interval or float("inf")
+            try:
+                if interval and self._healthy():
+                    self.notifier.watchdog()
+                changes = (
+                    self.journal.changes,
+                    self.watcher.scans.count,
+                    self.watcher.scans.running,
                 )
-                self.watcher.request_rescan()
-                self.pipeline.finish_uploaded()
+                if changes != last_changes:
+                    self.notifier.status(self.control.status_line())
+                    last_changes = changes
+                self.callbacks.check()
+                if time.monotonic() >= next_rescan:
+                    next_rescan = time.monotonic() + (
+                        self.config.daemon.rescan_interval or float("inf")
+                    )
+                    self.watcher.request_rescan()
+                    self.pipeline.finish_uploaded()
+            except JournalUnavailable as exc:
+                self.workers.outage.hit(exc)  # the next tick tries again
 
     def _shutdown(self) -> int:
         self.notifier.stopping()

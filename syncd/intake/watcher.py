@@ -39,6 +39,8 @@ from watchdog.observers.polling import PollingObserver
 from syncd.config import WatchConfig
 from syncd.files import Identity
 from syncd.intake.routing import IGNORED_BYTES, accepts, inside, route, takers
+from syncd.journal.outage import Outage
+from syncd.journal.store import JournalUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,7 @@ class Watcher:
         self._candidates: dict[Path, _Candidate] = {}
         self._stopped = False
         self._observers: list[BaseObserver] = []
+        self._outage = Outage("intake")
         self._settler = threading.Thread(target=self._settle_loop, name="settler", daemon=True)
         self._overflow = _OverflowHook(self.request_rescan)
         self.scans = ScanStats()
@@ -225,8 +228,14 @@ class Watcher:
                 for path, quick in hints.items():
                     self._observe_path(path, quick)
                 self._settle_due()
+            except JournalUnavailable as exc:
+                self._outage.hit(exc)
+                with self._cond:
+                    self._cond.wait(1.0)
             except Exception:
                 log.exception("the settler hit an unexpected error; it goes on")
+            else:
+                self._outage.over()
 
     def _observe_path(self, path: Path, quick: bool, st: os.stat_result | None = None) -> None:
         try:
@@ -274,10 +283,14 @@ class Watcher:
             if _signature(st) != candidate.signature:
                 self._observe_path(path, False, st)
                 continue
-            del self._candidates[path]
             watch = route(self.watches, path)
             if watch is not None and inside(watch, path):
-                self._complete(path, watch, Identity.of(st))
+                try:
+                    self._complete(path, watch, Identity.of(st))
+                except JournalUnavailable:
+                    candidate.due = now + 1.0  # kept: journaled once the journal answers
+                    raise
+            del self._candidates[path]
 
     def _full_scan(self) -> None:
         self.scans.running = True

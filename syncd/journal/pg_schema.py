@@ -156,10 +156,14 @@ def migrate(db: psycopg.Connection[object], where: str) -> int:
     return len(MIGRATIONS)
 
 
+def first_line(exc: Exception) -> str:
+    """What a database error says, in one line (never the password: psycopg does not say it)."""
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 def connect_error(url: str, exc: Exception) -> SyncdError:
     """One line naming the database, never the password."""
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return SyncdError(f"{url}: cannot use the journal database: {reason}")
+    return SyncdError(f"{url}: cannot use the journal database: {first_line(exc)}")
 
 
 def describe(url: str, password: str) -> str:

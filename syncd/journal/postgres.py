@@ -41,11 +41,14 @@ from syncd.journal.pg_claims import CLAIMABLE_NAMES, Claims
 from syncd.journal.pg_fleet import FleetTables
 from syncd.journal.pg_outbox import PostgresOutbox
 from syncd.journal.pg_reads import Reads
-from syncd.journal.pg_schema import connect_error, migrate
+from syncd.journal.pg_schema import connect_error, first_line, migrate
 from syncd.journal.states import State, check_move
-from syncd.journal.store import Decision, Row
+from syncd.journal.store import Decision, JournalUnavailable, Row
 
 log = logging.getLogger(__name__)
+
+OUTAGE_WAIT = 1.0
+"""Seconds a call waits for a connection while the database is known to be unavailable."""
 
 _FENCED = "id=%(id)s AND version=%(version)s AND claim_fence=%(fence)s"
 """A write under the claim the row was read under; every claim raises the fence."""
@@ -61,6 +64,7 @@ class PostgresStore(Claims, Reads, FleetTables, PostgresAfterUpload):
         self.owner = owner
         self.lease = lease
         self.changes = 0
+        self._outage = False
         params: dict[str, Any] = {
             "autocommit": True,
             "row_factory": dict_row,
@@ -105,8 +109,18 @@ class PostgresStore(Claims, Reads, FleetTables, PostgresAfterUpload):
 
     @contextmanager
     def _db(self) -> Iterator[psycopg.Connection[DictRow]]:
-        with self._pool.connection() as db:
-            yield db
+        """A connection of the pool; losing the database is JournalUnavailable, which
+        callers ride out (the pool replaces the broken connection). During an outage a
+        connection is waited for briefly, so that every caller finds out soon."""
+        try:
+            with self._pool.connection(OUTAGE_WAIT if self._outage else None) as db:
+                yield db
+        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+            self._outage = True
+            raise JournalUnavailable(
+                f"the journal database is unavailable: {first_line(exc)}"
+            ) from None
+        self._outage = False
 
     @contextmanager
     def _write(self) -> Iterator[psycopg.Connection[DictRow]]:
@@ -145,7 +159,10 @@ class PostgresStore(Claims, Reads, FleetTables, PostgresAfterUpload):
         return resumed
 
     def ping(self) -> bool:
-        return bool(self._read("SELECT 1 AS one") == [{"one": 1}])
+        try:
+            return bool(self._read("SELECT 1 AS one") == [{"one": 1}])
+        except JournalUnavailable:
+            return False
 
     # -- intake's side -----------------------------------------------------------------
 

@@ -29,6 +29,11 @@ UNREADABLE = "$unreadable"
 failed, with that reason, by whoever meets it)."""
 
 
+class JournalUnavailable(Exception):
+    """The journal's database cannot be reached now (fleet mode: PostgreSQL is down or cut
+    off). Nothing was written; whoever meets it waits and tries again, the row as it was."""
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
     id: int

@@ -25,7 +25,8 @@ from urllib.parse import urlsplit
 
 from syncd.config import WebhookConfig
 from syncd.errors import RetryableError, SyncdError
-from syncd.journal.store import Delivery, Outbox
+from syncd.journal.outage import Outage
+from syncd.journal.store import Delivery, JournalUnavailable, Outbox
 from syncd.services.http import ServiceHttp, retry_delay
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class Webhooks:
         self._secrets: dict[str, str] = {}
         self._http = ServiceHttp("webhook")
         self._stop = threading.Event()
+        self._outage = Outage("webhooks")
         self._thread = threading.Thread(target=self._loop, name="webhooks", daemon=True)
         self.use(webhooks)
 
@@ -115,11 +117,16 @@ class Webhooks:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            wait = IDLE_WAIT
             try:
                 self._round()
+            except JournalUnavailable as exc:
+                wait = self._outage.hit(exc)
             except Exception:
                 log.exception("the webhook sender hit an unexpected error; it goes on")
-            self._stop.wait(IDLE_WAIT)
+            else:
+                self._outage.over()
+            self._stop.wait(wait)
 
     def _round(self) -> None:
         """Deliver what is due, a batch at a time, until nothing is or a receiver fails."""

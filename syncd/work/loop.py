@@ -6,6 +6,9 @@ import logging
 import threading
 from collections.abc import Callable
 
+from syncd.journal.outage import Outage
+from syncd.journal.store import JournalUnavailable
+
 log = logging.getLogger(__name__)
 
 Step = Callable[[], float]
@@ -13,10 +16,12 @@ Step = Callable[[], float]
 
 
 class Loop:
-    """`count` threads running `step`; an error in a step is logged and the loop goes on."""
+    """`count` threads running `step`; an error in a step is logged and the loop goes on, and
+    a journal that cannot be reached is waited for with backoff."""
 
     def __init__(self, name: str, step: Step, count: int = 1) -> None:
         self._step = step
+        self._outage = Outage(name)
         self._cond = threading.Condition()
         self._stop = False
         self._woken = 0
@@ -58,9 +63,13 @@ class Loop:
                 woken = self._woken
             try:
                 wait = self._step()
+            except JournalUnavailable as exc:
+                wait = self._outage.hit(exc)
             except Exception:
                 log.exception("%s hit an unexpected error; it goes on", self._threads[0].name)
                 wait = 1.0
+            else:
+                self._outage.over()
             with self._cond:
                 if not self._stop and wait > 0 and woken == self._woken:
                     self._cond.wait(wait)

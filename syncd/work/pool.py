@@ -7,7 +7,8 @@ import os
 import threading
 import time
 
-from syncd.journal.store import Store
+from syncd.journal.outage import Outage
+from syncd.journal.store import JournalUnavailable, Store
 from syncd.work.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,8 @@ class Workers:
         """Fleet mode: idle workers look this often, as other hosts add rows and their
         claims run out without telling this one."""
         self._pipeline = pipeline
+        self.outage = Outage("workers")
+        """The journal unreachable: the workers wait it out, and it shows as degraded."""
         self._cond = threading.Condition()
         self._stop = False
         self._generation = 0
@@ -65,22 +68,34 @@ class Workers:
 
     def _loop(self) -> None:
         while not self._stop:
-            with self._cond:
-                generation = self._generation
-            row = self._journal.claim(time.time())
-            if row is None:
-                due = self._journal.next_due()
-                with self._cond:
-                    if self._stop:
-                        return
-                    if generation == self._generation:
-                        self._cond.wait(self._idle_wait(due))
-                continue
-            self.wake()  # pass the baton: if more rows are due, the next idle worker takes one
             try:
-                self._pipeline.process(row)
-            except Exception as exc:
-                log.exception("unexpected error on %s", os.fsdecode(row.path))
-                self._pipeline.fail(row, f"internal error: {type(exc).__name__}: {exc}")
-            finally:
-                self._journal.release(row.id)
+                self._turn()
+            except JournalUnavailable as exc:
+                wait = self.outage.hit(exc)
+                with self._cond:
+                    if not self._stop:
+                        self._cond.wait(wait)
+            else:
+                self.outage.over()
+
+    def _turn(self) -> None:
+        """Claim a row and work it, or wait until one may be due."""
+        with self._cond:
+            generation = self._generation
+        row = self._journal.claim(time.time())
+        if row is None:
+            due = self._journal.next_due()
+            with self._cond:
+                if not self._stop and generation == self._generation:
+                    self._cond.wait(self._idle_wait(due))
+            return
+        self.wake()  # pass the baton: if more rows are due, the next idle worker takes one
+        try:
+            self._pipeline.process(row)
+        except JournalUnavailable:
+            raise  # the row stays as the journal last recorded it
+        except Exception as exc:
+            log.exception("unexpected error on %s", os.fsdecode(row.path))
+            self._pipeline.fail(row, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            self._journal.release(row.id)
