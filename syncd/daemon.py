@@ -5,6 +5,9 @@ signal handlers set (handlers do nothing else). SIGTERM or SIGINT once: stop tak
 let in-flight requests finish (chunked uploads stop between chunks) for up to
 `STOP_TIMEOUT`; twice: leave at once. Either way the journal is consistent and the next
 start resumes what was in flight. SIGHUP reloads the configuration.
+
+`run --once` runs the same daemon and leaves once the start-up scan's files are all done,
+failed, held or awaiting a callback, with exit code 4 when some failed.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from syncd.services.oneall.mediaserver import MediaServer
 from syncd.services.oneall.signer import Signer
 from syncd.work.actions import AfterUpload
 from syncd.work.callbacks import Callbacks
+from syncd.work.flow import Clock, Flow, FlowGauges, rank
 from syncd.work.pipeline import Pipeline
 from syncd.work.pool import Workers
 
@@ -56,6 +60,8 @@ FLEET_IDLE_POLL = 1.0
 of a host that died run out, without telling this one."""
 TICK = 1.0
 """The main loop's longest sleep: bounds how late STATUS= and the reload flag are seen."""
+EXIT_FAILED = 4
+"""`run --once` finished with failed files (DESIGN.md, "CLI")."""
 
 
 M_MMAP_THRESHOLD = -3
@@ -96,7 +102,16 @@ def _inotify_limit() -> int | None:
 
 
 class Daemon:
-    def __init__(self, config_path: Path, config: Config, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        config: Config,
+        notifier: Notifier | None = None,
+        once: int | None = None,
+    ) -> None:
+        """`once`: run until the folders' files are worked off, retrying this many times."""
+        self.once = once
+        self._once_quiet = 0
         self.config_path = config_path
         self.config = config
         self.notifier = notifier or Notifier.from_env()
@@ -107,12 +122,14 @@ class Daemon:
         self._reload = False
         self._lock = lock_state_dir(config.daemon.state_dir)
         self.journal = open_store(config)
+        self.flow = Flow(self.journal, Clock(), lambda: self.workers.wake())
         self.metrics = Metrics(
             Sources(
                 self.journal,
                 lambda: self.pipeline.in_flight.snapshot(),
                 lambda: self.config.services,
                 lambda: len(self.config.watches),
+                FlowGauges(self.flow),
                 degraded=lambda: self.workers.outage.degraded(),
             )
         )
@@ -131,6 +148,7 @@ class Daemon:
             self.stopping,
             self.metrics,
             self.after.completed,
+            self.flow,
         )
         self.callbacks = Callbacks(self.journal, self.pipeline)
         self.media: MediaServer | None = None
@@ -158,8 +176,10 @@ class Daemon:
             config.daemon.workers,
             self.journal,
             self.pipeline,
+            self.flow,
             idle_poll=None if self.fleet is None else FLEET_IDLE_POLL,
         )
+        self.flow.use(config)
         self.control = Control(
             lambda: self.config,
             self.journal,
@@ -167,6 +187,7 @@ class Daemon:
             self.watcher,
             self.workers.wake,
             self.after.restore,
+            self.flow,
             fleet=None if self.fleet is None else self.fleet.hosts,
         )
         self.status = StatusServer(
@@ -229,7 +250,9 @@ class Daemon:
             self.config.daemon.status_socket,
         )
         self._main_loop()
-        return self._shutdown()
+        failed = self._once_failed() if self.once is not None else 0
+        code = self._shutdown()
+        return EXIT_FAILED if code == 0 and failed else code
 
     def _install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop_signal)
@@ -270,14 +293,31 @@ class Daemon:
                     self.notifier.status(self.control.status_line())
                     last_changes = changes
                 self.callbacks.check()
+                self.flow.tick()
                 if time.monotonic() >= next_rescan:
                     next_rescan = time.monotonic() + (
                         self.config.daemon.rescan_interval or float("inf")
                     )
                     self.watcher.request_rescan()
                     self.pipeline.finish_uploaded()
+                if self.once is not None and self._once_finished():
+                    break
             except JournalUnavailable as exc:
                 self.workers.outage.hit(exc)  # the next tick tries again
+
+    def _once_finished(self) -> bool:
+        """Every file found is worked off, on two ticks running: a file the settler has
+        just handed over may not be in the journal yet."""
+        scans = self.watcher.scans
+        quiet = scans.count >= 1 and not scans.running and not self.watcher.pending()
+        quiet = quiet and self.journal.once_outcome(self.once or 0)[0] == 0
+        self._once_quiet = self._once_quiet + 1 if quiet else 0
+        return self._once_quiet >= 2
+
+    def _once_failed(self) -> int:
+        _, failed = self.journal.once_outcome(self.once or 0)
+        log.info("run --once finished: %d files failed", failed)
+        return failed
 
     def _shutdown(self) -> int:
         self.notifier.stopping()
@@ -329,7 +369,9 @@ class Daemon:
 
     def _complete(self, path: Path, watch: WatchConfig, identity: Identity) -> None:
         """Intake found a complete file: journal it, and wake a worker when there is work."""
-        if self.journal.record_seen(os.fsencode(path), watch.service, identity):
+        encoded = os.fsencode(path)
+        order = rank(watch.order, encoded, identity)
+        if self.journal.record_seen(encoded, watch.service, identity, watch.priority, order):
             self.workers.wake()
 
     def _warn_inotify_limit(self) -> None:
@@ -373,6 +415,7 @@ class Daemon:
             log.warning("[journal] changes only when syncd restarts")
         self.pipeline.use(config.services, uploaders)
         self.config = config
+        self.flow.use(config)
         self.watcher.settle_seconds = config.daemon.settle_seconds
         self.watcher.apply(config.watches)
         self.workers.wake()

@@ -100,7 +100,7 @@ def _write_demo(sandbox_url: str) -> Path:
 
 
 def _pointed_at(service: ServiceConfig, url: str) -> ServiceConfig:
-    changes = {key: url for key in ENDPOINT_KEYS if hasattr(service, key)}
+    changes: dict[str, Any] = {key: url for key in ENDPOINT_KEYS if hasattr(service, key)}
     return dataclasses.replace(service, **changes)
 
 

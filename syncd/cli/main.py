@@ -1,7 +1,7 @@
 """The command line: parse, dispatch, and turn every SyncdError into one line and an exit code.
 
 Exit codes (DESIGN.md, "CLI"): 0 ok, 1 runtime failure, 2 usage or configuration error,
-3 daemon not running.
+3 daemon not running, 4 `run --once` finished with failed files.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from syncd.config import Config, default_config_path, default_status_socket, loa
 from syncd.control.status import ask
 from syncd.errors import DaemonNotRunning, SyncdError, UsageError
 
+DEFAULT_RETRIES = 3
+"""`run --once`: a retryable error is retried this often, then counted as failed."""
 SYSTEM_SOCKET = Path("/run/syncd/status.sock")
 """Where syncd.service (RuntimeDirectory=syncd) answers."""
 
@@ -45,6 +47,22 @@ def _parser() -> argparse.ArgumentParser:
         help="start the local service emulators in the same process and point every "
         "endpoint at them (a demo folder ./syncd-demo unless -c is given)",
     )
+    run.add_argument(
+        "--once",
+        action="store_true",
+        help="upload what is in the folders now, then exit: 0 when nothing failed, 4 otherwise",
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="with --once: print what would be uploaded where; send and write nothing",
+    )
+    run.add_argument(
+        "--retries",
+        type=int,
+        metavar="N",
+        help="with --once: retry a retryable error N times before counting it failed (default 3)",
+    )
     status = commands.add_parser("status", parents=[common], help="what the daemon is doing")
     shown = status.add_mutually_exclusive_group()
     shown.add_argument("--json", action="store_true", help="print the daemon's reply as is")
@@ -63,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument(
         "paths", nargs="+", type=Path, help="where the files were (or are, in the trash)"
     )
+    for name, verb in (("pause", "pause"), ("resume", "resume")):
+        steer = commands.add_parser(
+            name, parents=[common], help=f"{verb} uploads to services (none named: all)"
+        )
+        steer.add_argument("services", nargs="*", help="[services.NAME] names")
     commands.add_parser(
         "check",
         parents=[common],
@@ -107,6 +130,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _retry(args)
     if command == "restore":
         return _restore(args)
+    if command in ("pause", "resume"):
+        return _pause_or_resume(args)
     if command == "check":
         return _check(args)
     if command == "journal":
@@ -125,16 +150,25 @@ def _run(args: argparse.Namespace) -> int:
     from syncd.control.logs import setup_logging
     from syncd.daemon import Daemon
 
+    if (args.dry_run or args.retries is not None) and not args.once:
+        raise UsageError("--dry-run and --retries go with --once")
+    if args.retries is not None and args.retries < 0:
+        raise UsageError("--retries must be 0 or more")
+    once = (DEFAULT_RETRIES if args.retries is None else args.retries) if args.once else None
     if args.sandbox:
         from syncd.cli.demo import sandboxed
 
         with sandboxed(args.config) as (config_path, config):
             setup_logging(config.daemon.log_level)
-            return Daemon(config_path, config).run()
+            return Daemon(config_path, config, once=once).run()
     config_path = args.config or default_config_path()
     config = load(config_path)
+    if args.dry_run:
+        from syncd.cli.dryrun import dry_run
+
+        return dry_run(config)
     setup_logging(config.daemon.log_level)
-    return Daemon(config_path, config).run()
+    return Daemon(config_path, config, once=once).run()
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -208,3 +242,12 @@ def _restore(args: argparse.Namespace) -> int:
         print(f"syncd: {error}", file=sys.stderr)
     print(f"{reply.get('restored', 0)} files restored")
     return 1 if reply.get("errors") else 0
+
+
+def _pause_or_resume(args: argparse.Namespace) -> int:
+    reply = _ask(args, {"command": args.command, "services": args.services})
+    if "error" in reply:
+        raise UsageError(str(reply["error"]))
+    paused = reply.get("paused") or []
+    print(f"paused: {', '.join(paused)}" if paused else "nothing is paused")
+    return 0

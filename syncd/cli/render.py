@@ -39,6 +39,11 @@ def render_status(reply: dict[str, Any]) -> str:
         f" up {human_duration(float(reply.get('uptime_s', 0)))}",
         counts_line(counts),
     ]
+    limit = reply.get("bandwidth", {}).get("total")
+    if limit is not None:
+        lines.append(f"bandwidth: {human_size(limit) + '/s' if limit else 'unlimited'}")
+    if reply.get("paused"):
+        lines.append(f"paused (syncd resume): {', '.join(reply['paused'])}")
     if reply.get("settling"):
         lines.append(f"settling: {reply['settling']} files being written")
     lines.append("watching:")
@@ -79,6 +84,18 @@ def render_status(reply: dict[str, Any]) -> str:
             f"  {h['host']} (pid {h['pid']}): heartbeat {h['heartbeat_age_s']:.1f} s ago,"
             f" {h['claims']} claims"
             for h in reply["fleet"]
+        ]
+    if reply.get("service_holds"):
+        lines.append("services held:")
+        lines += [
+            f"  {h['service']} until {h['until']}: {h['reason']}" for h in reply["service_holds"]
+        ]
+    if reply.get("held"):
+        lines.append("held:")
+        lines += [
+            f"  {h['path']} ({h['service']}): {h['reason']}"
+            + (f", until {h['until']}" if h.get("until") else "")
+            for h in reply["held"]
         ]
     if reply.get("failures"):
         lines.append("failed (syncd retry PATH, or --all-failed):")

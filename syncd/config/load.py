@@ -40,7 +40,9 @@ from syncd.config.values import (
     parse_duration,
     parse_host_id,
     parse_listen,
+    parse_schedule,
     parse_size,
+    parse_time_of_day,
     parse_url,
     string,
     strings,
@@ -57,6 +59,7 @@ D = TypeVar("D", bound="DataclassInstance")
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 AFTER_UPLOAD = ("keep", "archive", "delete")
+ORDERS = ("oldest", "newest", "smallest", "largest", "name")
 MIN_POLL_INTERVAL = 30.0
 """Polling faster than this costs more than the network filesystems it is meant for."""
 MIN_FLEET_POLL_INTERVAL = 1.0
@@ -259,6 +262,8 @@ _READERS: dict[str, _Reader] = {
     "max_retry_after": _value(parse_duration, lambda s: s >= 1, "must be at least 1s"),
     "healthcheck_url": _value(parse_url),
     "healthcheck_interval": _value(parse_duration, lambda s: s > 0, "must be more than 0"),
+    "bandwidth": _value(parse_size),
+    "bandwidth_schedule": _value(parse_schedule),
     # [accounts.*] and [services.*]
     **dict.fromkeys(CREDENTIALS, _Table.credential),
     "account": _name_in("accounts", resolve=True),
@@ -274,6 +279,10 @@ _READERS: dict[str, _Reader] = {
     "chunk_size": _value(parse_size, lambda n: 0 < n < TON_MAX_SINGLE, "must be 1 to under 64MiB"),
     "expires": _value(parse_duration, lambda s: 0 < s <= 7 * DAY, "must be over 0 and at most 7d"),
     "callback_timeout": _value(parse_duration, lambda s: s > 0, "must be more than 0"),
+    "max_parallel": _value(integer, lambda n: n >= 0, "must be 0 (no limit) or more"),
+    "daily_files": _value(integer, lambda n: n >= 0, "must be 0 (no quota) or more"),
+    "daily_bytes": _value(parse_size),
+    "quota_reset": _value(parse_time_of_day),
     # [[watch]]
     "path": _Table.directory,
     "service": _name_in("services", resolve=False),
@@ -296,6 +305,10 @@ _READERS: dict[str, _Reader] = {
     "on_done": _value(strings),
     "on_failed": _value(strings),
     "hook_timeout": _value(parse_duration, lambda s: s > 0, "must be more than 0"),
+    "order": _value(
+        string, lambda s: s in ORDERS, "must be oldest, newest, smallest, largest or name"
+    ),
+    "priority": _value(integer),
 }
 """How each key is read, whichever table it is in; a dataclass's fields pick the keys."""
 

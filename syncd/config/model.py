@@ -39,6 +39,10 @@ class DaemonConfig:
     healthcheck_url: str = ""
     """A dead man's switch pinged while healthy, URL/fail while not; "" = none."""
     healthcheck_interval: float = 300.0
+    bandwidth: int = 0
+    """Total upload rate in bytes/s, shared by every upload; 0 = unlimited."""
+    bandwidth_schedule: tuple[tuple[int, int], ...] = ()
+    """(minute of the local day, rate) pairs, sorted: from each time on, that total rate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,16 @@ class ServiceConfig:
 
     name: str
     endpoint: str
+    max_parallel: int = field(default=0, kw_only=True)
+    """At most this many of this service's uploads at once; 0 = up to `workers`."""
+    bandwidth: int = field(default=0, kw_only=True)
+    """This service's own rate cap in bytes/s, inside the total; 0 = none."""
+    daily_files: int = field(default=0, kw_only=True)
+    """Quota: files uploaded per day; 0 = none."""
+    daily_bytes: int = field(default=0, kw_only=True)
+    """Quota: bytes uploaded per day; 0 = none."""
+    quota_reset: int = field(default=0, kw_only=True)
+    """Minute of the local day at which the day's quota starts again."""
 
     type: ClassVar[str]
 
@@ -158,6 +172,10 @@ class WatchConfig:
     """argv run (no shell) when a file becomes failed."""
     hook_timeout: float = 60.0
     """A hook still running after this long is killed and counted as failed."""
+    order: str = "oldest"
+    """Which of this watch's files goes first: oldest, newest, smallest, largest or name."""
+    priority: int = 0
+    """Higher goes first, across watches."""
 
 
 @dataclass(frozen=True, slots=True)

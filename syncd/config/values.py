@@ -89,6 +89,32 @@ def parse_duration(value: object) -> float:
     raise ValueError(f'expected a duration (seconds, or a string like "30s"), got {kind_of(value)}')
 
 
+_TIME_OF_DAY = re.compile(r"\s*([01]?\d|2[0-3]):([0-5]\d)\s*")
+
+
+def parse_time_of_day(value: object) -> int:
+    """Minutes since local midnight from "HH:MM" (24-hour clock)."""
+    text = string(value)
+    match = _TIME_OF_DAY.fullmatch(text)
+    if match is None:
+        raise ValueError(f'expected a local time "HH:MM" such as "08:00", got {text!r}')
+    return int(match[1]) * 60 + int(match[2])
+
+
+def parse_schedule(value: object) -> tuple[tuple[int, int], ...]:
+    """["08:00 2MiB", "19:00 0"]: from each local time on, that rate; sorted by time."""
+    entries: dict[int, int] = {}
+    for item in strings(value):
+        when, _, rate = item.strip().partition(" ")
+        if not rate.strip():
+            raise ValueError(f'expected entries such as "08:00 2MiB", got {item!r}')
+        minute = parse_time_of_day(when)
+        if minute in entries:
+            raise ValueError(f"{when.strip()} appears twice")
+        entries[minute] = parse_size(rate.strip())
+    return tuple(sorted(entries.items()))
+
+
 def _first_entry(variable: str) -> Path | None:
     """systemd sets *_DIRECTORY to a colon-separated list when a unit names several."""
     value = os.environ.get(variable, "").split(":")[0]

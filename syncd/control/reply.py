@@ -17,10 +17,12 @@ from syncd.intake.watcher import Watcher
 from syncd.journal.states import CLAIMABLE, State
 from syncd.journal.store import Store
 from syncd.outputs.webhooks import shown_target
+from syncd.work.flow import Flow
 from syncd.work.pipeline import Pipeline
 
 FAILURES_SHOWN = 20
 DELIVERIES_SHOWN = 10
+HELD_SHOWN = 100
 
 
 class Control:
@@ -34,6 +36,7 @@ class Control:
         watcher: Watcher,
         wake_workers: Callable[[], None],
         restore: Callable[[str], str | None],
+        flow: Flow,
         fleet: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
         self._fleet = fleet
@@ -44,6 +47,7 @@ class Control:
         self._watcher = watcher
         self._wake_workers = wake_workers
         self._restore = restore
+        self._flow = flow
         self._started = time.monotonic()
 
     def status_line(self) -> str:
@@ -54,6 +58,10 @@ class Control:
             f"{counts[State.UPLOADING]} uploading",
             f"{queued} queued",
         ]
+        if counts[State.HELD]:
+            parts.append(f"{counts[State.HELD]} held")
+        if paused := self._flow.paused_names():
+            parts.append(f"paused: {', '.join(paused)}")
         if counts[State.AWAITING_CALLBACK]:
             parts.append(f"{counts[State.AWAITING_CALLBACK]} awaiting callback")
         parts += [f"{counts[State.DONE]} done", f"{counts[State.FAILED]} failed"]
@@ -90,6 +98,8 @@ class Control:
             return {"retried": count}
         if command == "restore":
             return self._restore_reply(request)
+        if command in ("pause", "resume"):
+            return self._pause_or_resume(command, request.get("services"))
         return {"error": f"unknown command {command!r}"}
 
     def _restore_reply(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -99,6 +109,18 @@ class Control:
             return {"error": 'restore needs "paths": [...]'}
         errors = [error for error in map(self._restore, paths) if error is not None]
         return {"restored": len(paths) - len(errors), "errors": errors}
+
+    def _pause_or_resume(self, command: str, services: object) -> dict[str, Any]:
+        """`services` absent or empty: every service."""
+        if services is None:
+            services = []
+        if not isinstance(services, list) or not all(isinstance(s, str) for s in services):
+            return {"error": f'{command} takes "services": [names]'}
+        unknown = sorted(set(services) - set(self._current().services))
+        if unknown:
+            return {"error": f"no such service: {', '.join(unknown)}"}
+        act = self._flow.pause if command == "pause" else self._flow.resume
+        return {"paused": act(services)}
 
     def _status_reply(self) -> dict[str, Any]:
         reply = self._local_reply()
@@ -154,6 +176,16 @@ class Control:
                 for row in self._journal.with_error(State.RETRY_WAIT, FAILURES_SHOWN)
             ],
             **self._after_upload(),
+            "held": [
+                {
+                    "path": os.fsdecode(row.path),
+                    "service": row.service,
+                    "reason": row.error,
+                    "until": _rfc3339(row.due or None),
+                }
+                for row in self._journal.held(HELD_SHOWN)
+            ],
+            **self._flow_status(),
             "watches": [
                 {"path": os.fsdecode(w.path), "service": w.service} for w in self._current().watches
             ],
@@ -207,6 +239,12 @@ class Control:
                 for h in self._journal.failing_hooks(FAILURES_SHOWN)
             ],
         }
+
+    def _flow_status(self) -> dict[str, Any]:
+        flow = self._flow.status()
+        for hold in flow["service_holds"]:
+            hold["until"] = _rfc3339(hold["until"])
+        return flow
 
 
 def _rfc3339(when: float | None) -> str | None:

@@ -128,4 +128,14 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE hook_cursor (failed_since REAL NOT NULL);
     INSERT INTO hook_cursor VALUES (CAST(strftime('%s', 'now') AS REAL))
     """,
+    # 7: flow control. Waiting rows are taken by priority, then rank (the watch's `order`:
+    # an integer, or the path for "name"), along an index of waiting rows only; small named
+    # values keep pauses, service-wide holds and quota counts across restarts.
+    """
+    ALTER TABLE files ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE files ADD COLUMN rank;
+    CREATE INDEX files_queue ON files(priority DESC, rank, id)
+        WHERE state IN ('hashed', 'retry_wait', 'seen');
+    CREATE TABLE flow_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)
+    """,
 )

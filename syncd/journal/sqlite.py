@@ -27,6 +27,7 @@ from syncd.journal.codec import decode, encode, row_from
 from syncd.journal.migrations import MIGRATIONS
 from syncd.journal.outbox import SqliteOutbox
 from syncd.journal.sqlite_after import SqliteAfterUpload
+from syncd.journal.sqlite_flow import SqliteFlow
 from syncd.journal.states import CLAIMABLE, IN_FLIGHT, State, allowed, check_move, check_moves
 from syncd.journal.store import Decision, Row
 
@@ -42,7 +43,12 @@ _SOURCES = {
 """For each state, the states a row may move to it from, as SQL."""
 
 
-class SqliteStore(SqliteAfterUpload):
+def _not_in(skipped: dict[str, str]) -> str:
+    """SQL: the row's service is none of the named parameters in `skipped`."""
+    return f"service NOT IN ({', '.join(':' + name for name in skipped)})"
+
+
+class SqliteStore(SqliteFlow, SqliteAfterUpload):
     """Durable state of every file syncd knows; safe to share between threads.
 
     `owner` names this store's claims; `lease` bounds a claim, None holds it until released.
@@ -139,19 +145,33 @@ class SqliteStore(SqliteAfterUpload):
             rows = cursor.execute("SELECT path, dev, inode, size, mtime_ns FROM files")
             return {r[0]: r[1:] for r in rows}
 
-    def record_seen(self, path: bytes, service: str, identity: Identity) -> bool:
+    def record_seen(
+        self,
+        path: bytes,
+        service: str,
+        identity: Identity,
+        priority: int = 0,
+        rank: int | bytes | None = None,
+    ) -> bool:
         now = time.time()
         with self._write() as db:
             row = db.execute(
                 "SELECT state, dev, inode, size, mtime_ns, service FROM files WHERE path=?",
                 (path,),
             ).fetchone()
-            values = {"path": path, "service": service, "now": now, **identity._asdict()}
+            values = {
+                "path": path,
+                "service": service,
+                "now": now,
+                "priority": priority,
+                "rank": rank,
+                **identity._asdict(),
+            }
             if row is None:
                 db.execute(
                     "INSERT INTO files (path, service, state, dev, inode, size, mtime_ns,"
-                    " due, updated_at, queued_at) VALUES (:path, :service, 'seen', :dev, :inode,"
-                    " :size, :mtime_ns, 0, :now, :now)",
+                    " due, updated_at, queued_at, priority, rank) VALUES (:path, :service,"
+                    " 'seen', :dev, :inode, :size, :mtime_ns, 0, :now, :now, :priority, :rank)",
                     values,
                 )
                 return True
@@ -167,6 +187,7 @@ class SqliteStore(SqliteAfterUpload):
                 "UPDATE files SET service=:service, state='seen', version=version+1, dev=:dev,"
                 " inode=:inode, size=:size, mtime_ns=:mtime_ns, sha256=NULL, attempts=0, due=0,"
                 " error=NULL, error_at=NULL, updated_at=:now, queued_at=:now,"
+                " priority=:priority, rank=:rank,"
                 " result=CASE WHEN service=:service THEN result END,"
                 " uploaded_sha256=CASE WHEN service=:service THEN uploaded_sha256 END"
                 " WHERE path=:path",
@@ -176,18 +197,25 @@ class SqliteStore(SqliteAfterUpload):
 
     def forget_missing(self, path: bytes) -> None:
         with self._write() as db:
-            db.execute(f"DELETE FROM files WHERE path=? AND state IN ({_CLAIMABLE})", (path,))  # noqa: S608
+            db.execute(
+                f"DELETE FROM files WHERE path=? AND state IN ({_CLAIMABLE}, 'held')",  # noqa: S608
+                (path,),
+            )
 
     # -- the workers' side -------------------------------------------------------------
 
-    def claim(self, now: float) -> Row | None:
+    def claim(self, now: float, skip: frozenset[str] = frozenset()) -> Row | None:
         expires = None if self._lease is None else now + self._lease
+        skipped = {f"skip{n}": service for n, service in enumerate(sorted(skip))}
         with self._write(counted=False) as db:
+            # The planner, without statistics, prefers files_due and sorts every waiting
+            # row; walking the queue's own index finds the first one at once.
             found = db.execute(
                 "UPDATE files SET claim_owner=:owner, claim_expires=:expires,"  # noqa: S608
-                " claim_fence=claim_fence+1 WHERE id=(SELECT id FROM files"
-                f" WHERE {_WAITING} AND due <= :now ORDER BY due, id LIMIT 1) RETURNING *",
-                {"owner": self._owner, "expires": expires, "now": now},
+                " claim_fence=claim_fence+1 WHERE id=(SELECT id FROM files INDEXED BY"
+                f" files_queue WHERE {_WAITING} AND due <= :now AND {_not_in(skipped)}"
+                " ORDER BY priority DESC, rank, id LIMIT 1) RETURNING *",
+                {"owner": self._owner, "expires": expires, "now": now, **skipped},
             ).fetchall()
         return row_from(found[0]) if found else None
 
@@ -211,11 +239,12 @@ class SqliteStore(SqliteAfterUpload):
         )
         return bool(found)
 
-    def next_due(self) -> float | None:
+    def next_due(self, skip: frozenset[str] = frozenset()) -> float | None:
+        skipped = {f"skip{n}": service for n, service in enumerate(sorted(skip))}
         with self._lock:
             found = self._db.execute(
-                f"SELECT MIN(due) AS due FROM files WHERE {_WAITING}",  # noqa: S608
-                {"now": time.time()},
+                f"SELECT MIN(due) AS due FROM files WHERE {_WAITING} AND {_not_in(skipped)}",  # noqa: S608
+                {"now": time.time(), **skipped},
             ).fetchone()
         return None if found["due"] is None else float(found["due"])
 

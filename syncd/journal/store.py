@@ -137,16 +137,25 @@ class Store(AfterUploadStore, Protocol):
         """Every path's identity (dev, inode, size, mtime_ns), for the reconciliation scans:
         plain tuples, which an Identity compares equal to."""
 
-    def record_seen(self, path: bytes, service: str, identity: Identity) -> bool:
-        """A complete file: new, or changed since we last saw it. True when there is work."""
+    def record_seen(
+        self,
+        path: bytes,
+        service: str,
+        identity: Identity,
+        priority: int = 0,
+        rank: int | bytes | None = None,
+    ) -> bool:
+        """A complete file: new, or changed since we last saw it. True when there is work.
+        `priority` and `rank` place it in the queue (work/flow/order.py)."""
 
     def forget_missing(self, path: bytes) -> None:
         """A file that vanished before it was uploaded: nothing left to do for it."""
 
     # -- the workers' side -------------------------------------------------------------
 
-    def claim(self, now: float) -> Row | None:
-        """The next due claimable row nobody holds, now held by this store until `release`."""
+    def claim(self, now: float, skip: frozenset[str] = frozenset()) -> Row | None:
+        """The next due claimable row nobody holds, of a service not in `skip`, by priority
+        and rank; now held by this store until `release`."""
 
     def release(self, row_id: int) -> None: ...
 
@@ -155,8 +164,9 @@ class Store(AfterUploadStore, Protocol):
         unchanged and this store's (an unclaimed row is taken, keeping its fence). Asked
         before each chunk and before a sidecar, so a host whose claim was taken over stops."""
 
-    def next_due(self) -> float | None:
-        """When the earliest unclaimed waiting row becomes due (idle workers sleep till then)."""
+    def next_due(self, skip: frozenset[str] = frozenset()) -> float | None:
+        """When the earliest unclaimed waiting row of a service not in `skip` becomes due
+        (idle workers sleep till then)."""
 
     def get(self, row_id: int) -> Row | None: ...
 
@@ -194,6 +204,30 @@ class Store(AfterUploadStore, Protocol):
         """Rows whose callback deadline (kept in `due`) has passed."""
 
     def in_state(self, state: State) -> list[Row]: ...
+
+    # -- flow control's side (work/flow/) -----------------------------------------------
+
+    def mark_held(self, row: Row, reason: str, until: float | None) -> bool:
+        """Held by a pause, a quota or a rate limit: `error` says why, `due` until when
+        (0 when a person must resume it)."""
+
+    def hold_waiting(self, service: str, reason: str, until: float | None) -> int:
+        """Every unclaimed row of `service` waiting for a worker becomes held."""
+
+    def release_held(self, service: str) -> int:
+        """Every held row of `service` waits for a worker again."""
+
+    def held(self, limit: int) -> list[Row]:
+        """Held rows, those released soonest first."""
+
+    def flow_state(self, key: str) -> Any:
+        """A small JSON value flow control keeps across restarts, or None."""
+
+    def save_flow_state(self, key: str, value: Any) -> None: ...
+
+    def once_outcome(self, retries: int) -> tuple[int, int]:
+        """For `run --once`: rows still to work, and rows failed (a retryable error tried
+        more than `retries` times counts as failed)."""
 
     # -- the status socket's side ------------------------------------------------------
 

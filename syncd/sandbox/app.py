@@ -112,6 +112,7 @@ class App:
             return
         started = time.monotonic()
         entry = self.journal.begin(ex, self.clock.now())
+        ex.body.on_received = lambda amount: self.journal.arrived(entry, amount, self.clock.now())
         status = None
         try:
             reply = self._serve(ex, entry)

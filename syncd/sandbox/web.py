@@ -23,6 +23,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 PIECE = 1 << 20
 """Bodies are read and written in pieces of at most 1 MiB."""
+ARRIVAL_PIECE = 64 * 1024
+"""Body bytes are read off the socket in pieces this small, so that `on_received` sees
+them nearly when they arrive (rate measurements need finer steps than PIECE)."""
 FORM_MAX = 1 << 20
 """Form and JSON bodies are small; anything larger is refused with 413."""
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -131,6 +134,8 @@ class Body:
                 raise bad
             self.declared = int(value)
         self.drop_after: int | None = None
+        self.on_received: Callable[[int], None] | None = None
+        """Told of every piece read off the socket, as it arrives."""
         self.received = 0
         self._sha = hashlib.sha256()
         self._pieces = self._counted()
@@ -173,6 +178,21 @@ class Body:
             # The whole body arrived before the fault's byte count: still no reply.
             raise ConnectionDropped
 
+    def _read(self, want: int) -> bytes:
+        """Up to `want` bytes (fewer only at the end of the stream), in arrival pieces."""
+        if self.on_received is None:
+            return self._rfile.read(want)
+        parts = []
+        got = 0
+        while got < want:
+            part = self._rfile.read(min(ARRIVAL_PIECE, want - got))
+            if not part:
+                break
+            self.on_received(len(part))
+            parts.append(part)
+            got += len(part)
+        return b"".join(parts)
+
     def _count(self, piece: bytes) -> None:
         self.received += len(piece)
         self._sha.update(piece)
@@ -199,7 +219,7 @@ class Body:
         while size:
             want = min(PIECE, size)
             try:
-                piece = self._rfile.read(want)
+                piece = self._read(want)
             except OSError:  # includes the socket timeout
                 raise ConnectionDropped from None
             if len(piece) < want:

@@ -15,18 +15,19 @@ from pathlib import Path
 from typing import Any, Protocol
 
 
+class StopFlag(Protocol):
+    """Whether a service working in steps should stop before its next step: a
+    threading.Event, or one that also asks flow control and the journal."""
+
+    def is_set(self) -> bool: ...
+
+
 class StepStore(Protocol):
     """Durable progress of one file's upload; `save` has committed when it returns."""
 
     def load(self) -> dict[str, Any]: ...
 
     def save(self, progress: dict[str, Any]) -> None: ...
-
-
-class Stop(Protocol):
-    """Whether to stop between steps: a threading.Event, or one that also asks the journal."""
-
-    def is_set(self) -> bool: ...
 
 
 @dataclass(slots=True)
@@ -42,9 +43,9 @@ class Job:
     store: StepStore
     progress: Callable[[int], None]
     """Bytes the server has confirmed (or sent, for a single request)."""
-    stopping: Stop = field(default_factory=threading.Event)
-    """Set on shutdown, or once this host's claim on the file is lost (fleet mode): a
-    service working in steps stops between two of them."""
+    stopping: StopFlag = field(default_factory=threading.Event)
+    """Set on shutdown, when the service is paused, or once this host's claim on the file is
+    lost (fleet mode): a service working in steps stops between two of them."""
     row_id: int = 0
     """The journal's id of this file, for URLs that must name it (OneAll's media server)."""
 

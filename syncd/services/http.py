@@ -7,7 +7,8 @@ per exchange that holds through connect, send, headers and every read (`deadline
 reply bodies read streamed and capped with `Accept-Encoding: identity`. Everything read
 from a reply is parsed totally: any status, header or body gives a reply or an error with
 a readable reason, never an exception of another kind. Loopback endpoints never go through
-a proxy. Whether and when to try again is decided in one place, `retry_delay`.
+a proxy. Whether and when to try again is decided in one place, `retry_delay`. Flow
+control meters every request here (services/metering.py).
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from requests.utils import get_environ_proxies
 
 from syncd import __version__
 from syncd.config.values import is_loopback
-from syncd.errors import PermanentError, RetryableError
+from syncd.errors import PermanentError, RateLimited, RetryableError
 from syncd.services.deadline import DeadlineAdapter, exchange_within
+from syncd.services.metering import current_meter, paced_body
 
 MAX_REPLY = 1024 * 1024
 """A reply body larger than this is cut: a broken or hostile server cannot exhaust memory."""
@@ -173,6 +175,10 @@ def raise_for(
 ) -> None:
     """Turn an unexpected reply into the error that says what to do about it."""
     reason = (explain(reply) if explain else None) or error_text(reply)
+    if reply.status == 429 and reply.headers.get("x-rate-limit-reset"):
+        wait = retry_after_of(reply.headers, rate_limited=True, cap=max_retry_after)
+        if wait is not None:
+            raise RateLimited(f"{service}: HTTP 429: {reason}", wait)
     if reply.status in (408, 429) or reply.status >= 500:
         raise RetryableError(
             f"{service}: HTTP {reply.status}: {reason}",
@@ -240,6 +246,10 @@ class ServiceHttp:
     ) -> Reply:
         """One exchange within its deadline (`request_timeout` plus the body at FLOOR_RATE);
         a reply whose status is not in `expect` raises via `raise_for`."""
+        meter = current_meter()
+        if meter is not None:
+            meter.before_request()
+            data = paced_body(data, meter.pace)
         seconds = self.limits.request_timeout + _size_of(data) / FLOOR_RATE
         answered = False
         with exchange_within(seconds) as exchange:
@@ -271,7 +281,12 @@ class ServiceHttp:
                 raise self._error(exc) from None
         reply = Reply(response.status_code, response.headers, body)
         if reply.status not in expect:
-            raise_for(self.service, reply, self.explain, self.limits.max_retry_after)
+            try:
+                raise_for(self.service, reply, self.explain, self.limits.max_retry_after)
+            except RateLimited as exc:
+                if meter is not None:
+                    meter.rate_limited(exc.retry_after)
+                raise
         return reply
 
     def _observed(self, code: str) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from syncd.config import ServiceConfig, WatchConfig
 from syncd.control.logs import log_fields
-from syncd.errors import PermanentError, RetryableError
+from syncd.errors import PermanentError, RateLimited, RetryableError
 from syncd.files import (
     Vanished,
     identity_of,
@@ -35,6 +35,8 @@ from syncd.journal.store import UNREADABLE, Decision, Row, Store
 from syncd.outputs import sidecar
 from syncd.services.base import AwaitCallback, Interrupted, Job, Uploader
 from syncd.services.http import retry_delay
+from syncd.services.metering import metered
+from syncd.work.flow import Flow, Hold, TooLarge
 from syncd.work.outcomes import DONE, DUPLICATE, FAILED, Outcomes
 from syncd.work.progress import InFlight, Upload
 
@@ -45,18 +47,20 @@ class FileChanged(Exception):
     """The file is not the one the journal row describes any more."""
 
 
-class ClaimedStop:
-    """A job's stop: the daemon stops, or the journal no longer lets this host write for the
-    row (in a fleet, another host took it over), asked before each step."""
+class JobStop:
+    """A job's one stop, asked before each step: the daemon stops, its service is paused,
+    or the journal no longer lets this host write for the row (in a fleet, another host
+    took it over)."""
 
-    def __init__(self, stopping: threading.Event, journal: Store, row: Row) -> None:
+    def __init__(self, stopping: threading.Event, flow: Flow, journal: Store, row: Row) -> None:
         self._stopping = stopping
+        self._flow = flow
         self._journal = journal
         self._row = row
         self.lost = False
 
     def is_set(self) -> bool:
-        if self._stopping.is_set():
+        if self._stopping.is_set() or self._flow.paused(self._row.service):
             return True
         self.lost = self.lost or not self._journal.holds(self._row)
         return self.lost
@@ -66,7 +70,7 @@ class JournalStore:
     """A service's step store, kept in the row; a save refused stops the work: the file
     changed, or (fleet mode) the claim went to another host."""
 
-    def __init__(self, journal: Store, row: Row, stop: ClaimedStop) -> None:
+    def __init__(self, journal: Store, row: Row, stop: JobStop) -> None:
         self._journal = journal
         self._row = row
         self._stop = stop
@@ -87,6 +91,7 @@ class Pipeline:
         stopping: threading.Event,
         outcomes: Outcomes,
         completed: Callable[[Row], None],
+        flow: Flow,
     ) -> None:
         self.journal = journal
         self.watches = watches
@@ -95,6 +100,7 @@ class Pipeline:
         self.completed = completed
         """Told of a row whose sidecar is durable, before it is done (after-upload actions
         and hooks); it must be idempotent, as a crash in between calls it again."""
+        self.flow = flow
         self.in_flight = InFlight()
         self.hashing = InFlight()
         self.services: dict[str, ServiceConfig] = {}
@@ -107,7 +113,7 @@ class Pipeline:
     def process(self, row: Row) -> None:
         path = Path(os.fsdecode(row.path))
         fields = log_fields(path, row.service)
-        if self.failed_if_damaged(row):
+        if self.failed_if_damaged(row) or not self._may_go(row):
             return
         if row.state is State.UPLOADED:
             # Claimed without its sidecar: its host died between the upload and the sidecar.
@@ -134,6 +140,25 @@ class Pipeline:
                 log.info("%s changed while it was being handled; starting over", path, extra=fields)
             except OSError as exc:
                 self.fail(row, f"{path}: cannot read: {exc.strerror or exc}")
+
+    def _may_go(self, row: Row, counted_in: ServiceConfig | None = None) -> bool:
+        """Whether flow control lets the file on; if not, it is held (or failed, when it is
+        larger than any day's quota). With `counted_in`, the file is counted in its quota."""
+        try:
+            hold = self.flow.hold_of(row.service, row.identity.size)
+            if hold is None and counted_in is not None:
+                hold = self.flow.admit(counted_in, row.id, row.identity.size)
+        except TooLarge as exc:
+            self.journal.mark_failed(row, str(exc))
+            return False
+        if hold is not None:
+            self._hold(row, hold)
+            return False
+        return True
+
+    def _hold(self, row: Row, hold: Hold) -> None:
+        """Not a failure and no request: the file waits for the service's hold to end."""
+        self.journal.mark_held(row, hold.reason, hold.until)
 
     def fail(self, row: Row, reason: str) -> None:
         """A failure no retry will mend (an I/O error, a bug): shown until `syncd retry`."""
@@ -193,7 +218,8 @@ class Pipeline:
         elif answer is Decision.UNCHANGED:
             log.info("%s changed on disk but not in content: not uploaded again", path)
             self.finish(row, service, DUPLICATE)
-        elif answer is Decision.UPLOAD:
+        elif answer is Decision.UPLOAD and self._may_go(row, counted_in=service):
+            # (Asked again: a pause or a hold may have come while the file was hashed.)
             self._upload(row, path, file, service, uploader, fields)
 
     def _upload(
@@ -207,7 +233,7 @@ class Pipeline:
     ) -> None:
         assert row.sha256 is not None
         progress = self.in_flight.begin(row.id, Upload(str(path), row.service, row.identity.size))
-        stop = ClaimedStop(self.stopping, self.journal, row)
+        stop = JobStop(self.stopping, self.flow, self.journal, row)
         job = Job(
             path=path,
             file=file,
@@ -222,7 +248,13 @@ class Pipeline:
         )
         log.debug("uploading %s to %s", path, row.service, extra=fields)
         try:
-            outcome = uploader.upload(job)
+            with metered(self.flow.meter(row.service)):
+                outcome = uploader.upload(job)
+        except RateLimited as exc:
+            log.warning("%s; the whole service waits", exc, extra=fields)
+            hold = self.flow.hold_of(row.service)
+            self._hold(row, hold or self.flow.rate_limited(row.service, exc.retry_after))
+            return
         except RetryableError as exc:
             delay = retry_delay(row.attempts, exc.retry_after)
             log.warning("%s; next try in %.1f s", exc, delay, extra=fields)
@@ -234,8 +266,12 @@ class Pipeline:
             self.mark_failed(row, str(exc))
             return
         except Interrupted:
+            hold = None if stop.lost else self.flow.hold_of(row.service)
             if stop.lost:
                 log.warning("%s: another host took this upload over", path, extra=fields)
+            elif hold is not None:
+                log.info("%s: stopped between chunks: %s", path, hold.reason, extra=fields)
+                self._hold(row, hold)
             else:
                 self.journal.mark_retry(row, "interrupted by shutdown", time.time())
             return

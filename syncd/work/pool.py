@@ -1,4 +1,8 @@
-"""The worker pool: `workers` threads, each claiming the next due row and working it."""
+"""The worker pool: `workers` threads, each claiming the next due row and working it.
+
+Flow control decides which row: the claim skips services at their `max_parallel`, and the
+journal hands out rows by priority and order (work/flow/order.py).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import time
 
 from syncd.journal.outage import Outage
 from syncd.journal.store import JournalUnavailable, Store
+from syncd.work.flow import Flow
 from syncd.work.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -18,7 +23,12 @@ class Workers:
     """`count` threads, each claiming the next due row and running it through the pipeline."""
 
     def __init__(
-        self, count: int, journal: Store, pipeline: Pipeline, idle_poll: float | None = None
+        self,
+        count: int,
+        journal: Store,
+        pipeline: Pipeline,
+        flow: Flow,
+        idle_poll: float | None = None,
     ) -> None:
         self._journal = journal
         self._idle_poll = idle_poll
@@ -27,6 +37,7 @@ class Workers:
         self._pipeline = pipeline
         self.outage = Outage("workers")
         """The journal unreachable: the workers wait it out, and it shows as degraded."""
+        self._flow = flow
         self._cond = threading.Condition()
         self._stop = False
         self._generation = 0
@@ -82,9 +93,9 @@ class Workers:
         """Claim a row and work it, or wait until one may be due."""
         with self._cond:
             generation = self._generation
-        row = self._journal.claim(time.time())
+        row = self._flow.claim(lambda full: self._journal.claim(time.time(), full))
         if row is None:
-            due = self._journal.next_due()
+            due = self._journal.next_due(self._flow.full())
             with self._cond:
                 if not self._stop and generation == self._generation:
                     self._cond.wait(self._idle_wait(due))
@@ -98,4 +109,8 @@ class Workers:
             log.exception("unexpected error on %s", os.fsdecode(row.path))
             self._pipeline.fail(row, f"internal error: {type(exc).__name__}: {exc}")
         finally:
-            self._journal.release(row.id)
+            try:
+                self._journal.release(row.id)
+            finally:
+                if self._flow.finished(row.service):  # the slot is free even in an outage
+                    self.wake()
