@@ -18,6 +18,7 @@ from syncd.errors import SyncdError
 from syncd.files import Identity, Vanished, identity_of, open_regular, sha256_of
 from syncd.intake.routing import IGNORED, route
 from syncd.journal.reader import JournalReader
+from syncd.journal.rules import queue_rank
 from syncd.services import make_uploader
 from syncd.services.base import Uploader
 from syncd.services.oneall.signer import Signer
@@ -107,7 +108,7 @@ def _planned(config: Config) -> list[Planned]:
         identity = Identity.of(st)
         found[path] = (-watch.priority, rank(watch.order, os.fsencode(path), identity))
     planned = []
-    for path in sorted(found, key=lambda p: (found[p][0], _comparable(found[p][1]))):
+    for path in sorted(found, key=lambda p: (found[p][0], queue_rank(found[p][1]))):
         watch = route(config.watches, path)
         assert watch is not None
         try:
@@ -118,11 +119,6 @@ def _planned(config: Config) -> list[Planned]:
         except OSError as exc:
             raise SyncdError(f"{path}: cannot read: {exc.strerror or exc}") from None
     return planned
-
-
-def _comparable(value: int | bytes) -> tuple[int, int, bytes]:
-    """SQLite's order for the rank column: integers before blobs."""
-    return (0, value, b"") if isinstance(value, int) else (1, 0, value)
 
 
 def _files(config: Config) -> list[Path]:

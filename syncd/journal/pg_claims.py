@@ -13,6 +13,8 @@ from syncd.journal.store import Row
 CLAIMABLE_NAMES = [str(s) for s in CLAIMABLE]
 _FREE = "(claim_owner IS NULL OR claim_expires < %(now)s)"
 """Unclaimed, or its holder's lease ran out (a NULL expiry holds until released)."""
+_NOT_SKIPPED = "service <> ALL(%(skip)s::text[])"
+"""Not of a service flow control skips (at its `max_parallel`)."""
 
 
 class Claims(Connected):
@@ -22,8 +24,9 @@ class Claims(Connected):
     def expiry(self, now: float) -> float | None:
         raise NotImplementedError
 
-    def claim(self, now: float) -> Row | None:
-        """The next due row nobody holds (or whose holder's lease ran out), now this host's."""
+    def claim(self, now: float, skip: frozenset[str] = frozenset()) -> Row | None:
+        """The next due row nobody holds (or whose holder's lease ran out), of a service not
+        in `skip`, by priority and rank (as SQLite's); now this host's."""
         found = self.execute(
             "UPDATE files SET claim_owner=%(owner)s, claim_expires=%(expires)s::float8,"
             " claim_fence=claim_fence+1,"
@@ -31,12 +34,14 @@ class Claims(Connected):
             " WHERE id=(SELECT id FROM files WHERE"
             " ((state = ANY(%(claimable)s) AND due <= %(now)s)"
             " OR state IN ('uploading', 'uploaded'))"
-            f" AND {_FREE} ORDER BY due, id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING *",
+            f" AND {_FREE} AND {_NOT_SKIPPED} ORDER BY priority DESC, rank, id LIMIT 1"
+            " FOR UPDATE SKIP LOCKED) RETURNING *",
             {
                 "owner": self.owner,
                 "expires": self.expiry(now),
                 "claimable": CLAIMABLE_NAMES,
                 "now": now,
+                "skip": sorted(skip),
             },
         )
         if not found:
@@ -74,9 +79,10 @@ class Claims(Connected):
             self.leases.lose(row.id)
         return bool(taken)
 
-    def next_due(self) -> float | None:
+    def next_due(self, skip: frozenset[str] = frozenset()) -> float | None:
         found = self._read(
-            f"SELECT MIN(due) AS due FROM files WHERE state = ANY(%(claimable)s) AND {_FREE}",
-            {"claimable": CLAIMABLE_NAMES, "now": time.time()},
+            "SELECT MIN(due) AS due FROM files WHERE state = ANY(%(claimable)s)"
+            f" AND {_FREE} AND {_NOT_SKIPPED}",
+            {"claimable": CLAIMABLE_NAMES, "now": time.time(), "skip": sorted(skip)},
         )
         return None if found[0]["due"] is None else float(found[0]["due"])

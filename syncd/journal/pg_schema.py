@@ -16,6 +16,22 @@ from syncd.errors import SyncdError
 MIGRATION_LOCK = 0x73796E6364
 """pg_advisory_xact_lock key ("syncd") held while the schema is checked and migrated."""
 
+FLOW_MIGRATIONS: tuple[str, ...] = (
+    # Flow control's migrations (branch pgflow), kept in a block of their own that MIGRATIONS
+    # ends with, so that migrations appended there (outbox, after-upload) merge in before it.
+    #
+    # SQLite's 7: waiting rows are taken by priority, then rank (journal/rules.py's
+    # queue_rank: bytes sorting as SQLite's untyped column), along an index of waiting rows;
+    # flow_state keeps pauses, service-wide holds and quota counts, the fleet's.
+    """
+    ALTER TABLE files ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE files ADD COLUMN rank BYTEA NOT NULL DEFAULT ''::bytea;
+    CREATE INDEX files_queue ON files(priority DESC, rank, id)
+        WHERE state IN ('hashed', 'retry_wait', 'seen');
+    CREATE TABLE flow_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)
+    """,
+)
+
 MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE files (
@@ -124,6 +140,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE hook_cursor (failed_since DOUBLE PRECISION NOT NULL);
     INSERT INTO hook_cursor VALUES (extract(epoch FROM now()))
     """,
+    *FLOW_MIGRATIONS,  # last: see FLOW_MIGRATIONS
 )
 
 

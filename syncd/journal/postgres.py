@@ -39,6 +39,7 @@ from syncd.journal.pg_after import PostgresAfterUpload
 from syncd.journal.pg_base import Params, row_of, signed, unsigned
 from syncd.journal.pg_claims import CLAIMABLE_NAMES, Claims
 from syncd.journal.pg_fleet import FleetTables
+from syncd.journal.pg_flow import PostgresFlow
 from syncd.journal.pg_outbox import PostgresOutbox
 from syncd.journal.pg_reads import Reads
 from syncd.journal.pg_schema import connect_error, first_line, migrate
@@ -54,7 +55,7 @@ _FENCED = "id=%(id)s AND version=%(version)s AND claim_fence=%(fence)s"
 """A write under the claim the row was read under; every claim raises the fence."""
 
 
-class PostgresStore(Claims, Reads, FleetTables, PostgresAfterUpload):
+class PostgresStore(Claims, Reads, FleetTables, PostgresFlow, PostgresAfterUpload):
     """Durable state of every file the fleet knows; safe to share between threads."""
 
     def __init__(
@@ -173,7 +174,14 @@ class PostgresStore(Claims, Reads, FleetTables, PostgresAfterUpload):
             for r in rows
         }
 
-    def record_seen(self, path: bytes, service: str, identity: Identity) -> bool:
+    def record_seen(
+        self,
+        path: bytes,
+        service: str,
+        identity: Identity,
+        priority: int = 0,
+        rank: int | bytes | None = None,
+    ) -> bool:
         values = {
             "path": path,
             "service": service,
@@ -182,12 +190,15 @@ class PostgresStore(Claims, Reads, FleetTables, PostgresAfterUpload):
             "size": identity.size,
             "mtime_ns": identity.mtime_ns,
             "now": time.time(),
+            "priority": priority,
+            "rank": rules.queue_rank(rank),
         }
         with self._write() as db:
             inserted = db.execute(
                 "INSERT INTO files (path, service, state, dev, inode, size, mtime_ns, due,"
-                " updated_at, queued_at) VALUES (%(path)s, %(service)s, 'seen', %(dev)s,"
-                " %(inode)s, %(size)s, %(mtime_ns)s, 0, %(now)s, %(now)s)"
+                " updated_at, queued_at, priority, rank) VALUES (%(path)s, %(service)s, 'seen',"
+                " %(dev)s, %(inode)s, %(size)s, %(mtime_ns)s, 0, %(now)s, %(now)s, %(priority)s,"
+                " %(rank)s)"
                 " ON CONFLICT (path) DO NOTHING",
                 values,
             ).rowcount
@@ -213,7 +224,8 @@ class PostgresStore(Claims, Reads, FleetTables, PostgresAfterUpload):
                 "UPDATE files SET service=%(service)s, state='seen', version=version+1,"
                 " dev=%(dev)s, inode=%(inode)s, size=%(size)s, mtime_ns=%(mtime_ns)s,"
                 " sha256=NULL, attempts=0, due=0, error=NULL, error_at=NULL, updated_at=%(now)s,"
-                " queued_at=%(now)s, result=CASE WHEN service=%(service)s THEN result END,"
+                " queued_at=%(now)s, priority=%(priority)s, rank=%(rank)s,"
+                " result=CASE WHEN service=%(service)s THEN result END,"
                 " uploaded_sha256=CASE WHEN service=%(service)s THEN uploaded_sha256 END"
                 " WHERE path=%(path)s",
                 values,
@@ -224,7 +236,7 @@ class PostgresStore(Claims, Reads, FleetTables, PostgresAfterUpload):
         with self._write() as db:
             db.execute(
                 "DELETE FROM files WHERE path=%s AND state = ANY(%s)",
-                (path, CLAIMABLE_NAMES),
+                (path, [*CLAIMABLE_NAMES, str(State.HELD)]),
             )
 
     def get(self, row_id: int) -> Row | None:

@@ -80,3 +80,32 @@ def by_event(targets: Mapping[str, tuple[str, ...]]) -> dict[str, tuple[str, ...
         for event in events:
             subscribers[event] = (*subscribers.get(event, ()), target)
     return subscribers
+
+
+# -- flow control (work/flow/): the same in every store ---------------------------------
+
+RELEASED = "CASE WHEN sha256 IS NULL THEN 'seen' ELSE 'hashed' END"
+"""SQL: the state a held row goes back to, where it was before it was held."""
+
+
+def once_unfinished(retries: str) -> str:
+    """SQL: a row `run --once` still waits for; `retries` is the store's parameter."""
+    return (
+        "(state IN ('seen', 'hashed', 'uploading', 'uploaded')"
+        f" OR (state='retry_wait' AND attempts <= {retries}))"
+    )
+
+
+def once_failed(retries: str) -> str:
+    """SQL: a row `run --once` counts as failed (a retryable error tried too often)."""
+    return f"(state='failed' OR (state='retry_wait' AND attempts > {retries}))"
+
+
+def queue_rank(rank: int | bytes | None) -> bytes:
+    """A rank (work/flow/order.py) as bytes that sort as SQLite sorts its untyped rank
+    column: none first, then integers by value, then paths by their bytes."""
+    if rank is None:
+        return b""
+    if isinstance(rank, int):
+        return b"\x01" + (rank + (1 << 63)).to_bytes(8, "big")
+    return b"\x02" + rank

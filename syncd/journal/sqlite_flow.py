@@ -9,6 +9,7 @@ import time
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+from syncd.journal import rules
 from syncd.journal.codec import row_from
 from syncd.journal.states import CLAIMABLE, State, check_moves
 from syncd.journal.store import Row
@@ -48,8 +49,8 @@ class SqliteFlow:
         check_moves((State.HELD,), State.HASHED)
         with self._write() as db:
             return db.execute(
-                "UPDATE files SET state=CASE WHEN sha256 IS NULL THEN 'seen' ELSE 'hashed' END,"
-                " due=0, error=NULL, error_at=NULL, updated_at=? WHERE state=? AND service=?",
+                f"UPDATE files SET state={rules.RELEASED}, due=0, error=NULL, error_at=NULL,"  # noqa: S608
+                " updated_at=? WHERE state=? AND service=?",
                 (time.time(), State.HELD, service),
             ).rowcount
 
@@ -73,9 +74,8 @@ class SqliteFlow:
 
     def once_outcome(self: _Base, retries: int) -> tuple[int, int]:
         found = self._read(
-            "SELECT SUM(state IN ('seen', 'hashed', 'uploading', 'uploaded')"
-            "  OR (state='retry_wait' AND attempts <= ?)) AS unfinished,"
-            " SUM(state='failed' OR (state='retry_wait' AND attempts > ?)) AS failed FROM files",
+            f"SELECT SUM({rules.once_unfinished('?')}) AS unfinished,"  # noqa: S608
+            f" SUM({rules.once_failed('?')}) AS failed FROM files",
             retries,
             retries,
         )
