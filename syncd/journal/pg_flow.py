@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from syncd.journal import rules
@@ -74,6 +75,22 @@ class PostgresFlow(Connected):
             " ON CONFLICT (key) DO UPDATE SET value=excluded.value",
             (key, json.dumps(value)),
         )
+
+    def change_flow_state(self, key: str, change: Callable[[Any], Any]) -> None:
+        """The row locked meanwhile: two hosts counting against one quota take turns."""
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO flow_state (key, value) VALUES (%s, 'null') ON CONFLICT DO NOTHING",
+                (key,),
+            )
+            found = db.execute(
+                "SELECT value FROM flow_state WHERE key=%s FOR UPDATE", (key,)
+            ).fetchone()
+            assert found is not None
+            db.execute(
+                "UPDATE flow_state SET value=%s WHERE key=%s",
+                (json.dumps(change(json.loads(found["value"]))), key),
+            )
 
     def once_outcome(self, retries: int) -> tuple[int, int]:
         unfinished = rules.once_unfinished("%(retries)s")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -66,6 +67,16 @@ class SqliteFlow:
 
     def save_flow_state(self: _Base, key: str, value: Any) -> None:
         with self._write(counted=False) as db:
+            db.execute(
+                "INSERT INTO flow_state (key, value) VALUES (?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, json.dumps(value)),
+            )
+
+    def change_flow_state(self: _Base, key: str, change: Callable[[Any], Any]) -> None:
+        with self._write(counted=False) as db:
+            found = db.execute("SELECT value FROM flow_state WHERE key=?", (key,)).fetchone()
+            value = change(json.loads(found["value"]) if found else None)
             db.execute(
                 "INSERT INTO flow_state (key, value) VALUES (?, ?)"
                 " ON CONFLICT(key) DO UPDATE SET value=excluded.value",

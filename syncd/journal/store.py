@@ -225,6 +225,10 @@ class Store(AfterUploadStore, Protocol):
 
     def save_flow_state(self, key: str, value: Any) -> None: ...
 
+    def change_flow_state(self, key: str, change: Callable[[Any], Any]) -> None:
+        """Replace the value by `change(value)` (None when absent), atomically: in a fleet,
+        no other host reads or changes it meanwhile."""
+
     def once_outcome(self, retries: int) -> tuple[int, int]:
         """For `run --once`: rows still to work, and rows failed (a retryable error tried
         more than `retries` times counts as failed)."""
