@@ -13,11 +13,12 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from syncd.cli.journal import FLEET_EXTRA
 from syncd.config import Config, ServiceConfig, TonService
 from syncd.errors import SyncdError
 from syncd.files import Identity, Vanished, identity_of, open_regular, sha256_of
 from syncd.intake.routing import IGNORED, route
-from syncd.journal.reader import JournalReader
+from syncd.journal.reader import JournalReader, Reader
 from syncd.journal.rules import queue_rank
 from syncd.services import make_uploader
 from syncd.services.base import Uploader
@@ -34,7 +35,7 @@ class Planned:
 
 
 def dry_run(config: Config) -> int:
-    reader = JournalReader(config.daemon.state_dir / "journal.sqlite")
+    reader = _reader(config)
     try:
         uploaders = _uploaders(config)
         first_copy: dict[tuple[str, str], Path] = {}
@@ -54,6 +55,17 @@ def dry_run(config: Config) -> int:
     return 0
 
 
+def _reader(config: Config) -> Reader:
+    """The journal in force: a fleet's database, else state_dir's SQLite journal."""
+    if config.journal is None:
+        return JournalReader(config.daemon.state_dir / "journal.sqlite")
+    try:
+        from syncd.journal.pg_reader import PgJournalReader
+    except ImportError:
+        raise SyncdError(FLEET_EXTRA) from None
+    return PgJournalReader(config.journal.url, config.journal.password)
+
+
 def _uploaders(config: Config) -> dict[str, Uploader]:
     """Only for `still_valid`: whether an earlier result can stand for a duplicate."""
     public_url = config.media_server.public_url if config.media_server else "https://localhost"
@@ -71,7 +83,7 @@ def _decide(
     planned: Planned,
     service: ServiceConfig,
     uploader: Uploader,
-    reader: JournalReader,
+    reader: Reader,
     first_copy: dict[tuple[str, str], Path],
 ) -> tuple[str, str]:
     """What the pipeline's begin_upload would answer, from reads alone."""

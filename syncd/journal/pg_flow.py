@@ -50,8 +50,7 @@ class PostgresFlow(Connected):
             ).rowcount
 
     def release_held(self, service: str) -> int:
-        check_moves((State.HELD,), State.SEEN)
-        check_moves((State.HELD,), State.HASHED)
+        rules.check_release()
         with self._write() as db:
             return db.execute(
                 f"UPDATE files SET state={rules.RELEASED}, due=0, error=NULL, error_at=NULL,"  # noqa: S608

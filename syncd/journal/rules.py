@@ -9,7 +9,7 @@ from typing import Any
 
 from syncd.files import Identity
 from syncd.journal.codec import decode
-from syncd.journal.states import IN_FLIGHT, State
+from syncd.journal.states import IN_FLIGHT, State, check_moves
 from syncd.journal.store import Decision, Row
 
 WAIT = 1.0
@@ -86,6 +86,12 @@ def by_event(targets: Mapping[str, tuple[str, ...]]) -> dict[str, tuple[str, ...
 
 RELEASED = "CASE WHEN sha256 IS NULL THEN 'seen' ELSE 'hashed' END"
 """SQL: the state a held row goes back to, where it was before it was held."""
+
+
+def check_release() -> None:
+    """The moves RELEASED makes are allowed (states.py's table)."""
+    check_moves((State.HELD,), State.SEEN)
+    check_moves((State.HELD,), State.HASHED)
 
 
 def once_unfinished(retries: str) -> str:

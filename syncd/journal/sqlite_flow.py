@@ -46,8 +46,7 @@ class SqliteFlow:
             ).rowcount
 
     def release_held(self: _Base, service: str) -> int:
-        check_moves((State.HELD,), State.SEEN)
-        check_moves((State.HELD,), State.HASHED)
+        rules.check_release()
         with self._write() as db:
             return db.execute(
                 f"UPDATE files SET state={rules.RELEASED}, due=0, error=NULL, error_at=NULL,"  # noqa: S608

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,9 @@ from syncd.journal.pg_schema import MIGRATIONS
 from syncd.journal.sqlite import SqliteStore
 from syncd.journal.states import State
 from syncd.journal.store import Decision
+
+FAR_FUTURE = datetime(2099, 1, 1, tzinfo=UTC)
+"""A TON result's expiry that keeps it valid."""
 
 
 def syncd_with(tmp_path: Path, journal: dict[str, Any] | None, **env: str) -> RunningDaemon:
@@ -76,3 +81,39 @@ def test_journal_copy_moves_a_sqlite_journal_into_postgresql(
     assert "copied 0 files" in again.stdout and "3 were there already" in again.stdout
     bad = joining.cli("journal", "copy", "--to", "https://db/x")
     assert bad.returncode == 2 and "--to: expected a URL such as postgresql://" in bad.stderr
+
+
+def test_dry_run_reads_the_fleets_journal_and_writes_nothing(
+    tmp_path, postgres_cluster, postgres_url
+):
+    from syncd.journal.postgres import PostgresStore
+
+    journal = {"url": postgres_url, "password_file": str(postgres_cluster.password_file)}
+    syncd = syncd_with(tmp_path, journal)
+    done = tmp_path / "drop" / "done.bin"
+    done.write_bytes(b"uploaded by another host")
+    other = tmp_path / "drop" / "new.bin"
+    other.write_bytes(b"nobody has this one")
+    empty = syncd.cli("run", "--once", "--dry-run")
+    assert empty.returncode == 0, empty.stderr
+    assert "dry run: 2 to upload, 0 duplicates, 0 already uploaded" in empty.stdout
+    fleet = PostgresStore(postgres_url, postgres_cluster.password, "host-b", 30.0)
+    try:
+        identity = Identity.of(done.stat())
+        fleet.record_seen(os.fsencode(done), "ads", identity)
+        row = fleet.claim(10.0**10)
+        assert row is not None
+        sha = hashlib.sha256(done.read_bytes()).hexdigest()
+        hashed = fleet.mark_hashed(row, sha, identity)
+        assert hashed is not None
+        decision = fleet.begin_upload(hashed, lambda result: True)
+        assert decision is not None
+        assert fleet.mark_uploaded(decision[1], {"id": "7", "expires": FAR_FUTURE})
+        before = fleet.counts(), fleet.known()
+        planned = syncd.cli("run", "--once", "--dry-run")
+        assert planned.returncode == 0, planned.stderr
+        assert f"{done}: ads, 24 bytes, single, already uploaded" in planned.stdout
+        assert "dry run: 1 to upload, 0 duplicates, 1 already uploaded" in planned.stdout
+        assert (fleet.counts(), fleet.known()) == before, "the dry run wrote something"
+    finally:
+        fleet.close()
