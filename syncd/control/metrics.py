@@ -131,6 +131,15 @@ class _StateCollector(Collector):
         for service, at in sorted(self._journal.last_success().items()):
             success.add_metric([service], at)
         yield success
+        quota = GaugeMetricFamily(
+            "syncd_quota_remaining",
+            "What is left of today's quota, per service and unit (files or bytes).",
+            labels=["service", "unit"],
+        )
+        # read from the journal: left out with the rest while it cannot be read
+        for (service, unit), left in sorted(self._flow.quota_remaining().items()):
+            quota.add_metric([service, unit], left)
+        yield quota
         pending, failing = self._journal.outbox.backlog()
         yield GaugeMetricFamily(
             "syncd_webhook_pending", "Webhook deliveries waiting in the outbox.", value=pending
@@ -150,14 +159,6 @@ class _StateCollector(Collector):
         for service in names:
             paused.add_metric([service], 1.0 if service in paused_now else 0.0)
         yield paused
-        quota = GaugeMetricFamily(
-            "syncd_quota_remaining",
-            "What is left of today's quota, per service and unit (files or bytes).",
-            labels=["service", "unit"],
-        )
-        for (service, unit), left in sorted(self._flow.quota_remaining().items()):
-            quota.add_metric([service, unit], left)
-        yield quota
         yield GaugeMetricFamily(
             "syncd_watches", "Watched folders ([[watch]] entries).", value=self._watches()
         )
