@@ -35,7 +35,7 @@ from syncd.errors import SyncdError
 from syncd.files import Identity
 from syncd.intake.watcher import Watcher
 from syncd.journal.patience import StorageFault, patiently, persevering
-from syncd.journal.store import open_store
+from syncd.journal.store import Fleet, open_store
 from syncd.outputs.healthcheck import HealthCheck
 from syncd.outputs.hooks import Hooks
 from syncd.outputs.webhooks import Webhooks
@@ -55,6 +55,9 @@ STOP_TIMEOUT = 30.0
 ACTION_STOP_TIMEOUT = 10.0
 """How long an archive or delete under way may take to finish at stop (else it is finished
 at the next start)."""
+FLEET_IDLE_POLL = 1.0
+"""In a fleet, idle workers look for work this often: other hosts add rows, and the claims
+of a host that died run out, without telling this one."""
 TICK = 1.0
 """The main loop's longest sleep: bounds how late STATUS= and the reload flag are seen."""
 EXIT_FAILED = 4
@@ -76,7 +79,7 @@ def _return_large_buffers() -> None:
         log.debug("mallopt is not available; large buffers stay with the allocator")
 
 
-def _lock_state_dir(state_dir: Path) -> int:
+def lock_state_dir(state_dir: Path) -> int:
     """One daemon per journal: a second would reset the first one's uploads as crashed."""
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -127,7 +130,7 @@ class Daemon:
         self._wake = threading.Event()
         self._signals = 0
         self._reload = False
-        self._lock = _lock_state_dir(config.daemon.state_dir)
+        self._lock = lock_state_dir(config.daemon.state_dir)
         self.faults = Degraded()
         self.journal = persevering(open_store(config), self.faults)
         self.flow = Flow(self.journal, Clock(), lambda: self.workers.wake())
@@ -161,12 +164,16 @@ class Daemon:
         )
         self.callbacks = Callbacks(self.journal, self.pipeline)
         self.media: _Server | None = None
+        self.fleet = self.journal if isinstance(self.journal, Fleet) else None
         self.signer: Signer | None = None
         if config.media_server is not None:
             from syncd.services.oneall.mediaserver import MediaServer  # waitress: OneAll only
 
-            self.signer = Signer.from_state_dir(
-                config.daemon.state_dir, config.media_server.public_url
+            url = config.media_server.public_url
+            self.signer = (
+                Signer.shared(self.fleet.shared_key, url)
+                if self.fleet is not None
+                else Signer.from_state_dir(config.daemon.state_dir, url)
             )
             self.media = MediaServer(
                 config.media_server.host,
@@ -180,7 +187,12 @@ class Daemon:
             config.watches, config.daemon.settle_seconds, self._complete, self.journal.known
         )
         self.workers = Workers(
-            config.daemon.workers, self.journal, self.pipeline, self.flow, self.faults
+            config.daemon.workers,
+            self.journal,
+            self.pipeline,
+            self.flow,
+            self.faults,
+            idle_poll=None if self.fleet is None else FLEET_IDLE_POLL,
         )
         self.flow.use(config)
         self.control = Control(
@@ -191,6 +203,7 @@ class Daemon:
             self.workers.wake,
             self.after.restore,
             self.flow,
+            fleet=None if self.fleet is None else self.fleet.hosts,
         )
         self.status = StatusServer(
             config.daemon.status_socket, self.control.answer, config.daemon.status_group
@@ -309,8 +322,9 @@ class Daemon:
                 break
 
     def _journal_chores(self, rescan: bool) -> None:
-        """The main loop's own journal work; with the journal's disk full it waits for the
-        next tick instead (the watchdog must keep being pinged), status saying degraded."""
+        """The main loop's own journal work; with the journal's disk full or its database
+        unreachable it waits for the next tick instead (the watchdog must keep being pinged),
+        status saying degraded."""
         try:
             self.callbacks.check()
             self.flow.tick()
@@ -432,6 +446,8 @@ class Daemon:
         self.webhooks.use(config.webhooks)
         if config.webhooks and not self.webhooks.alive():
             self.webhooks.start()
+        if config.journal != self.config.journal:
+            log.warning("[journal] changes only when syncd restarts")
         self.pipeline.use(config.services, uploaders)
         self.config = config
         self.flow.use(config)

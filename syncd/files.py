@@ -39,6 +39,11 @@ class Identity(NamedTuple):
     def of(cls, st: os.stat_result) -> Identity:
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
+    def same_version(self, other: Identity) -> bool:
+        """The same version of the file whichever host looks: st_dev is left out, as each
+        host mounting one shared folder sees its own (inode, size and mtime are the file's)."""
+        return self[1:] == other[1:]
+
 
 class Vanished(Exception):
     """The path no longer names a regular file we may read: nothing to do for it."""
@@ -112,7 +117,7 @@ class Place:
             st = os.stat(self.name, dir_fd=self.folder, follow_symlinks=False)
         except OSError:
             return None
-        return st.st_mode if Identity.of(st) == identity else None
+        return st.st_mode if Identity.of(st).same_version(identity) else None
 
 
 def locate(root: Path, path: Path) -> Place:

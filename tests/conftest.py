@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from harness import RunningDaemon, SandboxClient, base_config, sidecar_of, wait_until
 from hypothesis import HealthCheck, settings
+from pgcluster import Cluster, find_binaries
 
 from syncd.sandbox.server import Sandbox
 
@@ -96,6 +97,25 @@ def make_daemon(tmp_path: Path) -> Iterator[Callable[..., RunningDaemon]]:
     for daemon in built:
         if daemon.process is not None and daemon.process.poll() is None:
             daemon.kill()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Cluster]:
+    """One throwaway PostgreSQL server for the whole run (fleet mode's journal)."""
+    pytest.importorskip("psycopg", reason="the fleet extra (psycopg) is not installed")
+    binaries = find_binaries()
+    if binaries is None:
+        pytest.skip("no PostgreSQL binaries (initdb, pg_ctl): apt-get install postgresql")
+    cluster = Cluster(binaries).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: Cluster) -> str:
+    """A fresh, empty database of its own for each test; its password is in
+    `postgres_cluster.password_file`."""
+    return postgres_cluster.database()
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:

@@ -13,11 +13,13 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from syncd.cli.journal import FLEET_EXTRA
 from syncd.config import Config, ServiceConfig, TonService
 from syncd.errors import SyncdError
 from syncd.files import Identity, Vanished, identity_of, locate, sha256_of
 from syncd.intake.routing import IGNORED, route
-from syncd.journal.reader import JournalReader
+from syncd.journal.reader import JournalReader, Reader
+from syncd.journal.rules import queue_rank
 from syncd.services import make_uploader
 from syncd.services.base import Uploader
 from syncd.services.oneall.signer import Signer
@@ -33,7 +35,7 @@ class Planned:
 
 
 def dry_run(config: Config) -> int:
-    reader = JournalReader(config.daemon.state_dir / "journal.sqlite")
+    reader = _reader(config)
     try:
         uploaders = _uploaders(config)
         first_copy: dict[tuple[str, str], Path] = {}
@@ -53,6 +55,17 @@ def dry_run(config: Config) -> int:
     return 0
 
 
+def _reader(config: Config) -> Reader:
+    """The journal in force: a fleet's database, else state_dir's SQLite journal."""
+    if config.journal is None:
+        return JournalReader(config.daemon.state_dir / "journal.sqlite")
+    try:
+        from syncd.journal.pg_reader import PgJournalReader
+    except ImportError:
+        raise SyncdError(FLEET_EXTRA) from None
+    return PgJournalReader(config.journal.url, config.journal.password)
+
+
 def _uploaders(config: Config) -> dict[str, Uploader]:
     """Only for `still_valid`: whether an earlier result can stand for a duplicate."""
     public_url = config.media_server.public_url if config.media_server else "https://localhost"
@@ -70,7 +83,7 @@ def _decide(
     planned: Planned,
     service: ServiceConfig,
     uploader: Uploader,
-    reader: JournalReader,
+    reader: Reader,
     first_copy: dict[tuple[str, str], Path],
 ) -> tuple[str, str]:
     """What the pipeline's begin_upload would answer, from reads alone."""
@@ -107,7 +120,7 @@ def _planned(config: Config) -> list[Planned]:
         identity = Identity.of(st)
         found[path] = (-watch.priority, rank(watch.order, os.fsencode(path), identity))
     planned = []
-    for path in sorted(found, key=lambda p: (found[p][0], _comparable(found[p][1]))):
+    for path in sorted(found, key=lambda p: (found[p][0], queue_rank(found[p][1]))):
         watch = route(config.watches, path)
         assert watch is not None
         try:
@@ -118,11 +131,6 @@ def _planned(config: Config) -> list[Planned]:
         except OSError as exc:
             raise SyncdError(f"{path}: cannot read: {exc.strerror or exc}") from None
     return planned
-
-
-def _comparable(value: int | bytes) -> tuple[int, int, bytes]:
-    """SQLite's order for the rank column: integers before blobs."""
-    return (0, value, b"") if isinstance(value, int) else (1, 0, value)
 
 
 def _files(config: Config) -> list[Path]:

@@ -86,7 +86,20 @@ def _parser() -> argparse.ArgumentParser:
             name, parents=[common], help=f"{verb} uploads to services (none named: all)"
         )
         steer.add_argument("services", nargs="*", help="[services.NAME] names")
-    commands.add_parser("check", parents=[common], help="validate the configuration and exit")
+    commands.add_parser(
+        "check",
+        parents=[common],
+        help="validate the configuration (and, in fleet mode, reach the journal) and exit",
+    )
+    journal = commands.add_parser("journal", help="the journal: copy it into a fleet's database")
+    journal_commands = journal.add_subparsers(dest="journal_command", required=True)
+    copy = journal_commands.add_parser(
+        "copy",
+        parents=[common],
+        help="copy this host's SQLite journal into PostgreSQL (a host joining a fleet);"
+        " the password comes from [journal] password_file or $PGPASSWORD",
+    )
+    copy.add_argument("--to", required=True, metavar="URL", help="postgresql://USER@HOST/DB")
     sandbox = commands.add_parser("sandbox", help="serve the service emulators")
     sandbox.add_argument("--listen", default="127.0.0.1:8700", help="HOST:PORT")
     sandbox.add_argument("--data-dir", type=Path, help="keep what was received here")
@@ -120,11 +133,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command in ("pause", "resume"):
         return _pause_or_resume(args)
     if command == "check":
-        config = load(args.config or default_config_path())
-        print(
-            f"{config.source}: ok ({len(config.services)} services, {len(config.watches)} watches)"
-        )
-        return 0
+        return _check(args)
+    if command == "journal":
+        from syncd.cli.journal import copy_journal
+
+        return copy_journal(load(args.config or default_config_path()), args.to)
     from syncd.sandbox.server import main as sandbox_main
 
     forwarded = ["--listen", args.listen]
@@ -156,6 +169,16 @@ def _run(args: argparse.Namespace) -> int:
         return dry_run(config)
     setup_logging(config.daemon.log_level)
     return Daemon(config_path, config, once=once).run()
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = load(args.config or default_config_path())
+    print(f"{config.source}: ok ({len(config.services)} services, {len(config.watches)} watches)")
+    if config.journal is not None:
+        from syncd.cli.journal import describe_journal
+
+        print(describe_journal(config.journal))
+    return 0
 
 
 def _socket_path(args: argparse.Namespace) -> Path:

@@ -98,6 +98,13 @@ def render_status(reply: dict[str, Any]) -> str:
             for d in webhooks["failing"]
         ]
     lines += _after_upload(reply)
+    if reply.get("fleet"):
+        lines.append("fleet:")
+        lines += [
+            f"  {h['host']} (pid {h['pid']}): heartbeat {h['heartbeat_age_s']:.1f} s ago,"
+            f" {h['claims']} claims"
+            for h in reply["fleet"]
+        ]
     if reply.get("service_holds"):
         lines.append("services held:")
         lines += [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import socket
 import stat
 import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -19,6 +20,7 @@ from syncd.config.model import (
     Account,
     Config,
     DaemonConfig,
+    JournalConfig,
     MediaServerConfig,
     MetricsConfig,
     OneAllService,
@@ -35,7 +37,9 @@ from syncd.config.values import (
     default_status_socket,
     expanduser,
     integer,
+    parse_database_url,
     parse_duration,
+    parse_host_id,
     parse_listen,
     parse_schedule,
     parse_size,
@@ -59,10 +63,14 @@ AFTER_UPLOAD = ("keep", "archive", "delete")
 ORDERS = ("oldest", "newest", "smallest", "largest", "name")
 MIN_POLL_INTERVAL = 30.0
 """Polling faster than this costs more than the network filesystems it is meant for."""
+MIN_FLEET_POLL_INTERVAL = 1.0
+"""In fleet mode polling is how a host sees the others' files, so it may be much faster."""
+MIN_LEASE = 1.0
 CREDENTIALS = frozenset({"consumer_key", "consumer_secret", "access_token", "access_token_secret"})
 CREDENTIALS |= {"api_key", "public_key", "private_key", "identity_token", "secret"}
 """Keys that may instead be given as `KEY_file = "path"` (e.g. systemd's LoadCredential=)."""
 SECRETS = frozenset({"consumer_secret", "access_token_secret", "api_key", "private_key", "secret"})
+SECRETS |= {"password"}
 """Refused inline in a config file that other users can read, as ssh refuses such keys."""
 
 MAX_SECRET = 64 * 1024
@@ -85,7 +93,8 @@ _DEFAULT_ENDPOINTS = {
     "twitpic": "https://api.twitpic.com",
     "twitlonger": "https://api.twitlonger.com",
 }
-_TOP_LEVEL = ("daemon", "accounts", "services", "media_server", "metrics", "watch", "webhook")
+_TOP_LEVEL: tuple[str, ...] = ("daemon", "accounts", "services", "media_server", "metrics")
+_TOP_LEVEL += ("watch", "webhook", "journal")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -98,6 +107,8 @@ class _Source:
     mode: int
     named: dict[str, dict[str, Any]]
     """The [accounts.*] and [services.*] read so far, for keys that name one."""
+    fleet: bool = False
+    """A [journal] url is set: watches may poll as often as every second."""
 
 
 class _Table:
@@ -260,6 +271,14 @@ def _name_in(section: str, resolve: bool) -> _Reader:
     return read
 
 
+def _poll_interval(table: _Table, key: str) -> float | None:
+    least, said = (MIN_FLEET_POLL_INTERVAL, "1s") if table.src.fleet else (MIN_POLL_INTERVAL, "30s")
+    value = table.get(key, parse_duration)
+    if value is not None and 0 < value < least:
+        raise table.error(key, f"must be 0 (inotify) or >= {said}")
+    return value
+
+
 _READERS: dict[str, _Reader] = {
     # [daemon]
     "state_dir": _Table.path,
@@ -301,9 +320,7 @@ _READERS: dict[str, _Reader] = {
     "exclude": _value(strings),
     "recursive": _value(boolean),
     "allow_hard_links": _value(boolean),
-    "poll_interval": _value(
-        parse_duration, lambda s: s == 0 or s >= MIN_POLL_INTERVAL, "must be 0 (inotify) or >= 30s"
-    ),
+    "poll_interval": _poll_interval,
     # [[webhook]]
     "url": _value(parse_url),
     "events": _value(
@@ -325,6 +342,20 @@ _READERS: dict[str, _Reader] = {
     "priority": _value(integer),
 }
 """How each key is read, whichever table it is in; a dataclass's fields pick the keys."""
+
+
+def _journal(table: _Table) -> JournalConfig:
+    """[journal]: fleet mode's shared PostgreSQL journal."""
+    table.check_keys(["url", "password", "password_file", "host_id", "lease"])
+    lease = table.get("lease", parse_duration)
+    if lease is not None and lease < MIN_LEASE:
+        raise table.error("lease", "must be at least 1s")
+    return JournalConfig(
+        url=table.require("url", parse_database_url),
+        password=table.credential("password") or "",
+        host_id=table.get("host_id", parse_host_id) or socket.gethostname(),
+        lease=30.0 if lease is None else lease,
+    )
 
 
 def _entries(root: _Table, section: str) -> Iterator[tuple[str, _Table]]:
@@ -404,6 +435,9 @@ def load(path: Path) -> Config:
         services[name] = _service(name, table)
     media = root.get("media_server", toml_table)
     media_server = None if media is None else _media_server(_Table(src, "media_server", media))
+    journal_table = root.get("journal", toml_table)
+    journal = None if journal_table is None else _journal(_Table(src, "journal", journal_table))
+    src.fleet = journal is not None
     for name, service in services.items():
         if isinstance(service, OneAllService) and media_server is None:
             raise ConfigError(file, f"services.{name}", None, "oneall needs a [media_server] table")
@@ -426,4 +460,5 @@ def load(path: Path) -> Config:
         media_server,
         None if metrics is None else _metrics(_Table(src, "metrics", metrics)),
         webhooks,
+        journal,
     )

@@ -158,7 +158,8 @@ class WatchConfig:
     exclude: tuple[str, ...] = ()
     recursive: bool = True
     poll_interval: float = 0.0
-    """0 watches with inotify; otherwise poll this often (network filesystems), >= 30 s."""
+    """0 watches with inotify; otherwise poll this often (network filesystems): >= 30 s, or
+    >= 1 s in fleet mode, where polling is how a host sees the others' files."""
     allow_hard_links: bool = False
     """Upload files that have other names too; refused by default, since another name
     may lie outside every watch (README, "Trust boundaries")."""
@@ -181,6 +182,20 @@ class WatchConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class JournalConfig:
+    """Fleet mode: the PostgreSQL journal several hosts share (absent: SQLite in state_dir)."""
+
+    url: str
+    """postgresql://USER@HOST[:PORT]/DATABASE; the password is never part of it."""
+    password: str = field(repr=False)
+    """From password_file (or inline); empty when the server needs none."""
+    host_id: str
+    """This host's name in claims and `syncd status`; must differ between hosts."""
+    lease: float = 30.0
+    """A claim not renewed for this long is taken over by another host."""
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: Path
     daemon: DaemonConfig
@@ -190,3 +205,5 @@ class Config:
     media_server: MediaServerConfig | None = None
     metrics: MetricsConfig | None = None
     webhooks: tuple[WebhookConfig, ...] = ()
+    journal: JournalConfig | None = None
+    """Set in fleet mode only."""

@@ -23,6 +23,7 @@ _SIZE_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30}
 _DURATION = re.compile(r"(?:\s*\d+(?:\.\d+)?\s*(?:ms|s|m|h|d))+\s*", re.IGNORECASE)
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)", re.IGNORECASE)
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY}
+_HOST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _KINDS = {bool: "a boolean", int: "an integer", float: "a float", str: "a string"}
 _KINDS |= {list: "an array", dict: "a table", datetime: "a datetime", date: "a date"}
 _KINDS[time] = "a time"
@@ -182,6 +183,29 @@ def parse_url(value: object) -> str:
     if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
         raise ValueError("plain http is allowed only to loopback hosts; use https")
     return text.rstrip("/")
+
+
+def parse_database_url(value: object) -> str:
+    """A PostgreSQL URL (libpq's form); its password belongs in password_file, not here."""
+    text = string(value)
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ValueError("expected a URL such as postgresql://syncd@db.example.com/syncd") from None
+    if parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
+        raise ValueError("expected a URL such as postgresql://syncd@db.example.com/syncd")
+    if parts.password is not None:
+        raise ValueError("the password must not be in the URL; use password_file")
+    return text
+
+
+def parse_host_id(value: object) -> str:
+    """A short name of letters, digits, `.`, `-` and `_`: it is shown in status and logs."""
+    text = string(value)
+    if not _HOST_ID.fullmatch(text):
+        raise ValueError("expected 1 to 64 letters, digits, '.', '-' or '_'")
+    return text
 
 
 def parse_listen(value: object) -> tuple[str, int]:

@@ -36,6 +36,7 @@ from waitress.channel import HTTPChannel
 
 from syncd import __version__
 from syncd.errors import SyncdError
+from syncd.journal.patience import StorageFault
 from syncd.journal.store import Store
 from syncd.work.outcomes import DONE, DUPLICATE, FAILED
 from syncd.work.progress import Upload
@@ -100,6 +101,14 @@ class _StateCollector(Collector):
         self._degraded = sources.degraded
 
     def collect(self) -> Iterator[Metric]:
+        try:
+            from_journal = list(self._from_journal())
+        except StorageFault:
+            from_journal = []  # left out while the journal cannot be read: syncd_degraded says so
+        yield from from_journal
+        yield from self._from_host()
+
+    def _from_journal(self) -> Iterator[Metric]:
         files = GaugeMetricFamily("syncd_files", "Files in each state.", labels=["state"])
         for state, count in self._journal.counts().items():
             files.add_metric([state], count)
@@ -118,6 +127,26 @@ class _StateCollector(Collector):
         for service, at in sorted(self._journal.last_success().items()):
             success.add_metric([service], at)
         yield success
+        quota = GaugeMetricFamily(
+            "syncd_quota_remaining",
+            "What is left of today's quota, per service and unit (files or bytes).",
+            labels=["service", "unit"],
+        )
+        # read from the journal: left out with the rest while it cannot be read
+        for (service, unit), left in sorted(self._flow.quota_remaining().items()):
+            quota.add_metric([service, unit], left)
+        yield quota
+        pending, failing = self._journal.outbox.backlog()
+        yield GaugeMetricFamily(
+            "syncd_webhook_pending", "Webhook deliveries waiting in the outbox.", value=pending
+        )
+        yield GaugeMetricFamily(
+            "syncd_webhook_failing",
+            "Webhook deliveries whose last attempt failed (they are retried).",
+            value=failing,
+        )
+
+    def _from_host(self) -> Iterator[Metric]:
         names = sorted(self._services())
         paused_now = self._flow.paused()
         paused = GaugeMetricFamily(
@@ -126,14 +155,6 @@ class _StateCollector(Collector):
         for service in names:
             paused.add_metric([service], 1.0 if service in paused_now else 0.0)
         yield paused
-        quota = GaugeMetricFamily(
-            "syncd_quota_remaining",
-            "What is left of today's quota, per service and unit (files or bytes).",
-            labels=["service", "unit"],
-        )
-        for (service, unit), left in sorted(self._flow.quota_remaining().items()):
-            quota.add_metric([service, unit], left)
-        yield quota
         yield GaugeMetricFamily(
             "syncd_watches", "Watched folders ([[watch]] entries).", value=self._watches()
         )
@@ -158,15 +179,6 @@ class _StateCollector(Collector):
         for component in sorted(self._degraded()):
             degraded.add_metric([component], 1.0)
         yield degraded
-        pending, failing = self._journal.outbox.backlog()
-        yield GaugeMetricFamily(
-            "syncd_webhook_pending", "Webhook deliveries waiting in the outbox.", value=pending
-        )
-        yield GaugeMetricFamily(
-            "syncd_webhook_failing",
-            "Webhook deliveries whose last attempt failed (they are retried).",
-            value=failing,
-        )
 
 
 class Metrics:

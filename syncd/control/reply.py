@@ -38,7 +38,10 @@ class Control:
         wake_workers: Callable[[], None],
         restore: Callable[[str], str | None],
         flow: Flow,
+        fleet: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
+        self._fleet = fleet
+        """Fleet mode: the hosts sharing the journal, for the reply's `fleet`."""
         self._current = current
         self._journal = journal
         self._pipeline = pipeline
@@ -127,6 +130,20 @@ class Control:
         return {"paused": act(services)}
 
     def _status_reply(self) -> dict[str, Any]:
+        reply = self._local_reply()
+        if self._fleet is not None:
+            reply["fleet"] = [
+                {
+                    "host": host["host"],
+                    "pid": host["pid"],
+                    "heartbeat_age_s": round(max(0.0, float(host["heartbeat_age_s"])), 3),
+                    "claims": int(host["claims"]),
+                }
+                for host in self._fleet()
+            ]
+        return reply
+
+    def _local_reply(self) -> dict[str, Any]:
         counts = self._journal.counts()
         return {
             "version": __version__,

@@ -81,6 +81,11 @@ class Settler:
         """Gone, moved away, or no longer a regular file."""
         self._candidates.pop(path, None)
 
+    def retry(self, path: Path, seen: Seen, due: float) -> None:
+        """A settled file the journal could not take yet: a candidate again, still settled,
+        due at `due`; a change meanwhile makes it settle afresh."""
+        self._candidates[path] = _Candidate(seen.signature, due - self.settle_seconds, False, due)
+
     def next_due(self) -> float | None:
         """The monotonic time of the next second look, None with no candidates."""
         return min((c.due for c in self._candidates.values()), default=None)

@@ -18,13 +18,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 from syncd.config import WatchConfig
+from syncd.control.degraded import Backoff
 from syncd.files import Identity
 from syncd.intake.events import Observers
 from syncd.intake.routing import inside, route
 from syncd.intake.scan import Known, Scanner, ScanStats
 from syncd.intake.settle import Seen, Settler
+from syncd.journal.patience import StorageFault
 
 log = logging.getLogger(__name__)
+
+RETRY_SETTLED = 1.0
+"""Seconds before a settled file the journal could not take is offered to it again."""
 
 Complete = Callable[[Path, WatchConfig, Identity], None]
 """Told of each file that is complete; the journal decides whether it is new."""
@@ -125,6 +130,7 @@ class Watcher:
     # -- the settler thread ------------------------------------------------------------
 
     def _settle_loop(self) -> None:
+        backoff = Backoff()
         while True:
             with self._cond:
                 while not self._stopped and not (self._hints or self._folders or self._rescan):
@@ -146,8 +152,16 @@ class Watcher:
                 for path, quick in hints.items():
                     self._observe(path, quick)
                 self._settle_due()
+            except StorageFault:  # the journal cannot be read or written: look again later
+                with self._cond:
+                    self._rescan = self._rescan or rescan
+                    self._folders |= folders
+                    if not self._stopped:
+                        self._cond.wait(backoff.failed())
             except Exception:
                 log.exception("the settler hit an unexpected error; it goes on")
+            else:
+                backoff.reset()
 
     def _found(self, path: Path, st: os.stat_result) -> bool:
         """A scan found a new or changed file: a candidate unless it is one already."""
@@ -182,11 +196,16 @@ class Watcher:
             seen = Seen.of(st, time.time()) if st and stat.S_ISREG(st.st_mode) else None
             with self._cond:
                 settled = self._settler.settled(path, seen, time.monotonic())
-            if not settled or st is None:
+            if not settled or st is None or seen is None:
                 continue
             watch = route(self.watches, path)
             if watch is not None and inside(watch, path):
-                self._complete(path, watch, Identity.of(st))
+                try:
+                    self._complete(path, watch, Identity.of(st))
+                except StorageFault:
+                    with self._cond:  # kept: journaled once the journal answers again
+                        self._settler.retry(path, seen, time.monotonic() + RETRY_SETTLED)
+                    raise
 
     def _drop(self, path: Path) -> None:
         with self._cond:

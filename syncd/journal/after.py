@@ -21,6 +21,21 @@ from typing import Any, Protocol
 
 from syncd.files import Identity
 
+HOOKS_KEPT = 86400.0
+"""Finished hooks are kept this long: a failed one is shown in status meanwhile, and the key
+of a done event enqueued again after a crash must still be there to be recognised."""
+
+UNFINISHED = "state IN ('pending', 'moving', 'restoring')"
+"""SQL, the same for every store: actions not finished yet."""
+IN_TRASH = "kind='delete' AND state='moved'"
+"""SQL: actions whose file is in the trash."""
+FINISHED = "(state IN ('skipped', 'restored', 'purged') OR (kind='archive' AND state='moved'))"
+"""SQL: actions that are history."""
+
+
+class ActionTaken(Exception):
+    """A fleet's other host took this action over: this host does nothing more for it."""
+
 
 @dataclass(frozen=True, slots=True)
 class Action:

@@ -15,7 +15,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 
-from syncd.journal.codec import decode
+from syncd.journal.codec import delivery_from
+from syncd.journal.rules import by_event
 from syncd.journal.states import State
 from syncd.journal.store import Delivery
 
@@ -51,10 +52,7 @@ class SqliteOutbox:
         )
 
     def subscribe(self, targets: Mapping[str, tuple[str, ...]]) -> int:
-        subscribers: dict[str, tuple[str, ...]] = {}
-        for target, events in targets.items():
-            for event in events:
-                subscribers[event] = (*subscribers.get(event, ()), target)
+        subscribers = by_event(targets)
         marks = ",".join("?" * len(targets))
         with self._write() as db:
             self._subscribers = subscribers
@@ -94,22 +92,4 @@ class SqliteOutbox:
     def _select(self, where: str, *values: object) -> list[Delivery]:
         with self._lock:
             found = self._db.execute(f"SELECT * FROM outbox {where}", values).fetchall()  # noqa: S608
-        return [
-            Delivery(
-                seq=r["seq"],
-                event_id=r["event_id"],
-                target=r["target"],
-                event=r["event"],
-                at=r["at"],
-                path=bytes(r["path"]),
-                service=r["service"],
-                sha256=r["sha256"],
-                size=r["size"],
-                result=decode(r["result"]),
-                error=r["error"],
-                attempts=r["attempts"],
-                due=r["due"],
-                last_error=r["last_error"],
-            )
-            for r in found
-        ]
+        return [delivery_from(r) for r in found]

@@ -5,11 +5,22 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Protocol
 
 from syncd.errors import SyncdError
 from syncd.journal.codec import row_from
 from syncd.journal.states import State
 from syncd.journal.store import Row
+
+
+class Reader(Protocol):
+    """The reads a dry run makes, of SQLite (JournalReader) or a fleet's PostgreSQL."""
+
+    def row(self, path: bytes) -> Row | None: ...
+
+    def uploaded(self, service: str, sha256: str) -> list[Row]: ...
+
+    def close(self) -> None: ...
 
 
 class JournalReader:

@@ -18,12 +18,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from syncd.errors import SyncdError
 from syncd.files import Identity
+from syncd.journal import rules
 from syncd.journal.codec import decode, encode, row_from
 from syncd.journal.migrations import MIGRATIONS
 from syncd.journal.outbox import SqliteOutbox
@@ -241,6 +241,18 @@ class SqliteStore(SqliteFlow, SqliteAfterUpload):
                 (row_id, self._owner),
             )
 
+    def holds(self, row: Row) -> bool:
+        """One host writes this journal: a read suffices (no other store takes the row over
+        between this answer and the write that follows)."""
+        found = self._read(
+            "SELECT 1 FROM files WHERE id=? AND claim_fence=?"
+            " AND (claim_owner IS NULL OR claim_owner=?)",
+            row.id,
+            row.fence,
+            self._owner,
+        )
+        return bool(found)
+
     def next_due(self, skip: frozenset[str] = frozenset()) -> float | None:
         skipped = {f"skip{n}": service for n, service in enumerate(sorted(skip))}
         with self._lock:
@@ -295,9 +307,7 @@ class SqliteStore(SqliteFlow, SqliteAfterUpload):
             sha256,
             *identity,
         )
-        return (
-            replace(row, state=State.HASHED, sha256=sha256, identity=identity) if changed else None
-        )
+        return rules.as_hashed(row, sha256, identity) if changed else None
 
     def mark_changed(self, row: Row) -> bool:
         return self._update(row, State.SEEN, "sha256=NULL, version=version+1, due=0")
@@ -306,10 +316,10 @@ class SqliteStore(SqliteFlow, SqliteAfterUpload):
         self, row: Row, still_valid: Callable[[dict[str, Any]], bool]
     ) -> tuple[Decision, Row] | None:
         now = time.time()
-        if row.result is not None and row.uploaded_sha256 == row.sha256 and still_valid(row.result):
+        if rules.reusable(row, still_valid):
             if not self._update(row, State.UPLOADED, "error=NULL"):
                 return None
-            return Decision.UNCHANGED, replace(row, state=State.UPLOADED, error=None)
+            return Decision.UNCHANGED, rules.as_unchanged(row)
         with self._write() as db:
             # A copy waiting to retry holds the content too, but only for rows after it:
             # two copies both in retry_wait must not wait for each other.
@@ -319,37 +329,27 @@ class SqliteStore(SqliteFlow, SqliteAfterUpload):
                 " OR (state='retry_wait' AND id<?)) ORDER BY id",
                 (row.service, row.sha256, row.id, row.id),
             ).fetchall()
-            for other in others:
-                result = decode(other["result"])
-                if result is not None and still_valid(result):
-                    original = other["duplicate_of"] or other["path"]
-                    if not self._move(
-                        db,
-                        row,
-                        State.UPLOADED,
-                        "result=?, duplicate_of=?, uploaded_at=?, uploaded_sha256=sha256,"
-                        " error=NULL",
-                        other["result"],
-                        original,
-                        now,
-                    ):
-                        return None
-                    return Decision.DUPLICATE, replace(
-                        row,
-                        state=State.UPLOADED,
-                        result=result,
-                        duplicate_of=bytes(original),
-                        uploaded_at=now,
-                        uploaded_sha256=row.sha256,
-                        error=None,
-                    )
-                if other["state"] in (*IN_FLIGHT, State.RETRY_WAIT):
-                    if not self._move(db, row, None, "due=?", now + 1.0):
-                        return None
-                    return Decision.WAIT, replace(row, due=now + 1.0)
+            decision, other = rules.choose(others, still_valid)
+            if other is not None and decision is Decision.DUPLICATE:
+                original = rules.original_of(other)
+                if not self._move(
+                    db,
+                    row,
+                    State.UPLOADED,
+                    "result=?, duplicate_of=?, uploaded_at=?, uploaded_sha256=sha256, error=NULL",
+                    other["result"],
+                    original,
+                    now,
+                ):
+                    return None
+                return decision, rules.as_uploaded(row, decode(other["result"]), now, original)
+            if decision is Decision.WAIT:
+                if not self._move(db, row, None, "due=?", now + rules.WAIT):
+                    return None
+                return decision, rules.as_waiting(row, now)
             if not self._move(db, row, State.UPLOADING, "attempts=attempts+1"):
                 return None
-            return Decision.UPLOAD, replace(row, state=State.UPLOADING, attempts=row.attempts + 1)
+            return decision, rules.as_uploading(row)
 
     def save_progress(self, row: Row, progress: dict[str, Any]) -> bool:
         """Each step a service saves cannot be taken back: committed durably (see _write)."""
@@ -368,17 +368,7 @@ class SqliteStore(SqliteFlow, SqliteAfterUpload):
             encode(result),
             now,
         )
-        if not changed:
-            return None
-        return replace(
-            row,
-            state=State.UPLOADED,
-            result=result,
-            uploaded_at=now,
-            uploaded_sha256=row.sha256,
-            duplicate_of=None,
-            error=None,
-        )
+        return rules.as_uploaded(row, result, now) if changed else None
 
     def mark_awaiting(self, row: Row, deadline: float) -> bool:
         return self._update(row, State.AWAITING_CALLBACK, "due=?", deadline)

@@ -2,43 +2,31 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
-from dataclasses import fields
 
 from syncd.files import Identity
-from syncd.journal.after import Action, HookEvent, HookRow
-from syncd.journal.codec import decode, encode
+from syncd.journal.after import (
+    FINISHED,
+    HOOKS_KEPT,
+    IN_TRASH,
+    UNFINISHED,
+    Action,
+    HookEvent,
+    HookRow,
+)
+from syncd.journal.codec import (
+    ACTION_COLUMNS,
+    HOOK_COLUMNS,
+    action_from,
+    encode,
+    hook_from,
+    hook_values,
+)
 from syncd.journal.states import State, allowed
-
-HOOKS_KEPT = 86400.0
-"""Finished hooks are kept this long: a failed one is shown in status meanwhile, and the key
-of a done event enqueued again after a crash must still be there to be recognised."""
-
-
-_ACTION_COLUMNS = ", ".join(f.name for f in fields(Action))
-_HOOK_COLUMNS = "id, key, event, path, argv, env, timeout, state, error, at"
-
-
-def _action(r: sqlite3.Row) -> Action:
-    values = {key: r[key] for key in r.keys()}  # noqa: SIM118 (a Row is not a dict)
-    return Action(**{**values, "result": decode(values["result"])})
-
-
-def _hook(r: sqlite3.Row) -> HookRow:
-    event = HookEvent(
-        key=r["key"],
-        event=r["event"],
-        path=r["path"],
-        argv=tuple(json.loads(r["argv"])),
-        env=json.loads(r["env"]),
-        timeout=r["timeout"],
-    )
-    return HookRow(id=r["id"], event=event, state=r["state"], error=r["error"], at=r["at"])
 
 
 def _enqueue(db: sqlite3.Connection, hook: HookEvent | None) -> None:
@@ -46,16 +34,8 @@ def _enqueue(db: sqlite3.Connection, hook: HookEvent | None) -> None:
         return
     db.execute(
         "INSERT OR IGNORE INTO hooks (key, event, path, argv, env, timeout, state, at)"
-        " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
-        (
-            hook.key,
-            hook.event,
-            hook.path,
-            json.dumps(hook.argv),
-            json.dumps(hook.env),
-            hook.timeout,
-            time.time(),
-        ),
+        " VALUES (:key, :event, :path, :argv, :env, :timeout, 'pending', :at)",
+        hook_values(hook, time.time()),
     )
 
 
@@ -90,12 +70,11 @@ class SqliteAfterUpload:
     def due_actions(self, now: float) -> list[Action]:
         """Unfinished moves first (a crash cut them short), then pending ones that are due."""
         found = self._read(
-            f"SELECT {_ACTION_COLUMNS} FROM actions"  # noqa: S608
-            " WHERE state IN ('pending', 'moving', 'restoring') AND due <= ?"
+            f"SELECT {ACTION_COLUMNS} FROM actions WHERE {UNFINISHED} AND due <= ?"  # noqa: S608
             " ORDER BY state='pending', due, id LIMIT 100",
             now,
         )
-        return [_action(r) for r in found]
+        return [action_from(r) for r in found]
 
     def next_action_due(self) -> float | None:
         found = self._read("SELECT MIN(due) FROM actions WHERE state='pending'")
@@ -137,12 +116,12 @@ class SqliteAfterUpload:
     def trashed(self, path: bytes) -> Action | None:
         """The latest file in the trash that came from `path` (or lies at `path` in it)."""
         found = self._read(
-            f"SELECT {_ACTION_COLUMNS} FROM actions WHERE kind='delete' AND state='moved'"  # noqa: S608
+            f"SELECT {ACTION_COLUMNS} FROM actions WHERE {IN_TRASH}"  # noqa: S608
             " AND (source=? OR target=?) ORDER BY updated_at DESC, id DESC LIMIT 1",
             path,
             path,
         )
-        return _action(found[0]) if found else None
+        return action_from(found[0]) if found else None
 
     def restore_intent(self, action: Action, identity: Identity) -> str | None:
         values = {
@@ -179,17 +158,17 @@ class SqliteAfterUpload:
 
     def purgeable(self, trash: bytes, trashed_before: float) -> list[Action]:
         found = self._read(
-            f"SELECT {_ACTION_COLUMNS} FROM actions WHERE kind='delete' AND state='moved'"  # noqa: S608
+            f"SELECT {ACTION_COLUMNS} FROM actions WHERE {IN_TRASH}"  # noqa: S608
             " AND root=? AND updated_at <= ? LIMIT 1000",
             trash,
             trashed_before,
         )
-        return [_action(r) for r in found]
+        return [action_from(r) for r in found]
 
     def trash_ages(self) -> dict[bytes, float]:
         found = self._read(
-            "SELECT root, MIN(updated_at) AS oldest FROM actions"
-            " WHERE kind='delete' AND state='moved' GROUP BY root"
+            f"SELECT root, MIN(updated_at) AS oldest FROM actions WHERE {IN_TRASH}"  # noqa: S608
+            " GROUP BY root"
         )
         return {r["root"]: float(r["oldest"]) for r in found}
 
@@ -202,29 +181,28 @@ class SqliteAfterUpload:
 
     def action_counts(self) -> dict[str, int]:
         pending = self._read(
-            "SELECT COUNT(*) AS n FROM actions WHERE state IN ('pending', 'moving', 'restoring')"
+            f"SELECT COUNT(*) AS n FROM actions WHERE {UNFINISHED}"  # noqa: S608
         )
         trash = self._read(
-            "SELECT COUNT(*) AS n FROM actions WHERE kind='delete' AND state='moved'"
+            f"SELECT COUNT(*) AS n FROM actions WHERE {IN_TRASH}"  # noqa: S608
         )
         return {"pending": int(pending[0]["n"]), "trash": int(trash[0]["n"])}
 
     def forget_actions(self, finished_before: float) -> None:
         with self._write(counted=False) as db:
             db.execute(
-                "DELETE FROM actions WHERE updated_at < ? AND (state IN ('skipped', 'restored',"
-                " 'purged') OR (kind='archive' AND state='moved'))",
+                f"DELETE FROM actions WHERE updated_at < ? AND {FINISHED}",  # noqa: S608
                 (finished_before,),
             )
 
     def actions_with_error(self, limit: int) -> list[Action]:
         found = self._read(
-            f"SELECT {_ACTION_COLUMNS} FROM actions"  # noqa: S608
-            " WHERE state IN ('pending', 'moving', 'restoring') AND error IS NOT NULL"
+            f"SELECT {ACTION_COLUMNS} FROM actions WHERE {UNFINISHED}"  # noqa: S608
+            " AND error IS NOT NULL"
             " ORDER BY updated_at DESC LIMIT ?",
             limit,
         )
-        return [_action(r) for r in found]
+        return [action_from(r) for r in found]
 
     # -- hooks -------------------------------------------------------------------------
 
@@ -235,11 +213,11 @@ class SqliteAfterUpload:
     def pending_hooks(self, exclude: Iterable[int], limit: int) -> list[HookRow]:
         held = ",".join(str(int(i)) for i in exclude) or "-1"
         found = self._read(
-            f"SELECT {_HOOK_COLUMNS} FROM hooks WHERE state='pending'"  # noqa: S608
+            f"SELECT {HOOK_COLUMNS} FROM hooks WHERE state='pending'"  # noqa: S608
             f" AND id NOT IN ({held}) ORDER BY id LIMIT ?",
             limit,
         )
-        return [_hook(r) for r in found]
+        return [hook_from(r) for r in found]
 
     def hook_finished(self, hook_id: int, error: str | None) -> None:
         now = time.time()
@@ -252,11 +230,11 @@ class SqliteAfterUpload:
 
     def failing_hooks(self, limit: int) -> list[HookRow]:
         found = self._read(
-            f"SELECT {_HOOK_COLUMNS} FROM hooks WHERE state='failed'"  # noqa: S608
+            f"SELECT {HOOK_COLUMNS} FROM hooks WHERE state='failed'"  # noqa: S608
             " ORDER BY at DESC LIMIT ?",
             limit,
         )
-        return [_hook(r) for r in found]
+        return [hook_from(r) for r in found]
 
     def failures_since_cursor(self) -> list[tuple[int, float]]:
         """The failed files (id, error_at) since the cursor; the caller enqueues their

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+from syncd.journal import rules
 from syncd.journal.codec import row_from
 from syncd.journal.states import CLAIMABLE, State, check_moves
 from syncd.journal.store import Row
@@ -44,12 +46,11 @@ class SqliteFlow:
             ).rowcount
 
     def release_held(self: _Base, service: str) -> int:
-        check_moves((State.HELD,), State.SEEN)
-        check_moves((State.HELD,), State.HASHED)
+        rules.check_release()
         with self._write() as db:
             return db.execute(
-                "UPDATE files SET state=CASE WHEN sha256 IS NULL THEN 'seen' ELSE 'hashed' END,"
-                " due=0, error=NULL, error_at=NULL, updated_at=? WHERE state=? AND service=?",
+                f"UPDATE files SET state={rules.RELEASED}, due=0, error=NULL, error_at=NULL,"  # noqa: S608
+                " updated_at=? WHERE state=? AND service=?",
                 (time.time(), State.HELD, service),
             ).rowcount
 
@@ -71,11 +72,20 @@ class SqliteFlow:
                 (key, json.dumps(value)),
             )
 
+    def change_flow_state(self: _Base, key: str, change: Callable[[Any], Any]) -> None:
+        with self._write(counted=False) as db:
+            found = db.execute("SELECT value FROM flow_state WHERE key=?", (key,)).fetchone()
+            value = change(json.loads(found["value"]) if found else None)
+            db.execute(
+                "INSERT INTO flow_state (key, value) VALUES (?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, json.dumps(value)),
+            )
+
     def once_outcome(self: _Base, retries: int) -> tuple[int, int]:
         found = self._read(
-            "SELECT SUM(state IN ('seen', 'hashed', 'uploading', 'uploaded')"
-            "  OR (state='retry_wait' AND attempts <= ?)) AS unfinished,"
-            " SUM(state='failed' OR (state='retry_wait' AND attempts > ?)) AS failed FROM files",
+            f"SELECT SUM({rules.once_unfinished('?')}) AS unfinished,"  # noqa: S608
+            f" SUM({rules.once_failed('?')}) AS failed FROM files",
             retries,
             retries,
         )

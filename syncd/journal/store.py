@@ -13,10 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from syncd.errors import SyncdError
 from syncd.files import Identity
 from syncd.journal.after import AfterUploadStore
+from syncd.journal.patience import StorageFault
 from syncd.journal.states import State
 
 if TYPE_CHECKING:
@@ -26,6 +28,13 @@ if TYPE_CHECKING:
 UNREADABLE = "$unreadable"
 """In a row's progress: the JSON columns of the row that could not be read (the row is
 failed, with that reason, by whoever meets it)."""
+
+
+class JournalUnavailable(StorageFault):
+    """The journal's database cannot be reached now (fleet mode: PostgreSQL is down or cut
+    off). Nothing was written. A storage fault like a full disk, so it is met the same way
+    (journal/patience.py): workers and intake wait with backoff, the row as it was, and the
+    journal shows as degraded until a call that failed works again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +162,11 @@ class Store(AfterUploadStore, Protocol):
 
     def release(self, row_id: int) -> None: ...
 
+    def holds(self, row: Row) -> bool:
+        """Whether this store may still write for `row`: the claim it was read under is
+        unchanged and this store's (an unclaimed row is taken, keeping its fence). Asked
+        before each chunk and before a sidecar, so a host whose claim was taken over stops."""
+
     def next_due(self, skip: frozenset[str] = frozenset()) -> float | None:
         """When the earliest unclaimed waiting row of a service not in `skip` becomes due
         (idle workers sleep till then)."""
@@ -214,6 +228,10 @@ class Store(AfterUploadStore, Protocol):
 
     def save_flow_state(self, key: str, value: Any) -> None: ...
 
+    def change_flow_state(self, key: str, change: Callable[[Any], Any]) -> None:
+        """Replace the value by `change(value)` (None when absent), atomically: in a fleet,
+        no other host reads or changes it meanwhile."""
+
     def once_outcome(self, retries: int) -> tuple[int, int]:
         """For `run --once`: rows still to work, and rows failed (a retryable error tried
         more than `retries` times counts as failed)."""
@@ -243,8 +261,35 @@ class Store(AfterUploadStore, Protocol):
         """The webhook outbox, which `mark_done` and `mark_failed` fill."""
 
 
+@runtime_checkable
+class Fleet(Protocol):
+    """What a store shared by several hosts adds (PostgresStore, fleet mode)."""
+
+    def shared_key(self, name: str, make: Callable[[], bytes]) -> bytes:
+        """A secret every host uses, made by the first that asks."""
+
+    def hosts(self) -> list[dict[str, Any]]:
+        """`syncd status`'s fleet: host, pid, heartbeat_age_s, claims."""
+
+
 def open_store(config: Config) -> Store:
-    """The journal the configuration names: SQLite under `state_dir`."""
+    """The journal the configuration names: SQLite under `state_dir`, or in fleet mode the
+    PostgreSQL database of [journal] (psycopg comes with the `fleet` extra)."""
+    if config.journal is not None:
+        try:
+            from syncd.journal.postgres import PostgresStore
+        except ImportError:
+            raise SyncdError(
+                f"{config.source}: [journal] url needs the fleet extra: pip install 'syncd[fleet]'"
+            ) from None
+        journal = config.journal
+        return PostgresStore(
+            journal.url,
+            journal.password,
+            journal.host_id,
+            journal.lease,
+            connections=config.daemon.workers + 4,
+        )
     from syncd.journal.sqlite import SqliteStore
 
     return SqliteStore(config.daemon.state_dir / "journal.sqlite")

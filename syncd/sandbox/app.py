@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from syncd.sandbox.background import Background
@@ -54,11 +55,20 @@ SERVICES: tuple[Callable[[Context], Service], ...] = (
 log = logging.getLogger("syncd.sandbox")
 
 
+@dataclass(frozen=True, slots=True)
+class LinkSettings:
+    """The network between client and sandbox, as `{"link": {...}}` in the settings."""
+
+    bytes_per_second: int = 0
+    """Each connection's request bodies arrive at most this fast; 0: as fast as loopback."""
+
+
 class App:
     def __init__(self, data_dir: Path, stopping: threading.Event) -> None:
         self._stopping = stopping
         self.clock = Clock()
         self.settings = Settings()
+        self.link = self.settings.register("link", LinkSettings())
         self.oauth = OAuthVerifier(self.clock.oauth_now)
         self.journal = Journal()
         self.faults = Faults()

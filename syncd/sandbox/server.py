@@ -47,7 +47,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         try:
-            body = Body(self.rfile, self.headers)
+            body = Body(self.rfile, self.headers, self.server.app.link.current.bytes_per_second)
         except HttpError as exc:
             self._send(exc.reply)
             return

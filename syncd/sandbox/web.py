@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -114,11 +115,15 @@ class Body:
     """A request body read once, streamed, hashed as it goes (for the journal).
 
     Framing is Content-Length or `Transfer-Encoding: chunked`; no header means no body.
-    `drop_after` (set by a fault) cuts the body after that many bytes.
+    `drop_after` (set by a fault) cuts the body after that many bytes. `rate` (bytes/s, 0 for
+    none) paces the reading, as a link of that speed would: the client's sends block.
     """
 
-    def __init__(self, rfile: BufferedIOBase, headers: Message) -> None:
+    def __init__(self, rfile: BufferedIOBase, headers: Message, rate: int = 0) -> None:
         self._rfile = rfile
+        self._rate = rate
+        self._paced = 0
+        self._started = time.monotonic()
         self.chunked = "chunked" in (headers.get("Transfer-Encoding") or "").lower()
         self.declared: int | None = None
         if not self.chunked:
@@ -221,7 +226,15 @@ class Body:
                 self._count(piece)  # a client cut off mid-body did send these bytes
                 raise ConnectionDropped
             size -= want
+            self._pace(len(piece))
             yield piece
+
+    def _pace(self, length: int) -> None:
+        if self._rate > 0:
+            self._paced += length
+            behind = self._paced / self._rate - (time.monotonic() - self._started)
+            if behind > 0:
+                time.sleep(behind)
 
     def _line(self) -> bytes:
         try:

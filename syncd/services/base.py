@@ -16,7 +16,8 @@ from typing import Any, Protocol
 
 
 class StopFlag(Protocol):
-    """Whether a service working in steps should stop before its next step."""
+    """Whether a service working in steps should stop before its next step: a
+    threading.Event, or one that also asks flow control and the journal."""
 
     def is_set(self) -> bool: ...
 
@@ -43,8 +44,8 @@ class Job:
     progress: Callable[[int], None]
     """Bytes the server has confirmed (or sent, for a single request)."""
     stopping: StopFlag = field(default_factory=threading.Event)
-    """Set on shutdown or when the service is paused: a service working in steps stops
-    between two of them."""
+    """Set on shutdown, when the service is paused, or once this host's claim on the file is
+    lost (fleet mode): a service working in steps stops between two of them."""
     row_id: int = 0
     """The journal's id of this file, for URLs that must name it (OneAll's media server)."""
 

@@ -32,7 +32,7 @@ from syncd.control.logs import log_fields
 from syncd.errors import PermanentError
 from syncd.files import Identity, Place, Vanished, identity_of, locate, sha256_of
 from syncd.intake.routing import route
-from syncd.journal.after import Action, HookEvent
+from syncd.journal.after import Action, ActionTaken, HookEvent
 from syncd.journal.states import State
 from syncd.journal.store import Row, Store
 from syncd.outputs.hooks import done_event
@@ -149,6 +149,8 @@ class AfterUpload:
             self._move(action, row)
         except NotYet:
             self._journal.action_later(action, None, time.time() + NOT_YET)
+        except ActionTaken as why:
+            log.info("%s: %s", source, why, extra=fields)
         except Skip as why:
             log.info("%s: not %sd: %s", source, action.kind, why, extra=fields)
             row = self._journal.get(action.file_id)

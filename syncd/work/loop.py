@@ -1,8 +1,9 @@
 """Threads that repeat one step until stopped, sleeping between steps unless woken.
 
-A step's journal writes wait out a full disk or I/O errors with backoff, the journal
-shown degraded meanwhile (journal/patience.py), as the upload workers' do: the after-upload
-actions and the hooks pause rather than fail or lose their thread.
+A step's journal writes wait out a full disk, I/O errors or (fleet mode) an unreachable
+database with backoff, the journal shown degraded meanwhile (journal/patience.py), as the
+upload workers' do: the after-upload actions and the hooks pause rather than fail or lose
+their thread.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ Step = Callable[[], float]
 
 
 class Loop:
-    """`count` threads running `step`; an error in a step is logged and the loop goes on."""
+    """`count` threads running `step`; an error in a step is logged and the loop goes on, and
+    a journal that cannot be written or reached is waited for with backoff."""
 
     def __init__(self, name: str, step: Step, count: int = 1) -> None:
         self._step = step

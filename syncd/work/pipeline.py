@@ -46,31 +46,44 @@ class FileChanged(Exception):
     """The file is not the one the journal row describes any more."""
 
 
-class JournalStore:
-    """A service's step store, kept in the row; a save on a changed file stops the work."""
+class TakenOver(Exception):
+    """Fleet mode: another host claimed the row since; its sidecar is that host's to write."""
 
-    def __init__(self, journal: Store, row: Row) -> None:
+
+class JobStop:
+    """A job's one stop, asked before each step: the daemon stops, its service is paused,
+    or the journal no longer lets this host write for the row (in a fleet, another host
+    took it over)."""
+
+    def __init__(self, stopping: threading.Event, flow: Flow, journal: Store, row: Row) -> None:
+        self._stopping = stopping
+        self._flow = flow
         self._journal = journal
         self._row = row
+        self.lost = False
+
+    def is_set(self) -> bool:
+        if self._stopping.is_set() or self._flow.paused(self._row.service):
+            return True
+        self.lost = self.lost or not self._journal.holds(self._row)
+        return self.lost
+
+
+class JournalStore:
+    """A service's step store, kept in the row; a save refused stops the work: the file
+    changed, or (fleet mode) the claim went to another host."""
+
+    def __init__(self, journal: Store, row: Row, stop: JobStop) -> None:
+        self._journal = journal
+        self._row = row
+        self._stop = stop
 
     def load(self) -> dict[str, Any]:
         return self._journal.load_progress(self._row)
 
     def save(self, progress: dict[str, Any]) -> None:
         if not self._journal.save_progress(self._row, progress):
-            raise FileChanged
-
-
-class StopWhen:
-    """A job stops between steps on shutdown, and when its service is paused."""
-
-    def __init__(self, stopping: threading.Event, flow: Flow, service: str) -> None:
-        self._stopping = stopping
-        self._flow = flow
-        self._service = service
-
-    def is_set(self) -> bool:
-        return self._stopping.is_set() or self._flow.paused(self._service)
+            raise Interrupted if self._stop.is_set() else FileChanged
 
 
 class Pipeline:
@@ -115,6 +128,12 @@ class Pipeline:
         path = Path(os.fsdecode(row.path))
         fields = log_fields(path, row.service)
         if self.failed_if_damaged(row) or not self._may_go(row):
+            return
+        if row.state is State.UPLOADED:
+            # Claimed without its sidecar: its host died between the upload and the sidecar.
+            service = self.services.get(row.service)
+            if service is not None:
+                self.finish(row, service)
             return
         try:
             with self.place(path) as place, place.open_regular() as file:
@@ -163,7 +182,9 @@ class Pipeline:
         """A failure no retry will mend (an I/O error, a bug): shown until `syncd retry`."""
         log.error("%s", reason, extra=log_fields(row.path, row.service, State.FAILED))
         current = self.journal.get(row.id)
-        if current is not None and allowed(current.state, State.FAILED):
+        if current is None or current.fence != row.fence:
+            return  # another host took the file over: its failure is not ours to record
+        if allowed(current.state, State.FAILED):
             self.mark_failed(current, reason)
 
     def mark_failed(self, row: Row, reason: str) -> bool:
@@ -187,7 +208,7 @@ class Pipeline:
     ) -> None:
         path = place.path
         identity = identity_of(file)
-        if row.sha256 is None or identity != row.identity:
+        if row.sha256 is None or not identity.same_version(row.identity):
             tracked = Upload(str(path), row.service, identity.size)
             try:
                 digest = sha256_of(file, self.hashing.begin(row.id, tracked))
@@ -233,6 +254,7 @@ class Pipeline:
         assert row.sha256 is not None
         path = place.path
         progress = self.in_flight.begin(row.id, Upload(str(path), row.service, row.identity.size))
+        stop = JobStop(self.stopping, self.flow, self.journal, row)
         job = Job(
             path=path,
             file=file,
@@ -240,9 +262,9 @@ class Pipeline:
             sha256=row.sha256,
             media_type=media_type(path),
             caption=place.read_caption(),
-            store=JournalStore(self.journal, row),
+            store=JournalStore(self.journal, row, stop),
             progress=progress,
-            stopping=StopWhen(self.stopping, self.flow, row.service),
+            stopping=stop,
             row_id=row.id,
         )
         log.debug("uploading %s to %s", path, row.service, extra=fields)
@@ -267,8 +289,10 @@ class Pipeline:
             self.mark_failed(row, str(exc))
             return
         except Interrupted:
-            hold = self.flow.hold_of(row.service)
-            if hold is not None:
+            hold = None if stop.lost else self.flow.hold_of(row.service)
+            if stop.lost:
+                log.warning("%s: another host took this upload over", path, extra=fields)
+            elif hold is not None:
                 log.info("%s: stopped between chunks: %s", path, hold.reason, extra=fields)
                 self._hold(row, hold)
             else:
@@ -282,7 +306,10 @@ class Pipeline:
         if isinstance(outcome, AwaitCallback):
             self.journal.mark_awaiting(row, outcome.deadline)
             return
-        if identity_of(file) != row.identity or place.mode_if_unchanged(row.identity) is None:
+        if (
+            not identity_of(file).same_version(row.identity)
+            or place.mode_if_unchanged(row.identity) is None
+        ):
             self.journal.mark_changed(row)
             raise FileChanged
         uploaded = self.journal.mark_uploaded(row, outcome)
@@ -309,6 +336,9 @@ class Pipeline:
                 written = self._write_sidecar(row, service, place)
         except Vanished:
             written = False  # the file is gone or no longer here as it was: nothing beside it
+        except TakenOver:
+            log.warning("%s: another host took this file over", path, extra=fields)
+            return True
         except PermanentError as exc:
             self._sidecar_refused(row, f"cannot write the sidecar: {exc}")
             return True
@@ -348,6 +378,10 @@ class Pipeline:
             result=row.result,
             duplicate_of=Path(os.fsdecode(row.duplicate_of)) if row.duplicate_of else None,
         )
+        if not self.journal.holds(row):
+            # Checked, then written: a host frozen longer than its lease exactly between
+            # the two writes a sidecar its successor writes too, the same bytes (README).
+            raise TakenOver
         sidecar.write(place, text, mode)
         return True
 

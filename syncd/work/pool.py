@@ -11,8 +11,8 @@ import os
 import threading
 import time
 
-from syncd.control.degraded import SIDECARS, Degraded
-from syncd.journal.patience import patiently
+from syncd.control.degraded import SIDECARS, Backoff, Degraded
+from syncd.journal.patience import StorageFault, patiently
 from syncd.journal.store import Store
 from syncd.work.flow import Flow
 from syncd.work.pipeline import Pipeline
@@ -33,8 +33,12 @@ class Workers:
         pipeline: Pipeline,
         flow: Flow,
         faults: Degraded | None = None,
+        idle_poll: float | None = None,
     ) -> None:
         self._journal = journal
+        self._idle_poll = idle_poll
+        """Fleet mode: idle workers look this often, as other hosts add rows and their
+        claims run out without telling this one."""
         self._pipeline = pipeline
         self._flow = flow
         self._faults = faults or Degraded()
@@ -71,32 +75,52 @@ class Workers:
     def alive(self) -> bool:
         return all(t.is_alive() for t in self._threads)
 
+    def _idle_wait(self, due: float | None) -> float | None:
+        wait = None if due is None else max(0.01, due - time.time())
+        if self._idle_poll is not None:
+            wait = self._idle_poll if wait is None else min(wait, self._idle_poll)
+        return wait
+
     def _loop(self) -> None:
         with patiently():  # a full disk pauses a worker's journal writes, never loses them
             self._work()
 
     def _work(self) -> None:
+        backoff = Backoff()
         while not self._stop:
             if not self._faults.wait_clear(SIDECARS, PAUSE_CHECK):
                 continue  # sidecars cannot be written: take no new file until they can
-            with self._cond:
-                generation = self._generation
-            row = self._flow.claim(lambda full: self._journal.claim(time.time(), full))
-            if row is None:
-                due = self._journal.next_due(self._flow.full())
-                with self._cond:
-                    if self._stop:
-                        return
-                    if generation == self._generation:
-                        self._cond.wait(None if due is None else max(0.01, due - time.time()))
-                continue
-            self.wake()  # pass the baton: if more rows are due, the next idle worker takes one
             try:
-                self._pipeline.process(row)
-            except Exception as exc:
-                log.exception("unexpected error on %s", os.fsdecode(row.path))
-                self._pipeline.fail(row, f"internal error: {type(exc).__name__}: {exc}")
-            finally:
+                self._turn()
+            except StorageFault:  # met only by a store that does not persevere by itself
+                with self._cond:
+                    if not self._stop:
+                        self._cond.wait(backoff.failed())
+            else:
+                backoff.reset()
+
+    def _turn(self) -> None:
+        """Claim a row and work it, or wait until one may be due."""
+        with self._cond:
+            generation = self._generation
+        row = self._flow.claim(lambda full: self._journal.claim(time.time(), full))
+        if row is None:
+            due = self._journal.next_due(self._flow.full())
+            with self._cond:
+                if not self._stop and generation == self._generation:
+                    self._cond.wait(self._idle_wait(due))
+            return
+        self.wake()  # pass the baton: if more rows are due, the next idle worker takes one
+        try:
+            self._pipeline.process(row)
+        except StorageFault:
+            raise  # the row stays as the journal last recorded it
+        except Exception as exc:
+            log.exception("unexpected error on %s", os.fsdecode(row.path))
+            self._pipeline.fail(row, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            try:
                 self._journal.release(row.id)
-                if self._flow.finished(row.service):
+            finally:
+                if self._flow.finished(row.service):  # the slot is free even in an outage
                     self.wake()

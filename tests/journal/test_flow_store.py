@@ -3,6 +3,8 @@ skipped services, held rows and the values kept across restarts."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from syncd.journal.states import IllegalTransition, State
@@ -89,3 +91,22 @@ def test_once_outcome_counts_exhausted_retries_as_failed(store: Store) -> None:
     store.record_seen(b"/w/b", "ads", ident(2))
     assert store.once_outcome(retries=3) == (2, 0)
     assert store.once_outcome(retries=0) == (1, 1)
+
+
+def test_flow_state_changes_from_two_hosts_take_turns(open_store) -> None:
+    """A fleet's hosts counting against one quota: no count is lost to a race."""
+    hosts = [open_store(owner="host-a"), open_store(owner="host-b")]
+
+    def count(store: Store) -> None:
+        for _ in range(25):
+            store.change_flow_state("quota:ads", lambda n: (n or 0) + 1)
+
+    threads = [threading.Thread(target=count, args=(store,)) for store in hosts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    assert hosts[0].flow_state("quota:ads") == 50
+    hosts[1].change_flow_state("quota:ads", lambda n: n)
+    assert hosts[1].flow_state("quota:ads") == 50

@@ -208,6 +208,18 @@ def test_settings_merge_and_validate(box: Box) -> None:
     assert box.get("settings")["ton"]["min_chunk"] == 1024
 
 
+def test_link_rate_paces_each_connection(box: Box) -> None:
+    body = b"x" * 400_000
+    started = time.monotonic()
+    box.ton_post(body)
+    fast = time.monotonic() - started
+    box.post("settings", {"link": {"bytes_per_second": 1_000_000}})
+    started = time.monotonic()
+    box.ton_post(body)
+    assert time.monotonic() - started >= 0.35 > fast
+    assert box.get("settings")["link"] == {"bytes_per_second": 1_000_000}
+
+
 def test_clock(box: Box) -> None:
     before = box.get("clock")
     moved = box.post("clock", {"advance": 3600})

@@ -120,7 +120,7 @@ class MediaApp:
         file = os.fdopen(fd, "rb")
         try:
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or Identity.of(st) != servable.identity:
+            if not stat.S_ISREG(st.st_mode) or not Identity.of(st).same_version(servable.identity):
                 file.close()
                 return plain(409, "the file changed since it was hashed")
             os.set_blocking(fd, True)

@@ -2,7 +2,8 @@
 
 A token names the file's journal entry (row id), the push (attempt) it was made for, what
 the URL is for (`media` or `callback`) and an expiry, and carries an HMAC-SHA256 under a key
-kept 0600 in `state_dir`, so URLs stay valid across restarts while a video waits. A new push
+kept 0600 in `state_dir`, so URLs stay valid across restarts while a video waits (in fleet
+mode in the shared journal, so any host serves media and takes callbacks). A new push
 makes new tokens; the daemon refuses those of an earlier one.
 """
 
@@ -15,6 +16,7 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -52,6 +54,11 @@ class Signer:
         if len(key) < 32:
             raise SyncdError(f"{path}: the media server's key is damaged; remove it")
         return cls(key, public_url)
+
+    @classmethod
+    def shared(cls, shared_key: Callable[[str, Callable[[], bytes]], bytes], url: str) -> Signer:
+        """Fleet mode: one key for every host, made by the first that asks."""
+        return cls(shared_key(KEY_FILE, lambda: secrets.token_bytes(32)), url)
 
     def token(self, purpose: str, row_id: int, push: int, expires: float) -> str:
         payload = f"{purpose}.{row_id}.{push}.{int(expires)}"

@@ -3,7 +3,8 @@
 Every hold is service-wide (DESIGN.md, "Flow control"): a pause, a used-up quota and a
 429 with `x-rate-limit-reset` each stop a whole service, and its waiting files are `held`
 with the reason and the release time until the hold ends. Pauses, holds and quota counts
-are kept in the journal, so a restart keeps them.
+are kept in the journal, so a restart keeps them, and in a fleet every host shares them
+(read again on each tick). `max_parallel` counts this host's uploads only.
 """
 
 from __future__ import annotations
@@ -101,11 +102,19 @@ class Flow:
         self._lock = threading.Lock()
         self._services: dict[str, ServiceConfig] = {}
         self._active: Counter[str] = Counter()
-        self._paused: set[str] = set(store.flow_state("paused") or ())
-        self._holds: dict[str, Hold] = {
-            name: Hold(str(reason), until, bool(stops))
-            for name, (reason, until, stops) in (store.flow_state("holds") or {}).items()
-        }
+        self._paused: set[str] = set()
+        self._holds: dict[str, Hold] = {}
+        self._load()
+
+    def _load(self) -> None:
+        """Pauses and holds as the journal keeps them: a restart's, or (in a fleet, whose
+        journal every host shares) another host's."""
+        with self._lock:  # as pause, resume and hold write them
+            self._paused = set(self._store.flow_state("paused") or ())
+            self._holds = {
+                name: Hold(str(reason), until, bool(stops))
+                for name, (reason, until, stops) in (self._store.flow_state("holds") or {}).items()
+            }
 
     def meter(self, service: str) -> ServiceMeter:
         return ServiceMeter(self, service)
@@ -179,7 +188,9 @@ class Flow:
         return hold
 
     def tick(self) -> None:
-        """End the holds whose time has come; called from the daemon's main loop."""
+        """Take in what other hosts of a fleet decided, and end the holds whose time has
+        come; called from the daemon's main loop."""
+        self._load()
         now = self.clock.now()
         with self._lock:
             ended = [

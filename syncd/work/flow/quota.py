@@ -7,7 +7,7 @@ A file counts once a day: its retries and its resumption after a pause are not n
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from syncd.config import ServiceConfig
@@ -21,6 +21,9 @@ class StateStore(Protocol):
 
     def save_flow_state(self, key: str, value: Any) -> None: ...
 
+    def change_flow_state(self, key: str, change: Callable[[Any], Any]) -> None:
+        """`change` the value atomically (a fleet's hosts count against one quota)."""
+
 
 class TooLarge(Exception):
     """A file larger than the service's whole daily byte quota: no day will take it."""
@@ -30,7 +33,6 @@ class Quotas:
     def __init__(self, store: StateStore, clock: Clock) -> None:
         self._store = store
         self._clock = clock
-        self._lock = threading.Lock()
 
     def admit(self, service: ServiceConfig, file_id: int, size: int) -> float | None:
         """None when the file fits today's quota (it is counted, once a day), else the
@@ -39,18 +41,22 @@ class Quotas:
             return None
         self.check_size(service, size)
         now = self._clock.now()
-        with self._lock:
-            files, sent, counted = self._used(service, now)
-            if file_id in counted:
-                return None
-            if (service.daily_files and files + 1 > service.daily_files) or (
-                service.daily_bytes and sent + size > service.daily_bytes
-            ):
-                return self._clock.next_time_of_day(service.quota_reset, now)
-            day = self._clock.last_time_of_day(service.quota_reset, now)
-            usage = [day, files + 1, sent + size, [*counted, file_id]]
-            self._store.save_flow_state(f"quota:{service.name}", usage)
-        return None
+        day = self._clock.last_time_of_day(service.quota_reset, now)
+        full = False
+
+        def count(stored: Any) -> Any:
+            nonlocal full
+            files, sent, counted = _usage(stored, day)
+            full = file_id not in counted and bool(
+                (service.daily_files and files + 1 > service.daily_files)
+                or (service.daily_bytes and sent + size > service.daily_bytes)
+            )
+            if full or file_id in counted:
+                return stored
+            return [day, files + 1, sent + size, [*counted, file_id]]
+
+        self._store.change_flow_state(f"quota:{service.name}", count)
+        return self._clock.next_time_of_day(service.quota_reset, now) if full else None
 
     @staticmethod
     def check_size(service: ServiceConfig, size: int) -> None:
@@ -72,9 +78,13 @@ class Quotas:
         return left
 
     def _used(self, service: ServiceConfig, now: float) -> tuple[int, int, list[int]]:
-        """Files and bytes counted today, and the journal ids of those files."""
         day = self._clock.last_time_of_day(service.quota_reset, now)
-        stored = self._store.flow_state(f"quota:{service.name}")
-        if not isinstance(stored, list) or len(stored) != 4 or stored[0] != day:
-            return 0, 0, []
-        return int(stored[1]), int(stored[2]), list(stored[3])
+        return _usage(self._store.flow_state(f"quota:{service.name}"), day)
+
+
+def _usage(stored: Any, day: float) -> tuple[int, int, list[int]]:
+    """Files and bytes counted on `day` (the start of the quota day), and the journal ids
+    of those files; nothing for a count of another day."""
+    if not isinstance(stored, list) or len(stored) != 4 or stored[0] != day:
+        return 0, 0, []
+    return int(stored[1]), int(stored[2]), list(stored[3])
