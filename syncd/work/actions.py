@@ -180,7 +180,7 @@ class AfterUpload:
             with locate(watch.path, source) as place, place.open_regular() as file:
                 _check_sidecar(place, action.sha256)
                 identity = identity_of(file)
-                if identity != row.identity or sha256_of(file) != action.sha256:
+                if not identity.same_version(row.identity) or sha256_of(file) != action.sha256:
                     self._changed(source)
                     raise Skip("it changed since its upload: uploaded again as a new version")
                 if identity_of(file) != identity:
