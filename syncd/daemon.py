@@ -297,17 +297,20 @@ class Daemon:
             if self._reload:
                 self._reload = False
                 self._apply_reload()
-            if interval and self._healthy():
-                self.notifier.watchdog()
-            changes = (
-                self.journal.changes,
-                self.watcher.scans.count,
-                self.watcher.scans.running,
-                self.faults.changes,
-            )
-            if changes != last_changes:
-                last_changes = changes
-                self.notifier.status(self.control.status_line())
+            try:  # the status line and the health check read the journal
+                if interval and self._healthy():
+                    self.notifier.watchdog()
+                changes = (
+                    self.journal.changes,
+                    self.watcher.scans.count,
+                    self.watcher.scans.running,
+                    self.faults.changes,
+                )
+                if changes != last_changes:
+                    self.notifier.status(self.control.status_line())
+                    last_changes = changes
+            except StorageFault:
+                pass  # the journal cannot be reached: degraded says so; the next tick tries again
             if not limit_checked and self.watcher.scans.count:
                 limit_checked = True
                 self._warn_inotify_limit()
