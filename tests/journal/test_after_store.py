@@ -9,7 +9,8 @@ from syncd.files import Identity
 from syncd.journal.after import Action, HookEvent
 from syncd.journal.states import State
 from syncd.journal.store import Row, Store
-from tests.journal.test_store import FAR, ident, uploaded
+
+from .test_store import FAR, ident, uploaded
 
 EXPIRES = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
 
