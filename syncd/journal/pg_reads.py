@@ -1,17 +1,27 @@
-"""The PostgreSQL store's reads by state, for the status socket and the callbacks, and
+"""The PostgreSQL store's reads (a row, its progress, rows by state, metrics) and
 `syncd retry`. Mixed into PostgresStore, which holds the connections."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import Any
 
+from syncd.journal.codec import decode
 from syncd.journal.pg_base import Connected, row_of
 from syncd.journal.states import State
 from syncd.journal.store import Row
 
 
 class Reads(Connected):
+    def get(self, row_id: int) -> Row | None:
+        found = self._read("SELECT * FROM files WHERE id=%s", (row_id,))
+        return row_of(found[0]) if found else None
+
+    def load_progress(self, row: Row) -> dict[str, Any]:
+        found = self._read("SELECT progress FROM files WHERE id=%s", (row.id,))
+        return (decode(found[0]["progress"]) if found else None) or {}
+
     def overdue_callbacks(self, now: float) -> list[Row]:
         found = self._read(
             "SELECT * FROM files WHERE state='awaiting_callback' AND due <= %s", (now,)

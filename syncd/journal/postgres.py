@@ -36,7 +36,7 @@ from syncd.journal import rules
 from syncd.journal.codec import decode, encode
 from syncd.journal.leases import Leases
 from syncd.journal.pg_after import PostgresAfterUpload
-from syncd.journal.pg_base import Params, row_of, signed, unsigned
+from syncd.journal.pg_base import Params, signed, unsigned
 from syncd.journal.pg_claims import CLAIMABLE_NAMES, Claims
 from syncd.journal.pg_fleet import FleetTables
 from syncd.journal.pg_flow import PostgresFlow
@@ -239,10 +239,6 @@ class PostgresStore(Claims, Reads, FleetTables, PostgresFlow, PostgresAfterUploa
                 (path, [*CLAIMABLE_NAMES, str(State.HELD)]),
             )
 
-    def get(self, row_id: int) -> Row | None:
-        found = self._read("SELECT * FROM files WHERE id=%s", (row_id,))
-        return row_of(found[0]) if found else None
-
     # -- fenced writes -------------------------------------------------------------------
 
     def _fence(self, row: Row) -> dict[str, Any]:
@@ -353,10 +349,6 @@ class PostgresStore(Claims, Reads, FleetTables, PostgresFlow, PostgresAfterUploa
             progress=encode(progress),
             expires=self.expiry(time.time()),
         )
-
-    def load_progress(self, row: Row) -> dict[str, Any]:
-        found = self._read("SELECT progress FROM files WHERE id=%s", (row.id,))
-        return (decode(found[0]["progress"]) if found else None) or {}
 
     def mark_uploaded(self, row: Row, result: dict[str, Any]) -> Row | None:
         now = time.time()
