@@ -31,7 +31,10 @@ class HealthCheck:
         self._url = url.rstrip("/")
         self._interval = interval
         self._problem = problem
-        from syncd.services.http import ServiceHttp  # requests: only when a URL is configured
+        from syncd.services import LOADING
+
+        with LOADING:  # requests: only when a URL is configured
+            from syncd.services.http import ServiceHttp
 
         self._http = ServiceHttp("healthcheck")
         self._stop = threading.Event()

@@ -127,7 +127,10 @@ class Webhooks:
 
     def _loop(self) -> None:
         # requests loads here, with the first webhook configured, not at every start.
-        from syncd.services.http import ServiceHttp
+        from syncd.services import LOADING
+
+        with LOADING:
+            from syncd.services.http import ServiceHttp
 
         http = ServiceHttp("webhook")
         try:

@@ -68,16 +68,20 @@ def _build(
     return OneAllUploader(config, signer, limits, observe)
 
 
+LOADING = threading.RLock()
+"""Held while a module that loads requests is imported at first use: two threads importing
+requests' submodules at once can see the package half initialised (ImportError)."""
+
+
 class _Deferred:
     """An Uploader that builds the real one, once, when it is first asked to work."""
 
     def __init__(self, build: Callable[[], Uploader]) -> None:
         self._build = build
-        self._lock = threading.Lock()
         self._built: Uploader | None = None
 
     def built(self) -> Uploader:
-        with self._lock:
+        with LOADING:
             if self._built is None:
                 self._built = self._build()
             return self._built

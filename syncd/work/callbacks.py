@@ -25,6 +25,7 @@ from syncd.control.logs import log_fields
 from syncd.files import media_type
 from syncd.journal.states import IN_FLIGHT, State
 from syncd.journal.store import Row, Store
+from syncd.services import LOADING
 from syncd.services.base import Result
 from syncd.services.oneall.mediaapp import Servable
 from syncd.work.pipeline import Pipeline
@@ -53,7 +54,8 @@ class Callbacks:
     def _current(self, row_id: int, push: int) -> Row | None:
         """The row, if `push` is the one it is on now."""
         # OneAll's uploader (and requests with it) loads only once OneAll is in use.
-        from syncd.services.oneall.uploader import PUSH
+        with LOADING:
+            from syncd.services.oneall.uploader import PUSH
 
         row = self._journal.get(row_id)
         if row is None or row.progress.get(PUSH) != push:
@@ -70,7 +72,8 @@ class Callbacks:
 
     def receive(self, row_id: int, push: int, data: Any) -> tuple[int, str]:
         """A OneAll callback: the HTTP status and text to answer it with."""
-        from syncd.services.oneall.uploader import callback_outcome
+        with LOADING:
+            from syncd.services.oneall.uploader import callback_outcome
 
         outcome = callback_outcome(data)
         if outcome is None:
@@ -110,7 +113,8 @@ class Callbacks:
             )
 
     def _apply_early(self, row: Row) -> None:
-        from syncd.services.oneall.uploader import callback_outcome
+        with LOADING:
+            from syncd.services.oneall.uploader import callback_outcome
 
         outcome = callback_outcome(row.progress[EARLY_CALLBACK])
         if outcome is None:
