@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syncd.control.logs import log_fields
 from syncd.files import media_type
@@ -27,8 +27,10 @@ from syncd.journal.states import IN_FLIGHT, State
 from syncd.journal.store import Row, Store
 from syncd.services import LOADING
 from syncd.services.base import Result
-from syncd.services.oneall.mediaapp import Servable
 from syncd.work.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from syncd.services.oneall.mediaapp import Servable
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,8 @@ class Callbacks:
         row = self._current(row_id, push)
         if row is None or row.state not in IN_FLIGHT:
             return None
+        from syncd.services.oneall.mediaapp import Servable  # loaded with the media server
+
         path = Path(os.fsdecode(row.path))
         return Servable(path, row.identity, media_type(path))
 
