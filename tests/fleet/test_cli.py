@@ -117,3 +117,37 @@ def test_dry_run_reads_the_fleets_journal_and_writes_nothing(
         assert (fleet.counts(), fleet.known()) == before, "the dry run wrote something"
     finally:
         fleet.close()
+
+
+def test_journal_copy_keeps_each_waiting_file_in_its_place_in_the_queue(
+    tmp_path, postgres_cluster, postgres_url
+):
+    from syncd.journal.postgres import PostgresStore
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    sizes = {"small.bin": 10, "large.bin": 30, "middle.bin": 20}
+    sqlite = SqliteStore(tmp_path / "state" / "journal.sqlite")
+    for inode, (name, size) in enumerate(sizes.items(), start=1):
+        sqlite.record_seen(os.fsencode(drop / name), "ads", Identity(1, inode, size, 20))
+    sqlite.close()
+    watch = {"path": str(drop), "order": "largest", "priority": 3}
+    config = base_config(tmp_path, "http://127.0.0.1:9", [watch])
+    joining = RunningDaemon(
+        tmp_path, config, {**os.environ, "PGPASSWORD": postgres_cluster.password}
+    )
+    copied = joining.cli("journal", "copy", "--to", postgres_url)
+    assert copied.returncode == 0, copied.stderr
+    fleet = PostgresStore(postgres_url, postgres_cluster.password, "host-a", 30.0)
+    try:
+        taken = []
+        while (row := fleet.claim(10.0**10)) is not None:
+            taken.append(os.path.basename(os.fsdecode(row.path)))
+        assert taken == ["large.bin", "middle.bin", "small.bin"], "the watch's order, kept"
+        with fleet._write() as db:
+            priorities = {
+                r["priority"] for r in db.execute("SELECT priority FROM files").fetchall()
+            }
+        assert priorities == {3}
+    finally:
+        fleet.close()
