@@ -14,6 +14,7 @@ from pathlib import Path
 
 from syncd.config.keys import D, build
 from syncd.config.model import (
+    SERVICE_TYPES,
     Account,
     Config,
     DaemonConfig,
@@ -22,9 +23,6 @@ from syncd.config.model import (
     MetricsConfig,
     OneAllService,
     ServiceConfig,
-    TonService,
-    TwitLongerService,
-    TwitPicService,
     WatchConfig,
     WebhookConfig,
 )
@@ -44,9 +42,6 @@ from syncd.config.values import (
 from syncd.errors import ConfigError
 
 MIN_LEASE = 1.0
-_SERVICE_TYPES: dict[str, type[ServiceConfig]] = {
-    cls.type: cls for cls in (TonService, TwitPicService, TwitLongerService, OneAllService)
-}
 _DEFAULT_ENDPOINTS = {
     "ton": "https://ton.twitter.com",
     "twitpic": "https://api.twitpic.com",
@@ -89,12 +84,12 @@ def _array(root: Table, key: str, cls: type[D]) -> tuple[D, ...]:
 
 def _service(name: str, table: Table) -> ServiceConfig:
     kind = table.require("type", string)
-    if kind not in _SERVICE_TYPES:
-        raise table.error("type", f"unknown type {kind!r}; use {', '.join(_SERVICE_TYPES)}")
+    if kind not in SERVICE_TYPES:
+        raise table.error("type", f"unknown type {kind!r}; use {', '.join(SERVICE_TYPES)}")
     given: dict[str, object] = {"name": name}
     if kind in _DEFAULT_ENDPOINTS:
         given["endpoint"] = _DEFAULT_ENDPOINTS[kind]
-    return build(table, _SERVICE_TYPES[kind], given, extra=["type"])
+    return build(table, SERVICE_TYPES[kind], given, extra=["type"])
 
 
 def _media_server(table: Table) -> MediaServerConfig:

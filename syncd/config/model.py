@@ -124,6 +124,12 @@ class OneAllService(ServiceConfig):
     """A video with no callback by then is failed."""
 
 
+SERVICE_TYPES: dict[str, type[ServiceConfig]] = {
+    cls.type: cls for cls in (TonService, TwitPicService, TwitLongerService, OneAllService)
+}
+"""A `[services.NAME]` table's `type`, and the dataclass it is read into."""
+
+
 @dataclass(frozen=True, slots=True)
 class MediaServerConfig:
     """Where OneAll fetches files from; URLs are signed and expire."""
