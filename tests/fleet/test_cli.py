@@ -151,3 +151,31 @@ def test_journal_copy_keeps_each_waiting_file_in_its_place_in_the_queue(
         assert priorities == {3}
     finally:
         fleet.close()
+
+
+def test_status_prints_the_fleets_hosts_escaped(
+    tmp_path, make_daemon, postgres_cluster, postgres_url
+):
+    """A host's name comes from the shared database, which every host (and whoever owns
+    one) writes: `syncd status` prints it escaped, on its own line, like a file name."""
+    import psycopg
+
+    from syncd.control.printable import printable
+
+    (tmp_path / "drop").mkdir()
+    config = base_config(tmp_path, "http://127.0.0.1:9", [{"path": str(tmp_path / "drop")}])
+    config["journal"] = {"url": postgres_url, "password_file": str(postgres_cluster.password_file)}
+    daemon = make_daemon(config).start()
+    hostile = "evil\x1b[2J\n  forged (pid 1): heartbeat 0.0 s ago, 0 claims\x07"
+    with psycopg.connect(postgres_url, password=postgres_cluster.password) as db:
+        db.execute(
+            "INSERT INTO hosts (host_id, pid, version, started_at, heartbeat_at)"
+            " VALUES (%s, 7, '0.1', 0, 0)",
+            (hostile,),
+        )
+    shown = daemon.cli("status")
+    assert shown.returncode == 0, shown.stderr
+    fleet = shown.stdout.split("\nfleet:\n")[1].splitlines()
+    assert any(line.startswith(f"  {printable(hostile)} (pid 7): heartbeat ") for line in fleet)
+    assert not any(line.startswith("  forged") for line in fleet), fleet
+    assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout
