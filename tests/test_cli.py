@@ -63,6 +63,14 @@ def _missing_watch_path(config: dict[str, Any]) -> None:
     config["watch"][0]["path"] = "/nonexistent/drop"
 
 
+def _missing_status_group(config: dict[str, Any]) -> None:
+    config["daemon"]["status_group"] = "syncd-no-such-group"
+
+
+def _status_socket_too_long(config: dict[str, Any]) -> None:
+    config["daemon"]["status_socket"] = "/tmp/" + "s" * 120 + "/status.sock"
+
+
 @pytest.mark.parametrize(
     ("breaks", "named"),
     [
@@ -70,6 +78,8 @@ def _missing_watch_path(config: dict[str, Any]) -> None:
         (_wrong_type, "[daemon] workers"),
         (_unknown_service, "[[watch]] #1 service"),
         (_missing_watch_path, "[[watch]] #1 path"),
+        (_missing_status_group, "[daemon] status_group"),
+        (_status_socket_too_long, "[daemon] status_socket"),
     ],
 )
 @pytest.mark.parametrize("command", ["check", "run"])
@@ -81,6 +91,29 @@ def test_bad_configs_exit_2_naming_the_key(tmp_path, breaks, named, command):
     assert result.returncode == 2
     assert named in result.stderr and str(path) in result.stderr
     assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _corrupt_journal(tmp_path: Path, config: dict[str, Any]) -> str:
+    state = Path(config["daemon"]["state_dir"])
+    state.mkdir(mode=0o700)
+    (state / "journal.sqlite").write_bytes(b"not a database, whatever it is" * 100)
+    return "journal.sqlite: cannot open the journal"
+
+
+def _metrics_on_a_host_nobody_has(tmp_path: Path, config: dict[str, Any]) -> str:
+    config["metrics"] = {"listen": "999.1.1.1:9187"}
+    return "[metrics] listen"
+
+
+@pytest.mark.parametrize("breaks", [_corrupt_journal, _metrics_on_a_host_nobody_has])
+def test_runtime_failures_at_start_are_one_line_exit_1(tmp_path, breaks):
+    config = good_config(tmp_path)
+    named = breaks(tmp_path, config)
+    result = syncd("run", "-c", str(write_config(tmp_path / "config.toml", config)))
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("syncd: ") and named in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grp
 import os
 import textwrap
 from pathlib import Path
@@ -25,6 +26,8 @@ from syncd.config import (
 from syncd.errors import ConfigError
 
 SECRET = "TOPSECRET-d1c3"
+OWN_GROUP = grp.getgrgid(os.getgid()).gr_name
+"""A group that exists wherever the tests run (status_group must name one)."""
 
 ACCOUNT = f"""
 [accounts.main]
@@ -89,7 +92,7 @@ def test_full_config_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         status_socket = "${DROP}/run/status.sock"
         workers = 8
         settle_seconds = 0.5
-        status_group = "syncd-status"
+        status_group = "GROUP"
         log_level = "debug"
         rescan_interval = "30m"
 
@@ -138,14 +141,14 @@ def test_full_config_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         [[watch]]
         path = "${DROP}/notes"
         service = "notes"
-        """,
+        """.replace("GROUP", OWN_GROUP),
     )
     cfg = load(path)
     daemon = cfg.daemon
     assert daemon.state_dir == tmp_path / "state"
     assert daemon.status_socket == tmp_path / "run" / "status.sock"
     assert (daemon.workers, daemon.settle_seconds, daemon.rescan_interval) == (8, 0.5, 1800.0)
-    assert (daemon.status_group, daemon.log_level) == ("syncd-status", "debug")
+    assert (daemon.status_group, daemon.log_level) == (OWN_GROUP, "debug")
 
     main = Account("main", "ck", SECRET, "at", SECRET)
     assert cfg.accounts == {"main": main}

@@ -6,6 +6,7 @@ into its dataclass; here are the file, its sections and what holds across them.
 
 from __future__ import annotations
 
+import grp
 import os
 import socket
 import tomllib
@@ -42,6 +43,8 @@ from syncd.config.values import (
 from syncd.errors import ConfigError
 
 MIN_LEASE = 1.0
+MAX_SOCKET_PATH = 107
+"""A Unix socket's path holds at most this many bytes (sun_path, 108 with its NUL)."""
 _DEFAULT_ENDPOINTS = {
     "ton": "https://ton.twitter.com",
     "twitpic": "https://api.twitpic.com",
@@ -49,6 +52,22 @@ _DEFAULT_ENDPOINTS = {
 }
 _TOP_LEVEL: tuple[str, ...] = ("daemon", "accounts", "services", "media_server", "metrics")
 _TOP_LEVEL += ("watch", "webhook", "journal")
+
+
+def _check_daemon(table: Table, daemon: DaemonConfig) -> None:
+    """What `syncd run` would otherwise find out only when it binds the status socket."""
+    length = len(os.fsencode(daemon.status_socket))
+    if length > MAX_SOCKET_PATH:
+        raise table.error(
+            "status_socket",
+            f"{daemon.status_socket} is {length} bytes long; a Unix socket path holds"
+            f" at most {MAX_SOCKET_PATH}",
+        )
+    if daemon.status_group:
+        try:
+            grp.getgrnam(daemon.status_group)
+        except KeyError:
+            raise table.error("status_group", f"no group named {daemon.status_group!r}") from None
 
 
 def _journal(table: Table) -> JournalConfig:
@@ -146,6 +165,7 @@ def load(path: Path) -> Config:
     state_dir = daemon_table.path("state_dir") or default_state_dir()
     paths = {"state_dir": state_dir, "status_socket": default_status_socket(state_dir)}
     daemon = build(daemon_table, DaemonConfig, paths)
+    _check_daemon(daemon_table, daemon)
     for name, table in _entries(root, "accounts"):
         accounts[name] = build(table, Account, {"name": name})
     for name, table in _entries(root, "services"):

@@ -69,6 +69,7 @@ class SqliteStore(SqliteFlow, SqliteAfterUpload):
             finally:
                 os.close(fd)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")  # the first read: a file not SQLite's
         except (OSError, sqlite3.Error) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
             raise SyncdError(f"{path}: cannot open the journal: {reason}") from None
@@ -79,7 +80,6 @@ class SqliteStore(SqliteFlow, SqliteAfterUpload):
         self._lease = lease
         self.changes = 0
         """Counts committed state changes (status line recomputed only when it can differ)."""
-        self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.execute("PRAGMA foreign_keys=ON")
