@@ -271,7 +271,9 @@ class MetricsServer:
             )
         except (OSError, ValueError) as exc:  # waitress: ValueError for a host it cannot use
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            raise SyncdError(f"[metrics] listen: cannot listen on {host}:{port}: {reason}") from None
+            raise SyncdError(
+                f"[metrics] listen: cannot listen on {host}:{port}: {reason}"
+            ) from None
         self._thread = threading.Thread(target=self._server.run, name="metrics", daemon=True)
 
     def start(self) -> None:
