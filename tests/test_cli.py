@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -191,3 +192,44 @@ def test_a_second_daemon_on_the_same_state_is_refused(tmp_path):
     finally:
         first.send_signal(signal.SIGTERM)
         assert first.wait(30) == 0
+
+
+def test_clients_need_only_the_daemon_table(tmp_path, sandbox, make_daemon):
+    """The operator's shell has not the service's ${CREDENTIALS_DIRECTORY} (README, systemd),
+    nor need it reach a drop folder that went away: status, pause and resume still ask."""
+    credentials_dir, drop = tmp_path / "credentials", tmp_path / "drop"
+    credentials_dir.mkdir()
+    drop.mkdir()
+    config = base_config(tmp_path, sandbox.url, [{"path": str(drop)}])
+    account = config["accounts"]["main"]
+    (credentials_dir / "token_secret").write_text(account.pop("access_token_secret"))
+    os.chmod(credentials_dir / "token_secret", 0o600)
+    account["access_token_secret_file"] = "${CREDENTIALS_DIRECTORY}/token_secret"
+    daemon = make_daemon(config, CREDENTIALS_DIRECTORY=str(credentials_dir)).start()
+    drop.rmdir()
+    assert "CREDENTIALS_DIRECTORY" not in os.environ
+    for command in (["status"], ["pause", "ads"], ["resume"]):
+        result = syncd(*command, "-c", str(daemon.config_path))
+        assert result.returncode == 0, result.stderr
+    shown = syncd("status", "--json", "-c", str(daemon.config_path))
+    assert json.loads(shown.stdout)["pid"] == daemon.pid
+    assert syncd("check", "-c", str(daemon.config_path)).returncode == 2  # check reads it all
+
+
+def test_status_into_a_reader_that_went_away_is_not_an_error(tmp_path, sandbox, make_daemon):
+    """`syncd status | head -1`: no traceback, no complaint at exit."""
+    daemon = make_daemon(base_config(tmp_path, sandbox.url)).start()
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "syncd", "status", "--json", "-c", str(daemon.config_path)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (0, "")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from syncd import __version__
-from syncd.config import Config, default_config_path, default_status_socket, load
+from syncd.config import default_config_path, default_status_socket, load, load_daemon
 from syncd.control.status import ask
 from syncd.errors import DaemonNotRunning, SyncdError, UsageError
 
@@ -111,12 +111,17 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return 2 if exc.code not in (0, None) else 0
     try:
-        return _dispatch(args)
+        code = _dispatch(args)
+        sys.stdout.flush()  # a reader that went away shows here, not as an error at exit
+        return code
     except SyncdError as exc:
         print(f"syncd: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `syncd status | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 0
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -187,8 +192,7 @@ def _socket_path(args: argparse.Namespace) -> Path:
         path = default_config_path()
         if not path.exists():
             return default_status_socket()
-    config: Config = load(path)
-    return config.daemon.status_socket
+    return load_daemon(path).status_socket
 
 
 def _ask(args: argparse.Namespace, request: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ context, `keys` says how each key is read, `load` reads the whole file.
 """
 
 from syncd.config.keys import CREDENTIALS
-from syncd.config.load import load
+from syncd.config.load import load, load_daemon
 from syncd.config.model import (
     DAY,
     TON_MAX_SINGLE,
@@ -62,6 +62,7 @@ __all__ = [
     "default_state_dir",
     "default_status_socket",
     "load",
+    "load_daemon",
     "parse_duration",
     "parse_size",
 ]

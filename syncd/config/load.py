@@ -139,8 +139,8 @@ def _check_archives(src: Source, watches: tuple[WatchConfig, ...]) -> None:
                 raise table.error("archive_to", f"{archive} is inside the watch {other.path}")
 
 
-def load(path: Path) -> Config:
-    """Read and check the whole file; any problem is a ConfigError naming file, table and key."""
+def _read(path: Path) -> tuple[Source, Table]:
+    """The file parsed, as the root table of a fresh Source."""
     file = str(path)
     try:
         with open(path, "rb") as f:
@@ -155,17 +155,33 @@ def load(path: Path) -> Config:
         raise ConfigError(file, "", None, "invalid TOML: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(file, "", None, f"invalid TOML: {e}") from None
+    src = Source(file, path.absolute().parent, mode, {"accounts": {}, "services": {}})
+    return src, Table(src, "", data)
 
-    accounts: dict[str, Account] = {}
-    services: dict[str, ServiceConfig] = {}
-    src = Source(file, path.absolute().parent, mode, {"accounts": accounts, "services": services})
-    root = Table(src, "", data)
-    root.check_keys(_TOP_LEVEL)
-    daemon_table = Table(src, "daemon", root.get("daemon", toml_table) or {})
-    state_dir = daemon_table.path("state_dir") or default_state_dir()
+
+def _daemon(src: Source, root: Table) -> DaemonConfig:
+    table = Table(src, "daemon", root.get("daemon", toml_table) or {})
+    state_dir = table.path("state_dir") or default_state_dir()
     paths = {"state_dir": state_dir, "status_socket": default_status_socket(state_dir)}
-    daemon = build(daemon_table, DaemonConfig, paths)
-    _check_daemon(daemon_table, daemon)
+    daemon = build(table, DaemonConfig, paths)
+    _check_daemon(table, daemon)
+    return daemon
+
+
+def load_daemon(path: Path) -> DaemonConfig:
+    """[daemon] alone: where `syncd status` and the other clients find the daemon, without
+    the secrets and folders only the daemon must reach (${CREDENTIALS_DIRECTORY} is the
+    service's, not the operator's)."""
+    return _daemon(*_read(path))
+
+
+def load(path: Path) -> Config:
+    """Read and check the whole file; any problem is a ConfigError naming file, table and key."""
+    src, root = _read(path)
+    root.check_keys(_TOP_LEVEL)
+    daemon = _daemon(src, root)
+    accounts: dict[str, Account] = src.named["accounts"]
+    services: dict[str, ServiceConfig] = src.named["services"]
     for name, table in _entries(root, "accounts"):
         accounts[name] = build(table, Account, {"name": name})
     for name, table in _entries(root, "services"):
@@ -177,7 +193,9 @@ def load(path: Path) -> Config:
     src.fleet = journal is not None
     for name, service in services.items():
         if isinstance(service, OneAllService) and media_server is None:
-            raise ConfigError(file, f"services.{name}", None, "oneall needs a [media_server] table")
+            raise ConfigError(
+                src.file, f"services.{name}", None, "oneall needs a [media_server] table"
+            )
     watches = _array(root, "watch", WatchConfig)
     _check_archives(src, watches)
     metrics = root.get("metrics", toml_table)
