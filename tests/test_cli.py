@@ -233,3 +233,22 @@ def test_status_into_a_reader_that_went_away_is_not_an_error(tmp_path, sandbox, 
     finally:
         os.close(write_end)
     assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_the_readme_test_command_needs_no_fleet_extra(tmp_path):
+    """Quick start 2 installs `.[test]` only: without psycopg every test module still loads
+    (the fleet's tests skip, saying why), instead of the run stopping at collection."""
+    tests = Path(__file__).parent
+    without_psycopg = (
+        "import sys; sys.modules['psycopg'] = None; import pytest; "
+        f"sys.exit(pytest.main(['--collect-only', '-q', '-p', 'no:cacheprovider', {str(tests)!r}]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", without_psycopg],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]

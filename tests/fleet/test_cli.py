@@ -11,7 +11,6 @@ from typing import Any
 from harness import RunningDaemon, base_config
 
 from syncd.files import Identity
-from syncd.journal.pg_schema import MIGRATIONS
 from syncd.journal.sqlite import SqliteStore
 from syncd.journal.states import State
 from syncd.journal.store import Decision
@@ -30,6 +29,7 @@ def syncd_with(tmp_path: Path, journal: dict[str, Any] | None, **env: str) -> Ru
 
 
 def test_check_connects_and_reports_the_schema(tmp_path, postgres_cluster, postgres_url):
+    from syncd.journal.pg_schema import MIGRATIONS  # psycopg: the fleet extra's
     from syncd.journal.postgres import PostgresStore
 
     journal = {"url": postgres_url, "password_file": str(postgres_cluster.password_file)}
