@@ -179,6 +179,15 @@ def test_run_sandbox_demo_uploads_a_dropped_file(tmp_path):
     assert f"then moved to {tmp_path / 'syncd-demo' / 'archive'}" in output
 
 
+def test_run_sandbox_where_the_demo_cannot_be_made_is_one_line(tmp_path):
+    (tmp_path / "syncd-demo").write_text("a file where the demo folder would go\n")
+    result = syncd("run", "--sandbox", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"syncd: {tmp_path / 'syncd-demo'}: cannot set up the demo")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_a_second_daemon_on_the_same_state_is_refused(tmp_path):
     path = write_config(tmp_path / "config.toml", good_config(tmp_path))
     first = subprocess.Popen([sys.executable, "-m", "syncd", "run", "-c", str(path)])

@@ -18,6 +18,7 @@ from typing import Any
 import tomli_w
 
 from syncd.config import Config, ServiceConfig, load
+from syncd.errors import SyncdError
 from syncd.sandbox import credentials
 from syncd.sandbox.server import Sandbox
 
@@ -88,14 +89,20 @@ def demo_config(folder: Path, sandbox_url: str, media_port: int) -> dict[str, An
 def _write_demo(sandbox_url: str) -> Path:
     folder = DEMO_DIR.absolute()
     data = demo_config(folder, sandbox_url, _free_port())
-    for watch in data["watch"]:
-        Path(watch["path"]).mkdir(parents=True, exist_ok=True)
-    (folder / "archive").mkdir(exist_ok=True)
     path = folder / "config.toml"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        tomli_w.dump(data, out)
-    os.chmod(path, 0o600)
+    try:
+        for watch in data["watch"]:
+            Path(watch["path"]).mkdir(parents=True, exist_ok=True)
+        (folder / "archive").mkdir(exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            tomli_w.dump(data, out)
+        os.chmod(path, 0o600)
+    except OSError as exc:
+        raise SyncdError(
+            f"{folder}: cannot set up the demo here ({exc.strerror}); run it in a folder"
+            " you can write, or give -c CONFIG"
+        ) from None
     return path
 
 
