@@ -72,6 +72,10 @@ def _status_socket_too_long(config: dict[str, Any]) -> None:
     config["daemon"]["status_socket"] = "/tmp/" + "s" * 120 + "/status.sock"
 
 
+def _request_timeout_past_what_a_clock_holds(config: dict[str, Any]) -> None:
+    config["daemon"]["request_timeout"] = 1e300  # a thread's deadline overflowed time_t
+
+
 @pytest.mark.parametrize(
     ("breaks", "named"),
     [
@@ -81,6 +85,7 @@ def _status_socket_too_long(config: dict[str, Any]) -> None:
         (_missing_watch_path, "[[watch]] #1 path"),
         (_missing_status_group, "[daemon] status_group"),
         (_status_socket_too_long, "[daemon] status_socket"),
+        (_request_timeout_past_what_a_clock_holds, "[daemon] request_timeout"),
     ],
 )
 @pytest.mark.parametrize("command", ["check", "run"])

@@ -75,18 +75,28 @@ def parse_size(value: object) -> int:
     raise ValueError(f'expected a size (bytes, or a string such as "8MiB"), got {kind_of(value)}')
 
 
+MAX_DURATION = 36500 * DAY
+"""100 years: longer is no setting anyone means, and past it waits and datetimes overflow."""
+
+
 def parse_duration(value: object) -> float:
     """Seconds from a number or a string such as "500ms", "30s", "5m", "1h", "7d", "1h30m"."""
     if isinstance(value, str):
         if not _DURATION.fullmatch(value):
             raise ValueError(f'expected a duration such as "30s", "5m" or "1h30m", got {value!r}')
         parts = _DURATION_PART.findall(value)
-        return sum(float(number) * _DURATION_UNITS[unit.lower()] for number, unit in parts)
-    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = sum(float(number) * _DURATION_UNITS[unit.lower()] for number, unit in parts)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
         if not 0 <= value < math.inf:
             raise ValueError(f"a duration must be finite and not negative, got {value}")
-        return float(value)
-    raise ValueError(f'expected a duration (seconds, or a string like "30s"), got {kind_of(value)}')
+        seconds = float(value)
+    else:
+        raise ValueError(
+            f'expected a duration (seconds, or a string like "30s"), got {kind_of(value)}'
+        )
+    if seconds > MAX_DURATION:
+        raise ValueError(f"a duration must be at most 36500d (100 years), got {value!r}")
+    return seconds
 
 
 _TIME_OF_DAY = re.compile(r"\s*([01]?\d|2[0-3]):([0-5]\d)\s*")
