@@ -29,6 +29,8 @@ D = TypeVar("D", bound="DataclassInstance")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 AFTER_UPLOAD = ("keep", "archive", "delete")
 ORDERS = ("oldest", "newest", "smallest", "largest", "name")
+MAX_WORKERS = 256
+"""A thread each: far more than any uplink wants in flight, far fewer than a system allows."""
 MIN_POLL_INTERVAL = 30.0
 """Polling faster than this costs more than the network filesystems it is meant for."""
 MIN_FLEET_POLL_INTERVAL = 1.0
@@ -79,7 +81,7 @@ _READERS: dict[str, _Reader] = {
     # [daemon]
     "state_dir": Table.path,
     "status_socket": Table.path,
-    "workers": _value(integer, lambda n: n >= 1, "must be at least 1"),
+    "workers": _value(integer, lambda n: 1 <= n <= MAX_WORKERS, f"must be 1 to {MAX_WORKERS}"),
     "settle_seconds": _value(parse_duration),
     "status_group": _value(string),
     "log_level": _value(string, lambda s: s in LOG_LEVELS, "must be debug, info, warning or error"),
