@@ -76,6 +76,10 @@ def _request_timeout_past_what_a_clock_holds(config: dict[str, Any]) -> None:
     config["daemon"]["request_timeout"] = 1e300  # a thread's deadline overflowed time_t
 
 
+def _priority_past_64_bits(config: dict[str, Any]) -> None:
+    config["watch"][0]["priority"] = 2**63  # no file was journaled: SQLite refused it
+
+
 @pytest.mark.parametrize(
     ("breaks", "named"),
     [
@@ -86,6 +90,7 @@ def _request_timeout_past_what_a_clock_holds(config: dict[str, Any]) -> None:
         (_missing_status_group, "[daemon] status_group"),
         (_status_socket_too_long, "[daemon] status_socket"),
         (_request_timeout_past_what_a_clock_holds, "[daemon] request_timeout"),
+        (_priority_past_64_bits, "[[watch]] #1 priority"),
     ],
 )
 @pytest.mark.parametrize("command", ["check", "run"])

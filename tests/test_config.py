@@ -205,6 +205,11 @@ def test_service_defaults(tmp_path: Path) -> None:
         ("[daemon]\nworkers = 100000", "[daemon] workers", "must be 1 to 256"),
         ("[daemon]\nsettle_seconds = -1", "[daemon] settle_seconds", "a duration must be finite"),
         (
+            "[daemon]\nbandwidth = '9999999999GiB'",
+            "[daemon] bandwidth",
+            "a size must be under 8EiB",
+        ),
+        (
             "[daemon]\nlog_level = 'loud'",
             "[daemon] log_level",
             "must be debug, info, warning or error",
@@ -504,7 +509,9 @@ def test_parse_size(value: object, size: int) -> None:
     assert parse_size(value) == size
 
 
-@pytest.mark.parametrize("value", [-1, True, 1.5, "", "MiB", "1.5MiB", "8 Mibs", "-1KiB", [1]])
+@pytest.mark.parametrize(
+    "value", [-1, True, 1.5, "", "MiB", "1.5MiB", "8 Mibs", "-1KiB", [1], "9999999999GiB", 2**63]
+)
 def test_parse_size_refuses(value: object) -> None:
     with pytest.raises(ValueError, match="size"):
         parse_size(value)

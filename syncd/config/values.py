@@ -56,8 +56,17 @@ def _array_of(kind: type[T], name: str) -> Callable[[object], tuple[T, ...]]:
 
 
 string, boolean = _expect(str, "a string"), _expect(bool, "a boolean")
-integer, toml_table = _expect(int, "an integer"), _expect(dict, "a table")
+_any_integer, toml_table = _expect(int, "an integer"), _expect(dict, "a table")
 strings, toml_tables = _array_of(str, "strings"), _array_of(dict, "tables")
+INT64 = range(-(2**63), 2**63)
+"""TOML's integers (Python's tomllib reads larger ones; SQLite and PostgreSQL store these)."""
+
+
+def integer(value: object) -> int:
+    number = _any_integer(value)
+    if number not in INT64:
+        raise ValueError(f"{number} does not fit in 64 bits, as TOML integers must")
+    return number
 
 
 def parse_size(value: object) -> int:
@@ -67,12 +76,18 @@ def parse_size(value: object) -> int:
         unit = _SIZE_UNITS.get(match[2].lower()) if match else None
         if match is None or unit is None:
             raise ValueError(f'expected a size such as "8MiB", "10MB" or "512B", got {value!r}')
-        return int(match[1]) * unit
-    if isinstance(value, int) and not isinstance(value, bool):
+        size = int(match[1]) * unit
+    elif isinstance(value, int) and not isinstance(value, bool):
         if value < 0:
             raise ValueError(f"a size cannot be negative, got {value}")
-        return value
-    raise ValueError(f'expected a size (bytes, or a string such as "8MiB"), got {kind_of(value)}')
+        size = value
+    else:
+        raise ValueError(
+            f'expected a size (bytes, or a string such as "8MiB"), got {kind_of(value)}'
+        )
+    if size not in INT64:
+        raise ValueError(f"a size must be under 8EiB, got {value!r}")
+    return size
 
 
 MAX_DURATION = 36500 * DAY
