@@ -436,6 +436,9 @@ def test_one_name_trashed_twice_and_restores_that_never_overwrite(tmp_path, sand
         ({"archive_to": "{drop}/in"}, 'archive_to: only used with after_upload = "archive"'),
         ({"after_upload": "archive", "archive_to": "{drop}/in"}, "archive_to: {drop}/in is inside"),
         ({"on_failed": "page-me"}, "on_failed: expected an array of strings"),
+        ({"on_done": ["", "--quiet"]}, "on_done: the program (the first item) is empty"),
+        ({"on_failed": ["/"]}, "on_failed: / is not an executable file"),
+        ({"on_failed": ["/nonexistent/page-me"]}, "on_failed: /nonexistent/page-me is not an"),
         ({"hook_timeout": "0s"}, "hook_timeout: must be more than 0"),
     ],
 )

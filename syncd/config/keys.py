@@ -3,6 +3,7 @@ dataclass: adding a key is a dataclass field (model.py) and a reader here."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, fields
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -77,6 +78,19 @@ def _poll_interval(table: Table, key: str) -> float | None:
     return value
 
 
+def _command(table: Table, key: str) -> tuple[str, ...] | None:
+    """A hook's argv; what could never run is refused now, not logged at every file. A
+    program named without a folder is looked up in $PATH when it runs (the unit's, maybe)."""
+    argv = table.get(key, strings)
+    if argv:
+        program = argv[0]
+        if not program:
+            raise table.error(key, "the program (the first item) is empty")
+        if os.path.isabs(program) and not (os.path.isfile(program) and os.access(program, os.X_OK)):
+            raise table.error(key, f"{program} is not an executable file")
+    return argv
+
+
 _READERS: dict[str, _Reader] = {
     # [daemon]
     "state_dir": Table.path,
@@ -131,8 +145,8 @@ _READERS: dict[str, _Reader] = {
     ),
     "archive_to": Table.directory,
     "trash_retention": _value(parse_duration),
-    "on_done": _value(strings),
-    "on_failed": _value(strings),
+    "on_done": _command,
+    "on_failed": _command,
     "hook_timeout": _value(parse_duration, lambda s: s > 0, "must be more than 0"),
     "order": _value(
         string, lambda s: s in ORDERS, "must be oldest, newest, smallest, largest or name"
