@@ -54,3 +54,23 @@ def test_pings_fail_and_recover(tmp_path, sandbox, make_daemon):
     mark = len(recovered)
     wait_until(lambda: len(pings(sandbox)) >= mark + 2, 30, "two more pings")
     assert {p["kind"] for p in pings(sandbox)[mark:]} == {"ok"}
+
+
+def test_fail_goes_before_the_query(tmp_path, sandbox, make_daemon):
+    """healthchecks.io's `/KEY/SLUG?create=1`: the failure goes to `/KEY/SLUG/fail?create=1`."""
+    (tmp_path / "drop").mkdir()
+    config = base_config(
+        tmp_path,
+        sandbox.url,
+        [{"path": str(tmp_path / "drop")}],
+        healthcheck_url=f"{sandbox.url}/hc/check-1?create=1",
+        healthcheck_interval=INTERVAL,
+    )
+    daemon = make_daemon(config).start()
+    sandbox.fault(method="POST", path="/1.1/ton/bucket/", status=403, body="Forbidden.")
+    (tmp_path / "drop" / "report.bin").write_bytes(b"r" * 2048)
+    daemon.wait_counts(failed=1)
+    fail = wait_until(
+        lambda: [p for p in pings(sandbox) if p["kind"] == "fail"], 30, "a /fail ping"
+    )[0]
+    assert fail["body"].startswith("1 files failed; latest: ")

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 from syncd.errors import SyncdError
 from syncd.services.loading import load
@@ -29,6 +30,12 @@ MAX_SUMMARY = 1000
 
 Problem = Callable[[], str | None]
 """None while healthy, else a one-line summary of what is wrong."""
+
+
+def fail_url(url: str) -> str:
+    """URL/fail, before any query (healthchecks.io's `?create=1`, `?rid=`)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/fail"))
 
 
 class HealthCheck:
@@ -73,7 +80,7 @@ class HealthCheck:
                 body = " ".join(problem.split())[:MAX_SUMMARY].encode()
                 headers = {"Content-Type": "text/plain; charset=utf-8"}
                 self._http.send(
-                    "POST", self._url + "/fail", expect=range(200, 300), headers=headers, data=body
+                    "POST", fail_url(self._url), expect=range(200, 300), headers=headers, data=body
                 )
         except SyncdError as exc:
             log.warning("health check ping failed: %s", exc)
