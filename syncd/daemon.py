@@ -36,6 +36,7 @@ from syncd.files import Identity
 from syncd.intake.watcher import Watcher
 from syncd.journal.patience import StorageFault, patiently, persevering
 from syncd.journal.store import Fleet, open_store
+from syncd.outputs.alerts import Alerts
 from syncd.outputs.healthcheck import HealthCheck
 from syncd.outputs.hooks import Hooks
 from syncd.outputs.webhooks import Webhooks
@@ -133,7 +134,10 @@ class Daemon:
         self._lock = lock_state_dir(config.daemon.state_dir)
         self.faults = Degraded()
         self.journal = persevering(open_store(config), self.faults)
-        self.flow = Flow(self.journal, Clock(), lambda: self.workers.wake())
+        outbox = persevering(self.journal.outbox, self.faults)
+        self.alerts = Alerts(outbox)
+        self.faults.listen(self.alerts.degraded)
+        self.flow = Flow(self.journal, Clock(), lambda: self.workers.wake(), self.alerts.announce)
         self.metrics: Counters = Uncounted()
         self.metrics_server: _Server | None = None
         if config.metrics is not None:
@@ -203,10 +207,11 @@ class Daemon:
             config.daemon.status_socket, self.control.answer, config.daemon.status_group
         )
         self.webhooks = Webhooks(
-            persevering(self.journal.outbox, self.faults),
+            outbox,
             config.webhooks,
             lambda: {name: s.type for name, s in self.config.services.items()},
             self.metrics.delivered,
+            self.alerts.flush,
         )
         self.healthcheck: HealthCheck | None = None
         if config.daemon.healthcheck_url:

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from syncd.files import Identity
 from syncd.journal.after import Action, HookEvent, HookRow
 from syncd.journal.states import State
-from syncd.journal.store import UNREADABLE, Delivery, Row
+from syncd.journal.store import UNREADABLE, Delivery, Row, ServiceEvent
 
 ACTION_COLUMNS = ", ".join(f.name for f in fields(Action))
 HOOK_COLUMNS = "id, key, event, path, argv, env, timeout, state, error, at"
@@ -102,7 +102,28 @@ def delivery_from(columns: Columns) -> Delivery:
         attempts=columns["attempts"],
         due=columns["due"],
         last_error=columns["last_error"],
+        detail=decode(columns["detail"]),
     )
+
+
+ONCE_KEPT = 8 * 86400.0
+"""How long an event's `once` key is kept: longer than the quota day it stands for."""
+
+
+def event_values(event: ServiceEvent, targets: tuple[str, ...]) -> list[dict[str, Any]]:
+    """A service-level event's outbox rows (named placeholders), one per receiver: the file
+    columns empty (path, size 0; service '' when it names none), its own fields in detail."""
+    return [
+        {
+            "id": event.event_id,
+            "target": target,
+            "event": event.event,
+            "at": event.at,
+            "service": event.service or "",
+            "detail": encode(event.detail or {}),
+        }
+        for target in targets
+    ]
 
 
 def action_from(columns: Columns) -> Action:

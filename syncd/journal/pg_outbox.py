@@ -1,4 +1,4 @@
-"""The webhook outbox of the PostgreSQL store (table `outbox`, migration 2).
+"""The webhook outbox of the PostgreSQL store (table `outbox`, migrations 2 and 5).
 
 As in the SQLite store (outbox.py), an event is written as one row per receiver in the
 transaction of the state change it reports. In a fleet every host runs a sender over the
@@ -19,11 +19,11 @@ from contextlib import AbstractContextManager
 import psycopg
 from psycopg.rows import DictRow
 
-from syncd.journal.codec import delivery_from
+from syncd.journal.codec import ONCE_KEPT, delivery_from, event_values
 from syncd.journal.pg_base import Params
 from syncd.journal.rules import by_event
 from syncd.journal.states import State
-from syncd.journal.store import Delivery
+from syncd.journal.store import Delivery, ServiceEvent
 
 _MINE = "(claim_owner IS NULL OR claim_owner=%(owner)s OR claim_expires < %(now)s)"
 """Free, this host's, or held by a host whose claim ran out."""
@@ -74,6 +74,30 @@ class PostgresOutbox:
             return db.execute(
                 "DELETE FROM outbox WHERE NOT (target = ANY(%s))", (list(targets),)
             ).rowcount
+
+    def emit(self, event: ServiceEvent) -> bool:
+        """A `once` key is taken under the table's unique index: of two hosts that see a
+        quota used up together, the second waits for the first's commit and writes nothing."""
+        targets = self._subscribers.get(event.event, ())
+        if not targets:
+            return False
+        with self._write() as db:
+            if event.once is not None:
+                db.execute("DELETE FROM outbox_once WHERE at < %s", (event.at - ONCE_KEPT,))
+                first = db.execute(
+                    "INSERT INTO outbox_once (key, at) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                    (event.once, event.at),
+                )
+                if not first.rowcount:
+                    return False
+            with db.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO outbox (event_id, target, event, at, path, service, size,"
+                    " detail) VALUES (%(id)s, %(target)s, %(event)s, %(at)s, ''::bytea,"
+                    " %(service)s, 0, %(detail)s)",
+                    event_values(event, targets),
+                )
+        return True
 
     def due(self, now: float, limit: int) -> list[Delivery]:
         """Claimed for this host, which sends them (the ones it holds come again)."""
