@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import fields
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -124,6 +125,34 @@ def event_values(event: ServiceEvent, targets: tuple[str, ...]) -> list[dict[str
         }
         for target in targets
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class EmitStatements:
+    """A store's SQL for `emit`, parameters as `emit_rows` passes them."""
+
+    prune: str
+    """Delete the once keys older than (at,)."""
+    take_key: str
+    """Insert (key, at) unless the key is there; its rowcount says whether it was not."""
+    insert: str
+    """One outbox row, from `event_values`' named placeholders."""
+
+
+def emit_rows(
+    execute: Callable[[str, Any], Any],
+    executemany: Callable[[str, list[dict[str, Any]]], Any],
+    statements: EmitStatements,
+    event: ServiceEvent,
+    targets: tuple[str, ...],
+) -> bool:
+    """Outbox.emit inside the store's transaction: the rows, unless the once key was taken."""
+    if event.once is not None:
+        execute(statements.prune, (event.at - ONCE_KEPT,))
+        if not execute(statements.take_key, (event.once, event.at)).rowcount:
+            return False
+    executemany(statements.insert, event_values(event, targets))
+    return True
 
 
 def action_from(columns: Columns) -> Action:

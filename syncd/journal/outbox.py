@@ -16,13 +16,20 @@ import uuid
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 
-from syncd.journal.codec import ONCE_KEPT, delivery_from, event_values
+from syncd.journal.codec import EmitStatements, delivery_from, emit_rows
 from syncd.journal.rules import by_event
 from syncd.journal.states import State
 from syncd.journal.store import Delivery, ServiceEvent
 
 Write = Callable[[], AbstractContextManager[sqlite3.Connection]]
 """The store's write transaction (BEGIN IMMEDIATE under its lock)."""
+
+_EMIT = EmitStatements(
+    prune="DELETE FROM outbox_once WHERE at < ?",
+    take_key="INSERT OR IGNORE INTO outbox_once (key, at) VALUES (?, ?)",
+    insert="INSERT INTO outbox (event_id, target, event, at, path, service, size, detail)"
+    " VALUES (:id, :target, :event, :at, x'', :service, 0, :detail)",
+)
 
 
 class SqliteOutbox:
@@ -67,20 +74,7 @@ class SqliteOutbox:
         if not targets:
             return False
         with self._write() as db:
-            if event.once is not None:
-                db.execute("DELETE FROM outbox_once WHERE at < ?", (event.at - ONCE_KEPT,))
-                first = db.execute(
-                    "INSERT OR IGNORE INTO outbox_once (key, at) VALUES (?, ?)",
-                    (event.once, event.at),
-                )
-                if not first.rowcount:
-                    return False
-            db.executemany(
-                "INSERT INTO outbox (event_id, target, event, at, path, service, size, detail)"
-                " VALUES (:id, :target, :event, :at, x'', :service, 0, :detail)",
-                event_values(event, targets),
-            )
-        return True
+            return emit_rows(db.execute, db.executemany, _EMIT, event, targets)
 
     def due(self, now: float, limit: int) -> list[Delivery]:
         return self._select("WHERE due <= ? ORDER BY due, seq LIMIT ?", now, limit)

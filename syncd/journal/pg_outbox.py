@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager
 import psycopg
 from psycopg.rows import DictRow
 
-from syncd.journal.codec import ONCE_KEPT, delivery_from, event_values
+from syncd.journal.codec import EmitStatements, delivery_from, emit_rows
 from syncd.journal.pg_base import Params
 from syncd.journal.rules import by_event
 from syncd.journal.states import State
@@ -27,6 +27,13 @@ from syncd.journal.store import Delivery, ServiceEvent
 
 _MINE = "(claim_owner IS NULL OR claim_owner=%(owner)s OR claim_expires < %(now)s)"
 """Free, this host's, or held by a host whose claim ran out."""
+
+_EMIT = EmitStatements(
+    prune="DELETE FROM outbox_once WHERE at < %s",
+    take_key="INSERT INTO outbox_once (key, at) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+    insert="INSERT INTO outbox (event_id, target, event, at, path, service, size, detail)"
+    " VALUES (%(id)s, %(target)s, %(event)s, %(at)s, ''::bytea, %(service)s, 0, %(detail)s)",
+)
 
 
 Write = Callable[[], AbstractContextManager[psycopg.Connection[DictRow]]]
@@ -81,23 +88,8 @@ class PostgresOutbox:
         targets = self._subscribers.get(event.event, ())
         if not targets:
             return False
-        with self._write() as db:
-            if event.once is not None:
-                db.execute("DELETE FROM outbox_once WHERE at < %s", (event.at - ONCE_KEPT,))
-                first = db.execute(
-                    "INSERT INTO outbox_once (key, at) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                    (event.once, event.at),
-                )
-                if not first.rowcount:
-                    return False
-            with db.cursor() as cursor:
-                cursor.executemany(
-                    "INSERT INTO outbox (event_id, target, event, at, path, service, size,"
-                    " detail) VALUES (%(id)s, %(target)s, %(event)s, %(at)s, ''::bytea,"
-                    " %(service)s, 0, %(detail)s)",
-                    event_values(event, targets),
-                )
-        return True
+        with self._write() as db, db.cursor() as cursor:
+            return emit_rows(cursor.execute, cursor.executemany, _EMIT, event, targets)
 
     def due(self, now: float, limit: int) -> list[Delivery]:
         """Claimed for this host, which sends them (the ones it holds come again)."""
