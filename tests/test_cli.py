@@ -6,12 +6,14 @@ import os
 import signal
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import tomli_w
 from conftest import base_config, read_sidecar, wait_until
+from harness import scrape
 
 from syncd.control.status import ask
 
@@ -137,12 +139,18 @@ def test_run_sandbox_demo_uploads_a_dropped_file(tmp_path):
         archived = tmp_path / "syncd-demo" / "archive" / "bye.txt"
         wait_until(lambda: archived.with_name("bye.txt.syncd.toml").exists(), 30, "the archive")
         assert archived.read_text() == "archive me\n"
+        # Monitoring too: /metrics on a loopback port, counting what the demo did.
+        metrics = f"http://{tomllib.loads(config_path.read_text())['metrics']['listen']}/metrics"
+        assert metrics.startswith("http://127.0.0.1:")
+        samples, _ = scrape(metrics)
+        assert samples[("syncd_uploads_total", (("outcome", "done"), ("service", "ton")))] == 2
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output
     assert "drop files into" in output
     assert f"then moved to {tmp_path / 'syncd-demo' / 'archive'}" in output
+    assert f"metrics: {metrics}" in output
 
 
 def test_a_second_daemon_on_the_same_state_is_refused(tmp_path):
