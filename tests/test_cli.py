@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import tomli_w
 from conftest import base_config, read_sidecar, wait_until
-from harness import scrape
+from harness import free_port, scrape
 
 from syncd.control.status import ask
 
@@ -166,3 +166,26 @@ def test_a_second_daemon_on_the_same_state_is_refused(tmp_path):
     finally:
         first.send_signal(signal.SIGTERM)
         assert first.wait(30) == 0
+
+
+def imported_by_a_run(tmp_path: Path, config: dict[str, Any]) -> set[str]:
+    """The top-level packages `syncd run --once` imports (python -X importtime)."""
+    path = write_config(tmp_path / "config.toml", config)
+    result = syncd_with("-X", "importtime", "-m", "syncd", "run", "--once", "-c", str(path))
+    assert result.returncode == 0, result.stderr
+    lines = [line.split("|") for line in result.stderr.splitlines() if "import time:" in line]
+    return {parts[-1].strip().split(".")[0] for parts in lines if len(parts) == 3}
+
+
+def syncd_with(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_a_run_without_metrics_loads_neither_prometheus_client_nor_waitress(tmp_path):
+    """Both cost start-up time (~90 ms) and are loaded only for [metrics] (or a media server)."""
+    config = good_config(tmp_path)
+    assert not {"prometheus_client", "waitress"} & imported_by_a_run(tmp_path, config)
+    config["metrics"] = {"listen": f"127.0.0.1:{free_port()}"}
+    assert {"prometheus_client", "waitress"} <= imported_by_a_run(tmp_path, config)

@@ -10,8 +10,8 @@ import os
 
 from syncd.config import Config, JournalConfig
 from syncd.config.values import parse_database_url
-from syncd.daemon import lock_state_dir
 from syncd.errors import SyncdError, UsageError
+from syncd.journal.lock import lock_state_dir
 from syncd.journal.states import State
 
 FLEET_EXTRA = "fleet mode needs the fleet extra: pip install 'syncd[fleet]'"

@@ -5,7 +5,10 @@ An event gets its id and time when it happens and is written to the outbox at on
 can be. One that the journal cannot take now (above all `degraded` for the journal itself:
 its disk is full, or a fleet's database is cut off) waits here, in memory, and the webhook
 sender writes it once the journal takes writes again; so the alert arrives late, not never.
-Only a daemon that dies while the journal is down loses what waits here.
+Only a daemon that dies while the journal is down loses what waits here, or one killed in
+the instant between a pause (or a quota's hold) being saved and its event being written: the
+two are separate transactions, the change first, so an event never reports what did not
+happen.
 """
 
 from __future__ import annotations
