@@ -81,3 +81,15 @@ def test_a_used_up_quota_is_announced_once_and_unlisted_events_are_not_sent(
     daemon.wait_counts(done=quota, held=3)
     wait_until(lambda: daemon.status()["webhooks"]["pending"] == 0, 30, "nothing pending")
     assert len(received(sandbox)) == 1, "done is not listed, and the quota is announced once"
+
+
+def test_a_failing_service_event_shows_in_status_by_its_service(tmp_path, sandbox, make_daemon):
+    config = events_config(tmp_path, sandbox, ["paused"])
+    daemon = make_daemon(config).start()
+    sandbox.post("hooks/down", {"seconds": 30, "how": "503"})
+    assert daemon.cli("pause", "ads").returncode == 0
+    failing = wait_until(lambda: daemon.status()["webhooks"]["failing"], 30, "a failing delivery")
+    assert failing[0]["event"] == "paused" and failing[0]["service"] == "ads"
+    assert failing[0]["path"] == "" and failing[0]["component"] is None
+    shown = daemon.cli("status").stdout
+    assert f"{sandbox.url} paused of ads (attempt " in shown, shown

@@ -17,6 +17,14 @@ ACTION_COLUMNS = ", ".join(f.name for f in fields(Action))
 HOOK_COLUMNS = "id, key, event, path, argv, env, timeout, state, error, at"
 
 
+def new_event_id() -> str:
+    """A webhook event's id (a random UUID), what receivers dedup on. uuid is imported at
+    the first event: it loads `platform`, which a start without webhooks does not need."""
+    import uuid
+
+    return str(uuid.uuid4())
+
+
 def encode(value: Any) -> str:
     """JSON for `progress` and `result`; a datetime survives the round trip."""
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import uuid
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 
-from syncd.journal.codec import EmitStatements, delivery_from, emit_rows
+from syncd.journal.codec import EmitStatements, delivery_from, emit_rows, new_event_id
 from syncd.journal.rules import by_event
 from syncd.journal.states import State
 from syncd.journal.store import Delivery, ServiceEvent
@@ -47,7 +46,7 @@ class SqliteOutbox:
         targets = self._subscribers.get(event, ())
         if not targets:
             return
-        event_id = str(uuid.uuid4())
+        event_id = new_event_id()
         db.executemany(
             "INSERT INTO outbox (event_id, target, event, at, path, service, sha256, size,"
             " result, error) SELECT :id, :target, :event, :now, path, service, sha256, size,"

@@ -12,14 +12,13 @@ be sent again, with the same event id, which is what receivers dedup on.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 
 import psycopg
 from psycopg.rows import DictRow
 
-from syncd.journal.codec import EmitStatements, delivery_from, emit_rows
+from syncd.journal.codec import EmitStatements, delivery_from, emit_rows, new_event_id
 from syncd.journal.pg_base import Params
 from syncd.journal.rules import by_event
 from syncd.journal.states import State
@@ -67,7 +66,7 @@ class PostgresOutbox:
             " FROM files, unnest(%(targets)s::text[]) WITH ORDINALITY AS t(target, n)"
             " WHERE id=%(file)s ORDER BY n",
             {
-                "id": str(uuid.uuid4()),
+                "id": new_event_id(),
                 "event": str(event),
                 "now": now,
                 "targets": targets,

@@ -16,11 +16,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections import deque
 from typing import Any
 
 from syncd.errors import SyncdError
+from syncd.journal.codec import new_event_id
 from syncd.journal.store import Outbox, ServiceEvent
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class Alerts:
         """`event` happened now. `write=False`: leave it for the sender thread to write (a
         caller inside the journal's own fault handling must not write to it)."""
         self._waiting.append(
-            ServiceEvent(str(uuid.uuid4()), event, time.time(), service, detail or None, once)
+            ServiceEvent(new_event_id(), event, time.time(), service, detail or None, once)
         )
         if write:
             self.flush()
