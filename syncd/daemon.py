@@ -12,21 +12,22 @@ failed, held or awaiting a callback, with exit code 4 when some failed.
 
 from __future__ import annotations
 
-import ctypes
-import fcntl
 import logging
 import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Protocol
 
 from syncd import __version__
 from syncd.config import Config, MetricsConfig, WatchConfig, load
+from syncd.config.restart import restart_only
 from syncd.control.counters import Counters, Uncounted
 from syncd.control.degraded import Degraded
+from syncd.control.health import Health, inotify_shortfall
 from syncd.control.logs import setup_logging
 from syncd.control.notify import Notifier, listen_fds
 from syncd.control.reply import Control
@@ -34,8 +35,10 @@ from syncd.control.status import StatusServer
 from syncd.errors import SyncdError
 from syncd.files import Identity
 from syncd.intake.watcher import Watcher
+from syncd.journal.lock import lock_state_dir
 from syncd.journal.patience import StorageFault, patiently, persevering
 from syncd.journal.store import Fleet, open_store
+from syncd.outputs.alerts import Alerts
 from syncd.outputs.healthcheck import HealthCheck
 from syncd.outputs.hooks import Hooks
 from syncd.outputs.webhooks import Webhooks
@@ -43,8 +46,10 @@ from syncd.services import make_uploader
 from syncd.services.base import HttpLimits, Uploader
 from syncd.services.oneall.signer import Signer
 from syncd.work.actions import AfterUpload
+from syncd.work.buffers import return_large_buffers
 from syncd.work.callbacks import Callbacks
 from syncd.work.flow import Clock, Flow, FlowGauges, rank
+from syncd.work.once import EXIT_FAILED, OnceRun
 from syncd.work.pipeline import Pipeline
 from syncd.work.pool import Workers
 
@@ -60,45 +65,6 @@ FLEET_IDLE_POLL = 1.0
 of a host that died run out, without telling this one."""
 TICK = 1.0
 """The main loop's longest sleep: bounds how late STATUS= and the reload flag are seen."""
-EXIT_FAILED = 4
-"""`run --once` finished with failed files (DESIGN.md, "CLI")."""
-
-
-M_MMAP_THRESHOLD = -3
-
-
-def _return_large_buffers() -> None:
-    """Serve chunk buffers (MiBs) from mmap, so that freeing them returns them to the OS.
-
-    Otherwise glibc's adaptive threshold keeps a freed chunk in each worker thread's arena
-    and the resident size grows by about a chunk per worker after the first large upload.
-    """
-    try:
-        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 1024 * 1024)
-    except (OSError, AttributeError):
-        log.debug("mallopt is not available; large buffers stay with the allocator")
-
-
-def lock_state_dir(state_dir: Path) -> int:
-    """One daemon per journal: a second would reset the first one's uploads as crashed."""
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(state_dir / "syncd.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise SyncdError(f"{state_dir}: cannot use the state folder: {exc.strerror}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise SyncdError(f"{state_dir}: another syncd is already running with it") from None
-    return fd
-
-
-def _inotify_limit() -> int | None:
-    try:
-        return int(Path("/proc/sys/fs/inotify/max_user_watches").read_text())
-    except (OSError, ValueError):
-        return None
 
 
 class _Server(Protocol):
@@ -120,8 +86,6 @@ class Daemon:
         once: int | None = None,
     ) -> None:
         """`once`: run until the folders' files are worked off, retrying this many times."""
-        self.once = once
-        self._once_quiet = 0
         self.config_path = config_path
         self.config = config
         self.notifier = notifier or Notifier.from_env()
@@ -133,7 +97,10 @@ class Daemon:
         self._lock = lock_state_dir(config.daemon.state_dir)
         self.faults = Degraded()
         self.journal = persevering(open_store(config), self.faults)
-        self.flow = Flow(self.journal, Clock(), lambda: self.workers.wake())
+        outbox = persevering(self.journal.outbox, self.faults)
+        self.alerts = Alerts(outbox)
+        self.faults.listen(self.alerts.degraded)
+        self.flow = Flow(self.journal, Clock(), lambda: self.workers.wake(), self.alerts.announce)
         self.metrics: Counters = Uncounted()
         self.metrics_server: _Server | None = None
         if config.metrics is not None:
@@ -203,15 +170,20 @@ class Daemon:
             config.daemon.status_socket, self.control.answer, config.daemon.status_group
         )
         self.webhooks = Webhooks(
-            persevering(self.journal.outbox, self.faults),
+            outbox,
             config.webhooks,
             lambda: {name: s.type for name, s in self.config.services.items()},
             self.metrics.delivered,
+            self.alerts.flush,
         )
+        self.once = None if once is None else OnceRun(self.journal, self.watcher, once)
+        self.health = Health(self._parts, self.control.problem)
         self.healthcheck: HealthCheck | None = None
         if config.daemon.healthcheck_url:
             self.healthcheck = HealthCheck(
-                config.daemon.healthcheck_url, config.daemon.healthcheck_interval, self._problem
+                config.daemon.healthcheck_url,
+                config.daemon.healthcheck_interval,
+                self.health.problem,
             )
 
     def _metrics(self, listen: MetricsConfig) -> tuple[Counters, _Server]:
@@ -240,7 +212,7 @@ class Daemon:
     # -- start, run, stop --------------------------------------------------------------
 
     def run(self) -> int:
-        _return_large_buffers()
+        return_large_buffers()
         self._install_signals()
         if self.metrics_server is not None:
             self.metrics_server.start()  # before the status socket: once that answers, so does this
@@ -269,7 +241,7 @@ class Daemon:
             self.config.daemon.status_socket,
         )
         self._main_loop()
-        failed = self._once_failed() if self.once is not None else 0
+        failed = self.once.failed() if self.once is not None else 0
         code = self._shutdown()
         return EXIT_FAILED if code == 0 and failed else code
 
@@ -302,7 +274,7 @@ class Daemon:
                 self._reload = False
                 self._apply_reload()
             try:  # the status line and the health check read the journal
-                if interval and self._healthy():
+                if interval and self.health.healthy():
                     self.notifier.watchdog()
                 changes = (
                     self.journal.changes,
@@ -325,7 +297,7 @@ class Daemon:
                 )
                 self.watcher.request_rescan()
             self._journal_chores(rescan)
-            if self.once is not None and self._once_finished():
+            if self.once is not None and self.once.finished():
                 break
 
     def _journal_chores(self, rescan: bool) -> None:
@@ -340,23 +312,6 @@ class Daemon:
                 self.pipeline.finish_uploaded()
         except StorageFault:
             pass
-
-    def _once_finished(self) -> bool:
-        """Every file found is worked off, on two ticks running: a file the settler has
-        just handed over may not be in the journal yet."""
-        scans = self.watcher.scans
-        quiet = scans.count >= 1 and not scans.running and not self.watcher.pending()
-        try:
-            quiet = quiet and self.journal.once_outcome(self.once or 0)[0] == 0
-        except StorageFault:
-            quiet = False
-        self._once_quiet = self._once_quiet + 1 if quiet else 0
-        return self._once_quiet >= 2
-
-    def _once_failed(self) -> int:
-        _, failed = self.journal.once_outcome(self.once or 0)
-        log.info("run --once finished: %d files failed", failed)
-        return failed
 
     def _shutdown(self) -> int:
         self.notifier.stopping()
@@ -387,24 +342,23 @@ class Daemon:
 
     # -- health and status ---------------------------------------------------------------
 
-    def _healthy(self) -> bool:
-        return (
-            self.watcher.alive()
-            and self.workers.alive()
-            and self.status.alive()
-            and self.after.loop.alive()
-            and self.hooks.loop.alive()
-            and (self.media is None or self.media.alive())
-            and (self.metrics_server is None or self.metrics_server.alive())
-            and (not self.config.webhooks or self.webhooks.alive())
-            and self.journal.ping()
-        )
-
-    def _problem(self) -> str | None:
-        """What the health check reports: None while all is well."""
-        if not self._healthy():
-            return "a part of syncd stopped working; see its log"
-        return self.control.problem()
+    def _parts(self) -> dict[str, Callable[[], bool]]:
+        """What must be alive for the daemon to be healthy (control/health.py)."""
+        parts = {
+            "watcher": self.watcher.alive,
+            "workers": self.workers.alive,
+            "status socket": self.status.alive,
+            "after-upload actions": self.after.loop.alive,
+            "hooks": self.hooks.loop.alive,
+            "journal": self.journal.ping,
+        }
+        if self.media is not None:
+            parts["media server"] = self.media.alive
+        if self.metrics_server is not None:
+            parts["metrics"] = self.metrics_server.alive
+        if self.config.webhooks:
+            parts["webhooks"] = self.webhooks.alive
+        return parts
 
     def _complete(self, path: Path, watch: WatchConfig, identity: Identity) -> None:
         """Intake found a complete file: journal it, and wake a worker when there is work."""
@@ -417,13 +371,8 @@ class Daemon:
     def _warn_inotify_limit(self) -> None:
         """Once the start-up scan has counted the folders (a walk of its own would double
         a restart's work over a large tree)."""
-        limit = _inotify_limit()
-        folders = self.watcher.scans.folders
-        if limit is not None and folders > limit * 0.9:
-            message = (
-                f"{folders} folders to watch but fs.inotify.max_user_watches is {limit}: "
-                "raise it (sysctl fs.inotify.max_user_watches=524288)"
-            )
+        message = inotify_shortfall(self.watcher.scans.folders)
+        if message is not None:
             log.warning("%s", message)
             self.notifier.status(message)
 
@@ -439,22 +388,13 @@ class Daemon:
             self.notifier.ready()
             return
         setup_logging(config.daemon.log_level)
-        for key in ("state_dir", "status_socket", "workers", "status_group"):
-            if getattr(config.daemon, key) != getattr(self.config.daemon, key):
-                log.warning("[daemon] %s changes only when syncd restarts", key)
-        if config.media_server != self.config.media_server:
-            log.warning("[media_server] changes only when syncd restarts")
-        if config.metrics != self.config.metrics:
-            log.warning("[metrics] changes only when syncd restarts")
+        for key in restart_only(self.config, config):
+            log.warning("%s changes only when syncd restarts", key)
         if self.healthcheck is not None and config.daemon.healthcheck_url:
             self.healthcheck.use(config.daemon.healthcheck_url, config.daemon.healthcheck_interval)
-        elif config.daemon.healthcheck_url != self.config.daemon.healthcheck_url:
-            log.warning("[daemon] healthcheck_url changes only when syncd restarts")
         self.webhooks.use(config.webhooks)
         if config.webhooks and not self.webhooks.alive():
             self.webhooks.start()
-        if config.journal != self.config.journal:
-            log.warning("[journal] changes only when syncd restarts")
         self.pipeline.use(config.services, uploaders)
         self.config = config
         self.flow.use(config)

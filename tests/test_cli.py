@@ -7,12 +7,14 @@ import os
 import signal
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import tomli_w
 from conftest import base_config, read_sidecar, wait_until
+from harness import free_port, scrape
 
 from syncd.control.status import ask
 
@@ -181,12 +183,18 @@ def test_run_sandbox_demo_uploads_a_dropped_file(tmp_path):
         archived = tmp_path / "syncd-demo" / "archive" / "bye.txt"
         wait_until(lambda: archived.with_name("bye.txt.syncd.toml").exists(), 30, "the archive")
         assert archived.read_text() == "archive me\n"
+        # Monitoring too: /metrics on a loopback port, counting what the demo did.
+        metrics = f"http://{tomllib.loads(config_path.read_text())['metrics']['listen']}/metrics"
+        assert metrics.startswith("http://127.0.0.1:")
+        samples, _ = scrape(metrics)
+        assert samples[("syncd_uploads_total", (("outcome", "done"), ("service", "ton")))] == 2
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output
     assert "drop files into" in output
     assert f"then moved to {tmp_path / 'syncd-demo' / 'archive'}" in output
+    assert f"metrics: {metrics}" in output
 
 
 def test_run_sandbox_where_the_demo_cannot_be_made_is_one_line(tmp_path):
@@ -271,3 +279,26 @@ def test_the_readme_test_command_needs_no_fleet_extra(tmp_path):
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+def imported_by_a_run(tmp_path: Path, config: dict[str, Any]) -> set[str]:
+    """The top-level packages `syncd run --once` imports (python -X importtime)."""
+    path = write_config(tmp_path / "config.toml", config)
+    result = syncd_with("-X", "importtime", "-m", "syncd", "run", "--once", "-c", str(path))
+    assert result.returncode == 0, result.stderr
+    lines = [line.split("|") for line in result.stderr.splitlines() if "import time:" in line]
+    return {parts[-1].strip().split(".")[0] for parts in lines if len(parts) == 3}
+
+
+def syncd_with(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_a_run_without_metrics_loads_neither_prometheus_client_nor_waitress(tmp_path):
+    """Both cost start-up time (~90 ms) and are loaded only for [metrics] (or a media server)."""
+    config = good_config(tmp_path)
+    assert not {"prometheus_client", "waitress"} & imported_by_a_run(tmp_path, config)
+    config["metrics"] = {"listen": f"127.0.0.1:{free_port()}"}
+    assert {"prometheus_client", "waitress"} <= imported_by_a_run(tmp_path, config)

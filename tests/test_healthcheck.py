@@ -15,16 +15,21 @@ def pings(sandbox: SandboxClient) -> list[dict[str, Any]]:
     return [p for p in sandbox.get("hooks/pings") if p["uuid"] == "check-1"]
 
 
-def test_pings_fail_and_recover(tmp_path, sandbox, make_daemon):
+def checked_daemon(tmp_path, sandbox, make_daemon, url_tail: str = "") -> Any:
+    """A daemon pinging the sandbox's check-1 (`url_tail` after it) every INTERVAL."""
     (tmp_path / "drop").mkdir()
     config = base_config(
         tmp_path,
         sandbox.url,
         [{"path": str(tmp_path / "drop")}],
-        healthcheck_url=f"{sandbox.url}/hc/check-1",
+        healthcheck_url=f"{sandbox.url}/hc/check-1{url_tail}",
         healthcheck_interval=INTERVAL,
     )
-    daemon = make_daemon(config).start()
+    return make_daemon(config).start()
+
+
+def test_pings_fail_and_recover(tmp_path, sandbox, make_daemon):
+    daemon = checked_daemon(tmp_path, sandbox, make_daemon)
     healthy = wait_until(lambda: len(p := pings(sandbox)) >= 4 and p, 30, "four pings")
     assert {p["kind"] for p in healthy} == {"ok"}
     gaps = [b["at"] - a["at"] for a, b in itertools.pairwise(healthy)]
@@ -58,15 +63,7 @@ def test_pings_fail_and_recover(tmp_path, sandbox, make_daemon):
 
 def test_fail_goes_before_the_query(tmp_path, sandbox, make_daemon):
     """healthchecks.io's `/KEY/SLUG?create=1`: the failure goes to `/KEY/SLUG/fail?create=1`."""
-    (tmp_path / "drop").mkdir()
-    config = base_config(
-        tmp_path,
-        sandbox.url,
-        [{"path": str(tmp_path / "drop")}],
-        healthcheck_url=f"{sandbox.url}/hc/check-1?create=1",
-        healthcheck_interval=INTERVAL,
-    )
-    daemon = make_daemon(config).start()
+    daemon = checked_daemon(tmp_path, sandbox, make_daemon, "?create=1")
     sandbox.fault(method="POST", path="/1.1/ton/bucket/", status=403, body="Forbidden.")
     (tmp_path / "drop" / "report.bin").write_bytes(b"r" * 2048)
     daemon.wait_counts(failed=1)

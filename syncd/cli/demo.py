@@ -26,16 +26,24 @@ DEMO_DIR = Path("syncd-demo")
 ARCHIVING = "ton-then-archive"
 """A drop folder that empties itself: uploaded files (with sidecars) move to ./archive."""
 ENDPOINT_KEYS = ("endpoint", "twitter_endpoint")
+METRICS_PORT = 9187
+"""The demo's /metrics port when it is free (the contract's example), else any."""
 
 
-def _free_port() -> int:
-    """A loopback port for the media server, whose public URL must be known in advance."""
+def _free_port(preferred: int = 0) -> int:
+    """A loopback port known in advance (the media server's public URL, the metrics);
+    `preferred` when it is free."""
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        try:
+            probe.bind(("127.0.0.1", preferred))
+        except OSError:
+            probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
-def demo_config(folder: Path, sandbox_url: str, media_port: int) -> dict[str, Any]:
+def demo_config(
+    folder: Path, sandbox_url: str, media_port: int, metrics_port: int
+) -> dict[str, Any]:
     """A config routing one drop folder per service type to the sandbox."""
     twitter = {"account": "demo", "endpoint": sandbox_url}
     services: dict[str, dict[str, Any]] = {
@@ -74,6 +82,7 @@ def demo_config(folder: Path, sandbox_url: str, media_port: int) -> dict[str, An
             "listen": f"127.0.0.1:{media_port}",
             "public_url": f"http://127.0.0.1:{media_port}",
         },
+        "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
         "watch": [
             *({"path": str(folder / name), "service": name} for name in services),
             {
@@ -88,7 +97,7 @@ def demo_config(folder: Path, sandbox_url: str, media_port: int) -> dict[str, An
 
 def _write_demo(sandbox_url: str) -> Path:
     folder = DEMO_DIR.absolute()
-    data = demo_config(folder, sandbox_url, _free_port())
+    data = demo_config(folder, sandbox_url, _free_port(), _free_port(METRICS_PORT))
     path = folder / "config.toml"
     try:
         for watch in data["watch"]:
@@ -128,4 +137,8 @@ def sandboxed(config_path: Path | None) -> Iterator[tuple[Path, Config]]:
             services = {n: _pointed_at(s, sandbox.url) for n, s in loaded.services.items()}
             config = dataclasses.replace(loaded, services=services)
             print(f"sandbox serving on {sandbox.url}; every endpoint points at it")
+        if config.metrics is not None:
+            host = config.metrics.host
+            host = f"[{host}]" if ":" in host else host
+            print(f"metrics: http://{host}:{config.metrics.port}/metrics")
         yield config_path, config

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from syncd.config import Config, JournalConfig
 from syncd.config.values import parse_database_url
-from syncd.daemon import lock_state_dir
 from syncd.errors import SyncdError, UsageError
 from syncd.intake.routing import route
+from syncd.journal.lock import lock_state_dir
 from syncd.journal.states import State
 from syncd.journal.store import Row
 from syncd.work.flow import rank

@@ -115,7 +115,7 @@ def render_status(raw: dict[str, Any]) -> str:
         f"webhook deliveries failing ({webhooks.get('pending', 0)} waiting):",
         webhooks.get("failing", []),
         lambda d: (
-            f"{d['receiver']} {d['event']} of {d['path']}"
+            f"{d['receiver']} {d['event']} of {_subject(d)}"
             f" (attempt {d['attempts']}, next at {d['next_at']}): {d['error']}"
         ),
     )
@@ -193,3 +193,10 @@ def _after_upload(reply: _Shown) -> list[str]:
         lambda h: f"{h['at']} {h['event']} {h['command']} for {h['path']}: {h['error']}",
     )
     return lines
+
+
+def _subject(delivery: Any) -> str:
+    """What an event is about: its file, else its service or component (paused, degraded)."""
+    return str(
+        delivery.get("path") or delivery.get("service") or delivery.get("component") or "syncd"
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,14 @@ class Degraded:
     def __init__(self) -> None:
         self._lock = threading.Condition()
         self._faults: dict[str, tuple[str, float]] = {}
+        self._listeners: list[Callable[[str, str], None]] = []
         self.changes = 0
+
+    def listen(self, became_degraded: Callable[[str, str], None]) -> None:
+        """Call `became_degraded(component, reason)` on every move into degraded (once per
+        fault, not per failed attempt). It is called from inside the failing component, the
+        journal's fault handling among them: it must not write to the journal itself."""
+        self._listeners.append(became_degraded)
 
     def set(self, component: str, reason: str) -> None:
         with self._lock:
@@ -39,6 +47,8 @@ class Degraded:
             self.changes += 1
         if old is None:
             log.warning("%s degraded: %s; pausing and trying again", component, reason)
+            for listener in self._listeners:
+                listener(component, reason)
 
     def clear(self, component: str) -> None:
         with self._lock:

@@ -14,14 +14,12 @@ other port syncd listens on.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol
+from typing import Protocol
 
-import waitress.server
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -32,10 +30,9 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from waitress.channel import HTTPChannel
 
 from syncd import __version__
-from syncd.errors import SyncdError
+from syncd.httpserver import WaitressServer
 from syncd.journal.patience import StorageFault
 from syncd.journal.store import Store
 from syncd.work.outcomes import DONE, DUPLICATE, FAILED
@@ -248,62 +245,30 @@ class Metrics:
         self._deliveries.labels("delivered" if ok else "failed").inc()
 
 
-class MetricsServer:
-    """/metrics over HTTP, served by waitress on a thread of its own (bound before start,
-    so a port in use is a clear error at once)."""
+class MetricsServer(WaitressServer):
+    """/metrics over HTTP (bound when made, so a port in use is a clear error at once)."""
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry) -> None:
-        self._host = host
-        try:
-            self._server: Any = waitress.server.create_server(
-                make_wsgi_app(registry),
-                _start=False,
-                host=host,
-                port=port,
-                threads=SERVER_THREADS,
-                connection_limit=CONNECTION_LIMIT,
-                channel_timeout=CHANNEL_TIMEOUT,
-                max_request_body_size=0,
-                max_request_header_size=MAX_HEADER,
-                ident="syncd",
-                expose_tracebacks=False,
-                log_socket_errors=False,
-            )
-        except (OSError, ValueError) as exc:  # waitress: ValueError for a host it cannot use
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            raise SyncdError(
-                f"[metrics] listen: cannot listen on {host}:{port}: {reason}"
-            ) from None
-        self._thread = threading.Thread(target=self._server.run, name="metrics", daemon=True)
+        super().__init__(
+            make_wsgi_app(registry),
+            "metrics",
+            f"[metrics] listen: cannot listen on {host}:{port}",
+            host=host,
+            port=port,
+            threads=SERVER_THREADS,
+            connection_limit=CONNECTION_LIMIT,
+            channel_timeout=CHANNEL_TIMEOUT,
+            max_request_body_size=0,
+            max_request_header_size=MAX_HEADER,
+            ident="syncd",
+        )
 
     def start(self) -> None:
-        self._server.accept_connections()
-        self._thread.start()
-        log.info("metrics on http://%s:%d/metrics", self._host, self.port)
+        super().start()
+        host, port = self.address
+        log.info("metrics on http://%s:%d/metrics", host, port)
 
     @property
     def port(self) -> int:
         """The bound port (the configured one, or the one picked for port 0)."""
-        return int(self._server.effective_port)
-
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def stop(self) -> None:
-        """Close every connection from waitress' own loop (which then ends), then its threads."""
-        server = self._server
-
-        def close_all() -> None:
-            for dispatcher in list(server._map.values()):
-                if isinstance(dispatcher, HTTPChannel):
-                    dispatcher.handle_close()
-                elif dispatcher is not server:
-                    dispatcher.close()
-            server.close()
-
-        if self._thread.is_alive():
-            server.trigger.pull_trigger(close_all)
-            self._thread.join(timeout=5)
-        else:
-            server.close()
-        server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
+        return self.address[1]

@@ -212,6 +212,8 @@ class Control:
                     "event": d.event,
                     "id": d.event_id,
                     "path": os.fsdecode(d.path),
+                    "service": d.service or None,
+                    "component": (d.detail or {}).get("component"),
                     "attempts": d.attempts,
                     "error": d.last_error,
                     "next_at": _rfc3339(d.due),

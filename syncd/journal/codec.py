@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import json
-from dataclasses import fields
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Protocol
 
 from syncd.files import Identity
 from syncd.journal.after import Action, HookEvent, HookRow
 from syncd.journal.states import State
-from syncd.journal.store import UNREADABLE, Delivery, Row
+from syncd.journal.store import UNREADABLE, Delivery, Row, ServiceEvent
 
 ACTION_COLUMNS = ", ".join(f.name for f in fields(Action))
 HOOK_COLUMNS = "id, key, event, path, argv, env, timeout, state, error, at"
+
+
+def new_event_id() -> str:
+    """A webhook event's id (a random UUID), what receivers dedup on. uuid is imported at
+    the first event: it loads `platform`, which a start without webhooks does not need."""
+    import uuid
+
+    return str(uuid.uuid4())
 
 
 def encode(value: Any) -> str:
@@ -102,7 +111,56 @@ def delivery_from(columns: Columns) -> Delivery:
         attempts=columns["attempts"],
         due=columns["due"],
         last_error=columns["last_error"],
+        detail=decode(columns["detail"]),
     )
+
+
+ONCE_KEPT = 8 * 86400.0
+"""How long an event's `once` key is kept: longer than the quota day it stands for."""
+
+
+def event_values(event: ServiceEvent, targets: tuple[str, ...]) -> list[dict[str, Any]]:
+    """A service-level event's outbox rows (named placeholders), one per receiver: the file
+    columns empty (path, size 0; service '' when it names none), its own fields in detail."""
+    return [
+        {
+            "id": event.event_id,
+            "target": target,
+            "event": event.event,
+            "at": event.at,
+            "service": event.service or "",
+            "detail": encode(event.detail or {}),
+        }
+        for target in targets
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class EmitStatements:
+    """A store's SQL for `emit`, parameters as `emit_rows` passes them."""
+
+    prune: str
+    """Delete the once keys older than (at,)."""
+    take_key: str
+    """Insert (key, at) unless the key is there; its rowcount says whether it was not."""
+    insert: str
+    """One outbox row, from `event_values`' named placeholders."""
+
+
+def emit_rows(
+    execute: Callable[[str, Any], Any],
+    executemany: Callable[[str, list[dict[str, Any]]], Any],
+    statements: EmitStatements,
+    event: ServiceEvent,
+    targets: tuple[str, ...],
+) -> bool:
+    """Outbox.emit inside the store's transaction: the rows, unless the once key was taken."""
+    if event.once is not None:
+        execute(statements.prune, (event.at - ONCE_KEPT,))
+        if not execute(statements.take_key, (event.once, event.at)).rowcount:
+            return False
+    executemany(statements.insert, event_values(event, targets))
+    return True
 
 
 def action_from(columns: Columns) -> Action:

@@ -138,4 +138,11 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE state IN ('hashed', 'retry_wait', 'seen');
     CREATE TABLE flow_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)
     """,
+    # 8: service-level webhook events (paused, resumed, quota_exhausted, degraded), which
+    # name no file: their own fields in `detail` (JSON; path empty, size 0), and the keys of
+    # the events that happen once (a used-up quota: once per service and quota day).
+    """
+    ALTER TABLE outbox ADD COLUMN detail TEXT;
+    CREATE TABLE outbox_once (key TEXT PRIMARY KEY, at REAL NOT NULL)
+    """,
 )

@@ -1,27 +1,34 @@
-"""The webhook outbox of the SQLite store (table `outbox`, migration 5).
+"""The webhook outbox of the SQLite store (table `outbox`, migrations 5 and 8).
 
 An event is written as one row per subscribed receiver in the very transaction of the state
 change it reports (`record`, called by the store), so a crash can never keep the change and
 lose the event, nor the reverse. The sender deletes a row once delivered and pushes `due`
 back when it fails. The file's facts are copied into the row: the event says what was true
-when it happened, whatever the file does later.
+when it happened, whatever the file does later. Service-level events (paused, resumed,
+quota_exhausted, degraded) come through `emit`, in a transaction of their own.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-import uuid
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 
-from syncd.journal.codec import delivery_from
+from syncd.journal.codec import EmitStatements, delivery_from, emit_rows, new_event_id
 from syncd.journal.rules import by_event
 from syncd.journal.states import State
-from syncd.journal.store import Delivery
+from syncd.journal.store import Delivery, ServiceEvent
 
 Write = Callable[[], AbstractContextManager[sqlite3.Connection]]
 """The store's write transaction (BEGIN IMMEDIATE under its lock)."""
+
+_EMIT = EmitStatements(
+    prune="DELETE FROM outbox_once WHERE at < ?",
+    take_key="INSERT OR IGNORE INTO outbox_once (key, at) VALUES (?, ?)",
+    insert="INSERT INTO outbox (event_id, target, event, at, path, service, size, detail)"
+    " VALUES (:id, :target, :event, :at, x'', :service, 0, :detail)",
+)
 
 
 class SqliteOutbox:
@@ -39,7 +46,7 @@ class SqliteOutbox:
         targets = self._subscribers.get(event, ())
         if not targets:
             return
-        event_id = str(uuid.uuid4())
+        event_id = new_event_id()
         db.executemany(
             "INSERT INTO outbox (event_id, target, event, at, path, service, sha256, size,"
             " result, error) SELECT :id, :target, :event, :now, path, service, sha256, size,"
@@ -60,6 +67,13 @@ class SqliteOutbox:
                 f"DELETE FROM outbox WHERE target NOT IN ({marks})",  # noqa: S608
                 tuple(targets),
             ).rowcount
+
+    def emit(self, event: ServiceEvent) -> bool:
+        targets = self._subscribers.get(event.event, ())
+        if not targets:
+            return False
+        with self._write() as db:
+            return emit_rows(db.execute, db.executemany, _EMIT, event, targets)
 
     def due(self, now: float, limit: int) -> list[Delivery]:
         return self._select("WHERE due <= ? ORDER BY due, seq LIMIT ?", now, limit)

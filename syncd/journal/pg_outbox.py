@@ -1,4 +1,4 @@
-"""The webhook outbox of the PostgreSQL store (table `outbox`, migration 2).
+"""The webhook outbox of the PostgreSQL store (table `outbox`, migrations 2 and 5).
 
 As in the SQLite store (outbox.py), an event is written as one row per receiver in the
 transaction of the state change it reports. In a fleet every host runs a sender over the
@@ -12,21 +12,27 @@ be sent again, with the same event id, which is what receivers dedup on.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 
 import psycopg
 from psycopg.rows import DictRow
 
-from syncd.journal.codec import delivery_from
+from syncd.journal.codec import EmitStatements, delivery_from, emit_rows, new_event_id
 from syncd.journal.pg_base import Params
 from syncd.journal.rules import by_event
 from syncd.journal.states import State
-from syncd.journal.store import Delivery
+from syncd.journal.store import Delivery, ServiceEvent
 
 _MINE = "(claim_owner IS NULL OR claim_owner=%(owner)s OR claim_expires < %(now)s)"
 """Free, this host's, or held by a host whose claim ran out."""
+
+_EMIT = EmitStatements(
+    prune="DELETE FROM outbox_once WHERE at < %s",
+    take_key="INSERT INTO outbox_once (key, at) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+    insert="INSERT INTO outbox (event_id, target, event, at, path, service, size, detail)"
+    " VALUES (%(id)s, %(target)s, %(event)s, %(at)s, ''::bytea, %(service)s, 0, %(detail)s)",
+)
 
 
 Write = Callable[[], AbstractContextManager[psycopg.Connection[DictRow]]]
@@ -60,7 +66,7 @@ class PostgresOutbox:
             " FROM files, unnest(%(targets)s::text[]) WITH ORDINALITY AS t(target, n)"
             " WHERE id=%(file)s ORDER BY n",
             {
-                "id": str(uuid.uuid4()),
+                "id": new_event_id(),
                 "event": str(event),
                 "now": now,
                 "targets": targets,
@@ -74,6 +80,15 @@ class PostgresOutbox:
             return db.execute(
                 "DELETE FROM outbox WHERE NOT (target = ANY(%s))", (list(targets),)
             ).rowcount
+
+    def emit(self, event: ServiceEvent) -> bool:
+        """A `once` key is taken under the table's unique index: of two hosts that see a
+        quota used up together, the second waits for the first's commit and writes nothing."""
+        targets = self._subscribers.get(event.event, ())
+        if not targets:
+            return False
+        with self._write() as db, db.cursor() as cursor:
+            return emit_rows(cursor.execute, cursor.executemany, _EMIT, event, targets)
 
     def due(self, now: float, limit: int) -> list[Delivery]:
         """Claimed for this host, which sends them (the ones it holds come again)."""

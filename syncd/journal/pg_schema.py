@@ -17,8 +17,8 @@ MIGRATION_LOCK = 0x73796E6364
 """pg_advisory_xact_lock key ("syncd") held while the schema is checked and migrated."""
 
 FLOW_MIGRATIONS: tuple[str, ...] = (
-    # Flow control's migrations (branch pgflow), kept in a block of their own that MIGRATIONS
-    # ends with, so that migrations appended there (outbox, after-upload) merge in before it.
+    # Flow control's migrations (branch pgflow), kept in a block of their own (merged as
+    # the 4th); later migrations are appended after it.
     #
     # SQLite's 7: waiting rows are taken by priority, then rank (journal/rules.py's
     # queue_rank: bytes sorting as SQLite's untyped column), along an index of waiting rows;
@@ -140,7 +140,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE hook_cursor (failed_since DOUBLE PRECISION NOT NULL);
     INSERT INTO hook_cursor VALUES (extract(epoch FROM now()))
     """,
-    *FLOW_MIGRATIONS,  # last: see FLOW_MIGRATIONS
+    *FLOW_MIGRATIONS,
+    # 5 (SQLite's 8): service-level webhook events: their own fields in `detail`, and the
+    # keys of the events that happen once, whichever host sees them first.
+    """
+    ALTER TABLE outbox ADD COLUMN detail TEXT;
+    CREATE TABLE outbox_once (key TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL)
+    """,
 )
 
 

@@ -80,6 +80,23 @@ class Delivery:
     attempts: int
     due: float
     last_error: str | None
+    detail: dict[str, Any] | None = None
+    """A service-level event's own fields (component, reason, until, ...); None for a file's
+    event, whose path, sha256, size and result or error are the columns above."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceEvent:
+    """An event that is not about a file: paused, resumed, quota_exhausted, degraded."""
+
+    event_id: str
+    event: str
+    at: float
+    service: str | None = None
+    detail: dict[str, Any] | None = None
+    once: str | None = None
+    """A key that makes the event happen once ever: a second event with the same key is not
+    written (a quota used up: once per service and quota day, whichever host sees it)."""
 
 
 class Decision(StrEnum):
@@ -96,8 +113,9 @@ class Decision(StrEnum):
 
 
 class Outbox(Protocol):
-    """Webhook deliveries waiting, one per event and receiver, written by the store in the
-    transaction of the state change they report (done, failed)."""
+    """Webhook deliveries waiting, one per event and receiver: a file's written by the store
+    in the transaction of the state change they report (done, failed), the service-level
+    ones by `emit`."""
 
     def subscribe(self, targets: Mapping[str, tuple[str, ...]]) -> int:
         """Receiver URL -> the events it wants, from now on; deliveries to receivers no
@@ -112,6 +130,10 @@ class Outbox(Protocol):
         """(deliveries waiting, deliveries whose last attempt failed)."""
 
     def delivered(self, seq: int) -> None: ...
+
+    def emit(self, event: ServiceEvent) -> bool:
+        """Write a service-level event for every receiver subscribed to it, in one
+        transaction; False when nobody wants it or its `once` key was written before."""
 
     def failed(self, seq: int, error: str, due: float) -> None:
         """The delivery failed: nothing more goes to its receiver before `due`, so a receiver

@@ -55,7 +55,15 @@ def _json_value(value: object) -> object:
 
 
 def body_of(delivery: Delivery, service_type: str | None) -> bytes:
-    """The event as the contract spells it; `result` for done, `error` for failed."""
+    """The event as the contract spells it; `result` for done, `error` for failed. A
+    service-level event has no file fields at all: id, event, at, `service` when it names
+    one, and its own (component and reason for degraded; reason and until for a quota)."""
+    if delivery.detail is not None:
+        fields: dict[str, Any] = {"id": delivery.event_id, "event": delivery.event}
+        fields["at"] = rfc3339(delivery.at)
+        if delivery.service:
+            fields["service"] = delivery.service
+        return _json({**fields, **delivery.detail})
     event: dict[str, Any] = {
         "id": delivery.event_id,
         "event": delivery.event,
@@ -70,6 +78,10 @@ def body_of(delivery: Delivery, service_type: str | None) -> bytes:
         event["error"] = delivery.error
     else:
         event["result"] = delivery.result
+    return _json(event)
+
+
+def _json(event: dict[str, Any]) -> bytes:
     return json.dumps(event, default=_json_value, separators=(",", ":")).encode()
 
 
@@ -102,8 +114,11 @@ class Webhooks:
         webhooks: tuple[WebhookConfig, ...],
         service_types: Callable[[], Mapping[str, str]],
         delivered: Callable[[bool], None],
+        waiting: Callable[[], None],
     ) -> None:
+        """`waiting`: writes the service-level events that wait for the journal (alerts.py)."""
         self._outbox = outbox
+        self._write_waiting = waiting
         self._service_types = service_types
         self._count = delivered
         self._secrets: dict[str, str] = {}
@@ -135,6 +150,7 @@ class Webhooks:
         try:
             while not self._stop.is_set():
                 try:
+                    self._write_waiting()
                     with patiently():  # the outbox waits out a full disk (journal/patience.py)
                         self._round(http)
                 except Exception:

@@ -359,3 +359,39 @@ def test_after_upload_and_webhooks_run_once_across_the_fleet(tmp_path, make_flee
             lambda d=daemon: d.status()["webhooks"]["pending"] == 0, 30, "the outbox emptied"
         )
     print(f"archived by host: {archived_by}")
+
+
+def test_pause_and_resume_are_announced_once_for_the_fleet(tmp_path, make_fleet, sandbox):
+    """Pausing is the fleet's: a pause asked of one host and again of another is one
+    `paused` event, and a resume asked of a third one `resumed`, not one per host."""
+    secret = tmp_path / "secret"
+    secret.write_text(credentials.WEBHOOK_SECRET + "\n")
+    hook = {
+        "url": f"{sandbox.url}/hooks/webhook",
+        "events": ["paused", "resumed"],
+        "secret_file": str(secret),
+    }
+    fleet = make_fleet(services=("ads",), extra={"webhook": [hook]}).start()
+    first, second, third = fleet.daemons
+    assert first.cli("pause", "ads").returncode == 0
+    for daemon in fleet.daemons:
+        wait_until(lambda d=daemon: d.status()["paused"] == ["ads"], 30, "paused everywhere")
+    assert second.cli("pause", "ads").returncode == 0
+    assert third.cli("resume", "ads").returncode == 0
+    for daemon in fleet.daemons:
+        wait_until(lambda d=daemon: d.status()["paused"] == [], 30, "resumed everywhere")
+
+    def events() -> list[dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for delivery in sandbox.get("hooks/webhooks"):
+            assert delivery["signature_valid"], delivery
+            found.setdefault(delivery["event"]["id"], delivery["event"])
+        return list(found.values())
+
+    wait_until(lambda: len(events()) >= 2, 60, "the paused and resumed events")
+    for daemon in fleet.daemons:
+        wait_until(lambda d=daemon: d.status()["webhooks"]["pending"] == 0, 30, "outbox empty")
+    assert [(e["event"], e["service"]) for e in events()] == [
+        ("paused", "ads"),
+        ("resumed", "ads"),
+    ]

@@ -21,6 +21,7 @@ from conftest import SCALE, base_config, read_sidecar, wait_until
 from harness import free_port, scrape
 from mixed import integrity
 from test_systemd import NotifyListener
+from test_webhook_events import FILE_FIELDS, service_events, webhook
 
 
 @pytest.fixture
@@ -74,6 +75,7 @@ def test_journal_on_a_full_disk_pauses_and_resumes(tmp_path, small_disk, sandbox
     drop.mkdir()
     config = base_config(tmp_path, sandbox.url, [{"path": str(drop)}])
     config["daemon"]["state_dir"] = str(small_disk / "state")
+    config["webhook"] = webhook(tmp_path, sandbox, ["degraded"])
     notify = NotifyListener(tmp_path / "notify.sock")
     try:
         journal_on_a_full_disk(tmp_path, small_disk, sandbox, make_daemon, config, notify)
@@ -99,6 +101,10 @@ def journal_on_a_full_disk(tmp_path, small_disk, sandbox, make_daemon, config, n
     filler.unlink()
     daemon.wait_counts(done=3 + len(later), timeout=120)
     assert daemon.status()["degraded"] == []
+    # The alert could not be journaled while the journal was the fault: it comes now.
+    [event] = wait_until(lambda: service_events(sandbox), 60, "the degraded event")
+    assert event["event"] == "degraded" and event["component"] == "journal", event
+    assert "full" in event["reason"] and not FILE_FIELDS & set(event)
     daemon.stop()
     for path in first + later:
         assert read_sidecar(path)["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -137,9 +143,12 @@ def test_sidecars_on_a_full_disk_wait_and_resume(tmp_path, small_disk, sandbox, 
     )
     port = free_port()
     config["metrics"] = {"listen": f"127.0.0.1:{port}"}
+    config["webhook"] = webhook(tmp_path, sandbox, ["degraded"])
     metrics = f"http://127.0.0.1:{port}/metrics"
     daemon = make_daemon(config).start()
     fault = wait_until(lambda: degraded(daemon, "sidecars"), 60, "sidecars reported degraded")
+    [event] = wait_until(lambda: service_events(sandbox), 60, "the degraded event")
+    assert event["component"] == "sidecars" and "No space left" in event["reason"], event
     assert "No space left" in fault["reason"], fault
     assert daemon.status()["counts"]["uploaded"] >= 1
     assert degraded_metric(metrics) == {"sidecars": 1.0}
@@ -152,6 +161,7 @@ def test_sidecars_on_a_full_disk_wait_and_resume(tmp_path, small_disk, sandbox, 
     assert daemon.status()["degraded"] == []
     assert degraded_metric(metrics) == {}
     wait_until(lambda: health_pings(sandbox)[-1]["kind"] == "ok", 30, "an ok ping again")
+    assert len(service_events(sandbox)) == 1, "one event for the fault, not one per attempt"
     daemon.stop()
     for path in files:
         assert read_sidecar(path)["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()

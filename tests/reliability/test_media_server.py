@@ -16,11 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from conftest import SandboxClient, read_sidecar, wait_until
 from sandbox.samples import png, video
 from test_oneall import oneall_config
 
+from syncd.errors import SyncdError
 from syncd.services.oneall import mediaserver
 from syncd.services.oneall.mediaserver import FD_RESERVE, MAX_CONNECTIONS
 from syncd.services.oneall.signer import CALLBACK, MEDIA, Signer
@@ -320,3 +322,16 @@ def test_a_request_still_arriving_after_request_timeout_is_cut_off(tmp_path, mon
             assert idle.recv(100) == b""  # the idle one is gone too
     finally:
         server.stop()
+
+
+def test_a_port_in_use_is_a_one_line_error_naming_the_key():
+    signer = Signer(b"k" * 32, "http://127.0.0.1")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SyncdError) as refused:
+            mediaserver.MediaServer(
+                "127.0.0.1", port, signer, lambda row, push: None, lambda row, push, data: None
+            )
+    assert str(refused.value) == f"[media_server] listen 127.0.0.1:{port}: Address already in use"

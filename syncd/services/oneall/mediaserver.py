@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import resource
-import threading
 import time
 from typing import Any
 
@@ -27,7 +26,7 @@ from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.server import TcpWSGIServer
 
-from syncd.errors import SyncdError
+from syncd.httpserver import WaitressServer
 from syncd.services.oneall.mediaapp import Callback, Lookup, MediaApp
 from syncd.services.oneall.signer import Signer
 
@@ -108,64 +107,25 @@ def connection_budget() -> int:
     return budget
 
 
-class MediaServer:
+class MediaServer(WaitressServer):
     def __init__(
         self, host: str, port: int, signer: Signer, lookup: Lookup, callback: Callback
     ) -> None:
         self.signer = signer
         self.connection_limit = connection_budget()
-        app = MediaApp(signer, lookup, callback)
-        try:
-            server = _Server(
-                app,
-                _start=False,
-                host=host,
-                port=port,
-                threads=THREADS,
-                connection_limit=self.connection_limit,
-                channel_timeout=CHANNEL_TIMEOUT,
-                cleanup_interval=CLEANUP_INTERVAL,
-                max_request_header_size=MAX_HEADER,
-                max_request_body_size=MAX_BODY,
-                asyncore_use_poll=True,  # select() cannot watch descriptors above 1023
-                ident="syncd-media",
-                expose_tracebacks=False,
-                log_socket_errors=False,  # a client that goes away is no news
-            )
-        except (OSError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
-            raise SyncdError(f"[media_server] listen {host}:{port}: {reason}") from None
-        self._server = server
-        self._thread = threading.Thread(target=self._run, name="mediaserver", daemon=True)
-
-    def _run(self) -> None:
-        self._server.run()
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return str(self._server.effective_host), int(self._server.effective_port)
-
-    def start(self) -> None:
-        self._server.accept_connections()
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Close every connection from waitress' own loop (which then ends), then its threads."""
-
-        def close_all() -> None:
-            for dispatcher in list(self._server._map.values()):
-                if isinstance(dispatcher, HTTPChannel):
-                    dispatcher.handle_close()
-                elif dispatcher is not self._server:
-                    dispatcher.close()
-            self._server.close()
-
-        if self._thread.is_alive():
-            self._server.trigger.pull_trigger(close_all)
-            self._thread.join(timeout=5)
-        else:
-            self._server.close()
-        self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
-
-    def alive(self) -> bool:
-        return self._thread.is_alive()
+        super().__init__(
+            MediaApp(signer, lookup, callback),
+            "mediaserver",
+            f"[media_server] listen {host}:{port}",
+            _Server,
+            host=host,
+            port=port,
+            threads=THREADS,
+            connection_limit=self.connection_limit,
+            channel_timeout=CHANNEL_TIMEOUT,
+            cleanup_interval=CLEANUP_INTERVAL,
+            max_request_header_size=MAX_HEADER,
+            max_request_body_size=MAX_BODY,
+            asyncore_use_poll=True,  # select() cannot watch descriptors above 1023
+            ident="syncd-media",
+        )

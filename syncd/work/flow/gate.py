@@ -18,6 +18,9 @@ from typing import Any, Protocol, TypeVar
 
 from syncd.config import Config, ServiceConfig
 from syncd.errors import RateLimited
+from syncd.outputs.alerts import PAUSED as PAUSED_EVENT
+from syncd.outputs.alerts import QUOTA_EXHAUSTED, RESUMED
+from syncd.outputs.webhooks import rfc3339
 from syncd.work.flow.bandwidth import Bandwidth
 from syncd.work.flow.clock import Clock
 from syncd.work.flow.quota import Quotas, StateStore
@@ -92,9 +95,21 @@ class FlowGauges:
         return self._flow.quota_left()
 
 
+class Announce(Protocol):
+    """outputs/alerts.py's Alerts.announce: a service-level webhook event happened."""
+
+    def __call__(
+        self, event: str, service: str | None = None, once: str | None = None, **detail: Any
+    ) -> None: ...
+
+
 class Flow:
-    def __init__(self, store: FlowStore, clock: Clock, wake: Callable[[], None]) -> None:
+    def __init__(
+        self, store: FlowStore, clock: Clock, wake: Callable[[], None], announce: Announce
+    ) -> None:
+        """`announce`: the webhook events paused, resumed and quota_exhausted."""
         self.clock = clock
+        self._announce = announce
         self.bandwidth = Bandwidth(clock)
         self.quotas = Quotas(store, clock)
         self._store = store
@@ -171,7 +186,15 @@ class Flow:
             return None
         unit = "files" if service.daily_files else "bytes"
         limit = service.daily_files or service.daily_bytes
-        return self.hold(service.name, f"quota: daily_{unit} = {limit} used up", until)
+        hold = self.hold(service.name, f"quota: daily_{unit} = {limit} used up", until)
+        self._announce(  # once a quota day, however many files (or hosts) meet the hold
+            QUOTA_EXHAUSTED,
+            service.name,
+            once=f"{QUOTA_EXHAUSTED}:{service.name}:{until:.0f}",
+            reason=hold.reason,
+            until=rfc3339(until),
+        )
+        return hold
 
     def rate_limited(self, service: str, retry_after: float) -> Hold:
         until = self.clock.now() + retry_after
@@ -220,33 +243,50 @@ class Flow:
     def pause(self, services: Iterable[str]) -> list[str]:
         """Pause `services` (none named: every one); the names now paused."""
         names = set(services) or {EVERY}
-        with self._lock:
-            self._paused |= names
-            self._store.save_flow_state("paused", sorted(self._paused))
+        before, after = self._change_paused(lambda paused: paused | names)
         for name in self._services if EVERY in names else names:
             self._store.hold_waiting(name, PAUSED, None)
+        for name in sorted(after - before):
+            self._announce(PAUSED_EVENT, name)
         return self.paused_names()
 
     def resume(self, services: Iterable[str]) -> list[str]:
         """Resume `services` (none named: every one); the names still paused."""
         names = set(services)
-        with self._lock:
-            before = set(self.paused_names())
+
+        def resumed(paused: set[str]) -> set[str]:
             if not names:
-                self._paused = set()
-            elif EVERY in self._paused:
-                self._paused = set(self._services) - names
-            else:
-                self._paused = self._paused - names
-            self._store.save_flow_state("paused", sorted(self._paused))
-        still = self.paused_names()
-        for name in before - set(still):
+                return set()
+            if EVERY in paused:
+                return set(self._services) - names
+            return paused - names
+
+        before, after = self._change_paused(resumed)
+        for name in sorted(before - after):
             self._release(name)
-        return still
+            self._announce(RESUMED, name)
+        return self.paused_names()
+
+    def _change_paused(self, change: Callable[[set[str]], set[str]]) -> tuple[set[str], set[str]]:
+        """Change the paused set where the journal keeps it, atomically: in a fleet the one
+        host whose change it is announces it, once. The service names paused before and after."""
+        seen: dict[str, set[str]] = {}
+
+        def apply(stored: Any) -> list[str]:
+            seen["before"] = set(stored or ())
+            seen["after"] = change(seen["before"])
+            return sorted(seen["after"])
+
+        with self._lock:
+            self._store.change_flow_state("paused", apply)
+            self._paused = seen["after"]
+        return self._named(seen["before"]), self._named(seen["after"])
+
+    def _named(self, paused: set[str]) -> set[str]:
+        return set(self._services) if EVERY in paused else paused
 
     def paused_names(self) -> list[str]:
-        known = set(self._services)
-        return sorted(known if EVERY in self._paused else self._paused)
+        return sorted(self._named(self._paused))
 
     # -- status --------------------------------------------------------------------------
 
