@@ -158,3 +158,12 @@ def test_a_webhook_added_by_a_reload_starts_delivering(tmp_path, sandbox, make_d
     daemon.wait_counts(done=3)
     events = wait_until(lambda: len(e := by_id(received(sandbox))) == 2 and e, 60, "2 events")
     assert {e["path"] for e in events.values()} == set(after), "only events after the reload"
+
+
+def test_a_name_that_is_not_utf8_arrives_as_valid_utf8_json(tmp_path, sandbox, make_daemon):
+    daemon = make_daemon(hooks_config(tmp_path, sandbox)).start()
+    (tmp_path / "ads" / "caf\udce9.bin").write_bytes(b"latin-1 name\n")  # b"caf\xe9.bin"
+    daemon.wait_counts(done=1)
+    [event] = wait_until(lambda: list(by_id(received(sandbox)).values()), 60, "the event")
+    assert event["path"] == str(tmp_path / "ads" / "caf\\xe9.bin")
+    event["path"].encode("utf-8")  # no lone surrogate, which strict JSON parsers refuse

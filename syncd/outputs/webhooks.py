@@ -15,7 +15,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -55,7 +54,8 @@ def _json_value(value: object) -> object:
 
 
 def body_of(delivery: Delivery, service_type: str | None) -> bytes:
-    """The event as the contract spells it; `result` for done, `error` for failed. A
+    """The event as the contract spells it; `result` for done, `error` for failed; a name's
+    bytes that are not UTF-8 as `\\xNN` (the body stays valid UTF-8 JSON for strict parsers). A
     service-level event has no file fields at all: id, event, at, `service` when it names
     one, and its own (component and reason for degraded; reason and until for a quota)."""
     if delivery.detail is not None:
@@ -68,7 +68,7 @@ def body_of(delivery: Delivery, service_type: str | None) -> bytes:
         "id": delivery.event_id,
         "event": delivery.event,
         "at": rfc3339(delivery.at),
-        "path": os.fsdecode(delivery.path),
+        "path": delivery.path.decode("utf-8", "backslashreplace"),
         "service": delivery.service,
         "type": service_type,
         "sha256": delivery.sha256,
