@@ -284,6 +284,11 @@ def test_retry_after_fixing_the_cause(tmp_path, sandbox, make_daemon):
     assert shown.returncode == 0 and "1 files queued again" in shown.stdout
     daemon.wait_counts(done=1, failed=0)
     assert sidecar_exists(path)
+    unknown = tmp_path / "drop" / "never-seen.txt"
+    again = daemon.cli("retry", str(path), str(unknown))
+    assert again.returncode == 0 and "0 files queued again" in again.stdout
+    assert f"syncd: {path}: not a failed file in the journal" in again.stderr
+    assert f"syncd: {unknown}: not a failed file in the journal" in again.stderr
 
 
 def test_a_file_changed_after_upload_is_uploaded_again(tmp_path, sandbox, make_daemon):

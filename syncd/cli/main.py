@@ -234,8 +234,8 @@ def _retry(args: argparse.Namespace) -> int:
     reply = _ask(args, request)
     if "error" in reply:
         raise SyncdError(str(reply["error"]))
-    print(f"{reply.get('retried', 0)} files queued again")
-    return 0
+    _report(reply, "retried", "files queued again")
+    return 0  # a named file that is not failed is nothing to do, not a failure
 
 
 def _restore(args: argparse.Namespace) -> int:
@@ -243,10 +243,16 @@ def _restore(args: argparse.Namespace) -> int:
     reply = _ask(args, {"command": "restore", "paths": [os.path.abspath(p) for p in args.paths]})
     if "error" in reply:
         raise SyncdError(str(reply["error"]))
+    return 1 if _report(reply, "restored", "files restored") else 0
+
+
+def _report(reply: dict[str, Any], count: str, done: str) -> bool:
+    """Prints how many files were acted on, and each named file that was not on stderr;
+    True when there was such a file."""
     for error in reply.get("errors", []):
         print(f"syncd: {error}", file=sys.stderr)
-    print(f"{reply.get('restored', 0)} files restored")
-    return 1 if reply.get("errors") else 0
+    print(f"{reply.get(count, 0)} {done}")
+    return bool(reply.get("errors"))
 
 
 def _pause_or_resume(args: argparse.Namespace) -> int:

@@ -96,9 +96,7 @@ class Control:
             elif isinstance(request.get("paths"), list) and all(
                 isinstance(p, str) for p in request["paths"]
             ):
-                count = self._journal.retry(
-                    os.fsencode(os.path.abspath(p)) for p in request["paths"]
-                )
+                return self._retry_paths([os.path.abspath(p) for p in request["paths"]])
             else:
                 return {"error": 'retry needs "paths": [...] or "all_failed": true'}
             self._wake_workers()
@@ -108,6 +106,17 @@ class Control:
         if command in ("pause", "resume"):
             return self._pause_or_resume(command, request.get("services"))
         return {"error": f"unknown command {command!r}"}
+
+    def _retry_paths(self, paths: list[str]) -> dict[str, Any]:
+        """Each named file queued again if it failed: {"retried": N, "errors": [one line for
+        each path that is not a failed file]}."""
+        errors = [
+            f"{path}: not a failed file in the journal"
+            for path in paths
+            if not self._journal.retry([os.fsencode(path)])
+        ]
+        self._wake_workers()
+        return {"retried": len(paths) - len(errors), "errors": errors}
 
     def _restore_reply(self, request: dict[str, Any]) -> dict[str, Any]:
         """Trashed files back where they were: {"restored": N, "errors": [one line each]}."""
