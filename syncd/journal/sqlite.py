@@ -2,10 +2,11 @@
 
 One connection, guarded by a lock, so every write is serialised; each state change is
 one `BEGIN IMMEDIATE` transaction (a deferred one that upgrades gets SQLITE_BUSY without
-the busy handler). WAL with synchronous=NORMAL survives kill -9 at any moment; paths are
-stored as bytes so that names which are not UTF-8 survive. Claims live in the rows
-(`claim_owner`, `claim_expires`, `claim_fence`), taken in one `UPDATE … RETURNING`, so two
-stores opened on one file never hand out the same row.
+the busy handler), or part of the one transaction of a `batch()` (group commit). WAL with
+synchronous=NORMAL survives kill -9 at any moment; paths are stored as bytes so that names
+which are not UTF-8 survive. Claims live in the rows (`claim_owner`, `claim_expires`,
+`claim_fence`), taken in one `UPDATE … RETURNING`, so two stores opened on one file never
+hand out the same row.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -61,11 +62,14 @@ class SqliteStore:
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
             raise SyncdError(f"{path}: cannot open the journal: {reason}") from None
         self._db.row_factory = sqlite3.Row
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        """Reentrant: a batch holds it while the writes inside take it again."""
         self._owner = owner or socket.gethostname()
         self._lease = lease
         self.changes = 0
         """Counts committed state changes (status line recomputed only when it can differ)."""
+        self._counted = False
+        """Whether the open transaction holds a counted change."""
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=10000")
@@ -78,16 +82,25 @@ class SqliteStore:
 
     @contextmanager
     def _write(self, counted: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction, or a part of the batch this thread has open."""
         with self._lock:
+            if self._db.in_transaction:
+                self._counted = self._counted or counted
+                yield self._db
+                return
             self._db.execute("BEGIN IMMEDIATE")
+            self._counted = counted
             try:
                 yield self._db
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
-            if counted:
+            if self._counted:
                 self.changes += 1
+
+    def batch(self) -> AbstractContextManager[object]:
+        return self._write(counted=False)
 
     def _read(self, query: str, *values: object) -> list[sqlite3.Row]:
         with self._lock:

@@ -11,6 +11,7 @@ hosts, never work the same row.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
@@ -65,6 +66,12 @@ class Store(Protocol):
         """Counts committed state changes (status line recomputed only when it can differ)."""
 
     def close(self) -> None: ...
+
+    def batch(self) -> AbstractContextManager[object]:
+        """Group commit: the writes this thread makes inside commit together in one
+        transaction, all or none (an exception inside rolls them all back). For several
+        moves of one file, or one move of many files, at the price of one commit. Put only
+        journal calls inside: other threads' journal calls wait until it ends."""
 
     def recover(self) -> int:
         """At start: nothing of this host is in flight any more. Uploads resume from their

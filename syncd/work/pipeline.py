@@ -32,10 +32,10 @@ from syncd.files import (
 from syncd.intake.routing import inside, route
 from syncd.journal.states import State, allowed
 from syncd.journal.store import Decision, Row, Store
-from syncd.outputs import sidecar
 from syncd.services.base import AwaitCallback, Interrupted, Job, Uploader
 from syncd.services.http import retry_delay
 from syncd.work.progress import InFlight, Upload
+from syncd.work.sidecars import SidecarWriter
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class Pipeline:
         self.hashing = InFlight()
         self.services: dict[str, ServiceConfig] = {}
         self.uploaders: dict[str, Uploader] = {}
+        self.sidecars = SidecarWriter(journal)
 
     def use(self, services: dict[str, ServiceConfig], uploaders: dict[str, Uploader]) -> None:
         """New service settings apply to uploads that start from now on."""
@@ -112,27 +113,34 @@ class Pipeline:
         self, row: Row, path: Path, file: BufferedReader, fields: dict[str, str]
     ) -> None:
         identity = identity_of(file)
+        digest = None
         if row.sha256 is None or identity != row.identity:
             tracked = Upload(str(path), row.service, identity.size)
             try:
                 digest = sha256_of(file, self.hashing.begin(row.id, tracked))
             finally:
                 self.hashing.end(row.id)
-            hashed = None
-            if identity_of(file) == identity:
-                hashed = self.journal.mark_hashed(row, digest, identity)
-            if hashed is None:
+            if identity_of(file) != identity:
                 self.journal.mark_changed(row)
                 raise FileChanged
-            row = hashed
         service = self.services.get(row.service)
         uploader = self.uploaders.get(row.service)
-        if service is None or uploader is None:
-            self.journal.mark_failed(row, f"service {row.service!r} is no longer configured")
-            return
-        decision = self.journal.begin_upload(row, uploader.still_valid)
+        # One commit for `hashed` and the decision (`uploading` for a new file): a crash
+        # after it resumes from `hashed` (recover), before it from `seen`.
+        with self.journal.batch():
+            hashed = row if digest is None else self.journal.mark_hashed(row, digest, identity)
+            if hashed is None:
+                self.journal.mark_changed(row)
+                decision = None
+            elif service is None or uploader is None:
+                reason = f"service {row.service!r} is no longer configured"
+                self.journal.mark_failed(hashed, reason)
+                return
+            else:
+                decision = self.journal.begin_upload(hashed, uploader.still_valid)
         if decision is None:
             raise FileChanged
+        assert service is not None and uploader is not None
         answer, row = decision
         if answer is Decision.DUPLICATE:
             assert row.duplicate_of is not None
@@ -198,28 +206,9 @@ class Pipeline:
             self.finish(uploaded, service)
 
     def finish(self, row: Row, service: ServiceConfig) -> None:
-        """The sidecar of an uploaded row, then `done`; a crash in between is mended at start."""
-        path = Path(os.fsdecode(row.path))
-        fields = log_fields(path, row.service, State.DONE)
-        assert row.result is not None and row.sha256 is not None
-        mode = mode_if_unchanged(path, row.identity)
-        if mode is not None:
-            text = sidecar.render(
-                service=row.service,
-                service_type=service.type,
-                sha256=row.sha256,
-                size=row.identity.size,
-                uploaded_at=row.uploaded_at or time.time(),
-                result=row.result,
-                duplicate_of=Path(os.fsdecode(row.duplicate_of)) if row.duplicate_of else None,
-            )
-            try:
-                sidecar.write(path, text, mode)
-            except OSError as exc:
-                log.error("cannot write the sidecar of %s: %s", path, exc, extra=fields)
-                return
-        self.journal.mark_done(row.id)
-        log.info("uploaded %s", path, extra=fields)
+        """An uploaded row's sidecar, then `done`, by the sidecar writer; a crash in
+        between is mended at start."""
+        self.sidecars.submit(row, service.type)
 
     def finish_uploaded(self) -> None:
         """Rows uploaded but without their sidecar (a crash, a folder that refused the

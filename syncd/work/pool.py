@@ -29,6 +29,7 @@ class Workers:
         ]
 
     def start(self) -> None:
+        self._pipeline.sidecars.start()
         for thread in self._threads:
             thread.start()
 
@@ -44,19 +45,29 @@ class Workers:
             self._cond.notify_all()
 
     def join(self, timeout: float) -> bool:
+        """The workers, then the sidecar writer once it has written what they handed over."""
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in self._threads)
+        if any(t.is_alive() for t in self._threads):
+            return False
+        self._pipeline.sidecars.stop()
+        return self._pipeline.sidecars.join(max(0.0, deadline - time.monotonic()))
 
     def alive(self) -> bool:
-        return all(t.is_alive() for t in self._threads)
+        return all(t.is_alive() for t in self._threads) and self._pipeline.sidecars.alive()
 
     def _loop(self) -> None:
+        held: int | None = None
+        """The row worked last, released in one commit with the next claim."""
         while not self._stop:
             with self._cond:
                 generation = self._generation
-            row = self._journal.claim(time.time())
+            with self._journal.batch():
+                if held is not None:
+                    self._journal.release(held)
+                row = self._journal.claim(time.time())
+            held = None
             if row is None:
                 due = self._journal.next_due()
                 with self._cond:
@@ -66,10 +77,11 @@ class Workers:
                         self._cond.wait(None if due is None else max(0.01, due - time.time()))
                 continue
             self.wake()  # pass the baton: if more rows are due, the next idle worker takes one
+            held = row.id
             try:
                 self._pipeline.process(row)
             except Exception as exc:
                 log.exception("unexpected error on %s", os.fsdecode(row.path))
                 self._pipeline.fail(row, f"internal error: {type(exc).__name__}: {exc}")
-            finally:
-                self._journal.release(row.id)
+        if held is not None:
+            self._journal.release(held)
