@@ -32,10 +32,11 @@ from syncd.files import (
 from syncd.intake.routing import inside, route
 from syncd.journal.states import State, allowed
 from syncd.journal.store import Decision, Row, Store
+from syncd.outputs import sidecar
 from syncd.services.base import AwaitCallback, Interrupted, Job, Uploader
 from syncd.services.http import retry_delay
 from syncd.work.progress import InFlight, Upload
-from syncd.work.sidecars import SidecarWriter
+from syncd.work.sidecars import SidecarCommitter, fields
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class Pipeline:
         self.hashing = InFlight()
         self.services: dict[str, ServiceConfig] = {}
         self.uploaders: dict[str, Uploader] = {}
-        self.sidecars = SidecarWriter(journal)
+        self.sidecars = SidecarCommitter(journal)
 
     def use(self, services: dict[str, ServiceConfig], uploaders: dict[str, Uploader]) -> None:
         """New service settings apply to uploads that start from now on."""
@@ -206,9 +207,29 @@ class Pipeline:
             self.finish(uploaded, service)
 
     def finish(self, row: Row, service: ServiceConfig) -> None:
-        """An uploaded row's sidecar, then `done`, by the sidecar writer; a crash in
-        between is mended at start."""
-        self.sidecars.submit(row, service.type)
+        """The sidecar of an uploaded row, placed here; made durable and `done` with others
+        by the committer. A crash before `done` is mended at start."""
+        path = Path(os.fsdecode(row.path))
+        assert row.result is not None and row.sha256 is not None
+        mode = mode_if_unchanged(path, row.identity)
+        if mode is None:
+            self.sidecars.submit(row, None)
+            return
+        text = sidecar.render(
+            service=row.service,
+            service_type=service.type,
+            sha256=row.sha256,
+            size=row.identity.size,
+            uploaded_at=row.uploaded_at or time.time(),
+            result=row.result,
+            duplicate_of=Path(os.fsdecode(row.duplicate_of)) if row.duplicate_of else None,
+        )
+        try:
+            placed = sidecar.place(path, text, mode)
+        except OSError as exc:
+            log.error("cannot write the sidecar of %s: %s", path, exc, extra=fields(row))
+            return
+        self.sidecars.submit(row, placed.parent)
 
     def finish_uploaded(self) -> None:
         """Rows uploaded but without their sidecar (a crash, a folder that refused the

@@ -29,6 +29,7 @@ from common import (
     bare_client,
     base_config,
     cpu_seconds,
+    cpu_times,
     daemon_env,
     parse_args,
     print_table,
@@ -70,7 +71,8 @@ class Run:
     """First TON request -> last sidecar."""
     written: float
     first_request: float
-    daemon_cpu: float
+    daemon_user: float
+    daemon_system: float
     sandbox_cpu: float
 
 
@@ -87,14 +89,14 @@ def run_syncd(root: Path, control: Control, contents: list[bytes], source: Path 
     with Daemon(root, config, env=daemon_env(source)) as daemon:
         daemon.start()
         daemon.wait_scan(30)
-        cpu_before, sandbox_before = cpu_seconds(daemon.pid), cpu_seconds(os.getpid())
+        cpu_before, sandbox_before = cpu_times(daemon.pid), cpu_seconds(os.getpid())
         started = time.time()
         writer_before = time.thread_time()
         paths = write_all(drop, contents)
         writer_cpu = time.thread_time() - writer_before
         written = time.time()
         daemon.wait_counts(timeout=900, done=count)
-        cpu_used = cpu_seconds(daemon.pid) - cpu_before
+        user, system = (a - b for a, b in zip(cpu_times(daemon.pid), cpu_before, strict=True))
         sandbox_used = cpu_seconds(os.getpid()) - sandbox_before - writer_cpu
         last = max(sidecar_time(p) for p in paths)
         first_request = control.ton_span()[0]
@@ -108,7 +110,8 @@ def run_syncd(root: Path, control: Control, contents: list[bytes], source: Path 
         last - first_request,
         written - started,
         first_request - started,
-        cpu_used,
+        user,
+        system,
         sandbox_used,
     )
 
@@ -148,6 +151,9 @@ def main() -> None:
         for threads in reversed(bare):
             bare[threads].append(run_bare(control, listing, threads))
 
+    def ms(seconds: float) -> str:
+        return f"{seconds / count * 1000:.2f} ms"
+
     threaded_rate = count / min(s for s, _ in bare[BARE_THREADS])
     single_rate = count / min(s for s, _ in bare[1])
     figures = []
@@ -178,14 +184,15 @@ def main() -> None:
             f"{label}{run.e2e:.2f} s from the first file written to the last sidecar; writing "
             f"the files took {run.written:.2f} s; first TON request after "
             f"{run.first_request:.2f} s",
-            f"{label}daemon CPU {run.daemon_cpu:.2f} s ({run.daemon_cpu / count * 1000:.2f} ms "
-            f"a file), sandbox CPU {run.sandbox_cpu / count * 1000:.2f} ms a file",
+            f"{label}daemon CPU {ms(run.daemon_user + run.daemon_system)} a file (user "
+            f"{ms(run.daemon_user)}, system {ms(run.daemon_system)}), sandbox CPU "
+            f"{ms(run.sandbox_cpu)} a file",
         ]
     for threads, timings in bare.items():
         notes.append(
             f"bare, {threads} thread(s), before and after syncd (best counts): "
             + ", ".join(f"{s:.2f} s" for s, _ in timings)
-            + f"; sandbox CPU {min(c for _, c in timings) / count * 1000:.2f} ms a file"
+            + f"; sandbox CPU {ms(min(c for _, c in timings))} a file"
         )
     print_table(
         f"{count} files of 1-4 KiB dropped at once (workers={WORKERS}, settle_seconds={SETTLE})",

@@ -170,9 +170,14 @@ def proc_status_kib(pid: int, key: str) -> int:
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of all of a process's threads, from /proc/PID/stat."""
+    return sum(cpu_times(pid))
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(utime, stime) of all of a process's threads, from /proc/PID/stat."""
     text = Path(f"/proc/{pid}/stat").read_text()
     fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 
 class RssSampler:
