@@ -36,7 +36,7 @@ from syncd.outputs import sidecar
 from syncd.services.base import AwaitCallback, Interrupted, Job, Uploader
 from syncd.services.http import retry_delay
 from syncd.work.progress import InFlight, Upload
-from syncd.work.sidecars import SidecarCommitter, fields
+from syncd.work.sidecars import SidecarCommitter, cannot_write
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ class Pipeline:
         try:
             placed = sidecar.place(path, text, mode)
         except OSError as exc:
-            log.error("cannot write the sidecar of %s: %s", path, exc, extra=fields(row))
+            cannot_write(row, exc)
             return
         self.sidecars.submit(row, placed.parent)
 

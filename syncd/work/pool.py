@@ -45,7 +45,7 @@ class Workers:
             self._cond.notify_all()
 
     def join(self, timeout: float) -> bool:
-        """The workers, then the sidecar writer once it has written what they handed over."""
+        """The workers, then the sidecar committer once it has committed what they handed over."""
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))

@@ -84,17 +84,21 @@ class SidecarCommitter:
                 sidecar.sync_folder(folder)
             except OSError as exc:
                 for row in rows:
-                    path = os.fsdecode(row.path)
-                    log.error("cannot write the sidecar of %s: %s", path, exc, extra=fields(row))
+                    cannot_write(row, exc)
                 continue
             finished.extend(rows)
         with self._journal.batch():
             for row in finished:
                 self._journal.mark_done(row.id)
         for row in finished:
-            log.info("uploaded %s", os.fsdecode(row.path), extra=fields(row))
+            log.info("uploaded %s", os.fsdecode(row.path), extra=done_fields(row))
 
 
-def fields(row: Row) -> dict[str, str]:
+def cannot_write(row: Row, exc: OSError) -> None:
+    path = os.fsdecode(row.path)
+    log.error("cannot write the sidecar of %s: %s", path, exc, extra=done_fields(row))
+
+
+def done_fields(row: Row) -> dict[str, str]:
     """The log fields of a line about a row that is about to be done."""
     return log_fields(row.path, row.service, State.DONE)
