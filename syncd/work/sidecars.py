@@ -2,11 +2,11 @@
 
 A worker places an uploaded file's sidecar (its content fsync'd, then linked under its
 name: `sidecar.place`), hands the row over here and goes on to the next file. This thread
-takes all that has queued up meanwhile, fsyncs each folder once for all of its new
-sidecars, then marks every row of the batch `done` in one transaction. So a row is `done`
-only once its sidecar is durable, and a crash at any moment leaves at worst `uploaded`
-rows, whose sidecars the next start writes again (`Pipeline.finish_uploaded`): nothing is
-uploaded twice and nothing is lost.
+takes all that has queued up within `GATHER` of the first, fsyncs each folder once for
+all of its new sidecars, then marks every row of the batch `done` in one transaction. So a
+row is `done` only once its sidecar is durable, and a crash at any moment leaves at worst
+`uploaded` rows, whose sidecars the next start writes again (`Pipeline.finish_uploaded`):
+nothing is uploaded twice and nothing is lost.
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 BATCH = 256
 """Rows a transaction at most: a long batch would hold back the first row's `done`."""
+GATHER = 0.05
+"""Seconds the first row handed over waits for others to join its batch: a burst shares
+its folder fsyncs and its commit, a lone file is `done` a moment later."""
 
 
 class SidecarCommitter:
@@ -44,7 +47,8 @@ class SidecarCommitter:
         """`row`'s sidecar is placed in `folder` (None: it needs none): make it `done`."""
         with self._cond:
             self._queue[row.id] = (row, folder)
-            self._cond.notify()
+            if len(self._queue) in (1, BATCH):
+                self._cond.notify()
 
     def stop(self) -> None:
         """The thread ends once what is queued is committed."""
@@ -66,6 +70,8 @@ class SidecarCommitter:
                     self._cond.wait()
                 if not self._queue:
                     return
+                if not self._stop and len(self._queue) < BATCH:
+                    self._cond.wait(GATHER)  # woken early only by a full batch or a stop
                 batch = [self._queue.pop(key) for key in list(self._queue)[:BATCH]]
             try:
                 self._commit(batch)
