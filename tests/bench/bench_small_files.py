@@ -3,14 +3,16 @@
 syncd: first file written -> last sidecar (hash, journal, POST, sidecar with fsync, for
 every file; `workers = 4`). Baselines: bare_client.py POSTing the same files with requests
 and OAuth1, same headers, same sandbox, same run: from 4 threads (a Session each; the
-target is about this one) and one after the other from one thread; each once before and
-once after syncd (best of the two; the sandbox is reset between runs). The settle wait
+target is about this one) and one after the other from one thread; each once before syncd
+and once after each round of syncd runs (best counts; the sandbox is reset between runs).
+The settle wait
 (`settle_seconds`, a latency paid once, not per file) counts against syncd; the rate
 without it and the rate of the upload phase alone (first TON request -> last sidecar) are
 shown too, and CPU-seconds a file of the daemon and of the sandbox (this process), which
 load on the machine does not inflate the way it does wall time. `--before SRC` also runs
-the daemon from another source tree (e.g. `git worktree add /tmp/before main`), in turn
-with this one, for a before/after measured in one run. Issues 2 and 9.
+the daemon from another source tree too (`git archive COMMIT syncd | tar -x -C SRC`), in
+turn with this one, for a before/after measured in one run; `--rounds N` runs each N
+times. Issues 2 and 9.
 """
 
 from __future__ import annotations
@@ -151,8 +153,8 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, source in variants:
                 runs[name].append(run_syncd(root, control, contents, source))
-        for threads in reversed(bare):
-            bare[threads].append(run_bare(control, listing, threads))
+            for threads in reversed(bare):
+                bare[threads].append(run_bare(control, listing, threads))
 
     def ms(seconds: float) -> str:
         return f"{seconds / count * 1000:.2f} ms"
@@ -196,7 +198,7 @@ def main() -> None:
         ]
     for threads, timings in bare.items():
         notes.append(
-            f"bare, {threads} thread(s), before and after syncd (best counts): "
+            f"bare, {threads} thread(s), before syncd and after each round (best counts): "
             + ", ".join(f"{s:.2f} s" for s, _ in timings)
             + f"; sandbox CPU {ms(min(c for _, c in timings))} a file"
         )
