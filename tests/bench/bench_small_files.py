@@ -5,14 +5,13 @@ every file; `workers = 4`). Baselines: bare_client.py POSTing the same files wit
 and OAuth1, same headers, same sandbox, same run: from 4 threads (a Session each; the
 target is about this one) and one after the other from one thread; each once before syncd
 and once after each round of syncd runs (best counts; the sandbox is reset between runs).
-The settle wait
-(`settle_seconds`, a latency paid once, not per file) counts against syncd; the rate
-without it and the rate of the upload phase alone (first TON request -> last sidecar) are
-shown too, and CPU-seconds a file of the daemon and of the sandbox (this process), which
-load on the machine does not inflate the way it does wall time. `--before SRC` also runs
-the daemon from another source tree too (`git archive COMMIT syncd | tar -x -C SRC`), in
-turn with this one, for a before/after measured in one run; `--rounds N` runs each N
-times. Issues 2 and 9.
+The settle wait (`settle_seconds`, a latency paid once, not per file) counts against
+syncd; the rate without it and the rate of the upload phase alone (first TON request ->
+last sidecar) are shown too, and CPU-seconds a file of the daemon and of the sandbox (this
+process), which load on the machine does not inflate the way it does wall time.
+`--before SRC` runs the daemon from another source tree too (`git archive COMMIT syncd |
+tar -x -C SRC`), in turn with this one, for a before/after measured in one run;
+`--rounds N` runs each N times. Issues 2 and 9.
 """
 
 from __future__ import annotations
