@@ -5,6 +5,9 @@ signal handlers set (handlers do nothing else). SIGTERM or SIGINT once: stop tak
 let in-flight requests finish (chunked uploads stop between chunks) for up to
 `STOP_TIMEOUT`; twice: leave at once. Either way the journal is consistent and the next
 start resumes what was in flight. SIGHUP reloads the configuration.
+
+`run --once` runs the same daemon and leaves once the start-up scan's files are all done,
+failed, held or awaiting a callback, with exit code 4 when some failed.
 """
 
 from __future__ import annotations
@@ -18,22 +21,30 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Protocol
 
 from syncd import __version__
 from syncd.config import Config, WatchConfig, load
+from syncd.control.degraded import Degraded
 from syncd.control.logs import setup_logging
+from syncd.control.metrics import Metrics, MetricsServer, Sources
 from syncd.control.notify import Notifier, listen_fds
 from syncd.control.reply import Control
 from syncd.control.status import StatusServer
 from syncd.errors import SyncdError
 from syncd.files import Identity
-from syncd.intake.routing import count_folders
 from syncd.intake.watcher import Watcher
-from syncd.journal.store import open_store
+from syncd.journal.patience import StorageFault, patiently, persevering
+from syncd.journal.store import Fleet, open_store
+from syncd.outputs.healthcheck import HealthCheck
+from syncd.outputs.hooks import Hooks
+from syncd.outputs.webhooks import Webhooks
 from syncd.services import make_uploader
-from syncd.services.base import Uploader
-from syncd.services.oneall.mediaserver import MediaServer, Signer
+from syncd.services.base import HttpLimits, Uploader
+from syncd.services.oneall.signer import Signer
+from syncd.work.actions import AfterUpload
 from syncd.work.callbacks import Callbacks
+from syncd.work.flow import Clock, Flow, FlowGauges, rank
 from syncd.work.pipeline import Pipeline
 from syncd.work.pool import Workers
 
@@ -41,8 +52,16 @@ log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 30.0
 """How long in-flight requests may take to finish after SIGTERM (TimeoutStopSec is 90 s)."""
+ACTION_STOP_TIMEOUT = 10.0
+"""How long an archive or delete under way may take to finish at stop (else it is finished
+at the next start)."""
+FLEET_IDLE_POLL = 1.0
+"""In a fleet, idle workers look for work this often: other hosts add rows, and the claims
+of a host that died run out, without telling this one."""
 TICK = 1.0
 """The main loop's longest sleep: bounds how late STATUS= and the reload flag are seen."""
+EXIT_FAILED = 4
+"""`run --once` finished with failed files (DESIGN.md, "CLI")."""
 
 
 M_MMAP_THRESHOLD = -3
@@ -60,7 +79,7 @@ def _return_large_buffers() -> None:
         log.debug("mallopt is not available; large buffers stay with the allocator")
 
 
-def _lock_state_dir(state_dir: Path) -> int:
+def lock_state_dir(state_dir: Path) -> int:
     """One daemon per journal: a second would reset the first one's uploads as crashed."""
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -82,8 +101,27 @@ def _inotify_limit() -> int | None:
         return None
 
 
+class _Server(Protocol):
+    """What the daemon does with the media server, which is loaded only when configured."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def alive(self) -> bool: ...
+
+
 class Daemon:
-    def __init__(self, config_path: Path, config: Config, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        config: Config,
+        notifier: Notifier | None = None,
+        once: int | None = None,
+    ) -> None:
+        """`once`: run until the folders' files are worked off, retrying this many times."""
+        self.once = once
+        self._once_quiet = 0
         self.config_path = config_path
         self.config = config
         self.notifier = notifier or Notifier.from_env()
@@ -92,15 +130,50 @@ class Daemon:
         self._wake = threading.Event()
         self._signals = 0
         self._reload = False
-        self._lock = _lock_state_dir(config.daemon.state_dir)
-        self.journal = open_store(config)
-        self.pipeline = Pipeline(self.journal, lambda: self.config.watches, self.stopping)
+        self._lock = lock_state_dir(config.daemon.state_dir)
+        self.faults = Degraded()
+        self.journal = persevering(open_store(config), self.faults)
+        self.flow = Flow(self.journal, Clock(), lambda: self.workers.wake())
+        self.metrics = Metrics(
+            Sources(
+                self.journal,
+                lambda: self.pipeline.in_flight.snapshot(),
+                lambda: self.config.services,
+                lambda: len(self.config.watches),
+                self.faults.components,
+                FlowGauges(self.flow),
+            )
+        )
+        self.after = AfterUpload(
+            self.journal,
+            lambda: self.config.watches,
+            lambda: self.pipeline.services,
+            lambda path: self.watcher.hint(path, quick=False),
+        )
+        self.hooks = Hooks(
+            self.journal, lambda: self.config.watches, lambda: self.pipeline.services
+        )
+        self.pipeline = Pipeline(
+            self.journal,
+            lambda: self.config.watches,
+            self.stopping,
+            self.metrics,
+            self.after.completed,
+            self.flow,
+            self.faults,
+        )
         self.callbacks = Callbacks(self.journal, self.pipeline)
-        self.media: MediaServer | None = None
+        self.media: _Server | None = None
+        self.fleet = self.journal if isinstance(self.journal, Fleet) else None
         self.signer: Signer | None = None
         if config.media_server is not None:
-            self.signer = Signer.from_state_dir(
-                config.daemon.state_dir, config.media_server.public_url
+            from syncd.services.oneall.mediaserver import MediaServer  # waitress: OneAll only
+
+            url = config.media_server.public_url
+            self.signer = (
+                Signer.shared(self.fleet.shared_key, url)
+                if self.fleet is not None
+                else Signer.from_state_dir(config.daemon.state_dir, url)
             )
             self.media = MediaServer(
                 config.media_server.host,
@@ -113,32 +186,77 @@ class Daemon:
         self.watcher = Watcher(
             config.watches, config.daemon.settle_seconds, self._complete, self.journal.known
         )
-        self.workers = Workers(config.daemon.workers, self.journal, self.pipeline)
+        self.workers = Workers(
+            config.daemon.workers,
+            self.journal,
+            self.pipeline,
+            self.flow,
+            self.faults,
+            idle_poll=None if self.fleet is None else FLEET_IDLE_POLL,
+        )
+        self.flow.use(config)
         self.control = Control(
-            lambda: self.config, self.journal, self.pipeline, self.watcher, self.workers.wake
+            lambda: self.config,
+            self.journal,
+            self.pipeline,
+            self.watcher,
+            self.workers.wake,
+            self.after.restore,
+            self.flow,
+            fleet=None if self.fleet is None else self.fleet.hosts,
         )
         self.status = StatusServer(
             config.daemon.status_socket, self.control.answer, config.daemon.status_group
         )
+        self.metrics_server: MetricsServer | None = None
+        if config.metrics is not None:
+            self.metrics_server = MetricsServer(
+                config.metrics.host, config.metrics.port, self.metrics.registry
+            )
+        self.webhooks = Webhooks(
+            persevering(self.journal.outbox, self.faults),
+            config.webhooks,
+            lambda: {name: s.type for name, s in self.config.services.items()},
+            self.metrics.delivered,
+        )
+        self.healthcheck: HealthCheck | None = None
+        if config.daemon.healthcheck_url:
+            self.healthcheck = HealthCheck(
+                config.daemon.healthcheck_url, config.daemon.healthcheck_interval, self._problem
+            )
 
     def _uploaders(self, config: Config) -> dict[str, Uploader]:
-        return {name: make_uploader(s, self.signer) for name, s in config.services.items()}
+        self.metrics.use(config.services)
+        limits = HttpLimits(config.daemon.request_timeout, config.daemon.max_retry_after)
+        return {
+            name: make_uploader(s, self.signer, limits, self.metrics.requested)
+            for name, s in config.services.items()
+        }
 
     # -- start, run, stop --------------------------------------------------------------
 
     def run(self) -> int:
         _return_large_buffers()
         self._install_signals()
-        recovered = self.journal.recover()
-        if recovered:
-            log.info("resuming %d uploads interrupted by the last stop", recovered)
+        if self.metrics_server is not None:
+            self.metrics_server.start()  # before the status socket: once that answers, so does this
         self.status.start(listen_fds("status"))
-        if self.media is not None:
-            self.media.start()
-        self.pipeline.finish_uploaded()
+        with patiently():  # a full disk at start: wait, status saying so, rather than loop
+            recovered = self.journal.recover()
+            if recovered:
+                log.info("resuming %d uploads interrupted by the last stop", recovered)
+            if self.media is not None:
+                self.media.start()
+            self.after.recover()
+            self.pipeline.finish_uploaded()
         self.watcher.start()
         self.workers.start()
-        self._warn_inotify_limit()
+        self.after.loop.start()
+        self.hooks.loop.start()
+        if self.config.webhooks:
+            self.webhooks.start()
+        if self.healthcheck is not None:
+            self.healthcheck.start()
         self.notifier.ready()
         log.info(
             "syncd %s watching %d folders; status on %s",
@@ -147,7 +265,9 @@ class Daemon:
             self.config.daemon.status_socket,
         )
         self._main_loop()
-        return self._shutdown()
+        failed = self._once_failed() if self.once is not None else 0
+        code = self._shutdown()
+        return EXIT_FAILED if code == 0 and failed else code
 
     def _install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop_signal)
@@ -166,7 +286,8 @@ class Daemon:
     def _main_loop(self) -> None:
         interval = self.notifier.watchdog_interval
         tick = min(TICK, interval) if interval else TICK
-        last_changes: tuple[int, int, bool] = (-1, -1, False)
+        last_changes: tuple[int, int, bool, int] = (-1, -1, False, -1)
+        limit_checked = False
         next_rescan = time.monotonic() + (self.config.daemon.rescan_interval or float("inf"))
         while not self.stopping.is_set():
             self._wake.wait(tick)
@@ -176,25 +297,70 @@ class Daemon:
             if self._reload:
                 self._reload = False
                 self._apply_reload()
-            if interval and self._healthy():
-                self.notifier.watchdog()
-            changes = (self.journal.changes, self.watcher.scans.count, self.watcher.scans.running)
-            if changes != last_changes:
-                last_changes = changes
-                self.notifier.status(self.control.status_line())
-            self.callbacks.check()
-            if time.monotonic() >= next_rescan:
+            try:  # the status line and the health check read the journal
+                if interval and self._healthy():
+                    self.notifier.watchdog()
+                changes = (
+                    self.journal.changes,
+                    self.watcher.scans.count,
+                    self.watcher.scans.running,
+                    self.faults.changes,
+                )
+                if changes != last_changes:
+                    self.notifier.status(self.control.status_line())
+                    last_changes = changes
+            except StorageFault:
+                pass  # the journal cannot be reached: degraded says so; the next tick tries again
+            if not limit_checked and self.watcher.scans.count:
+                limit_checked = True
+                self._warn_inotify_limit()
+            rescan = time.monotonic() >= next_rescan
+            if rescan:
                 next_rescan = time.monotonic() + (
                     self.config.daemon.rescan_interval or float("inf")
                 )
                 self.watcher.request_rescan()
+            self._journal_chores(rescan)
+            if self.once is not None and self._once_finished():
+                break
+
+    def _journal_chores(self, rescan: bool) -> None:
+        """The main loop's own journal work; with the journal's disk full or its database
+        unreachable it waits for the next tick instead (the watchdog must keep being pinged),
+        status saying degraded."""
+        try:
+            self.callbacks.check()
+            self.flow.tick()
+            self.pipeline.mend()
+            if rescan:
                 self.pipeline.finish_uploaded()
+        except StorageFault:
+            pass
+
+    def _once_finished(self) -> bool:
+        """Every file found is worked off, on two ticks running: a file the settler has
+        just handed over may not be in the journal yet."""
+        scans = self.watcher.scans
+        quiet = scans.count >= 1 and not scans.running and not self.watcher.pending()
+        try:
+            quiet = quiet and self.journal.once_outcome(self.once or 0)[0] == 0
+        except StorageFault:
+            quiet = False
+        self._once_quiet = self._once_quiet + 1 if quiet else 0
+        return self._once_quiet >= 2
+
+    def _once_failed(self) -> int:
+        _, failed = self.journal.once_outcome(self.once or 0)
+        log.info("run --once finished: %d files failed", failed)
+        return failed
 
     def _shutdown(self) -> int:
         self.notifier.stopping()
         log.info("stopping: letting in-flight requests finish")
         self.watcher.stop()
         self.workers.stop()
+        self.hooks.stop()
+        self.after.loop.stop(ACTION_STOP_TIMEOUT)
         deadline = time.monotonic() + STOP_TIMEOUT
         while time.monotonic() < deadline and self._signals < 2:
             if self.workers.join(0.2):
@@ -203,6 +369,11 @@ class Daemon:
         self.status.close()
         if self.media is not None:
             self.media.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+        if self.healthcheck is not None:
+            self.healthcheck.stop()
+        self.webhooks.stop()
         if finished:
             self.journal.close()
         else:
@@ -217,18 +388,33 @@ class Daemon:
             self.watcher.alive()
             and self.workers.alive()
             and self.status.alive()
+            and self.after.loop.alive()
+            and self.hooks.loop.alive()
             and (self.media is None or self.media.alive())
+            and (self.metrics_server is None or self.metrics_server.alive())
+            and (not self.config.webhooks or self.webhooks.alive())
             and self.journal.ping()
         )
 
+    def _problem(self) -> str | None:
+        """What the health check reports: None while all is well."""
+        if not self._healthy():
+            return "a part of syncd stopped working; see its log"
+        return self.control.problem()
+
     def _complete(self, path: Path, watch: WatchConfig, identity: Identity) -> None:
         """Intake found a complete file: journal it, and wake a worker when there is work."""
-        if self.journal.record_seen(os.fsencode(path), watch.service, identity):
-            self.workers.wake()
+        encoded = os.fsencode(path)
+        order = rank(watch.order, encoded, identity)
+        with patiently():  # a full disk pauses intake here until the file is journaled
+            if self.journal.record_seen(encoded, watch.service, identity, watch.priority, order):
+                self.workers.wake()
 
     def _warn_inotify_limit(self) -> None:
+        """Once the start-up scan has counted the folders (a walk of its own would double
+        a restart's work over a large tree)."""
         limit = _inotify_limit()
-        folders = count_folders(self.config.watches)
+        folders = self.watcher.scans.folders
         if limit is not None and folders > limit * 0.9:
             message = (
                 f"{folders} folders to watch but fs.inotify.max_user_watches is {limit}: "
@@ -254,8 +440,20 @@ class Daemon:
                 log.warning("[daemon] %s changes only when syncd restarts", key)
         if config.media_server != self.config.media_server:
             log.warning("[media_server] changes only when syncd restarts")
+        if config.metrics != self.config.metrics:
+            log.warning("[metrics] changes only when syncd restarts")
+        if self.healthcheck is not None and config.daemon.healthcheck_url:
+            self.healthcheck.use(config.daemon.healthcheck_url, config.daemon.healthcheck_interval)
+        elif config.daemon.healthcheck_url != self.config.daemon.healthcheck_url:
+            log.warning("[daemon] healthcheck_url changes only when syncd restarts")
+        self.webhooks.use(config.webhooks)
+        if config.webhooks and not self.webhooks.alive():
+            self.webhooks.start()
+        if config.journal != self.config.journal:
+            log.warning("[journal] changes only when syncd restarts")
         self.pipeline.use(config.services, uploaders)
         self.config = config
+        self.flow.use(config)
         self.watcher.settle_seconds = config.daemon.settle_seconds
         self.watcher.apply(config.watches)
         self.workers.wake()

@@ -6,6 +6,7 @@
     ├── DaemonNotRunning       exit 3: no daemon answers on the status socket
     └── ServiceError           a service refused or failed one file's work
         ├── RetryableError     timeouts, connection errors, 5xx, 429: try again later
+        │   └── RateLimited    a 429 with x-rate-limit-reset: the whole service waits
         └── PermanentError     4xx, bad input: the file is marked `failed` with the message
 
 The CLI catches `SyncdError`, prints its message on one line and exits with `exit_code`;
@@ -59,6 +60,12 @@ class RetryableError(ServiceError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class RateLimited(RetryableError):
+    """The service's rate limit refused us and said when it resets: a service-wide wait."""
+
+    retry_after: float
 
 
 class PermanentError(ServiceError):

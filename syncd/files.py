@@ -7,7 +7,6 @@ opens and hashes, services read the media type and caption, all through these fu
 from __future__ import annotations
 
 import errno
-import hashlib
 import mimetypes
 import os
 import stat
@@ -40,29 +39,118 @@ class Identity(NamedTuple):
     def of(cls, st: os.stat_result) -> Identity:
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
+    def same_version(self, other: Identity) -> bool:
+        """The same version of the file whichever host looks: st_dev is left out, as each
+        host mounting one shared folder sees its own (inode, size and mtime are the file's)."""
+        return self[1:] == other[1:]
+
 
 class Vanished(Exception):
     """The path no longer names a regular file we may read: nothing to do for it."""
 
 
-def open_regular(path: Path) -> BufferedReader:
-    """`path` opened for reading, blocking reads restored once it is known to be a file.
+FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+"""A folder on the way down from a watch root: a symlink in its place fails with ELOOP."""
+GONE = (errno.ENOENT, errno.ELOOP, errno.ENOTDIR)
+"""What opening a name fails with when it is missing, a symlink, or not what it should be."""
 
-    Vanished when it is gone, a symlink, or not a regular file; PermanentError when it
-    exists but cannot be read (permissions, I/O).
+
+class Place:
+    """A file's folder, opened from its watch root one component at a time, and its name.
+
+    Nothing is ever opened by a path that the kernel resolves: every folder on the way is
+    opened relative to the one above it with O_NOFOLLOW, so a folder swapped for a symlink
+    at any moment (before, during or after the walk) leads nowhere. The file, its caption
+    and its sidecar are all reached through `folder`, the descriptor the walk ended on.
+    """
+
+    def __init__(self, path: Path, folder: int, name: str) -> None:
+        self.path = path
+        """For messages only: never opened."""
+        self.folder = folder
+        self.name = name
+
+    def __enter__(self) -> Place:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.folder >= 0:
+            os.close(self.folder)
+            self.folder = -1
+
+    def open_regular(self) -> BufferedReader:
+        """The file opened for reading, blocking reads restored once it is known to be a file.
+
+        Vanished when it is gone, a symlink, or not a regular file; PermanentError when it
+        exists but cannot be read (permissions, I/O).
+        """
+        try:
+            fd = os.open(self.name, OPEN_FLAGS, dir_fd=self.folder)
+        except OSError as exc:
+            if exc.errno in GONE:
+                raise Vanished(self.path) from None
+            raise PermanentError(f"{self.path}: cannot read: {exc.strerror}") from None
+        file = os.fdopen(fd, "rb")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            file.close()
+            raise Vanished(self.path)
+        os.set_blocking(fd, True)
+        return file
+
+    def read_caption(self) -> str | None:
+        """NAME.caption beside the file: a regular file, read as UTF-8, never a symlink."""
+        try:
+            fd = os.open(self.name + CAPTION_SUFFIX, OPEN_FLAGS, dir_fd=self.folder)
+        except OSError:
+            return None
+        with os.fdopen(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                return None
+            return file.read(CAPTION_MAX).decode("utf-8", "replace").strip()
+
+    def mode_if_unchanged(self, identity: Identity) -> int | None:
+        """The file's permission bits while it is still the version `identity` names."""
+        try:
+            st = os.stat(self.name, dir_fd=self.folder, follow_symlinks=False)
+        except OSError:
+            return None
+        return st.st_mode if Identity.of(st).same_version(identity) else None
+
+
+def locate(root: Path, path: Path) -> Place:
+    """`path`'s folder opened from `root` down, never through a symlink (see Place).
+
+    Vanished when `path` does not lie below `root` or a folder on the way is missing, a
+    symlink or not a folder; PermanentError when one exists but cannot be opened.
     """
     try:
-        fd = os.open(path, OPEN_FLAGS)
-    except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
-            raise Vanished(path) from None
-        raise PermanentError(f"{path}: cannot read: {exc.strerror}") from None
-    file = os.fdopen(fd, "rb")
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        file.close()
+        parts = path.relative_to(root).parts
+    except ValueError:
+        raise Vanished(path) from None
+    if not parts or any(part in ("..", ".") for part in parts):
         raise Vanished(path)
-    os.set_blocking(fd, True)
-    return file
+    try:
+        folder = os.open(root, FOLDER_FLAGS)
+    except OSError as exc:
+        raise _refusal(path, exc) from None
+    try:
+        for part in parts[:-1]:
+            below = os.open(part, FOLDER_FLAGS, dir_fd=folder)
+            os.close(folder)
+            folder = below
+    except OSError as exc:
+        os.close(folder)
+        raise _refusal(path, exc) from None
+    return Place(path, folder, parts[-1])
+
+
+def _refusal(path: Path, exc: OSError) -> Exception:
+    if exc.errno in GONE:
+        return Vanished(path)
+    return PermanentError(f"{path}: cannot open its folder: {exc.strerror}")
 
 
 def identity_of(file: BufferedReader) -> Identity:
@@ -73,22 +161,11 @@ def media_type(path: Path) -> str:
     return mimetypes.guess_type(path.name, strict=False)[0] or "application/octet-stream"
 
 
-def read_caption(path: Path) -> str | None:
-    """NAME.caption beside the file: a regular file, read as UTF-8, never a symlink."""
-    caption = path.with_name(path.name + CAPTION_SUFFIX)
-    try:
-        fd = os.open(caption, OPEN_FLAGS)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-            return None
-        return file.read(CAPTION_MAX).decode("utf-8", "replace").strip()
-
-
 def sha256_of(file: BufferedReader, progress: Callable[[int], None] | None = None) -> str:
     """Streamed in 1 MiB pieces (hashlib runs on OpenSSL's SHA instructions), reporting
     how far it got: hashing a 4 GiB file takes seconds, and status should say so."""
+    import hashlib  # OpenSSL takes a while to load, and a restart may hash nothing
+
     file.seek(0)
     digest = hashlib.sha256()
     # No bigger than the file: a small file must not pay for a fresh 1 MiB of pages.
@@ -100,12 +177,3 @@ def sha256_of(file: BufferedReader, progress: Callable[[int], None] | None = Non
         if progress is not None:
             progress(done)
     return digest.hexdigest()
-
-
-def mode_if_unchanged(path: Path, identity: Identity) -> int | None:
-    """The file's permission bits while it is still the version `identity` names."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    return st.st_mode if Identity.of(st) == identity else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 
 import requests
 import tomli_w
+from prometheus_client.parser import text_string_to_metric_families
 
 from syncd.control.status import ask
 from syncd.sandbox import credentials
@@ -26,6 +28,8 @@ from syncd.sandbox import credentials
 T = TypeVar("T")
 DEADLINE = 60.0
 SIDECAR_SUFFIX = ".syncd.toml"
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+"""Scraped samples by (name, sorted labels)."""
 
 
 def wait_until(
@@ -43,6 +47,27 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (for [metrics] listen)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def scrape(url: str) -> tuple[Samples, dict[str, str]]:
+    """Every sample of a /metrics page, and every family's type by name."""
+    reply = requests.get(url, timeout=10)
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["Content-Type"].startswith("text/plain")
+    samples: Samples = {}
+    types: dict[str, str] = {}
+    for family in text_string_to_metric_families(reply.text):
+        types[family.name] = family.type
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples, types
 
 
 class SandboxClient:

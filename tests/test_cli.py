@@ -132,11 +132,17 @@ def test_run_sandbox_demo_uploads_a_dropped_file(tmp_path):
         assert read_sidecar(dropped)["type"] == "ton"
         shown = syncd("status", "-c", str(config_path))
         assert shown.returncode == 0 and "1 done" in shown.stdout
+        # One folder archives: the file and its sidecar move to syncd-demo/archive.
+        (tmp_path / "syncd-demo" / "ton-then-archive" / "bye.txt").write_text("archive me\n")
+        archived = tmp_path / "syncd-demo" / "archive" / "bye.txt"
+        wait_until(lambda: archived.with_name("bye.txt.syncd.toml").exists(), 30, "the archive")
+        assert archived.read_text() == "archive me\n"
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output
     assert "drop files into" in output
+    assert f"then moved to {tmp_path / 'syncd-demo' / 'archive'}" in output
 
 
 def test_a_second_daemon_on_the_same_state_is_refused(tmp_path):

@@ -556,7 +556,8 @@ def test_default_paths_without_systemd(monkeypatch: pytest.MonkeyPatch, euid: in
     assert default_config_path() == Path(config_path)
     state = "/var/lib/syncd" if root else "/home/u/.local/state/syncd"
     assert default_state_dir() == Path(state)
-    socket = "/run/syncd/status.sock" if root else "/tmp/syncd-1000/status.sock"
+    # Not a predictable /tmp path another user could take first: the state folder (issue 11).
+    socket = "/run/syncd/status.sock" if root else "/home/u/.local/state/syncd/status.sock"
     assert default_status_socket() == Path(socket)
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1000")
     monkeypatch.setenv("XDG_CONFIG_HOME", "/cfg")
@@ -571,6 +572,7 @@ def test_example_config_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     watched(tmp_path, "notes")
     (tmp_path / "token_secret").write_text("t\n")
     (tmp_path / "private_key").write_text("k\n")
+    (tmp_path / "webhook_secret").write_text("w\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     text = example.read_text().replace("/srv/drop/notes", "notes")
     cfg = load(write(tmp_path, text.replace("/etc/syncd/oneall_private_key", "private_key")))

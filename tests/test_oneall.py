@@ -13,7 +13,7 @@ from conftest import SandboxClient, base_config, read_sidecar, wait_until
 from sandbox.samples import png, video
 
 from syncd.sandbox import credentials
-from syncd.services.oneall.mediaserver import CALLBACK, MEDIA, Signer
+from syncd.services.oneall.signer import CALLBACK, MEDIA, Signer
 
 
 def free_port() -> int:
@@ -116,24 +116,24 @@ def test_forged_or_expired_tokens_are_refused(tmp_path, sandbox, make_daemon):
     daemon.wait_counts(awaiting_callback=1)
     base = config["media_server"]["public_url"]
     key = (tmp_path / "state" / "media.key").read_bytes()
-    row_id = 1
+    row_id, push = 1, 1
     expired = Signer(key, base)
     forged = Signer(b"x" * 32, base)
     envelope = {"response": {"result": {"data": {"video_id": "1"}}}}
     for url in (
-        expired.media_url(row_id, "clip.mp4", time.time() - 5),
-        forged.media_url(row_id, "clip.mp4", time.time() + 3600),
+        expired.media_url(row_id, push, "clip.mp4", time.time() - 5),
+        forged.media_url(row_id, push, "clip.mp4", time.time() + 3600),
         f"{base}/{MEDIA}/garbage/clip.mp4",
     ):
         reply = requests.get(url, timeout=10)
         assert reply.status_code == 403 and clip.read_bytes()[:100] not in reply.content
     for url in (
-        f"{base}/{CALLBACK}/{expired.token(CALLBACK, row_id, time.time() - 5)}",
-        forged.callback_url(row_id, time.time() + 3600),
+        f"{base}/{CALLBACK}/{expired.token(CALLBACK, row_id, push, time.time() - 5)}",
+        forged.callback_url(row_id, push, time.time() + 3600),
     ):
         assert requests.post(url, json=envelope, timeout=10).status_code == 403
     assert daemon.status()["counts"]["awaiting_callback"] == 1
-    good = expired.media_url(row_id, "clip.mp4", time.time() + 60)
+    good = expired.media_url(row_id, push, "clip.mp4", time.time() + 60)
     served = requests.get(good, headers={"Range": "bytes=10-19"}, timeout=10)
     assert served.status_code == 206 and served.content == clip.read_bytes()[10:20]
     head = requests.head(good, timeout=10)
@@ -152,7 +152,7 @@ def test_a_callback_that_overtakes_its_request_is_kept(tmp_path, sandbox, make_d
     clip.write_bytes(video("mp4", 20_000))
     wait_until(lambda: daemon.status()["counts"]["uploading"] == 1, 10, "the push in flight")
     signer = Signer((tmp_path / "state" / "media.key").read_bytes(), "unused")
-    path = f"/{CALLBACK}/{signer.token(CALLBACK, 1, time.time() + 60)}"
+    path = f"/{CALLBACK}/{signer.token(CALLBACK, 1, 1, time.time() + 60)}"
     envelope = {"response": {"result": {"data": {"video_id": "987654321987654321"}}}}
     url = config["media_server"]["public_url"] + path
     assert requests.post(url, json=envelope, timeout=10).status_code == 200

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import SandboxClient, base_config, read_sidecar, sidecar_exists, wait_until
+from harness import free_port, scrape
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
@@ -334,14 +335,34 @@ def test_an_uploaded_row_without_its_sidecar_gets_it_at_start(tmp_path, sandbox,
 
 
 def test_a_sidecar_that_could_not_be_written_is_written_later(tmp_path, sandbox, make_daemon):
-    daemon = make_daemon(ton_config(tmp_path, sandbox, rescan_interval="1s")).start()
+    """A folder in the sidecar's place is for a person to fix (issue 11): the file is failed
+    with that reason and its upload's result; once fixed, `syncd retry` writes the sidecar
+    without uploading again. It is counted as failed, and archived only once its sidecar is
+    there (issue 12's after-upload action waits for a durable sidecar)."""
+    config = ton_config(tmp_path, sandbox, rescan_interval="1s")
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    config["watch"][0].update(after_upload="archive", archive_to=str(archive))
+    port = free_port()
+    config["metrics"] = {"listen": f"127.0.0.1:{port}"}
+    daemon = make_daemon(config).start()
     path = tmp_path / "drop" / "blocked.txt"
     blocker = path.with_name(path.name + ".syncd.toml")
     blocker.mkdir(parents=True)  # the rename over it fails, as a read-only folder would
     path.write_bytes(b"uploaded, sidecar refused")
-    wait_until(lambda: "cannot write the sidecar" in daemon.log(), 30, "the refused sidecar")
-    assert daemon.status()["counts"]["uploaded"] == 1
+    daemon.wait_counts(failed=1)
+    (failure,) = daemon.status()["failures"]
+    assert "a folder stands in its place" in failure["error"], failure
+    assert failure["result"]["location"] == sandbox.ton_objects()[0]["location"]
+    assert "uploaded: location=" in daemon.cli("status").stdout
+    samples, _ = scrape(f"http://127.0.0.1:{port}/metrics")
+    assert samples[("syncd_uploads_total", (("outcome", "failed"), ("service", "ads")))] == 1
+    assert path.exists() and daemon.status()["pending_actions"] == 0, "not archived"
     blocker.rmdir()
-    daemon.wait_counts(done=1)
-    assert read_sidecar(path)["sha256"] == hashlib.sha256(b"uploaded, sidecar refused").hexdigest()
+    assert daemon.cli("retry", str(path)).returncode == 0
+    daemon.wait_counts(done=1, failed=0)
+    archived = wait_until(lambda: (p := archive / "blocked.txt").exists() and p, 30, "archived")
+    assert not path.exists()
+    sha256 = hashlib.sha256(b"uploaded, sidecar refused").hexdigest()
+    assert read_sidecar(archived)["sha256"] == sha256
     assert len(sandbox.ton_objects()) == 1

@@ -13,7 +13,9 @@ from conftest import wait_until
 
 from syncd.config import WatchConfig
 from syncd.files import Identity
-from syncd.intake.watcher import INOTIFY_LOGGER, Watcher, route
+from syncd.intake.events import INOTIFY_LOGGER
+from syncd.intake.routing import IGNORED, IGNORED_PREFIXES, IGNORED_SUFFIXES, route
+from syncd.intake.watcher import Watcher
 
 
 class Completed:
@@ -69,6 +71,15 @@ def test_route_first_match_patterns_and_ignores(tmp_path):
     assert route(watches, tmp_path.resolve() / "flat" / "a") is flat
     assert route(watches, tmp_path.resolve() / "flat" / "sub" / "a") is None
     assert route(watches, tmp_path.resolve() / "elsewhere" / "a") is None
+
+
+def test_the_scans_byte_test_ignores_what_the_patterns_ignore():
+    names = ["a.jpg", "a.jpg.syncd.toml", "x.caption", ".hidden", ".", "x.part", "y.tmp"]
+    names += ["z~", "d.crdownload", "tmp", "a.tmp.jpg", "caption", "a~b", "é.jpg", "~"]
+    for name in names:
+        raw = os.fsencode(name)
+        by_bytes = raw.startswith(IGNORED_PREFIXES) or raw.endswith(IGNORED_SUFFIXES)
+        assert by_bytes == bool(IGNORED.match(name)), name
 
 
 def test_polling_observer_never_closes_yet_files_complete(tmp_path, watching):

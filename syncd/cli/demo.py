@@ -22,6 +22,8 @@ from syncd.sandbox import credentials
 from syncd.sandbox.server import Sandbox
 
 DEMO_DIR = Path("syncd-demo")
+ARCHIVING = "ton-then-archive"
+"""A drop folder that empties itself: uploaded files (with sidecars) move to ./archive."""
 ENDPOINT_KEYS = ("endpoint", "twitter_endpoint")
 
 
@@ -71,7 +73,15 @@ def demo_config(folder: Path, sandbox_url: str, media_port: int) -> dict[str, An
             "listen": f"127.0.0.1:{media_port}",
             "public_url": f"http://127.0.0.1:{media_port}",
         },
-        "watch": [{"path": str(folder / name), "service": name} for name in services],
+        "watch": [
+            *({"path": str(folder / name), "service": name} for name in services),
+            {
+                "path": str(folder / ARCHIVING),
+                "service": "ton",
+                "after_upload": "archive",
+                "archive_to": str(folder / "archive"),
+            },
+        ],
     }
 
 
@@ -80,6 +90,7 @@ def _write_demo(sandbox_url: str) -> Path:
     data = demo_config(folder, sandbox_url, _free_port())
     for watch in data["watch"]:
         Path(watch["path"]).mkdir(parents=True, exist_ok=True)
+    (folder / "archive").mkdir(exist_ok=True)
     path = folder / "config.toml"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "wb") as out:
@@ -89,7 +100,7 @@ def _write_demo(sandbox_url: str) -> Path:
 
 
 def _pointed_at(service: ServiceConfig, url: str) -> ServiceConfig:
-    changes = {key: url for key in ENDPOINT_KEYS if hasattr(service, key)}
+    changes: dict[str, Any] = {key: url for key in ENDPOINT_KEYS if hasattr(service, key)}
     return dataclasses.replace(service, **changes)
 
 
@@ -102,7 +113,8 @@ def sandboxed(config_path: Path | None) -> Iterator[tuple[Path, Config]]:
             config = load(config_path)
             print(f"sandbox serving on {sandbox.url}")
             for watch in config.watches:
-                print(f"drop files into {watch.path} ({watch.service})")
+                then = f", then moved to {watch.archive_to}" if watch.archive_to else ""
+                print(f"drop files into {watch.path} ({watch.service}{then})")
             print(f"then: syncd status -c {config_path}")
         else:
             loaded = load(config_path)

@@ -1,7 +1,7 @@
 """The command line: parse, dispatch, and turn every SyncdError into one line and an exit code.
 
 Exit codes (DESIGN.md, "CLI"): 0 ok, 1 runtime failure, 2 usage or configuration error,
-3 daemon not running.
+3 daemon not running, 4 `run --once` finished with failed files.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from syncd.config import Config, default_config_path, default_status_socket, loa
 from syncd.control.status import ask
 from syncd.errors import DaemonNotRunning, SyncdError, UsageError
 
+DEFAULT_RETRIES = 3
+"""`run --once`: a retryable error is retried this often, then counted as failed."""
 SYSTEM_SOCKET = Path("/run/syncd/status.sock")
 """Where syncd.service (RuntimeDirectory=syncd) answers."""
 
@@ -45,12 +47,59 @@ def _parser() -> argparse.ArgumentParser:
         help="start the local service emulators in the same process and point every "
         "endpoint at them (a demo folder ./syncd-demo unless -c is given)",
     )
+    run.add_argument(
+        "--once",
+        action="store_true",
+        help="upload what is in the folders now, then exit: 0 when nothing failed, 4 otherwise",
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="with --once: print what would be uploaded where; send and write nothing",
+    )
+    run.add_argument(
+        "--retries",
+        type=int,
+        metavar="N",
+        help="with --once: retry a retryable error N times before counting it failed (default 3)",
+    )
     status = commands.add_parser("status", parents=[common], help="what the daemon is doing")
-    status.add_argument("--json", action="store_true", help="print the daemon's reply as is")
+    shown = status.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="print the daemon's reply as is")
+    shown.add_argument(
+        "--watch",
+        action="store_true",
+        help="redraw every second with a bar per upload, until Ctrl-C"
+        " (plain lines when not on a terminal)",
+    )
     retry = commands.add_parser("retry", parents=[common], help="queue failed files again")
     retry.add_argument("paths", nargs="*", type=Path, help="files to retry")
     retry.add_argument("--all-failed", action="store_true", help="retry every failed file")
-    commands.add_parser("check", parents=[common], help="validate the configuration and exit")
+    restore = commands.add_parser(
+        "restore", parents=[common], help="put deleted files back from the trash"
+    )
+    restore.add_argument(
+        "paths", nargs="+", type=Path, help="where the files were (or are, in the trash)"
+    )
+    for name, verb in (("pause", "pause"), ("resume", "resume")):
+        steer = commands.add_parser(
+            name, parents=[common], help=f"{verb} uploads to services (none named: all)"
+        )
+        steer.add_argument("services", nargs="*", help="[services.NAME] names")
+    commands.add_parser(
+        "check",
+        parents=[common],
+        help="validate the configuration (and, in fleet mode, reach the journal) and exit",
+    )
+    journal = commands.add_parser("journal", help="the journal: copy it into a fleet's database")
+    journal_commands = journal.add_subparsers(dest="journal_command", required=True)
+    copy = journal_commands.add_parser(
+        "copy",
+        parents=[common],
+        help="copy this host's SQLite journal into PostgreSQL (a host joining a fleet);"
+        " the password comes from [journal] password_file or $PGPASSWORD",
+    )
+    copy.add_argument("--to", required=True, metavar="URL", help="postgresql://USER@HOST/DB")
     sandbox = commands.add_parser("sandbox", help="serve the service emulators")
     sandbox.add_argument("--listen", default="127.0.0.1:8700", help="HOST:PORT")
     sandbox.add_argument("--data-dir", type=Path, help="keep what was received here")
@@ -79,12 +128,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _status(args)
     if command == "retry":
         return _retry(args)
+    if command == "restore":
+        return _restore(args)
+    if command in ("pause", "resume"):
+        return _pause_or_resume(args)
     if command == "check":
-        config = load(args.config or default_config_path())
-        print(
-            f"{config.source}: ok ({len(config.services)} services, {len(config.watches)} watches)"
-        )
-        return 0
+        return _check(args)
+    if command == "journal":
+        from syncd.cli.journal import copy_journal
+
+        return copy_journal(load(args.config or default_config_path()), args.to)
     from syncd.sandbox.server import main as sandbox_main
 
     forwarded = ["--listen", args.listen]
@@ -97,16 +150,35 @@ def _run(args: argparse.Namespace) -> int:
     from syncd.control.logs import setup_logging
     from syncd.daemon import Daemon
 
+    if (args.dry_run or args.retries is not None) and not args.once:
+        raise UsageError("--dry-run and --retries go with --once")
+    if args.retries is not None and args.retries < 0:
+        raise UsageError("--retries must be 0 or more")
+    once = (DEFAULT_RETRIES if args.retries is None else args.retries) if args.once else None
     if args.sandbox:
         from syncd.cli.demo import sandboxed
 
         with sandboxed(args.config) as (config_path, config):
             setup_logging(config.daemon.log_level)
-            return Daemon(config_path, config).run()
+            return Daemon(config_path, config, once=once).run()
     config_path = args.config or default_config_path()
     config = load(config_path)
+    if args.dry_run:
+        from syncd.cli.dryrun import dry_run
+
+        return dry_run(config)
     setup_logging(config.daemon.log_level)
-    return Daemon(config_path, config).run()
+    return Daemon(config_path, config, once=once).run()
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = load(args.config or default_config_path())
+    print(f"{config.source}: ok ({len(config.services)} services, {len(config.watches)} watches)")
+    if config.journal is not None:
+        from syncd.cli.journal import describe_journal
+
+        print(describe_journal(config.journal))
+    return 0
 
 
 def _socket_path(args: argparse.Namespace) -> Path:
@@ -133,6 +205,11 @@ def _ask(args: argparse.Namespace, request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _status(args: argparse.Namespace) -> int:
+    if args.watch:
+        from syncd.cli.watch import watch
+
+        _ask(args, {"command": "status"})  # exit 3 at once when no daemon runs at all
+        return watch(lambda: _ask(args, {"command": "status"}))
     reply = _ask(args, {"command": "status"})
     if args.json:
         print(json.dumps(reply, indent=2))
@@ -153,4 +230,24 @@ def _retry(args: argparse.Namespace) -> int:
     if "error" in reply:
         raise SyncdError(str(reply["error"]))
     print(f"{reply.get('retried', 0)} files queued again")
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    """Exit 1 when any file could not be restored, each such file named on stderr."""
+    reply = _ask(args, {"command": "restore", "paths": [os.path.abspath(p) for p in args.paths]})
+    if "error" in reply:
+        raise SyncdError(str(reply["error"]))
+    for error in reply.get("errors", []):
+        print(f"syncd: {error}", file=sys.stderr)
+    print(f"{reply.get('restored', 0)} files restored")
+    return 1 if reply.get("errors") else 0
+
+
+def _pause_or_resume(args: argparse.Namespace) -> int:
+    reply = _ask(args, {"command": args.command, "services": args.services})
+    if "error" in reply:
+        raise UsageError(str(reply["error"]))
+    paused = reply.get("paused") or []
+    print(f"paused: {', '.join(paused)}" if paused else "nothing is paused")
     return 0

@@ -32,6 +32,17 @@ class DaemonConfig:
     """debug, info, warning or error."""
     rescan_interval: float = 3600.0
     """A full rescan this often, beside the watcher: inotify can drop events."""
+    request_timeout: float = 120.0
+    """Every HTTP exchange's total time limit, plus its body's bytes at 8 KiB/s."""
+    max_retry_after: float = 3600.0
+    """The longest wait a service's Retry-After or x-rate-limit-reset can impose."""
+    healthcheck_url: str = ""
+    """A dead man's switch pinged while healthy, URL/fail while not; "" = none."""
+    healthcheck_interval: float = 300.0
+    bandwidth: int = 0
+    """Total upload rate in bytes/s, shared by every upload; 0 = unlimited."""
+    bandwidth_schedule: tuple[tuple[int, int], ...] = ()
+    """(minute of the local day, rate) pairs, sorted: from each time on, that total rate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +62,16 @@ class ServiceConfig:
 
     name: str
     endpoint: str
+    max_parallel: int = field(default=0, kw_only=True)
+    """At most this many of this service's uploads at once; 0 = up to `workers`."""
+    bandwidth: int = field(default=0, kw_only=True)
+    """This service's own rate cap in bytes/s, inside the total; 0 = none."""
+    daily_files: int = field(default=0, kw_only=True)
+    """Quota: files uploaded per day; 0 = none."""
+    daily_bytes: int = field(default=0, kw_only=True)
+    """Quota: bytes uploaded per day; 0 = none."""
+    quota_reset: int = field(default=0, kw_only=True)
+    """Minute of the local day at which the day's quota starts again."""
 
     type: ClassVar[str]
 
@@ -109,6 +130,26 @@ class MediaServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Where Prometheus scrapes /metrics."""
+
+    host: str
+    port: int
+
+
+WEBHOOK_EVENTS = ("done", "failed", "paused", "resumed", "quota_exhausted", "degraded")
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """A receiver of events, each POSTed as JSON signed with HMAC-SHA256 under `secret`."""
+
+    url: str
+    secret: str = field(repr=False)
+    events: tuple[str, ...] = ("done", "failed")
+
+
+@dataclass(frozen=True, slots=True)
 class WatchConfig:
     path: Path
     """Absolute, symlinks resolved."""
@@ -117,7 +158,41 @@ class WatchConfig:
     exclude: tuple[str, ...] = ()
     recursive: bool = True
     poll_interval: float = 0.0
-    """0 watches with inotify; otherwise poll this often (network filesystems), >= 30 s."""
+    """0 watches with inotify; otherwise poll this often (network filesystems): >= 30 s, or
+    >= 1 s in fleet mode, where polling is how a host sees the others' files."""
+    allow_hard_links: bool = False
+    """Upload files that have other names too; refused by default, since another name
+    may lie outside every watch (README, "Trust boundaries")."""
+    after_upload: str = "keep"
+    """keep, archive (move to `archive_to`) or delete (into WATCH/.syncd-trash) once done."""
+    archive_to: Path | None = None
+    """Where archive moves a file and its sidecar, keeping the path below the watch."""
+    trash_retention: float = 7 * DAY
+    """How long a deleted file stays in the trash, where `syncd restore` can bring it back."""
+    on_done: tuple[str, ...] = ()
+    """argv run (no shell) once a file is done and its after-upload action has happened."""
+    on_failed: tuple[str, ...] = ()
+    """argv run (no shell) when a file becomes failed."""
+    hook_timeout: float = 60.0
+    """A hook still running after this long is killed and counted as failed."""
+    order: str = "oldest"
+    """Which of this watch's files goes first: oldest, newest, smallest, largest or name."""
+    priority: int = 0
+    """Higher goes first, across watches."""
+
+
+@dataclass(frozen=True, slots=True)
+class JournalConfig:
+    """Fleet mode: the PostgreSQL journal several hosts share (absent: SQLite in state_dir)."""
+
+    url: str
+    """postgresql://USER@HOST[:PORT]/DATABASE; the password is never part of it."""
+    password: str = field(repr=False)
+    """From password_file (or inline); empty when the server needs none."""
+    host_id: str
+    """This host's name in claims and `syncd status`; must differ between hosts."""
+    lease: float = 30.0
+    """A claim not renewed for this long is taken over by another host."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,3 +203,7 @@ class Config:
     services: dict[str, ServiceConfig]
     watches: tuple[WatchConfig, ...]
     media_server: MediaServerConfig | None = None
+    metrics: MetricsConfig | None = None
+    webhooks: tuple[WebhookConfig, ...] = ()
+    journal: JournalConfig | None = None
+    """Set in fleet mode only."""

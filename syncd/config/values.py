@@ -23,6 +23,7 @@ _SIZE_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30}
 _DURATION = re.compile(r"(?:\s*\d+(?:\.\d+)?\s*(?:ms|s|m|h|d))+\s*", re.IGNORECASE)
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)", re.IGNORECASE)
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY}
+_HOST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _KINDS = {bool: "a boolean", int: "an integer", float: "a float", str: "a string"}
 _KINDS |= {list: "an array", dict: "a table", datetime: "a datetime", date: "a date"}
 _KINDS[time] = "a time"
@@ -88,6 +89,32 @@ def parse_duration(value: object) -> float:
     raise ValueError(f'expected a duration (seconds, or a string like "30s"), got {kind_of(value)}')
 
 
+_TIME_OF_DAY = re.compile(r"\s*([01]?\d|2[0-3]):([0-5]\d)\s*")
+
+
+def parse_time_of_day(value: object) -> int:
+    """Minutes since local midnight from "HH:MM" (24-hour clock)."""
+    text = string(value)
+    match = _TIME_OF_DAY.fullmatch(text)
+    if match is None:
+        raise ValueError(f'expected a local time "HH:MM" such as "08:00", got {text!r}')
+    return int(match[1]) * 60 + int(match[2])
+
+
+def parse_schedule(value: object) -> tuple[tuple[int, int], ...]:
+    """["08:00 2MiB", "19:00 0"]: from each local time on, that rate; sorted by time."""
+    entries: dict[int, int] = {}
+    for item in strings(value):
+        when, _, rate = item.strip().partition(" ")
+        if not rate.strip():
+            raise ValueError(f'expected entries such as "08:00 2MiB", got {item!r}')
+        minute = parse_time_of_day(when)
+        if minute in entries:
+            raise ValueError(f"{when.strip()} appears twice")
+        entries[minute] = parse_size(rate.strip())
+    return tuple(sorted(entries.items()))
+
+
 def _first_entry(variable: str) -> Path | None:
     """systemd sets *_DIRECTORY to a colon-separated list when a unit names several."""
     value = os.environ.get(variable, "").split(":")[0]
@@ -124,18 +151,19 @@ def default_state_dir() -> Path:
     return _xdg("XDG_STATE_HOME", ".local/state") / "syncd"
 
 
-def default_status_socket() -> Path:
-    """systemd's RuntimeDirectory= when it gives one, else a per-user runtime folder."""
+def default_status_socket(state_dir: Path | None = None) -> Path:
+    """systemd's RuntimeDirectory= when it gives one, else a per-user runtime folder, else
+    the state folder: never a predictable /tmp path another user could take first."""
     if directory := _first_entry("RUNTIME_DIRECTORY"):
         return directory / "status.sock"
     if runtime := os.environ.get("XDG_RUNTIME_DIR"):
         return Path(runtime, "syncd", "status.sock")
     if os.geteuid() == 0:
         return Path("/run/syncd/status.sock")
-    return Path(f"/tmp/syncd-{os.getuid()}/status.sock")  # noqa: S108 - per user, as ssh-agent
+    return (state_dir or default_state_dir()) / "status.sock"
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     try:
         return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:  # a name other than localhost
@@ -152,9 +180,32 @@ def parse_url(value: object) -> str:
         valid = False
     if not valid:
         raise ValueError("expected an http:// or https:// URL with a host")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+    if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
         raise ValueError("plain http is allowed only to loopback hosts; use https")
     return text.rstrip("/")
+
+
+def parse_database_url(value: object) -> str:
+    """A PostgreSQL URL (libpq's form); its password belongs in password_file, not here."""
+    text = string(value)
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ValueError("expected a URL such as postgresql://syncd@db.example.com/syncd") from None
+    if parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
+        raise ValueError("expected a URL such as postgresql://syncd@db.example.com/syncd")
+    if parts.password is not None:
+        raise ValueError("the password must not be in the URL; use password_file")
+    return text
+
+
+def parse_host_id(value: object) -> str:
+    """A short name of letters, digits, `.`, `-` and `_`: it is shown in status and logs."""
+    text = string(value)
+    if not _HOST_ID.fullmatch(text):
+        raise ValueError("expected 1 to 64 letters, digits, '.', '-' or '_'")
+    return text
 
 
 def parse_listen(value: object) -> tuple[str, int]:

@@ -4,6 +4,10 @@ Under systemd with systemd-python installed, records go to journald through
 `JournalHandler`, and the UPPERCASE keys of `extra=` (see `log_fields()`) become fields,
 so `journalctl -u syncd SYNCD_PATH=/srv/drop/a.jpg` finds one file's story. Anywhere else a
 compact line goes to stderr.
+
+Every record is one line that no file name can forge: the message is escaped
+(control/printable.py), and a traceback's lines are escaped and indented under it. The
+fields keep names exact.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import logging
 import os
 from pathlib import Path
 from types import ModuleType
+
+from syncd.control.printable import printable
 
 HANDLER_NAME = "syncd"
 """Marks the handler `setup_logging()` installs, so a second call replaces it."""
@@ -74,10 +80,11 @@ def _handler() -> logging.Handler:
     if not _stderr_is_journal():
         handler = logging.StreamHandler()
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+            _OneLineFormatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
         )
     elif (journal := _journal_module()) is not None:
         handler = journal.JournalHandler(SYSLOG_IDENTIFIER="syncd")
+        handler.setFormatter(_OneLineFormatter("%(message)s"))
     else:
         # journald adds the time; the prefix gives it the priority.
         handler = logging.StreamHandler()
@@ -106,9 +113,36 @@ def _stderr_is_journal() -> bool:
     return os.environ.get("JOURNAL_STREAM") == f"{st.st_dev}:{st.st_ino}"
 
 
-class _PriorityFormatter(logging.Formatter):
-    """Prefixes `<N>` (sd-daemon(3)) so journald records the priority of a stderr line."""
+class _OneLineFormatter(logging.Formatter):
+    """The message escaped onto one line; a traceback's lines escaped and indented below it,
+    so that a line that starts at the margin is always the start of a record."""
 
     def format(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.getMessage())
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        text = self.formatMessage(record)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        details = [record.exc_text] if record.exc_text else []
+        if record.stack_info:
+            details.append(self.formatStack(record.stack_info))
+        for detail in details:
+            for line in detail.splitlines():
+                text += f"\n{self.continuation(record)}  {printable(line)}"
+        return text
+
+    def continuation(self, record: logging.LogRecord) -> str:
+        """What starts each line of a traceback."""
+        return ""
+
+
+class _PriorityFormatter(_OneLineFormatter):
+    """Prefixes `<N>` (sd-daemon(3)) so journald records the priority of each stderr line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{self.continuation(record)}{super().format(record)}"
+
+    def continuation(self, record: logging.LogRecord) -> str:
         priority = next((p for lvl, p in _SYSLOG_PRIORITIES if record.levelno >= lvl), 7)
-        return f"<{priority}>{super().format(record)}"
+        return f"<{priority}>"

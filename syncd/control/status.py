@@ -3,18 +3,27 @@
 The server answers on a thread of its own from the moment it is bound, before READY=1.
 A malformed request gets `{"error": ...}` and the daemon carries on. The socket is 0600,
 or 0660 with `status_group`; systemd may pass it already bound (socket activation).
+
+Whoever may connect is still not trusted with the daemon's time or memory: one thread
+serves every client at once through a selector (a slow client holds nobody up), at most
+`MAX_CLIENTS` at a time (the oldest makes way for a newcomer), each with `TIMEOUT` seconds
+for its whole exchange, and a request longer than `MAX_REQUEST` is refused before any of
+it is parsed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import grp
 import json
 import logging
 import os
+import selectors
 import socket
 import stat
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,10 +32,17 @@ from syncd.errors import DaemonNotRunning, SyncdError
 
 log = logging.getLogger(__name__)
 
-MAX_REQUEST = 1024 * 1024
+MAX_REQUEST = 64 * 1024
+"""The longest request line: a retry of a few hundred paths fits, and parsing it is cheap."""
 TIMEOUT = 5.0
+"""Seconds a client has for its whole exchange, request and reply."""
+MAX_CLIENTS = 64
+"""Connections held at once (each buffers at most MAX_REQUEST): a bound on memory."""
+BACKLOG = 64
+TOO_LONG = f"request refused: longer than {MAX_REQUEST} bytes"
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
+Answer = Callable[[bytes], bytes]
 
 
 class StatusServer:
@@ -36,6 +52,9 @@ class StatusServer:
         self._group = group
         self._socket: socket.socket | None = None
         self._thread = threading.Thread(target=self._serve, name="status", daemon=True)
+        self._woken, self._waker = socket.socketpair()
+        """A byte on `_waker` wakes the selector, for close()."""
+        self._clients: dict[int, _Client] = {}
         self._closing = False
         self._owned = False
         """A socket we bound is removed at close; one systemd passed belongs to systemd."""
@@ -44,13 +63,24 @@ class StatusServer:
         """Bind (or take the socket systemd passed) and answer from now on."""
         self._owned = passed is None
         self._socket = passed if passed is not None else self._bind()
+        self._socket.setblocking(False)
         self._thread.start()
 
     def _bind(self) -> socket.socket:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            folder = os.lstat(self.path.parent)
         except OSError as exc:
             raise SyncdError(f"{self.path.parent}: {exc.strerror}") from None
+        if not stat.S_ISDIR(folder.st_mode) or folder.st_uid not in (0, os.geteuid()):
+            raise SyncdError(
+                f"{self.path.parent}: the status socket's folder must be a folder of ours"
+            )
+        if folder.st_mode & 0o002 and not folder.st_mode & stat.S_ISVTX:
+            raise SyncdError(
+                f"{self.path.parent}: other users could replace the status socket there"
+                " (chmod o-w, or set [daemon] status_socket)"
+            )
         try:
             if stat.S_ISSOCK(os.lstat(self.path).st_mode):
                 self._refuse_if_answered()
@@ -87,7 +117,7 @@ class StatusServer:
             os.chmod(self.path, 0o660)
         else:
             os.chmod(self.path, 0o600)
-        sock.listen(16)
+        sock.listen(BACKLOG)
         return sock
 
     def _refuse_if_answered(self) -> None:
@@ -99,60 +129,135 @@ class StatusServer:
 
     def close(self) -> None:
         self._closing = True
+        with contextlib.suppress(OSError):
+            self._waker.send(b"x")
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
         if self._socket is not None:
-            with contextlib.suppress(OSError):
-                self._socket.shutdown(socket.SHUT_RDWR)
             self._socket.close()
             if self._owned:
                 self.path.unlink(missing_ok=True)
-        if self._thread.is_alive():
-            self._thread.join(timeout=2)
+        self._waker.close()
+        self._woken.close()
 
     def alive(self) -> bool:
         return self._thread.is_alive()
 
     def _serve(self) -> None:
         assert self._socket is not None
-        while not self._closing:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._socket, selectors.EVENT_READ)
+            selector.register(self._woken, selectors.EVENT_READ)
+            while not self._closing:
+                soonest = min((c.deadline for c in self._clients.values()), default=None)
+                wait = None if soonest is None else max(0.0, soonest - time.monotonic())
+                for key, _ in selector.select(wait):
+                    if key.fileobj is self._socket:
+                        self._accept(selector)
+                    elif key.fd in self._clients:
+                        self._clients[key.fd].step(self._answer)
+                        self._follow(selector, self._clients[key.fd])
+                now = time.monotonic()
+                for client in [c for c in self._clients.values() if c.deadline <= now]:
+                    client.close()
+                    self._follow(selector, client)
+            for client in self._clients.values():
+                client.conn.close()
+            self._clients.clear()
+
+    def _accept(self, selector: selectors.BaseSelector) -> None:
+        """Take every waiting client; when full, the oldest one makes room for a newcomer:
+        a real client is done in milliseconds, so the oldest is the likeliest to stall."""
+        assert self._socket is not None
+        while True:
             try:
                 conn, _ = self._socket.accept()
-            except OSError:
-                if self._closing:
-                    return
-                continue
-            with conn:
-                conn.settimeout(TIMEOUT)
-                try:
-                    conn.sendall(self._answer(conn) + b"\n")
-                except OSError:
-                    continue
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.ECONNABORTED, errno.EPROTO):
+                    log.warning("status socket: cannot accept a client: %s", exc.strerror)
+                return
+            if len(self._clients) >= MAX_CLIENTS:
+                oldest = min(self._clients.values(), key=lambda c: c.deadline)
+                oldest.close()
+                self._follow(selector, oldest)
+            conn.setblocking(False)
+            self._clients[conn.fileno()] = _Client(conn)
+            selector.register(conn, selectors.EVENT_READ)
 
-    def _answer(self, conn: socket.socket) -> bytes:
-        line = _read_line(conn)
+    def _follow(self, selector: selectors.BaseSelector, client: _Client) -> None:
+        """Watch the client for what it waits for next; forget it once it is done."""
+        if not client.closed:
+            events = selectors.EVENT_WRITE if client.reply else selectors.EVENT_READ
+            selector.modify(client.conn, events)
+            return
+        selector.unregister(client.conn)
+        client.conn.close()
+        del self._clients[client.fd]
+
+    def _answer(self, line: bytes) -> bytes:
         try:
             request = json.loads(line)
             if not isinstance(request, dict):
                 raise ValueError("the request must be a JSON object")
             reply = self._handler(request)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             reply = {"error": f"malformed request: {exc}"}
+        except SyncdError as exc:  # e.g. the journal's disk is full: status says degraded
+            reply = {"error": str(exc)}
         except Exception as exc:
             log.exception("the status handler failed")
             reply = {"error": f"internal error: {type(exc).__name__}"}
-        return json.dumps(reply).encode()
+        return json.dumps(reply).encode() + b"\n"
 
 
-def _read_line(conn: socket.socket) -> bytes:
-    data = b""
-    while b"\n" not in data and len(data) < MAX_REQUEST:
+class _Client:
+    """One connection: its request so far (at most MAX_REQUEST bytes), then its reply."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn = conn
+        self.fd = conn.fileno()
+        self.deadline = time.monotonic() + TIMEOUT
+        self.request = bytearray()
+        self.reply = b""
+        self.closed = False
+
+    def step(self, answer: Answer) -> None:
+        """Read what has come, or write what is due; never blocks."""
         try:
-            piece = conn.recv(65536)
-        except TimeoutError:
-            break
-        if not piece:
-            break
-        data += piece
-    return data.split(b"\n", 1)[0]
+            if self.reply:
+                self._write()
+            else:
+                self._read(answer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+
+    def _read(self, answer: Answer) -> None:
+        piece = self.conn.recv(MAX_REQUEST + 1 - len(self.request))
+        self.request += piece
+        end = self.request.find(b"\n")
+        if end >= 0 or not piece:
+            line = bytes(self.request if end < 0 else self.request[:end])
+            self.reply = answer(line)
+        elif len(self.request) > MAX_REQUEST:
+            self.reply = json.dumps({"error": TOO_LONG}).encode() + b"\n"
+        else:
+            return
+        self.request = bytearray()
+        self._write()
+
+    def _write(self) -> None:
+        sent = self.conn.send(self.reply)
+        self.reply = self.reply[sent:]
+        if not self.reply:
+            self.close()
+
+    def close(self) -> None:
+        """Done with; the server unregisters and closes the connection."""
+        self.closed = True
 
 
 def ask(path: Path, request: dict[str, Any], timeout: float = TIMEOUT) -> dict[str, Any]:

@@ -25,8 +25,25 @@ def _compiled(patterns: tuple[str, ...]) -> re.Pattern[str]:
 
 
 IGNORED = _compiled(BUILTIN_IGNORES)
-IGNORED_BYTES = re.compile(os.fsencode(IGNORED.pattern))
-"""The same, for the names a scan reads as bytes (no decoding for what it skips)."""
+
+
+def _affixes(patterns: tuple[str, ...]) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    """Patterns of the form PREFIX* or *SUFFIX as (prefixes, suffixes) in bytes."""
+    prefixes, suffixes = [], []
+    for pattern in patterns:
+        if pattern.endswith("*") and not any(c in pattern[:-1] for c in "*?["):
+            prefixes.append(os.fsencode(pattern[:-1]))
+        elif pattern.startswith("*") and not any(c in pattern[1:] for c in "*?["):
+            suffixes.append(os.fsencode(pattern[1:]))
+        else:
+            raise ValueError(f"{pattern!r} is neither PREFIX* nor *SUFFIX")
+    return tuple(prefixes), tuple(suffixes)
+
+
+IGNORED_PREFIXES, IGNORED_SUFFIXES = _affixes(BUILTIN_IGNORES)
+"""The built-in ignores for the names a scan reads as bytes: `name.startswith(PREFIXES)
+or name.endswith(SUFFIXES)` is what IGNORED matches, without decoding, at a third of a
+regex's cost per name (a scan tests every name of every folder)."""
 
 
 @functools.lru_cache(maxsize=256)
@@ -40,6 +57,12 @@ def _split(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str] 
 def _matches(patterns: tuple[str, ...], name: str, relative: str) -> bool:
     by_name, by_path = _split(patterns)
     return bool(by_name.match(name) or (by_path is not None and by_path.match(relative)))
+
+
+def takes_every_name(watch: WatchConfig) -> bool:
+    """The default patterns (include "*", no exclude): any name the built-in ignores let
+    through is taken, so a scan need not decode or match names at all."""
+    return watch.include == ("*",) and not watch.exclude
 
 
 def accepts(watch: WatchConfig, name: str, relative: str) -> bool:
@@ -81,18 +104,3 @@ def inside(watch: WatchConfig, path: Path) -> bool:
     real = os.path.realpath(path.parent)
     root = os.fsdecode(watch.path)
     return real == root or real.startswith(root.rstrip("/") + "/")
-
-
-def count_folders(watches: tuple[WatchConfig, ...]) -> int:
-    """inotify needs one watch per folder; fs.inotify.max_user_watches caps them per user."""
-    total = 0
-    for watch in watches:
-        if watch.poll_interval > 0:
-            continue
-        if not watch.recursive:
-            total += 1
-            continue
-        for _, dirs, _ in os.walk(watch.path):
-            total += 1
-            dirs[:] = [d for d in dirs if not IGNORED.match(d)]
-    return total

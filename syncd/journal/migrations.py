@@ -66,4 +66,76 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX files_due ON files(state, due);
     CREATE INDEX files_content ON files(service, sha256);
     """,  # noqa: S608 (no input: a constant)
+    # 4: since when a file has been waiting to be done (metrics: the oldest pending file,
+    # the time from drop to sidecar).
+    "ALTER TABLE files ADD COLUMN queued_at REAL; UPDATE files SET queued_at=updated_at",
+    # 5: the webhook outbox: one row per event and receiver, written in the transaction of
+    # the state change it reports (journal/outbox.py).
+    """
+    CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL,
+        target TEXT NOT NULL,
+        event TEXT NOT NULL,
+        at REAL NOT NULL,
+        path BLOB NOT NULL,
+        service TEXT NOT NULL,
+        sha256 TEXT,
+        size INTEGER NOT NULL,
+        result TEXT,
+        error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        due REAL NOT NULL DEFAULT 0,
+        last_error TEXT
+    );
+    CREATE INDEX outbox_due ON outbox(due, seq)
+    """,
+    # 6: after-upload actions (intent -> act -> done for each archive / delete / restore),
+    # the hooks' queue, and the cursor that finds failed files for on_failed hooks. The
+    # cursor starts at the upgrade: failures from before it page nobody.
+    """
+    CREATE TABLE actions (
+        id INTEGER PRIMARY KEY,
+        file_id INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL,
+        source BLOB NOT NULL,
+        target BLOB,
+        root BLOB NOT NULL,
+        sha256 TEXT NOT NULL,
+        result TEXT,
+        due REAL NOT NULL,
+        error TEXT,
+        updated_at REAL NOT NULL,
+        UNIQUE (file_id, version)
+    );
+    CREATE INDEX actions_state ON actions(state, due);
+    CREATE INDEX actions_kind ON actions(kind, state);
+    CREATE TABLE hooks (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        event TEXT NOT NULL,
+        path BLOB NOT NULL,
+        argv TEXT NOT NULL,
+        env TEXT NOT NULL,
+        timeout REAL NOT NULL,
+        state TEXT NOT NULL,
+        error TEXT,
+        at REAL NOT NULL
+    );
+    CREATE INDEX hooks_state ON hooks(state, at);
+    CREATE TABLE hook_cursor (failed_since REAL NOT NULL);
+    INSERT INTO hook_cursor VALUES (CAST(strftime('%s', 'now') AS REAL))
+    """,
+    # 7: flow control. Waiting rows are taken by priority, then rank (the watch's `order`:
+    # an integer, or the path for "name"), along an index of waiting rows only; small named
+    # values keep pauses, service-wide holds and quota counts across restarts.
+    """
+    ALTER TABLE files ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE files ADD COLUMN rank;
+    CREATE INDEX files_queue ON files(priority DESC, rank, id)
+        WHERE state IN ('hashed', 'retry_wait', 'seen');
+    CREATE TABLE flow_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)
+    """,
 )

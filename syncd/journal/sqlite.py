@@ -3,10 +3,11 @@
 One connection, guarded by a lock, so every write is serialised; each state change is
 one `BEGIN IMMEDIATE` transaction (a deferred one that upgrades gets SQLITE_BUSY without
 the busy handler), or part of the one transaction of a `batch()` (group commit). WAL with
-synchronous=NORMAL survives kill -9 at any moment; paths are stored as bytes so that names
-which are not UTF-8 survive. Claims live in the rows (`claim_owner`, `claim_expires`,
-`claim_fence`), taken in one `UPDATE … RETURNING`, so two stores opened on one file never
-hand out the same row.
+synchronous=NORMAL survives kill -9 at any moment (and the steps services save, with
+synchronous=FULL, a power cut too); paths are stored as bytes so that names which are not
+UTF-8 survive. Claims live in the rows (`claim_owner`, `claim_expires`, `claim_fence`),
+taken in one `UPDATE … RETURNING`, so two stores opened on one file never hand out the
+same row.
 """
 
 from __future__ import annotations
@@ -17,18 +18,25 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import replace
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from syncd.errors import SyncdError
 from syncd.files import Identity
+from syncd.journal import rules
 from syncd.journal.codec import decode, encode, row_from
 from syncd.journal.migrations import MIGRATIONS
+from syncd.journal.outbox import SqliteOutbox
+from syncd.journal.patience import StorageFault
+from syncd.journal.sqlite_after import SqliteAfterUpload
+from syncd.journal.sqlite_flow import SqliteFlow
 from syncd.journal.states import CLAIMABLE, IN_FLIGHT, State, allowed, check_move, check_moves
 from syncd.journal.store import Decision, Row
 
+T = TypeVar("T")
+STORAGE_FAULTS = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
+"""SQLite's primary codes for a full disk and for I/O errors: they pass by themselves."""
 _CLAIMABLE = ", ".join(f"'{s}'" for s in sorted(CLAIMABLE))
 _IN_FLIGHT_OR_UPLOADED = ", ".join(
     f"'{s}'" for s in sorted({*IN_FLIGHT, State.UPLOADED, State.DONE})
@@ -41,7 +49,12 @@ _SOURCES = {
 """For each state, the states a row may move to it from, as SQL."""
 
 
-class SqliteStore:
+def _not_in(skipped: dict[str, str]) -> str:
+    """SQL: the row's service is none of the named parameters in `skipped`."""
+    return f"service NOT IN ({', '.join(':' + name for name in skipped)})"
+
+
+class SqliteStore(SqliteFlow, SqliteAfterUpload):
     """Durable state of every file syncd knows; safe to share between threads.
 
     `owner` names this store's claims; `lease` bounds a claim, None holds it until released.
@@ -62,45 +75,78 @@ class SqliteStore:
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
             raise SyncdError(f"{path}: cannot open the journal: {reason}") from None
         self._db.row_factory = sqlite3.Row
-        self._lock = threading.RLock()
-        """Reentrant: a batch holds it while the writes inside take it again."""
+        self._path = path
+        # Reentrant: a batch holds it while the calls inside take it again. Typed as the
+        # Lock its sharers (outbox, mixins) take it as: they only enter it.
+        self._lock = cast(threading.Lock, threading.RLock())
         self._owner = owner or socket.gethostname()
         self._lease = lease
         self.changes = 0
         """Counts committed state changes (status line recomputed only when it can differ)."""
-        self._counted = False
-        """Whether the open transaction holds a counted change."""
+        self._counted = self._durable = False
+        """Whether the open transaction holds a counted change, a durable one."""
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._migrate()
+        self.outbox = SqliteOutbox(self._db, self._lock, lambda: self._write(counted=False))
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     @contextmanager
-    def _write(self, counted: bool = True) -> Iterator[sqlite3.Connection]:
-        """One transaction, or a part of the batch this thread has open."""
+    def _write(self, counted: bool = True, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One transaction, or a part of the `batch()` this thread has open. `durable`
+        commits it with synchronous=FULL: what it records cannot be taken back (a post, a
+        tweet, a session, a move on disk that follows), so it must outlive a power cut, not
+        only a killed process. `counted` ones tell `changes`. A full disk or an I/O error
+        raises StorageFault, after a rollback that never hides it (SQLite may have rolled
+        back by itself already)."""
         with self._lock:
             if self._db.in_transaction:
                 self._counted = self._counted or counted
+                self._durable = self._durable or durable
                 yield self._db
                 return
-            self._db.execute("BEGIN IMMEDIATE")
-            self._counted = counted
+            self._counted, self._durable = counted, durable
+            if durable:
+                self._db.execute("PRAGMA synchronous=FULL")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._commit(durable)
+                except BaseException:
+                    if self._db.in_transaction:
+                        with suppress(sqlite3.Error):
+                            self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in STORAGE_FAULTS:
+                    raise StorageFault(f"{self._path}: {exc}") from None
                 raise
-            self._db.execute("COMMIT")
+            finally:
+                if durable:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
             if self._counted:
                 self.changes += 1
 
-    def batch(self) -> AbstractContextManager[object]:
-        return self._write(counted=False)
+    def _commit(self, synchronous_full: bool) -> None:
+        """COMMIT. A batch learns that a write inside is durable only once it is open, when
+        synchronous can no longer change: its WAL is fsync'd here, as FULL would have."""
+        self._db.execute("COMMIT")
+        if self._durable and not synchronous_full:
+            fd = os.open(f"{self._path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def batch(self, work: Callable[[], T]) -> T:
+        with self._write(counted=False):
+            return work()
 
     def _read(self, query: str, *values: object) -> list[sqlite3.Row]:
         with self._lock:
@@ -141,19 +187,33 @@ class SqliteStore:
             rows = cursor.execute("SELECT path, dev, inode, size, mtime_ns FROM files")
             return {r[0]: r[1:] for r in rows}
 
-    def record_seen(self, path: bytes, service: str, identity: Identity) -> bool:
+    def record_seen(
+        self,
+        path: bytes,
+        service: str,
+        identity: Identity,
+        priority: int = 0,
+        rank: int | bytes | None = None,
+    ) -> bool:
         now = time.time()
         with self._write() as db:
             row = db.execute(
                 "SELECT state, dev, inode, size, mtime_ns, service FROM files WHERE path=?",
                 (path,),
             ).fetchone()
-            values = {"path": path, "service": service, "now": now, **identity._asdict()}
+            values = {
+                "path": path,
+                "service": service,
+                "now": now,
+                "priority": priority,
+                "rank": rank,
+                **identity._asdict(),
+            }
             if row is None:
                 db.execute(
                     "INSERT INTO files (path, service, state, dev, inode, size, mtime_ns,"
-                    " due, updated_at) VALUES (:path, :service, 'seen', :dev, :inode, :size,"
-                    " :mtime_ns, 0, :now)",
+                    " due, updated_at, queued_at, priority, rank) VALUES (:path, :service,"
+                    " 'seen', :dev, :inode, :size, :mtime_ns, 0, :now, :now, :priority, :rank)",
                     values,
                 )
                 return True
@@ -168,7 +228,8 @@ class SqliteStore:
             db.execute(
                 "UPDATE files SET service=:service, state='seen', version=version+1, dev=:dev,"
                 " inode=:inode, size=:size, mtime_ns=:mtime_ns, sha256=NULL, attempts=0, due=0,"
-                " error=NULL, error_at=NULL, updated_at=:now,"
+                " error=NULL, error_at=NULL, updated_at=:now, queued_at=:now,"
+                " priority=:priority, rank=:rank,"
                 " result=CASE WHEN service=:service THEN result END,"
                 " uploaded_sha256=CASE WHEN service=:service THEN uploaded_sha256 END"
                 " WHERE path=:path",
@@ -178,18 +239,25 @@ class SqliteStore:
 
     def forget_missing(self, path: bytes) -> None:
         with self._write() as db:
-            db.execute(f"DELETE FROM files WHERE path=? AND state IN ({_CLAIMABLE})", (path,))  # noqa: S608
+            db.execute(
+                f"DELETE FROM files WHERE path=? AND state IN ({_CLAIMABLE}, 'held')",  # noqa: S608
+                (path,),
+            )
 
     # -- the workers' side -------------------------------------------------------------
 
-    def claim(self, now: float) -> Row | None:
+    def claim(self, now: float, skip: frozenset[str] = frozenset()) -> Row | None:
         expires = None if self._lease is None else now + self._lease
+        skipped = {f"skip{n}": service for n, service in enumerate(sorted(skip))}
         with self._write(counted=False) as db:
+            # The planner, without statistics, prefers files_due and sorts every waiting
+            # row; walking the queue's own index finds the first one at once.
             found = db.execute(
                 "UPDATE files SET claim_owner=:owner, claim_expires=:expires,"  # noqa: S608
-                " claim_fence=claim_fence+1 WHERE id=(SELECT id FROM files"
-                f" WHERE {_WAITING} AND due <= :now ORDER BY due, id LIMIT 1) RETURNING *",
-                {"owner": self._owner, "expires": expires, "now": now},
+                " claim_fence=claim_fence+1 WHERE id=(SELECT id FROM files INDEXED BY"
+                f" files_queue WHERE {_WAITING} AND due <= :now AND {_not_in(skipped)}"
+                " ORDER BY priority DESC, rank, id LIMIT 1) RETURNING *",
+                {"owner": self._owner, "expires": expires, "now": now, **skipped},
             ).fetchall()
         return row_from(found[0]) if found else None
 
@@ -201,11 +269,24 @@ class SqliteStore:
                 (row_id, self._owner),
             )
 
-    def next_due(self) -> float | None:
+    def holds(self, row: Row) -> bool:
+        """One host writes this journal: a read suffices (no other store takes the row over
+        between this answer and the write that follows)."""
+        found = self._read(
+            "SELECT 1 FROM files WHERE id=? AND claim_fence=?"
+            " AND (claim_owner IS NULL OR claim_owner=?)",
+            row.id,
+            row.fence,
+            self._owner,
+        )
+        return bool(found)
+
+    def next_due(self, skip: frozenset[str] = frozenset()) -> float | None:
+        skipped = {f"skip{n}": service for n, service in enumerate(sorted(skip))}
         with self._lock:
             found = self._db.execute(
-                f"SELECT MIN(due) AS due FROM files WHERE {_WAITING}",  # noqa: S608
-                {"now": time.time()},
+                f"SELECT MIN(due) AS due FROM files WHERE {_WAITING} AND {_not_in(skipped)}",  # noqa: S608
+                {"now": time.time(), **skipped},
             ).fetchone()
         return None if found["due"] is None else float(found["due"])
 
@@ -235,8 +316,15 @@ class SqliteStore:
                 check_move(State(found["state"]), target)
         return False
 
-    def _update(self, row: Row, target: State | None, assignments: str, *values: object) -> bool:
-        with self._write() as db:
+    def _update(
+        self,
+        row: Row,
+        target: State | None,
+        assignments: str,
+        *values: object,
+        durable: bool = False,
+    ) -> bool:
+        with self._write(durable=durable) as db:
             return self._move(db, row, target, assignments, *values)
 
     def mark_hashed(self, row: Row, sha256: str, identity: Identity) -> Row | None:
@@ -247,9 +335,7 @@ class SqliteStore:
             sha256,
             *identity,
         )
-        return (
-            replace(row, state=State.HASHED, sha256=sha256, identity=identity) if changed else None
-        )
+        return rules.as_hashed(row, sha256, identity) if changed else None
 
     def mark_changed(self, row: Row) -> bool:
         return self._update(row, State.SEEN, "sha256=NULL, version=version+1, due=0")
@@ -258,10 +344,10 @@ class SqliteStore:
         self, row: Row, still_valid: Callable[[dict[str, Any]], bool]
     ) -> tuple[Decision, Row] | None:
         now = time.time()
-        if row.result is not None and row.uploaded_sha256 == row.sha256 and still_valid(row.result):
+        if rules.reusable(row, still_valid):
             if not self._update(row, State.UPLOADED, "error=NULL"):
                 return None
-            return Decision.UNCHANGED, replace(row, state=State.UPLOADED, error=None)
+            return Decision.UNCHANGED, rules.as_unchanged(row)
         with self._write() as db:
             # A copy waiting to retry holds the content too, but only for rows after it:
             # two copies both in retry_wait must not wait for each other.
@@ -271,40 +357,31 @@ class SqliteStore:
                 " OR (state='retry_wait' AND id<?)) ORDER BY id",
                 (row.service, row.sha256, row.id, row.id),
             ).fetchall()
-            for other in others:
-                result = decode(other["result"])
-                if result is not None and still_valid(result):
-                    original = other["duplicate_of"] or other["path"]
-                    if not self._move(
-                        db,
-                        row,
-                        State.UPLOADED,
-                        "result=?, duplicate_of=?, uploaded_at=?, uploaded_sha256=sha256,"
-                        " error=NULL",
-                        other["result"],
-                        original,
-                        now,
-                    ):
-                        return None
-                    return Decision.DUPLICATE, replace(
-                        row,
-                        state=State.UPLOADED,
-                        result=result,
-                        duplicate_of=bytes(original),
-                        uploaded_at=now,
-                        uploaded_sha256=row.sha256,
-                        error=None,
-                    )
-                if other["state"] in (*IN_FLIGHT, State.RETRY_WAIT):
-                    if not self._move(db, row, None, "due=?", now + 1.0):
-                        return None
-                    return Decision.WAIT, replace(row, due=now + 1.0)
+            decision, other = rules.choose(others, still_valid)
+            if other is not None and decision is Decision.DUPLICATE:
+                original = rules.original_of(other)
+                if not self._move(
+                    db,
+                    row,
+                    State.UPLOADED,
+                    "result=?, duplicate_of=?, uploaded_at=?, uploaded_sha256=sha256, error=NULL",
+                    other["result"],
+                    original,
+                    now,
+                ):
+                    return None
+                return decision, rules.as_uploaded(row, decode(other["result"]), now, original)
+            if decision is Decision.WAIT:
+                if not self._move(db, row, None, "due=?", now + rules.WAIT):
+                    return None
+                return decision, rules.as_waiting(row, now)
             if not self._move(db, row, State.UPLOADING, "attempts=attempts+1"):
                 return None
-            return Decision.UPLOAD, replace(row, state=State.UPLOADING, attempts=row.attempts + 1)
+            return decision, rules.as_uploading(row)
 
     def save_progress(self, row: Row, progress: dict[str, Any]) -> bool:
-        return self._update(row, None, "progress=?", encode(progress))
+        """Each step a service saves cannot be taken back: committed durably (see _write)."""
+        return self._update(row, None, "progress=?", encode(progress), durable=True)
 
     def load_progress(self, row: Row) -> dict[str, Any]:
         found = self._read("SELECT progress FROM files WHERE id=?", row.id)
@@ -319,35 +396,32 @@ class SqliteStore:
             encode(result),
             now,
         )
-        if not changed:
-            return None
-        return replace(
-            row,
-            state=State.UPLOADED,
-            result=result,
-            uploaded_at=now,
-            uploaded_sha256=row.sha256,
-            duplicate_of=None,
-            error=None,
-        )
+        return rules.as_uploaded(row, result, now) if changed else None
 
     def mark_awaiting(self, row: Row, deadline: float) -> bool:
         return self._update(row, State.AWAITING_CALLBACK, "due=?", deadline)
 
     def mark_done(self, row_id: int) -> None:
         check_move(State.UPLOADED, State.DONE)
+        now = time.time()
         with self._write() as db:
-            db.execute(
+            if db.execute(
                 "UPDATE files SET state=?, updated_at=? WHERE id=? AND state=?",
-                (State.DONE, time.time(), row_id, State.UPLOADED),
-            )
+                (State.DONE, now, row_id, State.UPLOADED),
+            ).rowcount:
+                self.outbox.record(db, State.DONE, row_id, now)
 
     def mark_retry(self, row: Row, error: str, due: float) -> bool:
         now = time.time()
         return self._update(row, State.RETRY_WAIT, "error=?, error_at=?, due=?", error, now, due)
 
     def mark_failed(self, row: Row, error: str) -> bool:
-        return self._update(row, State.FAILED, "error=?, error_at=?", error, time.time())
+        now = time.time()
+        with self._write() as db:
+            failed = self._move(db, row, State.FAILED, "error=?, error_at=?", error, now)
+            if failed:
+                self.outbox.record(db, State.FAILED, row.id, now)
+            return failed
 
     def overdue_callbacks(self, now: float) -> list[Row]:
         found = self._read(
@@ -381,7 +455,8 @@ class SqliteStore:
         with self._write() as db:
             query = (
                 "UPDATE files SET state=CASE WHEN sha256 IS NULL THEN 'seen' ELSE 'hashed' END,"
-                " attempts=0, due=0, error=NULL, error_at=NULL, updated_at=?"
+                " attempts=0, due=0, error=NULL, error_at=NULL, updated_at=?1,"
+                " queued_at=CASE WHEN state='failed' THEN ?1 ELSE queued_at END"
                 " WHERE state IN (?, ?)"
             )
             if paths is None:
@@ -390,3 +465,21 @@ class SqliteStore:
                 db.execute(query + " AND path=?", (time.time(), *queued_from, p)).rowcount
                 for p in paths
             )
+
+    # -- metrics ---------------------------------------------------------------------------
+
+    def oldest_pending(self) -> float | None:
+        found = self._read(
+            "SELECT MIN(queued_at) AS at FROM files WHERE state NOT IN (?, ?)",
+            State.DONE,
+            State.FAILED,
+        )
+        return None if found[0]["at"] is None else float(found[0]["at"])
+
+    def last_success(self) -> dict[str, float]:
+        found = self._read(
+            "SELECT service, MAX(uploaded_at) AS at FROM files WHERE state=?"
+            " AND uploaded_at IS NOT NULL GROUP BY service",
+            State.DONE,
+        )
+        return {r["service"]: float(r["at"]) for r in found}

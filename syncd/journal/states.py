@@ -56,10 +56,12 @@ TRANSITIONS: Mapping[State, frozenset[State]] = {
     _S.RETRY_WAIT: frozenset({_S.SEEN, _S.HASHED, _S.UPLOADING, _S.UPLOADED, _S.HELD, _S.FAILED}),
     # Released when the quota resets or the pause ends, to where it was held from.
     _S.HELD: frozenset({_S.SEEN, _S.HASHED, _S.RETRY_WAIT}),
-    # -> failed: the sidecar could not be made for a reason that is a bug.
+    # -> failed: the sidecar cannot be written for good (a name too long, a folder in its
+    # place), or a bug; the result stays, and `syncd retry` writes it without uploading.
     _S.UPLOADED: frozenset({_S.SEEN, _S.DONE, _S.FAILED}),
     _S.AWAITING_CALLBACK: frozenset({_S.SEEN, _S.UPLOADED, _S.FAILED}),
-    _S.DONE: frozenset({_S.SEEN}),
+    # done -> done: `syncd restore` brings a trashed version back, done as it was.
+    _S.DONE: frozenset({_S.SEEN, _S.DONE}),
     # -> seen / hashed: `syncd retry`.
     _S.FAILED: frozenset({_S.SEEN, _S.HASHED}),
 }

@@ -10,17 +10,33 @@ hosts, never work the same row.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
+from syncd.errors import SyncdError
 from syncd.files import Identity
+from syncd.journal.after import AfterUploadStore
+from syncd.journal.patience import StorageFault
 from syncd.journal.states import State
 
 if TYPE_CHECKING:
     from syncd.config import Config
+
+
+T = TypeVar("T")
+
+UNREADABLE = "$unreadable"
+"""In a row's progress: the JSON columns of the row that could not be read (the row is
+failed, with that reason, by whoever meets it)."""
+
+
+class JournalUnavailable(StorageFault):
+    """The journal's database cannot be reached now (fleet mode: PostgreSQL is down or cut
+    off). Nothing was written. A storage fault like a full disk, so it is met the same way
+    (journal/patience.py): workers and intake wait with backoff, the row as it was, and the
+    journal shows as degraded until a call that failed works again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +59,29 @@ class Row:
     uploaded_sha256: str | None
     fence: int
     """The claim this copy of the row was read under; a write under an older one does nothing."""
+    queued_at: float | None = None
+    """When this version of the file was journaled (or queued again by `syncd retry`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event on its way to one receiver."""
+
+    seq: int
+    event_id: str
+    """The event's id, the same for every receiver: what a receiver dedups on."""
+    target: str
+    event: str
+    at: float
+    path: bytes
+    service: str
+    sha256: str | None
+    size: int
+    result: dict[str, Any] | None
+    error: str | None
+    attempts: int
+    due: float
+    last_error: str | None
 
 
 class Decision(StrEnum):
@@ -58,7 +97,30 @@ class Decision(StrEnum):
     """Another row with the same content is in flight: try again in a moment."""
 
 
-class Store(Protocol):
+class Outbox(Protocol):
+    """Webhook deliveries waiting, one per event and receiver, written by the store in the
+    transaction of the state change they report (done, failed)."""
+
+    def subscribe(self, targets: Mapping[str, tuple[str, ...]]) -> int:
+        """Receiver URL -> the events it wants, from now on; deliveries to receivers no
+        longer configured are dropped (how many is returned)."""
+
+    def due(self, now: float, limit: int) -> list[Delivery]: ...
+
+    def failing(self, limit: int) -> list[Delivery]:
+        """Deliveries whose last attempt failed, oldest event first."""
+
+    def backlog(self) -> tuple[int, int]:
+        """(deliveries waiting, deliveries whose last attempt failed)."""
+
+    def delivered(self, seq: int) -> None: ...
+
+    def failed(self, seq: int, error: str, due: float) -> None:
+        """The delivery failed: nothing more goes to its receiver before `due`, so a receiver
+        that is down gets one attempt per backoff step, not one per waiting event."""
+
+
+class Store(AfterUploadStore, Protocol):
     """Durable state of every file syncd knows; safe to share between threads."""
 
     @property
@@ -67,11 +129,13 @@ class Store(Protocol):
 
     def close(self) -> None: ...
 
-    def batch(self) -> AbstractContextManager[object]:
-        """Group commit: the writes this thread makes inside commit together in one
-        transaction, all or none (an exception inside rolls them all back). For several
-        moves of one file, or one move of many files, at the price of one commit. Put only
-        journal calls inside: other threads' journal calls wait until it ends."""
+    def batch(self, work: Callable[[], T]) -> T:
+        """Group commit: `work`'s journal calls commit together in one transaction, all or
+        none (an exception rolls them all back); what `work` returns. For several moves of
+        one file, or one move of many files, at the price of one commit. `work` makes only
+        journal calls: other threads' calls wait until it ends, and a storage fault runs it
+        again (journal/patience.py)."""
+        ...
 
     def recover(self) -> int:
         """At start: nothing of this host is in flight any more. Uploads resume from their
@@ -86,21 +150,36 @@ class Store(Protocol):
         """Every path's identity (dev, inode, size, mtime_ns), for the reconciliation scans:
         plain tuples, which an Identity compares equal to."""
 
-    def record_seen(self, path: bytes, service: str, identity: Identity) -> bool:
-        """A complete file: new, or changed since we last saw it. True when there is work."""
+    def record_seen(
+        self,
+        path: bytes,
+        service: str,
+        identity: Identity,
+        priority: int = 0,
+        rank: int | bytes | None = None,
+    ) -> bool:
+        """A complete file: new, or changed since we last saw it. True when there is work.
+        `priority` and `rank` place it in the queue (work/flow/order.py)."""
 
     def forget_missing(self, path: bytes) -> None:
         """A file that vanished before it was uploaded: nothing left to do for it."""
 
     # -- the workers' side -------------------------------------------------------------
 
-    def claim(self, now: float) -> Row | None:
-        """The next due claimable row nobody holds, now held by this store until `release`."""
+    def claim(self, now: float, skip: frozenset[str] = frozenset()) -> Row | None:
+        """The next due claimable row nobody holds, of a service not in `skip`, by priority
+        and rank; now held by this store until `release`."""
 
     def release(self, row_id: int) -> None: ...
 
-    def next_due(self) -> float | None:
-        """When the earliest unclaimed waiting row becomes due (idle workers sleep till then)."""
+    def holds(self, row: Row) -> bool:
+        """Whether this store may still write for `row`: the claim it was read under is
+        unchanged and this store's (an unclaimed row is taken, keeping its fence). Asked
+        before each chunk and before a sidecar, so a host whose claim was taken over stops."""
+
+    def next_due(self, skip: frozenset[str] = frozenset()) -> float | None:
+        """When the earliest unclaimed waiting row of a service not in `skip` becomes due
+        (idle workers sleep till then)."""
 
     def get(self, row_id: int) -> Row | None: ...
 
@@ -139,6 +218,34 @@ class Store(Protocol):
 
     def in_state(self, state: State) -> list[Row]: ...
 
+    # -- flow control's side (work/flow/) -----------------------------------------------
+
+    def mark_held(self, row: Row, reason: str, until: float | None) -> bool:
+        """Held by a pause, a quota or a rate limit: `error` says why, `due` until when
+        (0 when a person must resume it)."""
+
+    def hold_waiting(self, service: str, reason: str, until: float | None) -> int:
+        """Every unclaimed row of `service` waiting for a worker becomes held."""
+
+    def release_held(self, service: str) -> int:
+        """Every held row of `service` waits for a worker again."""
+
+    def held(self, limit: int) -> list[Row]:
+        """Held rows, those released soonest first."""
+
+    def flow_state(self, key: str) -> Any:
+        """A small JSON value flow control keeps across restarts, or None."""
+
+    def save_flow_state(self, key: str, value: Any) -> None: ...
+
+    def change_flow_state(self, key: str, change: Callable[[Any], Any]) -> None:
+        """Replace the value by `change(value)` (None when absent), atomically: in a fleet,
+        no other host reads or changes it meanwhile."""
+
+    def once_outcome(self, retries: int) -> tuple[int, int]:
+        """For `run --once`: rows still to work, and rows failed (a retryable error tried
+        more than `retries` times counts as failed)."""
+
     # -- the status socket's side ------------------------------------------------------
 
     def counts(self) -> dict[State, int]:
@@ -151,9 +258,48 @@ class Store(Protocol):
         """Failed and retry_wait rows (all of them with None) go back to the queue, counted
         afresh; the number of rows queued."""
 
+    # -- metrics ---------------------------------------------------------------------------
+
+    def oldest_pending(self) -> float | None:
+        """When the longest-waiting file not yet done or failed was queued."""
+
+    def last_success(self) -> dict[str, float]:
+        """Per service, when its latest file was uploaded (or recorded as a duplicate)."""
+
+    @property
+    def outbox(self) -> Outbox:
+        """The webhook outbox, which `mark_done` and `mark_failed` fill."""
+
+
+@runtime_checkable
+class Fleet(Protocol):
+    """What a store shared by several hosts adds (PostgresStore, fleet mode)."""
+
+    def shared_key(self, name: str, make: Callable[[], bytes]) -> bytes:
+        """A secret every host uses, made by the first that asks."""
+
+    def hosts(self) -> list[dict[str, Any]]:
+        """`syncd status`'s fleet: host, pid, heartbeat_age_s, claims."""
+
 
 def open_store(config: Config) -> Store:
-    """The journal the configuration names: SQLite under `state_dir`."""
+    """The journal the configuration names: SQLite under `state_dir`, or in fleet mode the
+    PostgreSQL database of [journal] (psycopg comes with the `fleet` extra)."""
+    if config.journal is not None:
+        try:
+            from syncd.journal.postgres import PostgresStore
+        except ImportError:
+            raise SyncdError(
+                f"{config.source}: [journal] url needs the fleet extra: pip install 'syncd[fleet]'"
+            ) from None
+        journal = config.journal
+        return PostgresStore(
+            journal.url,
+            journal.password,
+            journal.host_id,
+            journal.lease,
+            connections=config.daemon.workers + 4,
+        )
     from syncd.journal.sqlite import SqliteStore
 
     return SqliteStore(config.daemon.state_dir / "journal.sqlite")

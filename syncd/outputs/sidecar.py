@@ -1,24 +1,43 @@
 """`NAME.syncd.toml` beside each uploaded file, written so that it is whole or absent.
 
-The content is written and fsync'd in an unnamed file in the same folder (O_TMPFILE) and
-linked under its name only then, or, where a sidecar is there already or the filesystem has
-no O_TMPFILE, in a named temp file renamed over; then the folder is fsync'd. A crash at any
+The content is written and fsync'd in an unnamed file in the folder (O_TMPFILE) and linked
+under its name only then, or, where a sidecar is there already or the file system has no
+O_TMPFILE, in a named temp file renamed over; then the folder is fsync'd. A crash at any
 moment leaves either no sidecar or a complete one, never half of one. The unnamed file also
-spares the watcher three of the four inotify events a temp file and its rename cost.
-`place` leaves the folder's fsync to `sync_folder`, so that one fsync covers a folder's batch.
+spares the watcher three of the four inotify events a temp file and its rename cost. `put`
+leaves the folder's fsync to `sync_folder`, so that one fsync covers a folder's batch.
+Every step goes through the descriptor of the file's folder (files.Place), never through a
+path, so a folder swapped for a symlink cannot send the sidecar anywhere else.
+
+A sidecar that cannot be written is either *permanent* (its name is too long, a folder
+stands in its place, the folder refuses us: a person must act) or *transient* (the disk is
+full, an I/O error: it will pass by itself); `SidecarError.permanent` tells which.
 """
 
 from __future__ import annotations
 
+import errno
 import os
-import tempfile
+import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import tomli_w
+from syncd.files import Place
 
 SUFFIX = ".syncd.toml"
+MAX_MODE = 0o644
+"""Never more than this, whatever the file's own mode: a sidecar nobody else may change."""
+TRANSIENT = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM, errno.EAGAIN})
+"""Errors that pass by themselves (space freed, the device back); any other needs a person."""
+
+
+class SidecarError(Exception):
+    """The sidecar could not be written; the message says why, for `syncd status`."""
+
+    def __init__(self, message: str, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 def sidecar_path(path: Path) -> Path:
@@ -62,57 +81,58 @@ def render(
     document["result"] = {
         k: _utc(v) if isinstance(v, datetime) else v for k, v in result.items() if v is not None
     }
+    import tomli_w  # not needed until the first upload is done
+
     return tomli_w.dumps(document)
 
 
-def write(path: Path, text: str, mode: int = 0o644) -> Path:
-    """Atomically put `text` at the sidecar of `path`, durable; returns the sidecar's path.
+def write(place: Place, text: str, mode: int = MAX_MODE) -> Path:
+    """Atomically put `text` at the sidecar of `place`'s file, durable; returns its path.
 
-    `mode` is meant to be the file's own: whoever may read the file may read its sidecar.
+    `mode` is meant to be the file's own: whoever may read the file may read its sidecar,
+    but nobody else may write it (at most 0644).
     """
-    target = place(path, text, mode)
-    sync_folder(target.parent)
+    target = put(place, text, mode)
+    sync_folder(place.folder, place.path)
     return target
 
 
-def place(path: Path, text: str, mode: int = 0o644) -> Path:
+def put(place: Place, text: str, mode: int = MAX_MODE) -> Path:
     """`write` but for the folder's fsync: the sidecar is whole, its content durable, its
     name durable only once `sync_folder` has run on its folder."""
-    target = sidecar_path(path)
+    name = place.name + SUFFIX
     data = text.encode("utf-8")
-    dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        if not _link_unnamed(dir_fd, target.name, data, mode):
-            _rename_temp(target, data, mode)
-    finally:
-        os.close(dir_fd)
-    return target
+        if not _link_unnamed(place.folder, name, data, mode & MAX_MODE):
+            _rename_temp(place.folder, name, data, mode & MAX_MODE)
+    except OSError as exc:
+        raise _error(place.path, exc) from None
+    return sidecar_path(place.path)
 
 
-def sync_folder(folder: Path) -> None:
-    """Makes the names placed in `folder` so far durable."""
-    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def sync_folder(folder: int, path: Path) -> None:
+    """Makes the sidecars put in `folder` (the folder of `path`) so far durable."""
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        os.fsync(folder)
+    except OSError as exc:
+        raise _error(path, exc) from None
 
 
-def _link_unnamed(dir_fd: int, name: str, data: bytes, mode: int) -> bool:
+def _link_unnamed(folder: int, name: str, data: bytes, mode: int) -> bool:
     """False, having left nothing behind, where the name exists or O_TMPFILE is missing."""
     try:
-        fd = os.open(".", os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+        fd = os.open(".", os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o600, dir_fd=folder)
     except OSError:
         return False
     try:
         _write_all(fd, data)
+        os.fchmod(fd, mode)
         os.fsync(fd)
-        os.fchmod(fd, mode & 0o666)
         try:
             # link() does not follow the /proc symlink, linkat(AT_SYMLINK_FOLLOW) does: a
             # dst_dir_fd makes os.link use linkat. Refused (the name exists, no /proc):
             # the temp file's way; a real error (a full disk) shows there again.
-            os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dir_fd, follow_symlinks=True)
+            os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=folder, follow_symlinks=True)
         except OSError:
             return False
     finally:
@@ -120,18 +140,18 @@ def _link_unnamed(dir_fd: int, name: str, data: bytes, mode: int) -> bool:
     return True
 
 
-def _rename_temp(target: Path, data: bytes, mode: int) -> None:
-    fd, temp = tempfile.mkstemp(prefix=".", suffix=".syncd.tmp", dir=target.parent)
+def _rename_temp(folder: int, name: str, data: bytes, mode: int) -> None:
+    temp, fd = _create_temp(folder)
     try:
         try:
             _write_all(fd, data)
+            os.fchmod(fd, mode)
             os.fsync(fd)
-            os.fchmod(fd, mode & 0o666)
         finally:
             os.close(fd)
-        os.replace(temp, target)
+        os.replace(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
     except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        os.unlink(temp, dir_fd=folder)
         raise
 
 
@@ -139,3 +159,28 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def _create_temp(folder: int) -> tuple[str, int]:
+    """A fresh hidden name in `folder` (ignored by intake as a dot-file), created exclusively.
+
+    Short whatever the file's name: the file's own name may leave no room for a suffix.
+    """
+    while True:
+        name = f".syncd-{secrets.token_hex(8)}.tmp"
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            return name, os.open(name, flags, 0o600, dir_fd=folder)
+        except FileExistsError:
+            continue
+
+
+def _error(path: Path, exc: OSError) -> SidecarError:
+    target = sidecar_path(path)
+    if exc.errno == errno.ENAMETOOLONG:
+        why = "its name is too long for the file system (rename the file)"
+    elif exc.errno in (errno.EISDIR, errno.ENOTEMPTY):
+        why = "a folder stands in its place"
+    else:
+        why = exc.strerror or str(exc)
+    return SidecarError(f"cannot write the sidecar {target}: {why}", exc.errno not in TRANSIENT)

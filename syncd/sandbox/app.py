@@ -13,12 +13,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from syncd.sandbox.background import Background
 from syncd.sandbox.context import Clock, Context, Service, Settings
 from syncd.sandbox.control import control_routes
 from syncd.sandbox.faults import Fault, Faults
+from syncd.sandbox.hooks import HooksService
 from syncd.sandbox.journal import Entry, Journal
 from syncd.sandbox.oauth_check import OAuthVerifier
 from syncd.sandbox.oneall import OneAllService
@@ -46,10 +48,19 @@ SERVICES: tuple[Callable[[Context], Service], ...] = (
     TwitPicService,
     TwitLongerService,
     OneAllService,
+    HooksService,
 )
 """Every emulator; a new one is a module with a Service class, added here."""
 
 log = logging.getLogger("syncd.sandbox")
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSettings:
+    """The network between client and sandbox, as `{"link": {...}}` in the settings."""
+
+    bytes_per_second: int = 0
+    """Each connection's request bodies arrive at most this fast; 0: as fast as loopback."""
 
 
 class App:
@@ -57,6 +68,7 @@ class App:
         self._stopping = stopping
         self.clock = Clock()
         self.settings = Settings()
+        self.link = self.settings.register("link", LinkSettings())
         self.oauth = OAuthVerifier(self.clock.oauth_now)
         self.journal = Journal()
         self.faults = Faults()
@@ -81,6 +93,10 @@ class App:
         self.oauth.reset()
         self.rates.reset()
 
+    def pause(self, seconds: float) -> bool:
+        """Wait `seconds`, unless the sandbox stops first (then True)."""
+        return self._stopping.wait(seconds)
+
     def close(self) -> None:
         """The sandbox stops: cancel background work and wait for it."""
         self.background.cancel(close=True)
@@ -96,6 +112,7 @@ class App:
             return
         started = time.monotonic()
         entry = self.journal.begin(ex, self.clock.now())
+        ex.body.on_received = lambda amount: self.journal.arrived(entry, amount, self.clock.now())
         status = None
         try:
             reply = self._serve(ex, entry)
@@ -115,7 +132,9 @@ class App:
         allowed = True
         if isinstance(found, Route) and found.rate is not None:
             rate, allowed = self.rates.hit(found.rate.name, found.rate.limit(), self.clock.now())
-        if fault is not None and fault.status is not None:
+        if fault is not None and fault.raw_reply is not None:
+            reply = Reply(0, raw=fault.raw_reply)
+        elif fault is not None and fault.status is not None:
             reply = fault.reply(ex.path, found.shape if isinstance(found, Route) else None)
             if fault.status == 429 and rate is not None:
                 # An injected 429 looks like an exhausted window (protocols.md 8).
@@ -134,8 +153,10 @@ class App:
             if reply.stream is not None:
                 reply.stream.close()
             raise
-        if rate is not None:
+        if rate is not None and reply.raw is None:
             reply.headers = {**rate.headers(), **reply.headers}
+        if fault is not None and fault.trickle_ms is not None:
+            reply.trickle_ms = fault.trickle_ms
         return reply
 
     def _disturb(self, ex: Exchange, fault: Fault) -> None:

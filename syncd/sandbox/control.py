@@ -24,6 +24,9 @@ def control_routes(app: App) -> list[Route]:
     def requests(ex: Exchange) -> Reply:
         return json_reply(200, app.journal.entries())
 
+    def arrivals(ex: Exchange) -> Reply:
+        return json_reply(200, app.journal.arrivals())
+
     def clear_requests(ex: Exchange) -> Reply:
         app.journal.clear()
         return json_reply(200, OK)
@@ -92,6 +95,7 @@ def control_routes(app: App) -> list[Route]:
     return [
         route("GET", "/_sandbox/requests", requests),
         route("DELETE", "/_sandbox/requests", clear_requests),
+        route("GET", "/_sandbox/arrivals", arrivals),
         route("GET", "/_sandbox/faults", faults),
         route("POST", "/_sandbox/faults", add_fault),
         route("DELETE", "/_sandbox/faults", clear_faults),

@@ -63,3 +63,6 @@ ONEALL_PRIVATE_KEY = "sandbox-oneall-private-key-0001"
 """Reserved for the OneAll emulator: the HTTP Basic password."""
 ONEALL_IDENTITY_TOKEN = "sandbox-oneall-identity-token-0001"
 """Reserved for the OneAll emulator: the one identity_token it knows."""
+
+WEBHOOK_SECRET = "sandbox-webhook-secret-0001"
+"""The webhook receiver's shared secret: a syncd [[webhook]] signs with it (secret_file)."""

@@ -2,13 +2,18 @@
 
 The kinds are those of protocols.md 8: an error status (429 with Retry-After and the rate
 limit headers, 5xx), a delay, a reset before any response, and a reset after part of the
-body (TON then keeps what its `partial_chunk` setting says). A rule matches on method and a
-regex searched in the path, fires with an optional probability, and is used up after
+body (TON then keeps what its `partial_chunk` setting says). Two more play a hostile or
+broken server: `raw_reply` (base64) is written verbatim as the whole answer, whatever it
+is, and the connection closed; `trickle_ms` writes the answer (the route's own, a status
+fault's or a raw one) one byte every that many milliseconds. A rule matches on method and
+a regex searched in the path, fires with an optional probability, and is used up after
 `count` firings. Control API paths are never faulted.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import itertools
 import random
 import re
@@ -19,7 +24,9 @@ from typing import Any
 
 from syncd.sandbox.web import ErrorShape, Reply, error, twitter_error
 
-ACTIONS = ("status", "delay_ms", "reset_connection", "reset_after_bytes")
+ACTIONS = ("status", "delay_ms", "reset_connection", "reset_after_bytes", "raw_reply", "trickle_ms")
+TRICKLED = ("status", "raw_reply")
+"""The actions `trickle_ms` may go with (alone, it slows the route's own answer)."""
 TWITTER_CODES = {
     429: (88, "Rate limit exceeded."),
     500: (131, "Internal error."),
@@ -43,6 +50,8 @@ class Fault:
     delay_ms: int | None = None
     reset_connection: bool = False
     reset_after_bytes: int | None = None
+    raw_reply: bytes | None = None
+    trickle_ms: int | None = None
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method is None or self.method == method) and (
@@ -79,9 +88,11 @@ class Fault:
             "count": self.count,
             "probability": self.probability,
         }
-        for key in ("status", "retry_after", "body", "delay_ms", "reset_after_bytes"):
+        for key in ("status", "retry_after", "body", "delay_ms", "reset_after_bytes", "trickle_ms"):
             if getattr(self, key) is not None:
                 shown[key] = getattr(self, key)
+        if self.raw_reply is not None:
+            shown["raw_reply"] = base64.b64encode(self.raw_reply).decode()
         if self.headers:
             shown["headers"] = self.headers
         if self.reset_connection:
@@ -109,9 +120,13 @@ def parse_fault(fault_id: int, spec: object) -> Fault:
     if unknown:
         raise ValueError(f"unknown fault keys: {', '.join(unknown)}")
     actions = [key for key in ACTIONS if spec.get(key) is not None and spec[key] is not False]
-    if len(actions) != 1:
-        raise ValueError(f"a fault needs exactly one of: {', '.join(ACTIONS)}")
-    if actions != ["status"] and any(k in spec for k in ("retry_after", "headers", "body")):
+    paired = len(actions) == 2 and "trickle_ms" in actions and actions[0] in TRICKLED
+    if len(actions) != 1 and not paired:
+        raise ValueError(
+            f"a fault needs exactly one of: {', '.join(ACTIONS)} (trickle_ms may go with"
+            f" {' or '.join(TRICKLED)})"
+        )
+    if "status" not in actions and any(k in spec for k in ("retry_after", "headers", "body")):
         raise ValueError("retry_after, headers and body go with status")
     method, path, headers, body = (spec.get(k) for k in ("method", "path", "headers", "body"))
     if method is not None and not isinstance(method, str):
@@ -136,6 +151,14 @@ def parse_fault(fault_id: int, spec: object) -> Fault:
         pattern = re.compile(path) if path is not None else None
     except re.error as exc:
         raise ValueError(f"path is not a regex: {exc}") from None
+    raw = spec.get("raw_reply")
+    if raw is not None:
+        try:
+            raw = base64.b64decode(raw, validate=True) if isinstance(raw, str) else None
+        except (binascii.Error, ValueError):
+            raw = None
+        if raw is None:
+            raise ValueError("raw_reply must be base64 text")
     return Fault(
         id=fault_id,
         method=method.upper() if method else None,
@@ -149,6 +172,8 @@ def parse_fault(fault_id: int, spec: object) -> Fault:
         delay_ms=_number(spec, "delay_ms", 0),
         reset_connection=spec.get("reset_connection") is True,
         reset_after_bytes=_number(spec, "reset_after_bytes", 0),
+        raw_reply=raw,
+        trickle_ms=_number(spec, "trickle_ms", 1),
     )
 
 

@@ -18,6 +18,8 @@ REDACTED_HEADERS = frozenset({"authorization", "x-verify-credentials-authorizati
 """Header values replaced by "<redacted>": they carry signatures (or Basic credentials)."""
 MAX_ENTRIES = 10_000
 """Older entries are dropped beyond this, so a long demo cannot grow memory without bound."""
+SLOT = 0.1
+"""Arrivals are summed per tenth of a second of the sandbox clock."""
 
 
 @dataclass(slots=True)
@@ -42,6 +44,8 @@ class Entry:
 class Journal:
     def __init__(self) -> None:
         self._entries: deque[Entry] = deque(maxlen=MAX_ENTRIES)
+        self._arrivals: dict[int, dict[int, int]] = {}
+        """seq -> {slot: body bytes that arrived in it}, behind `GET /_sandbox/arrivals`."""
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -60,8 +64,33 @@ class Journal:
                 content_range=ex.header("Content-Range"),
                 started=now,
             )
+            if len(self._entries) == MAX_ENTRIES:
+                self._arrivals.pop(self._entries[0].seq, None)
             self._entries.append(entry)
         return entry
+
+    def arrived(self, entry: Entry, amount: int, now: float) -> None:
+        """Body bytes of `entry` read off the socket at `now`: for rate measurements."""
+        slot = int(now / SLOT)
+        with self._lock:
+            slots = self._arrivals.setdefault(entry.seq, {})
+            slots[slot] = slots.get(slot, 0) + amount
+
+    def arrivals(self) -> list[dict[str, Any]]:
+        """Per request with a body: when its bytes arrived, in SLOT-long steps."""
+        with self._lock:
+            return [
+                {
+                    "seq": e.seq,
+                    "method": e.method,
+                    "path": e.path,
+                    "slots": [
+                        [slot * SLOT, n] for slot, n in sorted(self._arrivals[e.seq].items())
+                    ],
+                }
+                for e in self._entries
+                if e.seq in self._arrivals
+            ]
 
     @staticmethod
     def finish(entry: Entry, ex: Exchange, status: int | None, now: float) -> None:
@@ -77,3 +106,4 @@ class Journal:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._arrivals.clear()

@@ -47,7 +47,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         try:
-            body = Body(self.rfile, self.headers)
+            body = Body(self.rfile, self.headers, self.server.app.link.current.bytes_per_second)
         except HttpError as exc:
             self._send(exc.reply)
             return
@@ -60,6 +60,9 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _dispatch
 
     def _send(self, reply: Reply) -> None:
+        if reply.raw is not None or reply.trickle_ms is not None:
+            self._send_raw(reply)
+            return
         try:
             self.send_response(reply.status, REASONS.get(reply.status))
             for name, value in reply.headers.items():
@@ -76,6 +79,35 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             if reply.stream is not None:
                 reply.stream.close()
+
+    def _send_raw(self, reply: Reply) -> None:
+        """A fault's answer: verbatim bytes, or a whole reply a byte at a time; then close."""
+        self.close_connection = True
+        data = reply.raw if reply.raw is not None else self._rendered(reply)
+        pause = (reply.trickle_ms or 0) / 1000
+        try:
+            if not pause:
+                self.wfile.write(data)
+                return
+            for index in range(len(data)):
+                self.wfile.write(data[index : index + 1])
+                self.wfile.flush()
+                if self.server.app.pause(pause):
+                    return
+        except OSError:
+            return  # the client gave up: what a trickle is for
+        finally:
+            if reply.stream is not None:
+                reply.stream.close()
+
+    def _rendered(self, reply: Reply) -> bytes:
+        body = reply.body if reply.stream is None else reply.stream.read()
+        phrase = REASONS.get(reply.status) or self.responses.get(reply.status, ("",))[0]
+        lines = [f"HTTP/1.1 {reply.status} {phrase}", f"Server: {self.server_version}"]
+        lines += [f"Date: {self.date_time_string()}", "Connection: close"]
+        lines += [f"{name}: {value}" for name, value in reply.headers.items()]
+        lines.append(f"Content-Length: {len(body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
     def _reset(self) -> None:
         """Close with RST before any response: linger 0 discards, never a polite FIN."""
@@ -252,6 +284,8 @@ def banner(url: str, data_dir: Path | None) -> str:
             f'# oneall public_key = "{credentials.ONEALL_PUBLIC_KEY}"',
             f'# oneall private_key = "{credentials.ONEALL_PRIVATE_KEY}"',
             f'# oneall identity_token = "{credentials.ONEALL_IDENTITY_TOKEN}"',
+            f"# webhook receiver: {url}/hooks/webhook, secret"
+            f' "{credentials.WEBHOOK_SECRET}"; health checks: {url}/hc/ANY-UUID',
         ]
     )
 

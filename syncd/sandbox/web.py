@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +23,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 PIECE = 1 << 20
 """Bodies are read and written in pieces of at most 1 MiB."""
+ARRIVAL_PIECE = 64 * 1024
+"""Body bytes are read off the socket in pieces this small, so that `on_received` sees
+them nearly when they arrive (rate measurements need finer steps than PIECE)."""
 FORM_MAX = 1 << 20
 """Form and JSON bodies are small; anything larger is refused with 413."""
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -43,6 +47,11 @@ class Reply:
     length: int = 0
     close: bool = False
     """Close the connection after replying (the request's framing cannot be trusted)."""
+    raw: bytes | None = None
+    """Written verbatim as the whole answer, instead of the above (a fault playing a broken
+    server); the connection is closed after it."""
+    trickle_ms: int | None = None
+    """Write the answer one byte every this many milliseconds (a fault), then close."""
 
     @property
     def content_length(self) -> int:
@@ -106,11 +115,15 @@ class Body:
     """A request body read once, streamed, hashed as it goes (for the journal).
 
     Framing is Content-Length or `Transfer-Encoding: chunked`; no header means no body.
-    `drop_after` (set by a fault) cuts the body after that many bytes.
+    `drop_after` (set by a fault) cuts the body after that many bytes. `rate` (bytes/s, 0 for
+    none) paces the reading, as a link of that speed would: the client's sends block.
     """
 
-    def __init__(self, rfile: BufferedIOBase, headers: Message) -> None:
+    def __init__(self, rfile: BufferedIOBase, headers: Message, rate: int = 0) -> None:
         self._rfile = rfile
+        self._rate = rate
+        self._paced = 0
+        self._started = time.monotonic()
         self.chunked = "chunked" in (headers.get("Transfer-Encoding") or "").lower()
         self.declared: int | None = None
         if not self.chunked:
@@ -121,6 +134,8 @@ class Body:
                 raise bad
             self.declared = int(value)
         self.drop_after: int | None = None
+        self.on_received: Callable[[int], None] | None = None
+        """Told of every piece read off the socket, as it arrives."""
         self.received = 0
         self._sha = hashlib.sha256()
         self._pieces = self._counted()
@@ -163,6 +178,21 @@ class Body:
             # The whole body arrived before the fault's byte count: still no reply.
             raise ConnectionDropped
 
+    def _read(self, want: int) -> bytes:
+        """Up to `want` bytes (fewer only at the end of the stream), in arrival pieces."""
+        if self.on_received is None:
+            return self._rfile.read(want)
+        parts = []
+        got = 0
+        while got < want:
+            part = self._rfile.read(min(ARRIVAL_PIECE, want - got))
+            if not part:
+                break
+            self.on_received(len(part))
+            parts.append(part)
+            got += len(part)
+        return b"".join(parts)
+
     def _count(self, piece: bytes) -> None:
         self.received += len(piece)
         self._sha.update(piece)
@@ -189,14 +219,22 @@ class Body:
         while size:
             want = min(PIECE, size)
             try:
-                piece = self._rfile.read(want)
+                piece = self._read(want)
             except OSError:  # includes the socket timeout
                 raise ConnectionDropped from None
             if len(piece) < want:
                 self._count(piece)  # a client cut off mid-body did send these bytes
                 raise ConnectionDropped
             size -= want
+            self._pace(len(piece))
             yield piece
+
+    def _pace(self, length: int) -> None:
+        if self._rate > 0:
+            self._paced += length
+            behind = self._paced / self._rate - (time.monotonic() - self._started)
+            if behind > 0:
+                time.sleep(behind)
 
     def _line(self) -> bytes:
         try:

@@ -1,6 +1,14 @@
-"""One module per service type, each behind the Uploader protocol of `base`."""
+"""One module per service type, each behind the Uploader protocol of `base`.
+
+A service module, and what it imports (requests, urllib3, OAuth, the multipart encoder),
+is loaded when its first upload starts, not when the daemon starts: the imports take
+longer than a restart's whole scan of tens of thousands of done files.
+"""
 
 from __future__ import annotations
+
+import threading
+from collections.abc import Callable
 
 from syncd.config import (
     OneAllService,
@@ -10,24 +18,76 @@ from syncd.config import (
     TwitPicService,
 )
 from syncd.errors import SyncdError
-from syncd.services.base import Uploader
-from syncd.services.oneall.mediaserver import Signer
-from syncd.services.oneall.uploader import OneAllUploader
-from syncd.services.ton import TonUploader
-from syncd.services.twitlonger import TwitLongerUploader
-from syncd.services.twitpic import TwitPicUploader
+from syncd.services.base import AwaitCallback, HttpLimits, Job, RequestObserver, Result, Uploader
+from syncd.services.oneall.signer import Signer
 
 
-def make_uploader(config: ServiceConfig, signer: Signer | None) -> Uploader:
-    """The uploader for a configured service; each owns its HTTP session."""
+def make_uploader(
+    config: ServiceConfig,
+    signer: Signer | None,
+    limits: HttpLimits | None = None,
+    observe: RequestObserver | None = None,
+) -> Uploader:
+    """The uploader for a configured service; each owns its HTTP session. `observe` is told
+    the status of every reply (metrics), so no service needs to know who is counting. The
+    configuration is checked now, the uploader itself built at its first use."""
+    if isinstance(config, OneAllService) and signer is None:
+        raise SyncdError(f"[services.{config.name}]: oneall needs a [media_server] table")
+    if not isinstance(config, TonService | TwitPicService | TwitLongerService | OneAllService):
+        raise SyncdError(f"[services.{config.name}] type: unknown service type {config.type!r}")
+    return _Deferred(lambda: _build(config, signer, limits, observe))
+
+
+def ready(uploader: Uploader) -> Uploader:
+    """`uploader`, built now if `make_uploader` deferred it: a row says `uploading` only
+    once its service is ready to send (OneAll may call back as soon as it is asked)."""
+    return uploader.built() if isinstance(uploader, _Deferred) else uploader
+
+
+def _build(
+    config: ServiceConfig,
+    signer: Signer | None,
+    limits: HttpLimits | None,
+    observe: RequestObserver | None,
+) -> Uploader:
     if isinstance(config, TonService):
-        return TonUploader(config)
+        from syncd.services.ton import TonUploader
+
+        return TonUploader(config, limits, observe)
     if isinstance(config, TwitPicService):
-        return TwitPicUploader(config)
+        from syncd.services.twitpic import TwitPicUploader
+
+        return TwitPicUploader(config, limits, observe)
     if isinstance(config, TwitLongerService):
-        return TwitLongerUploader(config)
-    if isinstance(config, OneAllService):
-        if signer is None:
-            raise SyncdError(f"[services.{config.name}]: oneall needs a [media_server] table")
-        return OneAllUploader(config, signer)
-    raise SyncdError(f"[services.{config.name}] type: unknown service type {config.type!r}")
+        from syncd.services.twitlonger import TwitLongerUploader
+
+        return TwitLongerUploader(config, limits, observe)
+    assert isinstance(config, OneAllService) and signer is not None, "checked by make_uploader"
+    from syncd.services.oneall.uploader import OneAllUploader
+
+    return OneAllUploader(config, signer, limits, observe)
+
+
+LOADING = threading.RLock()
+"""Held while a module that loads requests is imported at first use: two threads importing
+requests' submodules at once can see the package half initialised (ImportError)."""
+
+
+class _Deferred:
+    """An Uploader that builds the real one, once, when it is first asked to work."""
+
+    def __init__(self, build: Callable[[], Uploader]) -> None:
+        self._build = build
+        self._built: Uploader | None = None
+
+    def built(self) -> Uploader:
+        with LOADING:
+            if self._built is None:
+                self._built = self._build()
+            return self._built
+
+    def upload(self, job: Job) -> Result | AwaitCallback:
+        return self.built().upload(job)
+
+    def still_valid(self, result: Result) -> bool:
+        return self.built().still_valid(result)

@@ -15,6 +15,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 
+class StopFlag(Protocol):
+    """Whether a service working in steps should stop before its next step: a
+    threading.Event, or one that also asks flow control and the journal."""
+
+    def is_set(self) -> bool: ...
+
+
 class StepStore(Protocol):
     """Durable progress of one file's upload; `save` has committed when it returns."""
 
@@ -36,8 +43,9 @@ class Job:
     store: StepStore
     progress: Callable[[int], None]
     """Bytes the server has confirmed (or sent, for a single request)."""
-    stopping: threading.Event = field(default_factory=threading.Event)
-    """Set on shutdown: a service working in steps stops between two of them."""
+    stopping: StopFlag = field(default_factory=threading.Event)
+    """Set on shutdown, when the service is paused, or once this host's claim on the file is
+    lost (fleet mode): a service working in steps stops between two of them."""
     row_id: int = 0
     """The journal's id of this file, for URLs that must name it (OneAll's media server)."""
 
@@ -51,6 +59,27 @@ class AwaitCallback:
 
 Result = dict[str, Any]
 """What goes into the sidecar's [result] table, spelled as the service spells it."""
+
+
+REQUEST_TIMEOUT = 120.0
+"""An exchange's total time, before its body's share (see http.FLOOR_RATE); `[daemon]
+request_timeout` sets it."""
+MAX_RETRY_AFTER = 3600.0
+"""The longest wait a server's Retry-After or x-rate-limit-reset can impose; `[daemon]
+max_retry_after` sets it."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """The daemon-wide limits of every exchange (from `[daemon]`). Here, not in http.py,
+    so that the daemon names them without loading requests at start."""
+
+    request_timeout: float = REQUEST_TIMEOUT
+    max_retry_after: float = MAX_RETRY_AFTER
+
+
+RequestObserver = Callable[[str, str], None]
+"""Told (service, code) after every exchange: the HTTP status, or http.NO_REPLY."""
 
 
 class Uploader(Protocol):

@@ -2,18 +2,23 @@
 
 Hygiene from protocols.md ("syncd's choices"): redirects are never followed (requests
 treats TON's 308 with a Location as one and would re-send the chunk elsewhere), no
-library-level retries (they would re-send a signed request's nonce), timeouts on every
-call plus a total deadline on reading the reply, and reply bodies read streamed and
-capped with `Accept-Encoding: identity`. Whether and when to try again is decided in one
-place, `retry_delay`.
+library-level retries (they would re-send a signed request's nonce), one total deadline
+per exchange that holds through connect, send, headers and every read (`deadline`), and
+reply bodies read streamed and capped with `Accept-Encoding: identity`. Everything read
+from a reply is parsed totally: any status, header or body gives a reply or an error with
+a readable reason, never an exception of another kind. Loopback endpoints never go through
+a proxy. Whether and when to try again is decided in one place, `retry_delay`. Flow
+control meters every request here (services/metering.py).
 """
 
 from __future__ import annotations
 
 import email.utils
+import http.client
 import json
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -21,21 +26,31 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
+import urllib3
 from requests.auth import AuthBase
 from requests.structures import CaseInsensitiveDict
 from requests.utils import get_environ_proxies
 
 from syncd import __version__
-from syncd.errors import PermanentError, RetryableError
+from syncd.config.values import is_loopback
+from syncd.errors import PermanentError, RateLimited, RetryableError
+from syncd.services.base import MAX_RETRY_AFTER as MAX_RETRY_AFTER
+from syncd.services.base import REQUEST_TIMEOUT as REQUEST_TIMEOUT
+from syncd.services.base import HttpLimits as HttpLimits
+from syncd.services.base import RequestObserver as RequestObserver
+from syncd.services.deadline import DeadlineAdapter, exchange_within
+from syncd.services.metering import current_meter, paced_body
 
 MAX_REPLY = 1024 * 1024
 """A reply body larger than this is cut: a broken or hostile server cannot exhaust memory."""
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 120.0
 """Between two socket operations, sending included: a chunk that stalls this long fails."""
-REPLY_DEADLINE = 300.0
-"""The whole reply, once the request is sent, must arrive within this."""
+FLOOR_RATE = 8 * 1024
+"""Bytes a second a request body is allowed at the slowest: an 8 MiB chunk adds 1024 s."""
+TEXT_MAX = 200
+"""A reason taken from a reply is cut to this many characters."""
+_DIGITS = re.compile(r"[0-9]+")
 
 BACKOFF_FIRST = 1.0
 BACKOFF_FACTOR = 1.5
@@ -50,10 +65,36 @@ class Reply:
     body: bytes
 
     def json(self) -> Any:
+        """The body as JSON, or None: any bytes, any nesting, any encoding."""
         try:
             return json.loads(self.body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
+
+
+def dig(data: Any, *keys: str) -> Any:
+    """data[k1][k2]... through JSON objects only; None where the path does not exist."""
+    for key in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def text_of(value: Any, limit: int = TEXT_MAX) -> str | None:
+    """An id, URL or name as a service sent it (a string or an integer), or None for
+    anything else: never the text of a nested structure, never control characters."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and value and len(value) <= limit and value.isprintable():
+        return value
+    return None
+
+
+def one_line(text: str, limit: int = TEXT_MAX) -> str:
+    """Text from outside made fit for an error message: printable, one line, bounded."""
+    cleaned = " ".join("".join(c if c.isprintable() else " " for c in text[: limit * 4]).split())
+    return cleaned if len(cleaned) <= limit else cleaned[:limit] + "..."
 
 
 def retry_delay(attempts: int, retry_after: float | None) -> float:
@@ -65,54 +106,71 @@ def retry_delay(attempts: int, retry_after: float | None) -> float:
 
 
 def retry_after_of(
-    headers: Mapping[str, str], rate_limited: bool, now: float | None = None
+    headers: Mapping[str, str],
+    rate_limited: bool,
+    now: float | None = None,
+    cap: float = MAX_RETRY_AFTER,
 ) -> float | None:
-    """`Retry-After` (seconds or an HTTP-date); for a 429 also Twitter's `x-rate-limit-reset`.
+    """`Retry-After` (delta-seconds or an HTTP-date); for a 429 also Twitter's
+    `x-rate-limit-reset` (epoch seconds). Parsed strictly (ASCII digits, a real date),
+    at most `cap`; None when neither says anything usable.
 
     Twitter sends the rate-limit headers on every reply, so the reset time says when to
     come back only when the limit is what refused us.
     """
     now = time.time() if now is None else now
-    value = headers.get("Retry-After")
-    if value:
-        if value.strip().isdigit():
-            return float(value)
+    value = (headers.get("Retry-After") or "").strip()
+    wait: float | None = None
+    if _DIGITS.fullmatch(value):
+        wait = float(value) if len(value) < 16 else cap
+    elif value:
         try:
-            return email.utils.parsedate_to_datetime(value).timestamp() - now
-        except (TypeError, ValueError):
-            pass
-    reset = headers.get("x-rate-limit-reset")
-    if rate_limited and reset and reset.strip().isdigit():
-        return max(0.0, float(reset) - now)
-    return None
+            wait = email.utils.parsedate_to_datetime(value).timestamp() - now
+        except (TypeError, ValueError, IndexError, OverflowError):
+            wait = None
+    reset = (headers.get("x-rate-limit-reset") or "").strip()
+    if wait is None and rate_limited and _DIGITS.fullmatch(reset):
+        wait = float(reset) - now if len(reset) < 16 else cap
+    return None if wait is None else min(max(0.0, wait), cap)
 
 
 def error_text(reply: Reply) -> str:
     """The reason a service gave, in the shapes Twitter, TwitLonger and OneAll use."""
     data = reply.json()
-    if isinstance(data, dict):
-        errors = data.get("errors")
-        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-            first = errors[0]
-            return f"{first.get('message', '')} (code {first.get('code', '?')})".strip()
-        status = data.get("response", {}).get("request", {}).get("status", {})
-        if isinstance(status, dict) and status.get("info"):
-            return str(status["info"])
-    text = reply.body[:200].decode("utf-8", "replace").strip()
-    return text or "no reason given"
+    errors = dig(data, "errors")
+    first = errors[0] if isinstance(errors, list) and errors else None
+    message, code = dig(first, "message"), dig(first, "code")
+    if isinstance(message, str) and one_line(message):
+        shown = text_of(code, 12) if isinstance(code, int) else None
+        return f"{one_line(message)} (code {shown or '?'})"
+    info = dig(data, "response", "request", "status", "info")
+    if isinstance(info, str) and one_line(info):
+        return one_line(info)
+    return one_line(reply.body[: TEXT_MAX * 4].decode("utf-8", "replace")) or "no reason given"
 
 
 Explain = Callable[[Reply], str | None]
 """A service's own reading of an error reply (TwitLonger's codes); None falls back."""
+NO_REPLY = "none"
+"""The code of an exchange that got no reply: a timeout or a failed connection."""
 
 
-def raise_for(service: str, reply: Reply, explain: Explain | None = None) -> None:
+def raise_for(
+    service: str,
+    reply: Reply,
+    explain: Explain | None = None,
+    max_retry_after: float = MAX_RETRY_AFTER,
+) -> None:
     """Turn an unexpected reply into the error that says what to do about it."""
     reason = (explain(reply) if explain else None) or error_text(reply)
+    if reply.status == 429 and reply.headers.get("x-rate-limit-reset"):
+        wait = retry_after_of(reply.headers, rate_limited=True, cap=max_retry_after)
+        if wait is not None:
+            raise RateLimited(f"{service}: HTTP 429: {reason}", wait)
     if reply.status in (408, 429) or reply.status >= 500:
         raise RetryableError(
             f"{service}: HTTP {reply.status}: {reason}",
-            retry_after_of(reply.headers, rate_limited=reply.status == 429),
+            retry_after_of(reply.headers, rate_limited=reply.status == 429, cap=max_retry_after),
         )
     if reply.status == 401:
         hint = " (the clock is off: check NTP)" if "code 135" in reason else ""
@@ -123,14 +181,22 @@ def raise_for(service: str, reply: Reply, explain: Explain | None = None) -> Non
 class ServiceHttp:
     """One requests.Session per service, so connections are reused per host."""
 
-    def __init__(self, service: str, explain: Explain | None = None) -> None:
+    def __init__(
+        self,
+        service: str,
+        explain: Explain | None = None,
+        limits: HttpLimits | None = None,
+        observe: RequestObserver | None = None,
+    ) -> None:
         self.service = service
         self.explain = explain
+        self.limits = limits or HttpLimits()
+        self._observe = observe
         self._session = requests.Session()
         self._session.headers.update(
             {"User-Agent": f"syncd/{__version__}", "Accept-Encoding": "identity"}
         )
-        adapter = HTTPAdapter(max_retries=0, pool_maxsize=16)
+        adapter = DeadlineAdapter(max_retries=0, pool_maxsize=16)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         # requests re-reads the proxy variables on every request (a scan of os.environ,
@@ -146,10 +212,13 @@ class ServiceHttp:
         self._session.close()
 
     def _proxies_for(self, url: str) -> dict[str, str]:
+        """The environment's proxies for `url`'s origin; none for loopback, whatever
+        NO_PROXY says, so that neither requests nor credentials for it leave the host."""
         parts = urlsplit(url)
         origin = f"{parts.scheme}://{parts.netloc}"
         if origin not in self._proxies:
-            self._proxies[origin] = get_environ_proxies(origin)
+            local = is_loopback(parts.hostname or "")
+            self._proxies[origin] = {} if local else get_environ_proxies(origin)
         return self._proxies[origin]
 
     def send(
@@ -163,46 +232,108 @@ class ServiceHttp:
         data: bytes | IO[bytes] | Mapping[str, str] | Any = None,
         json_body: Any = None,
     ) -> Reply:
-        """One exchange; a reply whose status is not in `expect` raises via `raise_for`."""
-        try:
-            response = self._session.request(
-                method,
-                url,
-                auth=auth,
-                headers=dict(headers or {}),
-                data=data,
-                json=json_body,
-                timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
-                allow_redirects=False,
-                stream=True,
-                verify=self._verify,
-                proxies=self._proxies_for(url),
-            )
-        except requests.Timeout as exc:
-            raise RetryableError(f"{self.service}: timed out: {type(exc).__name__}") from None
-        except requests.ConnectionError as exc:
-            raise RetryableError(f"{self.service}: connection failed: {_short(exc)}") from None
-        except requests.RequestException as exc:
-            raise PermanentError(f"{self.service}: {_short(exc)}") from None
-        with response:
+        """One exchange within its deadline (`request_timeout` plus the body at FLOOR_RATE);
+        a reply whose status is not in `expect` raises via `raise_for`."""
+        meter = current_meter()
+        if meter is not None:
+            meter.before_request()
+            data = paced_body(data, meter.pace)
+        seconds = self.limits.request_timeout + _size_of(data) / FLOOR_RATE
+        answered = False
+        with exchange_within(seconds) as exchange:
             try:
-                body = _read_capped(response)
-            except (requests.RequestException, OSError) as exc:
-                raise RetryableError(f"{self.service}: reply broken off: {_short(exc)}") from None
+                response = self._session.request(
+                    method,
+                    url,
+                    auth=auth,
+                    headers=dict(headers or {}),
+                    data=data,
+                    json=json_body,
+                    timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+                    allow_redirects=False,
+                    stream=True,
+                    verify=self._verify,
+                    proxies=self._proxies_for(url),
+                )
+                answered = True
+                self._observed(str(response.status_code))
+                with response:
+                    body = _read_capped(response)
+            except BROKEN as exc:
+                if not answered:
+                    self._observed(NO_REPLY)
+                if exchange.expired:
+                    raise RetryableError(
+                        f"{self.service}: no complete answer within {seconds:.0f} s"
+                    ) from None
+                raise self._error(exc) from None
         reply = Reply(response.status_code, response.headers, body)
         if reply.status not in expect:
-            raise_for(self.service, reply, self.explain)
+            try:
+                raise_for(self.service, reply, self.explain, self.limits.max_retry_after)
+            except RateLimited as exc:
+                if meter is not None:
+                    meter.rate_limited(exc.retry_after)
+                raise
         return reply
+
+    def _observed(self, code: str) -> None:
+        if self._observe is not None:
+            self._observe(self.service, code)
+
+    def _error(self, exc: BaseException) -> RetryableError | PermanentError:
+        if isinstance(exc, requests.Timeout):
+            return RetryableError(f"{self.service}: timed out: {type(exc).__name__}")
+        if _unsendable(exc):
+            # requests' and http.client's messages about a bad header quote its value, and
+            # the value can be a credential: say which kind of problem, never the text.
+            return PermanentError(
+                f"{self.service}: the request cannot be sent: a header or the URL holds a"
+                f" character HTTP does not allow ({type(exc).__name__}); check the"
+                " credentials and the endpoint"
+            )
+        if isinstance(exc, requests.exceptions.InvalidSchema | requests.exceptions.MissingSchema):
+            return PermanentError(f"{self.service}: {_short(exc)}")
+        return RetryableError(f"{self.service}: connection failed: {_short(exc)}")
+
+
+BROKEN = (
+    requests.RequestException,
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    OSError,
+    ValueError,
+    UnicodeError,
+)
+"""What an exchange can end in besides a reply: the connection, the server or the request."""
+
+
+def _unsendable(exc: BaseException) -> bool:
+    """Whether the request itself could not be built (a header value or the URL)."""
+    if isinstance(exc, requests.exceptions.InvalidHeader | requests.exceptions.InvalidURL):
+        return True
+    if isinstance(exc, UnicodeEncodeError):
+        return True
+    return isinstance(exc, ValueError) and "header" in str(exc).lower()
+
+
+def _size_of(data: Any) -> int:
+    """The request body's length, when it has one."""
+    if data is None or isinstance(data, Mapping):
+        return 0
+    try:
+        return max(0, int(requests.utils.super_len(data)))  # type: ignore[no-untyped-call]
+    except (OSError, TypeError, ValueError, AttributeError):
+        return 0
 
 
 def _read_capped(response: requests.Response) -> bytes:
-    deadline = time.monotonic() + REPLY_DEADLINE
     pieces: list[bytes] = []
     size = 0
     for piece in response.iter_content(64 * 1024):
         pieces.append(piece)
         size += len(piece)
-        if size >= MAX_REPLY or time.monotonic() > deadline:
+        if size >= MAX_REPLY:
             break
     return b"".join(pieces)[:MAX_REPLY]
 
@@ -211,5 +342,7 @@ def _short(exc: BaseException) -> str:
     """The innermost reason, without the URL-laden chain requests builds."""
     while exc.__context__ is not None and exc.__context__ is not exc:
         exc = exc.__context__
-    text = str(exc) or type(exc).__name__
-    return text if len(text) < 200 else text[:200] + "..."
+    text = one_line(str(exc), 80)
+    if isinstance(exc, http.client.HTTPException):  # the answer is not HTTP: say so
+        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text or type(exc).__name__

@@ -22,14 +22,21 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 from syncd.config import TON_MAX_SINGLE, TonService
 from syncd.errors import PermanentError, RetryableError
 from syncd.services.base import Interrupted, Job, Result
-from syncd.services.http import Reply, ServiceHttp, raise_for
+from syncd.services.http import (
+    HttpLimits,
+    Reply,
+    RequestObserver,
+    ServiceHttp,
+    one_line,
+    raise_for,
+)
 from syncd.services.oauth import user_auth
 
 RESULT_MARGIN = 3600.0
 """A duplicate reuses an earlier TON object only while it has this long left to live."""
 SMALL_BODY = 64 * 1024
 """A body up to this size is sent as bytes: headers and body go out in one write."""
-RANGE = re.compile(r"^\s*(?:bytes=)?(\d+)-(\d+)\s*$")
+RANGE = re.compile(r"\s*(?:bytes=)?([0-9]{1,18})-([0-9]{1,18})\s*")
 
 
 def chunk_length(wanted: int, minimum: int, maximum: int) -> int:
@@ -44,7 +51,7 @@ def chunk_length(wanted: int, minimum: int, maximum: int) -> int:
 
 def confirmed_end(reply: Reply) -> int | None:
     """Bytes the server holds, from `Range: bytes=0-N` or `Range: 0-N`; None without one."""
-    found = RANGE.match(reply.headers.get("Range", ""))
+    found = RANGE.fullmatch(reply.headers.get("Range", ""))
     return int(found.group(2)) + 1 if found else None
 
 
@@ -53,9 +60,14 @@ def http_date(when: float) -> str:
 
 
 class TonUploader:
-    def __init__(self, config: TonService) -> None:
+    def __init__(
+        self,
+        config: TonService,
+        limits: HttpLimits | None = None,
+        observe: RequestObserver | None = None,
+    ) -> None:
         self.config = config
-        self.http = ServiceHttp(config.name)
+        self.http = ServiceHttp(config.name, limits=limits, observe=observe)
         self.auth = user_auth(config.account)
         self.bucket_url = f"{config.endpoint}/1.1/ton/bucket/{config.bucket}"
 
@@ -69,9 +81,15 @@ class TonUploader:
         return self._single(job)
 
     def _result(self, location: str, expires_at: float) -> Result:
+        try:
+            url = urljoin(self.config.endpoint + "/", location)
+        except ValueError:
+            raise PermanentError(
+                f"{self.config.name}: TON answered with a Location that is not a URL"
+            ) from None
         return {
             "location": location,
-            "url": urljoin(self.config.endpoint + "/", location),
+            "url": url,
             "expires": datetime.fromtimestamp(int(expires_at), UTC),
         }
 
@@ -152,8 +170,13 @@ class TonUploader:
             raise PermanentError(
                 f"{self.config.name}: TON's resumable answer lacks the chunk sizes"
             ) from None
+        if not 1 <= minimum <= maximum:
+            raise PermanentError(
+                f"{self.config.name}: TON's chunk sizes make no sense ({minimum}, {maximum})"
+            )
         if not location:
             raise PermanentError(f"{self.config.name}: TON answered 201 without a Location")
+        self._session_url({"location": location})
         session = {
             "sha256": job.sha256,
             "total": job.size,
@@ -170,7 +193,20 @@ class TonUploader:
         return session
 
     def _session_url(self, session: dict[str, Any]) -> str:
-        return urljoin(self.config.endpoint + "/", str(session["location"]))
+        """The session's URL, which must stay on the endpoint's scheme, host and port: the
+        chunks are signed for TON and carry the file, and go nowhere else."""
+        location = str(session["location"])
+        try:
+            url = urljoin(self.config.endpoint + "/", location)
+            same = _origin(url) == _origin(self.config.endpoint)
+        except ValueError:
+            same = False
+        if not same:
+            raise PermanentError(
+                f"{self.config.name}: TON's session Location {one_line(location, 100)!r}"
+                f" is not on {self.config.endpoint}; refused"
+            )
+        return url
 
     def _query(self, job: Job, session: dict[str, Any]) -> int | Result | None:
         """Where the server stands: an offset, a finished result, or None (start anew)."""
@@ -188,7 +224,7 @@ class TonUploader:
             return self._finished(reply, session)
         if reply.status in (404, 410):
             return None
-        end = confirmed_end(reply)
+        end = self._within(job, confirmed_end(reply))
         if reply.status == 308:
             offset = end or 0
         else:
@@ -196,6 +232,13 @@ class TonUploader:
             offset = end if end is not None else int(session["offset"])
         job.progress(offset)
         return offset
+
+    def _within(self, job: Job, end: int | None) -> int | None:
+        if end is not None and end > job.size:
+            raise PermanentError(
+                f"{self.config.name}: TON confirmed {end} bytes of a {job.size}-byte file"
+            )
+        return end
 
     def _finished(self, reply: Reply, session: dict[str, Any]) -> Result:
         location = reply.headers.get("Location") or _without_query(session["location"])
@@ -234,7 +277,7 @@ class TonUploader:
                 return self._finished(reply, session)
             if reply.status in (404, 410):
                 return None
-            end = confirmed_end(reply)
+            end = self._within(job, confirmed_end(reply))
             if reply.status == 400 and (end is None or end == offset):
                 raise_for(self.config.name, reply)
             offset = last + 1 if end is None else end
@@ -267,10 +310,22 @@ def _expiry(value: str | None) -> float | None:
         return None
     try:
         return email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """Scheme, host and port (ValueError for a URL that has none or a bad port)."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise ValueError(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    return parts.scheme.lower(), parts.hostname.lower(), parts.port or default
+
+
 def _without_query(location: str) -> str:
-    parts = urlsplit(location)
+    try:
+        parts = urlsplit(location)
+    except ValueError:
+        return location
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))

@@ -16,17 +16,28 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from syncd.config import TwitLongerService
 from syncd.errors import PermanentError
 from syncd.services.base import Interrupted, Job, Result
-from syncd.services.http import Reply, ServiceHttp
+from syncd.services.http import (
+    HttpLimits,
+    Reply,
+    RequestObserver,
+    ServiceHttp,
+    dig,
+    one_line,
+    text_of,
+)
 from syncd.services.oauth import echo_headers, user_auth
 
 MAX_TEXT = 1024 * 1024
 FENCE = "+++"
 FRONT_MATTER_KEYS = {"reply_to_id", "reply_to_screen_name", "tweet"}
 POST_FIELDS = ("id", "short_url", "full_url", "tweet_content")
+MAX_FIELD = 4096
+"""A post field longer than this is not taken from a reply (tweet_content is under 280)."""
 
 ERROR_CODES = {
     1: "the method is not implemented for this endpoint",
@@ -44,11 +55,11 @@ DUPLICATE_TWEET = 187
 
 
 def _first_error(reply: Reply) -> tuple[object, str] | None:
-    data = reply.json()
-    errors = data.get("errors") if isinstance(data, dict) else None
+    errors = dig(reply.json(), "errors")
     if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
         return None
-    return errors[0].get("code"), str(errors[0].get("message", ""))
+    message = errors[0].get("message")
+    return errors[0].get("code"), one_line(message) if isinstance(message, str) else ""
 
 
 def explain_twitlonger(reply: Reply) -> str | None:
@@ -57,7 +68,7 @@ def explain_twitlonger(reply: Reply) -> str | None:
     if found is None:
         return None
     code, message = found
-    if not isinstance(code, int) or code not in ERROR_CODES:
+    if isinstance(code, bool) or not isinstance(code, int) or code not in ERROR_CODES:
         return None
     return f"{ERROR_CODES[code]} (code {code}: {message})"
 
@@ -129,10 +140,15 @@ def parse_post(raw: bytes, name: str) -> Post:
 
 
 class TwitLongerUploader:
-    def __init__(self, config: TwitLongerService) -> None:
+    def __init__(
+        self,
+        config: TwitLongerService,
+        limits: HttpLimits | None = None,
+        observe: RequestObserver | None = None,
+    ) -> None:
         self.config = config
-        self.http = ServiceHttp(config.name, explain_twitlonger)
-        self.twitter = ServiceHttp(config.name, explain_twitter)
+        self.http = ServiceHttp(config.name, explain_twitlonger, limits, observe)
+        self.twitter = ServiceHttp(config.name, explain_twitter, limits, observe)
         self.posts_url = f"{config.endpoint}/2/posts"
         self.auth = user_auth(config.account)
 
@@ -175,7 +191,7 @@ class TwitLongerUploader:
             job.store.save(steps)
         self.http.send(
             "PUT",
-            f"{self.posts_url}/{created['id']}",
+            f"{self.posts_url}/{quote(str(created['id']), safe='')}",
             expect=(200,),
             headers=self._headers(),
             data={"twitter_status_id": steps["tweet_id"]},
@@ -192,9 +208,10 @@ class TwitLongerUploader:
             "POST", self.posts_url, expect=(200,), headers=self._headers(), data=form
         )
         data = reply.json()
-        if not isinstance(data, dict) or not data.get("id") or not data.get("tweet_content"):
+        created = {key: text_of(dig(data, key), MAX_FIELD) for key in POST_FIELDS}
+        if created["id"] is None or created["tweet_content"] is None:
             raise PermanentError(f"{self.config.name}: TwitLonger answered without a post id")
-        return {key: None if data.get(key) is None else str(data[key]) for key in POST_FIELDS}
+        return created
 
     def _latest_tweet_with(self, text: str) -> str | None:
         """The id of the account's most recent tweet if its text is `text`."""
@@ -205,10 +222,9 @@ class TwitLongerUploader:
             auth=self.auth,
         )
         data = reply.json()
-        latest = data.get("status") if isinstance(data, dict) else None
-        if isinstance(latest, dict) and latest.get("text") == text and latest.get("id_str"):
-            return str(latest["id_str"])
-        return None
+        if dig(data, "status", "text") != text:
+            return None
+        return text_of(dig(data, "status", "id_str"))
 
     def _tweet(self, status: str, reply_to_id: str | None) -> str:
         form = {"status": status}
@@ -222,8 +238,7 @@ class TwitLongerUploader:
             headers={"Content-Type": "application/x-www-form-urlencoded"},
             data=form,
         )
-        data = reply.json()
-        tweet_id = data.get("id_str") if isinstance(data, dict) else None
-        if not tweet_id:
+        tweet_id = text_of(dig(reply.json(), "id_str"))
+        if tweet_id is None:
             raise PermanentError(f"{self.config.name}: Twitter answered without the tweet's id_str")
-        return str(tweet_id)
+        return tweet_id

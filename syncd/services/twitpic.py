@@ -14,23 +14,30 @@ from requests_toolbelt import MultipartEncoder, MultipartEncoderMonitor
 from syncd.config import TwitPicService
 from syncd.errors import PermanentError
 from syncd.services.base import Job, Result
-from syncd.services.http import ServiceHttp
+from syncd.services.http import HttpLimits, RequestObserver, ServiceHttp, dig, text_of
 from syncd.services.oauth import echo_headers
 
 NUMBERS = ("width", "height", "size")
 
 
 def _number(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except ValueError:
         return None
 
 
 class TwitPicUploader:
-    def __init__(self, config: TwitPicService) -> None:
+    def __init__(
+        self,
+        config: TwitPicService,
+        limits: HttpLimits | None = None,
+        observe: RequestObserver | None = None,
+    ) -> None:
         self.config = config
-        self.http = ServiceHttp(config.name)
+        self.http = ServiceHttp(config.name, limits=limits, observe=observe)
         self.url = f"{config.endpoint}/2/upload.json"
 
     def still_valid(self, result: Result) -> bool:
@@ -58,13 +65,15 @@ class TwitPicUploader:
             data=body,
         )
         data = reply.json()
-        if not isinstance(data, dict) or not data.get("id") or not data.get("url"):
+        photo_id, url = text_of(dig(data, "id")), text_of(dig(data, "url"), 2048)
+        if photo_id is None or url is None:
             raise PermanentError(f"{self.config.name}: TwitPic answered 200 without an id and url")
-        result: Result = {"id": str(data["id"]), "url": str(data["url"])}
+        result: Result = {"id": photo_id, "url": url}
         for key in NUMBERS:
-            number = _number(data.get(key))
+            number = _number(dig(data, key))
             if number is not None:
                 result[key] = number
-        if data.get("type"):
-            result["type"] = str(data["type"])
+        kind = text_of(dig(data, "type"))
+        if kind is not None:
+            result["type"] = kind
         return result

@@ -1,16 +1,23 @@
 """OneAll's side of the work: which rows the media server may serve, and video callbacks.
 
-A video upload ends in `awaiting_callback`; OneAll later posts the outcome to a signed
-URL. A callback can overtake the answer to its own request, so one that arrives while
-the row is still `uploading` is kept in the row's progress and applied once the row
-waits. A row whose deadline passes with no callback is failed.
+A video upload ends in `awaiting_callback`; OneAll later posts the outcome to a signed URL
+that names the row and the push (attempt) it was made for. A callback is validated whole
+before anything is stored, and counts only for the row's current push: a new push (a retry,
+a rewritten file) gets new URLs, and the tokens of earlier ones are refused. A callback can
+overtake the answer to its own request, so one that arrives while the row is still
+`uploading` is kept in the row's progress and applied once the row waits; the next push
+replaces the progress and so clears it. A replay after completion finds nothing waiting
+and changes nothing. A row whose deadline passes with no callback is failed, and so is a
+row whose kept callback cannot be read: one row's data never stops the loop.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,59 +25,120 @@ from syncd.control.logs import log_fields
 from syncd.files import media_type
 from syncd.journal.states import IN_FLIGHT, State
 from syncd.journal.store import Row, Store
-from syncd.services.oneall.mediaserver import Servable
-from syncd.services.oneall.uploader import callback_outcome
+from syncd.services import LOADING
+from syncd.services.base import Result
+from syncd.services.oneall.mediaapp import Servable
 from syncd.work.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
 EARLY_CALLBACK = "early_callback"
-"""Where a callback that arrived before its request's answer waits (in the row's progress)."""
+"""Where a callback that arrived before its request's answer waits (in the row's progress),
+as a minimal envelope of its validated outcome."""
+
+
+def _envelope(outcome: Result | str) -> dict[str, Any]:
+    """The smallest envelope `callback_outcome` reads back as `outcome`."""
+    if isinstance(outcome, str):
+        return {"response": {"request": {"status": {"flag": "error", "info": outcome}}}}
+    return {"response": {"result": {"data": outcome}}}
 
 
 class Callbacks:
     def __init__(self, journal: Store, pipeline: Pipeline) -> None:
         self._journal = journal
         self._pipeline = pipeline
+        self._lock = threading.Lock()
+        """One callback at a time, and never while the main loop applies kept ones."""
 
-    def servable(self, row_id: int) -> Servable | None:
-        """What the media server may send for `row_id`: only files being pushed."""
+    def _current(self, row_id: int, push: int) -> Row | None:
+        """The row, if `push` is the one it is on now."""
+        # OneAll's uploader (and requests with it) loads only once OneAll is in use.
+        with LOADING:
+            from syncd.services.oneall.uploader import PUSH
+
         row = self._journal.get(row_id)
+        if row is None or row.progress.get(PUSH) != push:
+            return None
+        return row
+
+    def servable(self, row_id: int, push: int) -> Servable | None:
+        """What the media server may send: only a file being pushed, by this push."""
+        row = self._current(row_id, push)
         if row is None or row.state not in IN_FLIGHT:
             return None
         path = Path(os.fsdecode(row.path))
         return Servable(path, row.identity, media_type(path))
 
-    def receive(self, row_id: int, data: dict[str, Any]) -> bool:
-        """A OneAll callback; one that overtakes its own request's answer is kept for later."""
-        row = self._journal.get(row_id)
-        if row is not None and row.state is State.UPLOADING:
-            return self._journal.save_progress(row, {**row.progress, EARLY_CALLBACK: data})
-        if row is None or row.state is not State.AWAITING_CALLBACK:
-            return False
-        return self._complete(row, data)
+    def receive(self, row_id: int, push: int, data: Any) -> tuple[int, str]:
+        """A OneAll callback: the HTTP status and text to answer it with."""
+        with LOADING:
+            from syncd.services.oneall.uploader import callback_outcome
+
+        outcome = callback_outcome(data)
+        if outcome is None:
+            return 400, "not a OneAll callback: neither a video_id nor an error"
+        with self._lock:
+            row = self._current(row_id, push)
+            if row is not None and row.state is State.UPLOADING:
+                kept = {**row.progress, EARLY_CALLBACK: _envelope(outcome)}
+                if self._journal.save_progress(row, kept):
+                    return 200, "ok"
+            elif (
+                row is not None
+                and row.state is State.AWAITING_CALLBACK
+                and self._complete(row, outcome)
+            ):
+                return 200, "ok"
+        return 409, "nothing is waiting for this callback"
 
     def check(self) -> None:
         """Apply callbacks that came early; fail the rows whose deadline has passed."""
-        for row in self._journal.in_state(State.AWAITING_CALLBACK):
-            if EARLY_CALLBACK in row.progress:
-                self._complete(row, row.progress[EARLY_CALLBACK])
-        for row in self._journal.overdue_callbacks(time.time()):
-            service = self._pipeline.services.get(row.service)
-            timeout = getattr(service, "callback_timeout", 0.0)
-            reason = f"{row.service}: no callback from OneAll within {timeout:g} s"
-            log.error("%s: %s", os.fsdecode(row.path), reason, extra=log_fields(row.path))
-            self._journal.mark_failed(row, reason)
+        with self._lock:
+            for row in self._journal.in_state(State.AWAITING_CALLBACK):
+                if self._pipeline.failed_if_damaged(row):
+                    continue
+                if EARLY_CALLBACK in row.progress:
+                    self._guarded(row, self._apply_early)
+            for row in self._journal.overdue_callbacks(time.time()):
+                self._guarded(row, self._expire)
 
-    def _complete(self, row: Row, data: dict[str, Any]) -> bool:
+    def _guarded(self, row: Row, action: Callable[[Row], object]) -> None:
+        try:
+            action(row)
+        except Exception as exc:
+            log.exception("%s: cannot handle its callback", os.fsdecode(row.path))
+            self._pipeline.fail(
+                row, f"{row.service}: cannot handle its callback: {type(exc).__name__}"
+            )
+
+    def _apply_early(self, row: Row) -> None:
+        with LOADING:
+            from syncd.services.oneall.uploader import callback_outcome
+
+        outcome = callback_outcome(row.progress[EARLY_CALLBACK])
+        if outcome is None:
+            self._fail(row, f"{row.service}: the callback kept for this file cannot be read")
+        else:
+            self._complete(row, outcome)
+
+    def _expire(self, row: Row) -> None:
         service = self._pipeline.services.get(row.service)
-        outcome = callback_outcome(data)
-        if isinstance(outcome, str) or service is None:
-            reason = f"{row.service}: OneAll reported: {outcome}"
-            log.error("%s: %s", os.fsdecode(row.path), reason, extra=log_fields(row.path))
-            return self._journal.mark_failed(row, reason)
+        timeout = getattr(service, "callback_timeout", 0.0)
+        self._fail(row, f"{row.service}: no callback from OneAll within {timeout:g} s")
+
+    def _fail(self, row: Row, reason: str) -> bool:
+        log.error("%s: %s", os.fsdecode(row.path), reason, extra=log_fields(row.path))
+        return self._pipeline.mark_failed(row, reason)
+
+    def _complete(self, row: Row, outcome: Result | str) -> bool:
+        service = self._pipeline.services.get(row.service)
+        if isinstance(outcome, str):
+            return self._fail(row, f"{row.service}: OneAll reported: {outcome}")
+        if service is None:
+            return self._fail(row, f"service {row.service!r} is no longer configured")
         uploaded = self._journal.mark_uploaded(row, outcome)
         if uploaded is None:
             return False
-        self._pipeline.finish(uploaded, service)
+        self._pipeline.finisher.finish(uploaded, service)
         return True

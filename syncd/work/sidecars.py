@@ -1,12 +1,9 @@
-"""Sidecars made durable and their rows `done`, in batches, by one thread.
+"""The committer: one thread that makes put sidecars durable and their rows `done` in batches.
 
-A worker places an uploaded file's sidecar (its content fsync'd, then linked under its
-name: `sidecar.place`), hands the row over here and goes on to the next file. This thread
-takes all that has queued up within `GATHER` of the first, fsyncs each folder once for
-all of its new sidecars, then marks every row of the batch `done` in one transaction. So a
-row is `done` only once its sidecar is durable, and a crash at any moment leaves at worst
-`uploaded` rows, whose sidecars the next start writes again (`Pipeline.finish_uploaded`):
-nothing is uploaded twice and nothing is lost.
+Workers hand over each row whose sidecar they put (work/finish.py) and go on to the next
+file. This thread takes all that queued up within `GATHER` of the first, fsyncs each folder
+once for all of its new sidecars, and hands the batch back (`done`), which commits it in one
+transaction. A burst of small files so shares its folder fsyncs and its commits.
 """
 
 from __future__ import annotations
@@ -14,11 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-from syncd.control.logs import log_fields
-from syncd.journal.states import State
-from syncd.journal.store import Row, Store
+from syncd.journal.store import Row
 from syncd.outputs import sidecar
 
 log = logging.getLogger(__name__)
@@ -26,29 +23,53 @@ log = logging.getLogger(__name__)
 BATCH = 256
 """Rows a transaction at most: a long batch would hold back the first row's `done`."""
 GATHER = 0.05
-"""Seconds the first row handed over waits for others to join its batch: a burst shares
-its folder fsyncs and its commit, a lone file is `done` a moment later."""
+"""Seconds the first row handed over waits for others to join its batch during a burst (the
+last batch had several rows): a burst shares its folder fsyncs and its commits. A lone
+file is committed at once: `done` follows its sidecar as closely as it can."""
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """An uploaded row whose sidecar is put, on its way to `done`."""
+
+    row: Row
+    outcome: str
+    folder: int | None
+    """A descriptor of the folder its sidecar was put in, owned by the committer (closed
+    once fsync'd); None: the file has no sidecar (it changed or went since the upload)."""
+
+    @property
+    def written(self) -> bool:
+        return self.folder is not None
 
 
 class SidecarCommitter:
-    def __init__(self, journal: Store) -> None:
-        self._journal = journal
+    def __init__(
+        self,
+        done: Callable[[list[Finished]], None],
+        unsynced: Callable[[Finished, sidecar.SidecarError], None],
+    ) -> None:
+        self._done = done
+        """Commits a batch whose sidecars are durable."""
+        self._unsynced = unsynced
+        """Told of a row whose folder could not be fsync'd: the row stays `uploaded`."""
         self._cond = threading.Condition()
-        self._queue: dict[int, tuple[Row, Path | None]] = {}
-        """Row id -> (the uploaded row, the folder of its placed sidecar or None: no sidecar,
-        the file changed or went since); a row handed over twice is committed once."""
+        self._queue: dict[int, Finished] = {}
+        """By row id: a row handed over twice is committed once (its newer sidecar)."""
         self._stop = False
         self._thread = threading.Thread(target=self._loop, name="sidecars", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, row: Row, folder: Path | None) -> None:
-        """`row`'s sidecar is placed in `folder` (None: it needs none): make it `done`."""
+    def submit(self, finished: Finished) -> None:
         with self._cond:
-            self._queue[row.id] = (row, folder)
+            earlier = self._queue.pop(finished.row.id, None)
+            self._queue[finished.row.id] = finished
             if len(self._queue) in (1, BATCH):
                 self._cond.notify()
+        if earlier is not None and earlier.folder is not None:
+            os.close(earlier.folder)
 
     def stop(self) -> None:
         """The thread ends once what is queued is committed."""
@@ -64,47 +85,47 @@ class SidecarCommitter:
         return self._thread.is_alive()
 
     def _loop(self) -> None:
+        burst = False
         while True:
             with self._cond:
                 while not self._queue and not self._stop:
                     self._cond.wait()
                 if not self._queue:
                     return
-                if not self._stop and len(self._queue) < BATCH:
+                if burst and not self._stop and len(self._queue) < BATCH:
                     self._cond.wait(GATHER)  # woken early only by a full batch or a stop
                 batch = [self._queue.pop(key) for key in list(self._queue)[:BATCH]]
+            burst = len(batch) > 1
             try:
                 self._commit(batch)
             except Exception:
                 # Those rows stay `uploaded`: the next periodic rescan or start mends them.
                 log.exception("unexpected error committing sidecars")
 
-    def _commit(self, batch: list[tuple[Row, Path | None]]) -> None:
-        finished = [row for row, folder in batch if folder is None]
-        by_folder: dict[Path, list[Row]] = {}
-        for row, folder in batch:
-            if folder is not None:
-                by_folder.setdefault(folder, []).append(row)
-        for folder, rows in by_folder.items():
+    def _commit(self, batch: list[Finished]) -> None:
+        durable = [item for item in batch if item.folder is None]
+        for items in _by_folder(item for item in batch if item.folder is not None):
             try:
-                sidecar.sync_folder(folder)
-            except OSError as exc:
-                for row in rows:
-                    cannot_write(row, exc)
+                assert items[0].folder is not None
+                sidecar.sync_folder(items[0].folder, Path(os.fsdecode(items[0].row.path)))
+            except sidecar.SidecarError as exc:
+                for item in items:
+                    self._unsynced(item, exc)
                 continue
-            finished.extend(rows)
-        with self._journal.batch():
-            for row in finished:
-                self._journal.mark_done(row.id)
-        for row in finished:
-            log.info("uploaded %s", os.fsdecode(row.path), extra=done_fields(row))
+            finally:
+                for item in items:
+                    assert item.folder is not None
+                    os.close(item.folder)
+            durable.extend(items)
+        if durable:
+            self._done(durable)
 
 
-def cannot_write(row: Row, exc: OSError) -> None:
-    path = os.fsdecode(row.path)
-    log.error("cannot write the sidecar of %s: %s", path, exc, extra=done_fields(row))
-
-
-def done_fields(row: Row) -> dict[str, str]:
-    """The log fields of a line about a row that is about to be done."""
-    return log_fields(row.path, row.service, State.DONE)
+def _by_folder(items: Iterable[Finished]) -> list[list[Finished]]:
+    """Grouped by the folder they were put in (one fsync covers each group)."""
+    groups: dict[tuple[int, int], list[Finished]] = {}
+    for item in items:
+        assert item.folder is not None
+        st = os.fstat(item.folder)
+        groups.setdefault((st.st_dev, st.st_ino), []).append(item)
+    return list(groups.values())

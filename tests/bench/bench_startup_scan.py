@@ -11,39 +11,24 @@ the scan's end is shown beside it. Issue 2.
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 from common import (
     Daemon,
     Figure,
-    base_config,
     best_of,
     parse_args,
     print_table,
     ratio_figure,
     sandbox,
     timed_shell,
+    uploaded_tree,
     workdir,
 )
 
 TARGET = 2.0
 """syncd's scan time / find's time, at most."""
-FILES_PER_FOLDER = 100
 RESTARTS = 3
-
-
-def populate(root: Path, folders: int) -> int:
-    """`folders` x FILES_PER_FOLDER distinct files of 64-1024 bytes under `root`."""
-    count = 0
-    for f in range(folders):
-        folder = root / f"g{f // 50:02d}" / f"d{f:03d}"
-        folder.mkdir(parents=True)
-        for n in range(FILES_PER_FOLDER):
-            (folder / f"r{n:03d}.csv").write_bytes(os.urandom(64 + (n * 37) % 960))
-            count += 1
-    return count
 
 
 def restart_scan(daemon: Daemon, count: int) -> tuple[float, float]:
@@ -64,20 +49,7 @@ def main() -> None:
     args = parse_args(__doc__)
     folders = 50 if args.quick else 500
     with workdir("scan") as root, sandbox(root) as control:
-        tree = root / "tree"
-        count = populate(tree, folders)
-        config = base_config(
-            root,
-            control.url,
-            [{"path": str(tree)}],
-            daemon={"workers": 8, "settle_seconds": 0.2},
-        )
-        daemon = Daemon(root, config)
-        with daemon:
-            started = time.monotonic()
-            daemon.start()
-            daemon.wait_counts(timeout=1800, interval=1.0, done=count)
-            populated = time.monotonic() - started
+        daemon, tree, count, populated = uploaded_tree(root, control.url, folders)
         find = f"find {tree} -type f -printf '%s %T@ %i\\n' > /dev/null"
         timed_shell(find)  # warm the dentry and inode caches
         baseline = best_of(3, lambda: timed_shell(find))

@@ -145,6 +145,19 @@ def write_random(path: Path, size: int, piece: int = 4 * MiB) -> None:
             left -= n
 
 
+def populate(root: Path, folders: int, per_folder: int = 100) -> int:
+    """`folders` x `per_folder` distinct files of 64-1024 bytes under `root`, 50 folders
+    to a group (root/gNN/dNNN/rNNN.csv); returns how many."""
+    count = 0
+    for f in range(folders):
+        folder = root / f"g{f // 50:02d}" / f"d{f:03d}"
+        folder.mkdir(parents=True)
+        for n in range(per_folder):
+            (folder / f"r{n:03d}.csv").write_bytes(os.urandom(64 + (n * 37) % 960))
+            count += 1
+    return count
+
+
 def warm(path: Path) -> None:
     """Read a file once so that it sits in the page cache."""
     with path.open("rb") as file:
@@ -264,6 +277,23 @@ def daemon_env(source: Path | None) -> dict[str, str] | None:
     env["PYTHONPATH"] = str(source.resolve())
     env["PYTHONSAFEPATH"] = "1"  # `python -m` would put the working folder's syncd/ first
     return env
+
+
+def uploaded_tree(root: Path, sandbox_url: str, folders: int) -> tuple[Daemon, Path, int, float]:
+    """`populate(root / "tree", folders)`, uploaded by a daemon (`workers = 8`) until every
+    file is done, for the benchmarks of a restart over done files. Returns that daemon
+    (stopped, ready to start again), the tree, the file count and the upload's seconds."""
+    tree = root / "tree"
+    count = populate(tree, folders)
+    config = base_config(
+        root, sandbox_url, [{"path": str(tree)}], daemon={"workers": 8, "settle_seconds": 0.2}
+    )
+    daemon = Daemon(root, config)
+    with daemon:
+        started = time.monotonic()
+        daemon.start()
+        daemon.wait_counts(timeout=1800, interval=1.0, done=count)
+        return daemon, tree, count, time.monotonic() - started
 
 
 # -- the baseline client --------------------------------------------------------------------

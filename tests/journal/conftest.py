@@ -1,7 +1,8 @@
 """The `store` fixture: every store test runs against every kind of store.
 
-To run them against another store, add one line to OPENERS (say, "postgres" opening a
-PostgresStore on a fresh database, with the same owner and lease).
+To run them against another store, add one line to OPENERS; "postgres" (fleet mode's
+PostgresStore, on a fresh database of the session's throwaway cluster) needs a fixture, so
+it is opened by `_postgres`.
 """
 
 from __future__ import annotations
@@ -22,13 +23,23 @@ OPENERS: dict[str, Callable[[Path, str, float | None], Store]] = {
 }
 
 
-@pytest.fixture(params=sorted(OPENERS))
+def _postgres(request: pytest.FixtureRequest) -> Callable[[Path, str, float | None], Store]:
+    """A fresh database on the session's throwaway PostgreSQL (skipped without one)."""
+    cluster = request.getfixturevalue("postgres_cluster")
+    from syncd.journal.postgres import PostgresStore
+
+    url = cluster.database()
+    return lambda tmp, owner, lease: PostgresStore(url, cluster.password, owner, lease)
+
+
+@pytest.fixture(params=[*sorted(OPENERS), "postgres"])
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     """Opens a store on the test's journal; several are like several hosts (or restarts)."""
     opened: list[Store] = []
+    opener = _postgres(request) if request.param == "postgres" else OPENERS[request.param]
 
     def open_(owner: str = "host-a", lease: float | None = None) -> Store:
-        store = OPENERS[request.param](tmp_path, owner, lease)
+        store = opener(tmp_path, owner, lease)
         opened.append(store)
         return store
 

@@ -324,23 +324,42 @@ def test_a_batch_commits_its_writes_together_and_seen_by_others_only_then(
 ) -> None:
     store, other = open_store(), open_store("host-b")
     rows = [claimed(store, f"/w/{n}".encode(), n=n) for n in range(3)]
-    changes = store.changes
-    with store.batch():
+    inside: list[dict[State, int]] = []
+
+    def hash_all() -> int:
         for row in rows:
             assert store.mark_hashed(row, SHA, row.identity) is not None
-        inside = other.counts()
-    assert inside[State.SEEN] == 3 and inside[State.HASHED] == 0
+        inside.append(other.counts())
+        return len(rows)
+
+    assert store.batch(hash_all) == 3
+    assert inside[0][State.SEEN] == 3 and inside[0][State.HASHED] == 0
     assert other.counts()[State.HASHED] == 3
-    assert store.changes == changes + 1
 
 
 def test_a_batch_that_raises_writes_nothing(store: Store) -> None:
     row = claimed(store, b"/w/a")
-    with pytest.raises(IllegalTransition), store.batch():
+
+    def illegal() -> None:
         moved = store.mark_hashed(row, SHA, row.identity)
         assert moved is not None
         store.release(row.id)
         store.mark_awaiting(moved, FAR)  # hashed -> awaiting_callback is not in the table
+
+    with pytest.raises(IllegalTransition):
+        store.batch(illegal)
     current = store.get(row.id)
     assert current is not None and current.state is State.SEEN and current.sha256 is None
     assert store.claim(FAR) is None  # still held: the release went with the rest
+
+
+def test_a_batch_reads_its_own_writes(store: Store) -> None:
+    row = claimed(store, b"/w/a")
+
+    def hash_then_claim_again() -> Row | None:
+        assert store.mark_hashed(row, SHA, row.identity) is not None
+        store.release(row.id)
+        return store.claim(FAR)
+
+    again = store.batch(hash_then_claim_again)
+    assert again is not None and again.id == row.id and again.state is State.HASHED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
 import os
 import selectors
@@ -118,6 +119,27 @@ def test_custom_fault_reply_and_method_filter(box: Box) -> None:
     )
 
 
+def test_raw_reply_is_written_verbatim_and_the_connection_closed(box: Box) -> None:
+    raw = b"HTTP/1.1 299 Odd\r\nX-Odd: \xff\r\nContent-Length: 3\r\n\r\nabc"
+    box.fault(method="POST", raw_reply=base64.b64encode(raw).decode())
+    reply = box.ton_post(b"data")
+    assert (reply.status_code, reply.headers["X-Odd"], reply.content) == (299, "\xff", b"abc")
+    box.fault(method="POST", raw_reply=base64.b64encode(b"garbage\r\n\r\n").decode())
+    with pytest.raises(requests.ConnectionError):
+        box.ton_post(b"data")
+    assert box.call("GET", VERIFY).status_code == 200  # the next connection is served
+
+
+def test_trickle_writes_the_reply_a_byte_at_a_time(box: Box) -> None:
+    box.fault(path="verify", trickle_ms=20)
+    started = time.monotonic()
+    reply = box.call("GET", VERIFY)
+    assert reply.status_code == 200 and reply.json()["screen_name"]
+    assert time.monotonic() - started >= len(reply.content) * 0.02
+    box.fault(path="verify", status=503, trickle_ms=1)
+    assert box.call("GET", VERIFY).status_code == 503
+
+
 def test_delay_and_probability(box: Box) -> None:
     box.fault(path="verify", probability=0.0, status=500)
     box.fault(path="verify", delay_ms=300)
@@ -140,6 +162,9 @@ def test_delay_and_probability(box: Box) -> None:
         {"status": 503, "path": "("},
         {"status": 503, "probability": 2},
         {"status": 503, "count": 0},
+        {"raw_reply": "not base64!"},
+        {"delay_ms": 10, "trickle_ms": 5},
+        {"raw_reply": "", "body": "x"},
     ],
 )
 def test_bad_fault_specs_are_400(box: Box, spec: dict[str, Any]) -> None:
@@ -181,6 +206,18 @@ def test_settings_merge_and_validate(box: Box) -> None:
         reply = box.call("POST", "/_sandbox/settings", signed=False, json=bad)
         assert reply.status_code == 400, bad
     assert box.get("settings")["ton"]["min_chunk"] == 1024
+
+
+def test_link_rate_paces_each_connection(box: Box) -> None:
+    body = b"x" * 400_000
+    started = time.monotonic()
+    box.ton_post(body)
+    fast = time.monotonic() - started
+    box.post("settings", {"link": {"bytes_per_second": 1_000_000}})
+    started = time.monotonic()
+    box.ton_post(body)
+    assert time.monotonic() - started >= 0.35 > fast
+    assert box.get("settings")["link"] == {"bytes_per_second": 1_000_000}
 
 
 def test_clock(box: Box) -> None:

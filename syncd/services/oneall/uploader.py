@@ -10,6 +10,7 @@ formats, both told by their first bytes rather than their names.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -18,8 +19,15 @@ from requests.auth import HTTPBasicAuth
 from syncd.config import OneAllService
 from syncd.errors import PermanentError
 from syncd.services.base import AwaitCallback, Job, Result
-from syncd.services.http import ServiceHttp
-from syncd.services.oneall.mediaserver import Signer
+from syncd.services.http import (
+    HttpLimits,
+    RequestObserver,
+    ServiceHttp,
+    dig,
+    one_line,
+    text_of,
+)
+from syncd.services.oneall.signer import Signer
 
 PICTURE_MAX = 5 * 1024 * 1024
 """5 MB in the 1024-based units the TON document uses (protocols.md, syncd's choices)."""
@@ -28,6 +36,10 @@ PICTURE_URL_LIFETIME = 3600.0
 URL_MARGIN = 3600.0
 """A video's URLs outlive its callback deadline by this much."""
 SNIFF = 16
+PUSH = "push"
+"""The key in a row's progress that counts its pushes: URLs name the push they were made
+for, so those of an earlier push (an earlier attempt, an earlier version) are refused."""
+VIDEO_ID = re.compile(r"[0-9]{1,32}")
 
 
 def picture_format(head: bytes) -> str | None:
@@ -64,27 +76,54 @@ def video_format(head: bytes) -> str | None:
     return None
 
 
-def callback_outcome(data: dict[str, Any]) -> Result | str:
-    """A callback's envelope: the video's result, or OneAll's reason for failing it."""
-    response = data.get("response") if isinstance(data.get("response"), dict) else {}
-    status = response.get("request", {}).get("status", {}) if isinstance(response, dict) else {}
-    if isinstance(status, dict) and status.get("flag") == "error":
-        return str(status.get("info") or f"error {status.get('code', '?')}")
-    result = response.get("result", {}) if isinstance(response, dict) else {}
-    found = result.get("data", {}) if isinstance(result, dict) else {}
-    if isinstance(found, dict) and found.get("video_id"):
-        outcome: Result = {"video_id": str(found["video_id"])}
-        if found.get("date_creation"):
-            outcome["date_creation"] = str(found["date_creation"])
-        return outcome
-    return "the callback carried neither a video_id nor an error"
+def callback_outcome(data: Any) -> Result | str | None:
+    """A callback's envelope: the video's result, OneAll's reason for failing it, or None
+    when it is neither (nothing is then stored, and the sender is answered 400)."""
+    status = dig(data, "response", "request", "status")
+    flag = dig(status, "flag")
+    if flag == "error":
+        info, code = dig(status, "info"), dig(status, "code")
+        reason = one_line(info) if isinstance(info, str) else ""
+        if not reason and isinstance(code, int) and not isinstance(code, bool):
+            reason = f"error {code}"
+        return reason or "an error without a reason"
+    if flag not in (None, "success"):
+        return None
+    found = dig(data, "response", "result", "data")
+    video_id = dig(found, "video_id")
+    if isinstance(video_id, int) and not isinstance(video_id, bool):
+        video_id = str(video_id)
+    if not isinstance(video_id, str) or not VIDEO_ID.fullmatch(video_id):
+        return None
+    outcome: Result = {"video_id": video_id}
+    created = dig(found, "date_creation")
+    if isinstance(created, str) and one_line(created):
+        outcome["date_creation"] = one_line(created, 64)
+    return outcome
+
+
+def begin_push(job: Job) -> int:
+    """The number of this push, committed before any URL naming it is given out. It
+    replaces the row's whole progress, so a callback kept from an earlier push is gone."""
+    previous = job.store.load().get(PUSH)
+    if isinstance(previous, bool) or not isinstance(previous, int) or previous < 0:
+        previous = 0
+    push = previous + 1
+    job.store.save({PUSH: push})
+    return push
 
 
 class OneAllUploader:
-    def __init__(self, config: OneAllService, signer: Signer) -> None:
+    def __init__(
+        self,
+        config: OneAllService,
+        signer: Signer,
+        limits: HttpLimits | None = None,
+        observe: RequestObserver | None = None,
+    ) -> None:
         self.config = config
         self.signer = signer
-        self.http = ServiceHttp(config.name)
+        self.http = ServiceHttp(config.name, limits=limits, observe=observe)
         self.auth = HTTPBasicAuth(config.public_key, config.private_key)
         self.base = f"{config.endpoint}/push/identities/{config.identity_token}/twitter"
 
@@ -117,33 +156,37 @@ class OneAllUploader:
             auth=self.auth,
             json_body={"request": {"push": {kind: body}}},
         )
-        data = reply.json()
-        response = data.get("response") if isinstance(data, dict) else None
+        response = dig(reply.json(), "response")
         if not isinstance(response, dict):
             raise PermanentError(f"{self.config.name}: OneAll answered without an envelope")
         return response
 
     def _picture(self, job: Job) -> Result:
-        url = self.signer.media_url(job.row_id, job.path.name, time.time() + PICTURE_URL_LIFETIME)
-        body: dict[str, Any] = {"url": url}
+        push = begin_push(job)
+        expires = time.time() + PICTURE_URL_LIFETIME
+        body: dict[str, Any] = {
+            "url": self.signer.media_url(job.row_id, push, job.path.name, expires)
+        }
         if job.caption:
             body["description"] = job.caption
         response = self._push("picture", body)
-        found = response.get("result", {}).get("data", {})
-        if not isinstance(found, dict) or not found.get("picture_id"):
+        picture_id = text_of(dig(response, "result", "data", "picture_id"))
+        if picture_id is None:
             raise PermanentError(f"{self.config.name}: OneAll answered without a picture_id")
         job.progress(job.size)
-        result: Result = {"picture_id": str(found["picture_id"])}
-        if found.get("expires_in") is not None:
-            result["expires_in"] = str(found["expires_in"])
+        result: Result = {"picture_id": picture_id}
+        expires_in = text_of(dig(response, "result", "data", "expires_in"))
+        if expires_in is not None:
+            result["expires_in"] = expires_in
         return result
 
     def _video(self, job: Job) -> AwaitCallback:
+        push = begin_push(job)
         deadline = time.time() + self.config.callback_timeout
         expires = deadline + URL_MARGIN
         body: dict[str, Any] = {
-            "video_url": self.signer.media_url(job.row_id, job.path.name, expires),
-            "callback_url": self.signer.callback_url(job.row_id, expires),
+            "video_url": self.signer.media_url(job.row_id, push, job.path.name, expires),
+            "callback_url": self.signer.callback_url(job.row_id, push, expires),
         }
         self._push("video", body)
         job.progress(job.size)

@@ -1,0 +1,87 @@
+"""Journal writes that wait out a full disk instead of losing work or a thread.
+
+The store raises `StorageFault` when the disk is full or returns I/O errors (after rolling
+its transaction back, so nothing half-done stays). `persevering()` wraps a store so that
+every call which meets one marks the journal degraded and, inside `patiently()` (workers
+and intake, whose work would otherwise be dropped), tries again with backoff until the
+disk takes it; elsewhere (the main loop, which must keep pinging the watchdog; the status
+socket and the media server, which must keep answering) it raises at once. The first call
+that failed and then succeeds clears the fault.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar, cast
+
+from syncd.control.degraded import JOURNAL, Backoff, Degraded
+from syncd.errors import SyncdError
+
+S = TypeVar("S")
+_patience = threading.local()
+
+
+class StorageFault(SyncdError):
+    """The journal's disk is full or failing; it passes once space or the device is back."""
+
+
+@contextmanager
+def patiently() -> Iterator[None]:
+    """Journal calls made inside wait (with backoff) while the disk is full or failing."""
+    before = getattr(_patience, "on", False)
+    _patience.on = True
+    try:
+        yield
+    finally:
+        _patience.on = before
+
+
+def persevering(store: S, faults: Degraded) -> S:
+    """`store` with every call made to wait out storage faults (see the module docstring)."""
+    return cast(S, _Persevering(store, faults))
+
+
+class _Persevering:
+    def __init__(self, store: object, faults: Degraded) -> None:
+        self._store = store
+        self._faults = faults
+        self._wrapped: dict[str, Callable[..., Any]] = {}
+        self._failing: set[str] = set()
+        """Calls that met a fault; a read that works says nothing of writes, so only the
+        success of one of these clears the fault."""
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._store, name)
+        if name.startswith("_") or not callable(value):
+            return value  # plain attributes (such as `changes`) are read through, live
+        wrapped = self._wrapped.get(name)
+        if wrapped is None:
+            wrapped = self._wrapped[name] = self._persevere(value)
+        return wrapped
+
+    def _persevere(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        name = method.__name__
+
+        @functools.wraps(method)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            backoff = Backoff()
+            while True:
+                try:
+                    result = method(*args, **kwargs)
+                except StorageFault as fault:
+                    self._failing.add(name)
+                    self._faults.set(JOURNAL, str(fault))
+                    if not getattr(_patience, "on", False):
+                        raise
+                    time.sleep(backoff.failed())
+                    continue
+                if name in self._failing:  # what failed works again: the disk takes writes
+                    self._failing.clear()
+                    self._faults.clear(JOURNAL)
+                return result
+
+        return call

@@ -1,0 +1,227 @@
+"""`on_done` / `on_failed`: the operator's programs, told of each event (DESIGN.md, "After upload").
+
+Every event's hook is a row of the journal's queue before it runs (enqueued with what
+caused it; failures are found by a cursor over failed files), and is marked only once it
+has run: a crash in between runs it again at the next start, so it runs at least once.
+Hooks run on threads of their own, argv as given (no shell), with the contract's
+environment and `hook_timeout`; what they print goes to the log. A hook that fails or
+times out is logged and shown in status, and never changes the file's state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from syncd.config import ServiceConfig, WatchConfig
+from syncd.control.logs import log_fields
+from syncd.intake.routing import route
+from syncd.journal.after import HookEvent, HookRow
+from syncd.journal.store import Row, Store
+from syncd.outputs.sidecar import sidecar_path
+from syncd.work.loop import Loop
+
+log = logging.getLogger(__name__)
+
+RUNNERS = 2
+"""Hooks run at once; more wait in the queue (a slow hook holds only its own runner)."""
+POLL = 1.0
+"""How often failed files are looked for, and the queue when nothing woke the runners."""
+OUTPUT_LOGGED = 64 * 1024
+"""A hook's output beyond this (its tail is kept) is not worth a log line."""
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value
+
+
+def done_event(row: Row, watch: WatchConfig, service_type: str, where: Path) -> HookEvent | None:
+    """The done hook of `row`, the file now at `where` (moved there by its action)."""
+    if not watch.on_done:
+        return None
+    result = {k: _json_value(v) for k, v in (row.result or {}).items() if v is not None}
+    return HookEvent(
+        key=f"done:{row.id}:{row.version}",
+        event="done",
+        path=os.fsencode(where),
+        argv=watch.on_done,
+        env={
+            "SYNCD_EVENT": "done",
+            "SYNCD_PATH": os.fsdecode(where),
+            "SYNCD_SIDECAR": os.fsdecode(sidecar_path(where)),
+            "SYNCD_SERVICE": row.service,
+            "SYNCD_TYPE": service_type,
+            "SYNCD_SHA256": row.sha256 or "",
+            "SYNCD_SIZE": str(row.identity.size),
+            "SYNCD_RESULT": json.dumps(result),
+            "SYNCD_ERROR": "",
+        },
+        timeout=watch.hook_timeout,
+    )
+
+
+def failed_event(row: Row, watch: WatchConfig, service_type: str) -> HookEvent | None:
+    if not watch.on_failed:
+        return None
+    return HookEvent(
+        key=f"failed:{row.id}:{row.error_at!r}",
+        event="failed",
+        path=row.path,
+        argv=watch.on_failed,
+        env={
+            "SYNCD_EVENT": "failed",
+            "SYNCD_PATH": os.fsdecode(row.path),
+            "SYNCD_SIDECAR": "",
+            "SYNCD_SERVICE": row.service,
+            "SYNCD_TYPE": service_type,
+            "SYNCD_SHA256": row.sha256 or "",
+            "SYNCD_SIZE": str(row.identity.size),
+            "SYNCD_RESULT": "",
+            "SYNCD_ERROR": row.error or "",
+        },
+        timeout=watch.hook_timeout,
+    )
+
+
+Process = subprocess.Popen[bytes]
+
+
+def run(event: HookEvent, started: Callable[[Process], None]) -> str | None:
+    """Run one hook to its end or its timeout; None when it succeeded, else why not.
+    `started` is told of the process (to be killed at stop)."""
+    fields = log_fields(event.path, event.env["SYNCD_SERVICE"])
+    try:
+        process = subprocess.Popen(
+            event.argv,
+            env={**os.environ, **event.env},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so a timeout kills all of it
+        )
+    except OSError as exc:
+        return f"cannot run {event.argv[0]}: {exc.strerror or exc}"
+    started(process)
+    try:
+        output, _ = process.communicate(timeout=event.timeout)
+        error = None if process.returncode == 0 else f"exited with {process.returncode}"
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        error = f"timed out after {event.timeout:g} s"
+    for line in output[-OUTPUT_LOGGED:].decode("utf-8", "replace").splitlines():
+        log.info("%s hook %s: %s", event.event, event.argv[0], line, extra=fields)
+    return error
+
+
+class Hooks:
+    """The queue's runners, and the cursor that turns failed files into failed events."""
+
+    def __init__(
+        self,
+        journal: Store,
+        watches: Callable[[], tuple[WatchConfig, ...]],
+        services: Callable[[], dict[str, ServiceConfig]],
+    ) -> None:
+        self._journal = journal
+        self._watches = watches
+        self._services = services
+        self._claims = threading.Lock()
+        self._running: dict[int, Process | None] = {}
+        """The hooks being run (by queue id), with their process once it has started."""
+        self._finding = threading.Lock()
+        """Any idle runner looks for new failures; one at a time."""
+        self._seen_changes = -1
+        """The journal's change count when the queue was last found empty: while it stands
+        still, an idle runner asks the journal nothing."""
+        self.loop = Loop("hooks", self._step, RUNNERS)
+
+    def stop(self) -> None:
+        """Hooks still running are killed, and stay in the queue: they run again at the
+        next start (rather than outlive the daemon, or hold up its stop)."""
+        self.loop.stop(0)
+        with self._claims:
+            processes = [p for p in self._running.values() if p is not None]
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+    def _step(self) -> float:
+        changes = self._journal.changes
+        if changes == self._seen_changes and not self._running:
+            return POLL  # nothing enqueued, nothing failed, nothing ran since the last look
+        if self._finding.acquire(blocking=False):
+            try:
+                self._find_failures()
+            finally:
+                self._finding.release()
+        hook = self._claim()
+        if hook is None:
+            self._seen_changes = changes
+            return POLL
+        self._run(hook)
+        return 0
+
+    def _claim(self) -> HookRow | None:
+        with self._claims:
+            found = self._journal.pending_hooks(self._running, 1)
+            if not found:
+                return None
+            self._running[found[0].id] = None
+            return found[0]
+
+    def _run(self, hook: HookRow) -> None:
+        def started(process: Process) -> None:
+            with self._claims:
+                self._running[hook.id] = process
+
+        try:
+            began = time.monotonic()
+            error = run(hook.event, started)
+            if self.loop.stopping():
+                return
+            path = os.fsdecode(hook.event.path)
+            fields = log_fields(hook.event.path, hook.event.env["SYNCD_SERVICE"])
+            if error is None:
+                log.info(
+                    "%s hook ran for %s (%.1f s)",
+                    hook.event.event,
+                    path,
+                    time.monotonic() - began,
+                    extra=fields,
+                )
+            else:
+                log.error("%s hook for %s: %s", hook.event.event, path, error, extra=fields)
+            self._journal.hook_finished(hook.id, error)
+        finally:
+            with self._claims:
+                self._running.pop(hook.id, None)
+
+    def _find_failures(self) -> None:
+        """Failed files since the cursor become failed events of the watches that want them."""
+        failed = self._journal.failures_since_cursor()
+        if not failed:
+            return
+        events = []
+        for file_id, _ in failed:
+            row = self._journal.get(file_id)
+            watch = None if row is None else route(self._watches(), Path(os.fsdecode(row.path)))
+            if row is not None and watch is not None:
+                service = self._services().get(row.service)
+                event = failed_event(row, watch, service.type if service else "")
+                if event is not None:
+                    events.append(event)
+        self._journal.failures_enqueued(events, max(at for _, at in failed))
+        self.loop.wake()

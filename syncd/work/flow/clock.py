@@ -1,0 +1,56 @@
+"""syncd's notion of the wall clock for flow control: schedules, quota days, holds.
+
+`SYNCD_CLOCK_OFFSET_FILE` names a file holding seconds to add to the system clock, read
+at every look at the clock. Tests and demos use it to cross a quota reset or a rate-limit
+horizon without waiting for it; in production it is unset and costs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timedelta
+
+OFFSET_FILE = "SYNCD_CLOCK_OFFSET_FILE"
+DAY = 86400.0
+
+
+class Clock:
+    def __init__(self, offset_file: str | None = None) -> None:
+        self._file = offset_file if offset_file is not None else os.environ.get(OFFSET_FILE)
+
+    def now(self) -> float:
+        """Epoch seconds, offset when the knob says so."""
+        return time.time() + self._offset()
+
+    def local(self, when: float | None = None) -> datetime:
+        return datetime.fromtimestamp(self.now() if when is None else when).astimezone()
+
+    def next_time_of_day(self, minute: int, after: float | None = None) -> float:
+        """The first moment after `after` at which the local clock reads `minute` (HH:MM)."""
+        start = self.local(after)
+        day = start.replace(second=0, microsecond=0)
+        for days in range(3):
+            candidate = (day + timedelta(days=days)).replace(hour=minute // 60, minute=minute % 60)
+            # astimezone() settles the UTC offset of the candidate day (DST).
+            when = candidate.replace(tzinfo=None).astimezone().timestamp()
+            if when > start.timestamp():
+                return when
+        raise AssertionError("a time of day recurs within three days")
+
+    def last_time_of_day(self, minute: int, at: float | None = None) -> float:
+        """The latest moment at or before `at` at which the local clock read `minute`."""
+        at = self.now() if at is None else at
+        candidate = self.next_time_of_day(minute, at - 1.5 * DAY)
+        while (following := self.next_time_of_day(minute, candidate)) <= at:
+            candidate = following
+        return candidate
+
+    def _offset(self) -> float:
+        if not self._file:
+            return 0.0
+        try:
+            with open(self._file, encoding="ascii") as f:
+                return float(f.read().strip() or 0)
+        except (OSError, ValueError):
+            return 0.0

@@ -1,0 +1,280 @@
+"""Flow control's state and decisions: parallel slots, pauses, service-wide holds, quotas.
+
+Every hold is service-wide (DESIGN.md, "Flow control"): a pause, a used-up quota and a
+429 with `x-rate-limit-reset` each stop a whole service, and its waiting files are `held`
+with the reason and the release time until the hold ends. Pauses, holds and quota counts
+are kept in the journal, so a restart keeps them, and in a fleet every host shares them
+(read again on each tick). `max_parallel` counts this host's uploads only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from syncd.config import Config, ServiceConfig
+from syncd.errors import RateLimited
+from syncd.work.flow.bandwidth import Bandwidth
+from syncd.work.flow.clock import Clock
+from syncd.work.flow.quota import Quotas, StateStore
+
+log = logging.getLogger(__name__)
+
+EVERY = "*"
+"""Stands in the paused set for "every service", also those configured later."""
+PAUSED = "paused"
+
+
+class FlowStore(StateStore, Protocol):
+    def hold_waiting(self, service: str, reason: str, until: float | None) -> int:
+        """Every file of `service` waiting for a worker becomes held."""
+        ...
+
+    def release_held(self, service: str) -> int:
+        """Every held file of `service` waits for a worker again."""
+        ...
+
+
+class HasService(Protocol):
+    @property
+    def service(self) -> str: ...
+
+
+R = TypeVar("R", bound=HasService)
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    reason: str
+    until: float | None
+    """Epoch seconds on the flow clock; None until someone resumes it (a pause)."""
+    stops_requests: bool = False
+    """A rate limit: even the next request of an upload under way waits. A quota stops only
+    uploads that have not started (one it let through goes on to the end)."""
+
+
+class ServiceMeter:
+    """Flow control for one upload's requests (services/http.py's Meter)."""
+
+    def __init__(self, flow: Flow, service: str) -> None:
+        self._flow = flow
+        self._service = service
+
+    def pace(self, amount: int) -> None:
+        self._flow.bandwidth.take(self._service, amount)
+
+    def before_request(self) -> None:
+        """A rate limit stops even the next step of an upload under way (a pause lets
+        requests go on: chunked uploads stop at a chunk boundary by themselves)."""
+        hold = self._flow.hold_of(self._service)
+        if hold is not None and hold.stops_requests and hold.until is not None:
+            left = max(0.0, hold.until - self._flow.clock.now())
+            raise RateLimited(f"{self._service}: held: {hold.reason}", left)
+
+    def rate_limited(self, retry_after: float) -> None:
+        self._flow.rate_limited(self._service, retry_after)
+
+
+class FlowGauges:
+    """Flow control as the metrics read it (control/metrics.py's FlowView)."""
+
+    def __init__(self, flow: Flow) -> None:
+        self._flow = flow
+
+    def paused(self) -> set[str]:
+        return set(self._flow.paused_names())
+
+    def quota_remaining(self) -> dict[tuple[str, str], int]:
+        return self._flow.quota_left()
+
+
+class Flow:
+    def __init__(self, store: FlowStore, clock: Clock, wake: Callable[[], None]) -> None:
+        self.clock = clock
+        self.bandwidth = Bandwidth(clock)
+        self.quotas = Quotas(store, clock)
+        self._store = store
+        self._wake = wake
+        self._lock = threading.Lock()
+        self._services: dict[str, ServiceConfig] = {}
+        self._active: Counter[str] = Counter()
+        self._paused: set[str] = set()
+        self._holds: dict[str, Hold] = {}
+        self._load()
+
+    def _load(self) -> None:
+        """Pauses and holds as the journal keeps them: a restart's, or (in a fleet, whose
+        journal every host shares) another host's."""
+        with self._lock:  # as pause, resume and hold write them
+            self._paused = set(self._store.flow_state("paused") or ())
+            self._holds = {
+                name: Hold(str(reason), until, bool(stops))
+                for name, (reason, until, stops) in (self._store.flow_state("holds") or {}).items()
+            }
+
+    def meter(self, service: str) -> ServiceMeter:
+        return ServiceMeter(self, service)
+
+    def use(self, config: Config) -> None:
+        """The limits of a (re)loaded configuration; in-flight uploads take them too."""
+        self._services = dict(config.services)
+        self.bandwidth.use(config.daemon, config.services)
+        self._wake()
+
+    # -- slots -------------------------------------------------------------------------
+
+    def claim(self, take: Callable[[frozenset[str]], R | None]) -> R | None:
+        """`take` the next row, skipping services whose `max_parallel` is reached."""
+        with self._lock:
+            row = take(self.full())
+            if row is not None:
+                self._active[row.service] += 1
+            return row
+
+    def full(self) -> frozenset[str]:
+        """Services with as many uploads in flight as `max_parallel` allows."""
+        return frozenset(
+            name
+            for name, service in self._services.items()
+            if service.max_parallel and self._active[name] >= service.max_parallel
+        )
+
+    def finished(self, service: str) -> bool:
+        """One upload of `service` is over; True when that freed a slot others waited for."""
+        with self._lock:
+            was_full = service in self.full()
+            self._active[service] -= 1
+            return was_full
+
+    # -- holds -------------------------------------------------------------------------
+
+    def paused(self, service: str) -> bool:
+        return EVERY in self._paused or service in self._paused
+
+    def hold_of(self, service: str, size: int | None = None) -> Hold | None:
+        """Why `service` may not start an upload now, if it may not. TooLarge (given the
+        file's `size`) for a file no day's quota can take: no hold would ever end."""
+        if size is not None and service in self._services:
+            self.quotas.check_size(self._services[service], size)
+        if self.paused(service):
+            return Hold(PAUSED, None)
+        return self._holds.get(service)
+
+    def admit(self, service: ServiceConfig, file_id: int, size: int) -> Hold | None:
+        """Count the file against the quota; the hold when it does not fit."""
+        until = self.quotas.admit(service, file_id, size)
+        if until is None:
+            return None
+        unit = "files" if service.daily_files else "bytes"
+        limit = service.daily_files or service.daily_bytes
+        return self.hold(service.name, f"quota: daily_{unit} = {limit} used up", until)
+
+    def rate_limited(self, service: str, retry_after: float) -> Hold:
+        until = self.clock.now() + retry_after
+        return self.hold(service, "rate limited (HTTP 429)", until, stops_requests=True)
+
+    def hold(self, service: str, reason: str, until: float, stops_requests: bool = False) -> Hold:
+        """Hold the whole of `service` until `until` (flow clock)."""
+        hold = Hold(reason, until, stops_requests)
+        with self._lock:
+            self._holds[service] = hold
+            self._save_holds()
+        self._store.hold_waiting(service, reason, until)
+        log.warning("%s held until %s: %s", service, self.clock.local(until).isoformat(), reason)
+        return hold
+
+    def tick(self) -> None:
+        """Take in what other hosts of a fleet decided, and end the holds whose time has
+        come; called from the daemon's main loop."""
+        self._load()
+        now = self.clock.now()
+        with self._lock:
+            ended = [
+                name for name, h in self._holds.items() if h.until is not None and h.until <= now
+            ]
+            for name in ended:
+                del self._holds[name]
+            if ended:
+                self._save_holds()
+        for name in ended:
+            log.info("%s: hold ended", name)
+            self._release(name)
+        self.bandwidth.refresh()
+
+    def _release(self, service: str) -> None:
+        if self.hold_of(service) is None and self._store.release_held(service):
+            self._wake()
+
+    def _save_holds(self) -> None:
+        self._store.save_flow_state(
+            "holds",
+            {name: [h.reason, h.until, h.stops_requests] for name, h in self._holds.items()},
+        )
+
+    # -- pause and resume ----------------------------------------------------------------
+
+    def pause(self, services: Iterable[str]) -> list[str]:
+        """Pause `services` (none named: every one); the names now paused."""
+        names = set(services) or {EVERY}
+        with self._lock:
+            self._paused |= names
+            self._store.save_flow_state("paused", sorted(self._paused))
+        for name in self._services if EVERY in names else names:
+            self._store.hold_waiting(name, PAUSED, None)
+        return self.paused_names()
+
+    def resume(self, services: Iterable[str]) -> list[str]:
+        """Resume `services` (none named: every one); the names still paused."""
+        names = set(services)
+        with self._lock:
+            before = set(self.paused_names())
+            if not names:
+                self._paused = set()
+            elif EVERY in self._paused:
+                self._paused = set(self._services) - names
+            else:
+                self._paused = self._paused - names
+            self._store.save_flow_state("paused", sorted(self._paused))
+        still = self.paused_names()
+        for name in before - set(still):
+            self._release(name)
+        return still
+
+    def paused_names(self) -> list[str]:
+        known = set(self._services)
+        return sorted(known if EVERY in self._paused else self._paused)
+
+    # -- status --------------------------------------------------------------------------
+
+    def quota_left(self) -> dict[tuple[str, str], int]:
+        """(service, unit) -> what is left of today's quota; unit `files` or `bytes`."""
+        return {
+            (name, unit): left
+            for name, service in self._services.items()
+            for unit, left in self.quotas.remaining(service).items()
+        }
+
+    def status(self) -> dict[str, Any]:
+        """Flow control's part of the status reply."""
+        return {
+            "paused": self.paused_names(),
+            "bandwidth": {
+                "total": self.bandwidth.total.rate,
+                "services": {
+                    name: s.bandwidth for name, s in self._services.items() if s.bandwidth
+                },
+            },
+            "service_holds": [
+                {"service": name, "reason": h.reason, "until": h.until}
+                for name, h in sorted(self._holds.items())
+            ],
+            "quota_remaining": {
+                name: left
+                for name, service in self._services.items()
+                if (left := self.quotas.remaining(service))
+            },
+        }

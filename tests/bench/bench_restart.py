@@ -1,0 +1,148 @@
+"""Restart over done files, process start to idle, vs `find DIR -printf '%s %T@\\n'`.
+
+A restart with nothing new to do should cost little more than listing the tree. syncd's
+figure is the wall time from spawning `python -m syncd run` to idle: the start-up scan
+completed and not running (`scan.completed` >= 1, `scan.running` false), nothing
+settling, hashing or uploading, every file still `done`. That includes the interpreter's
+start and every import the daemon makes before the scan ends. The moment is the scan's
+own log line ("scan of N files took"), watched every LOG_POLL seconds, and a status reply
+then confirms idle (if it does not, the status is polled until it does, and that moment
+counts). Polling the status alone every 10 ms would tax the daemon during the scan: a
+reply counts the journal's rows, ~1-3 ms of its CPU each over 20,000 files.
+The baseline is `find DIR -printf '%s %T@\\n'` over the same tree (sidecars included),
+page cache warm. Each side is measured several times, alternating; the table gives the
+best of each, the notes the spread. On a shared machine the wall times swing with the
+neighbours' load, so the CPU each side spent (the daemon's utime + stime at idle, all
+threads; find's and its shell's) is shown beside them. Issue 9.
+"""
+
+from __future__ import annotations
+
+import re
+import resource
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from common import (
+    Daemon,
+    cpu_seconds,
+    parse_args,
+    print_table,
+    ratio_figure,
+    sandbox,
+    timed_shell,
+    uploaded_tree,
+    wait_until,
+    workdir,
+)
+
+TARGET = 2.0
+"""Process start -> idle / find's time, at most."""
+LOG_POLL = 0.002
+STATUS_POLL = 0.01
+SCAN_DONE = re.compile(rb"INFO scan of \d+ files took")
+
+
+def idle(daemon: Daemon, count: int) -> dict[str, Any] | None:
+    reply = daemon.poll_status()
+    if reply is None:
+        return None
+    scan = reply["scan"]
+    if scan["completed"] < 1 or scan["running"]:
+        return None
+    if reply["settling"] or reply["uploads"] or reply["hashing"]:
+        return None
+    if reply["counts"]["done"] != count or scan["files"] != count:
+        raise RuntimeError(f"the restart did not find a clean journal: {reply}")
+    return reply
+
+
+def scan_logged(daemon: Daemon, offset: int) -> float | None:
+    """When the daemon's log (past `offset`) first showed the end of a full scan."""
+    with daemon.log_path.open("rb") as log:
+        log.seek(offset)
+        return time.monotonic() if SCAN_DONE.search(log.read()) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    idle: float
+    """Process start -> idle, wall seconds."""
+    idle_cpu: float
+    """The daemon's utime + stime at idle, all threads."""
+    scan: float
+    """`scan.seconds` as the daemon reports it."""
+    find: float
+    find_cpu: float
+
+
+def restart_to_idle(daemon: Daemon, count: int) -> tuple[float, float, float]:
+    """(process start -> idle, the daemon's CPU seconds by then, scan.seconds)."""
+    offset = daemon.log_path.stat().st_size if daemon.log_path.exists() else 0
+    daemon.start(wait=False)
+    try:
+        logged = wait_until(lambda: scan_logged(daemon, offset), 300, "the scan", LOG_POLL)
+        cpu = cpu_seconds(daemon.pid)
+        reply = idle(daemon, count)
+        if reply is None:
+            reply = wait_until(lambda: idle(daemon, count), 300, "idle", STATUS_POLL)
+            logged, cpu = time.monotonic(), cpu_seconds(daemon.pid)
+        return logged - daemon.started_at, cpu, float(reply["scan"]["seconds"])
+    finally:
+        daemon.stop()
+
+
+def timed_find(command: str) -> tuple[float, float]:
+    """(wall, CPU seconds) of the baseline."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = timed_shell(command)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+
+
+def one_round(daemon: Daemon, count: int, find: str) -> Round:
+    find_wall, find_cpu = timed_find(find)
+    idle_wall, idle_cpu, scan = restart_to_idle(daemon, count)
+    return Round(idle_wall, idle_cpu, scan, find_wall, find_cpu)
+
+
+def spread(values: list[float]) -> str:
+    return f"best {min(values):.3f} s, worst {max(values):.3f} s"
+
+
+def main() -> None:
+    args = parse_args(__doc__)
+    folders, rounds = (20, 5) if args.quick else (200, 15)
+    with workdir("restart") as root, sandbox(root) as control:
+        daemon, tree, count, populated = uploaded_tree(root, control.url, folders)
+        find = f"find {tree} -printf '%s %T@\\n' > /dev/null"
+        one_round(daemon, count, find)  # warm the caches: dentries, inodes, the interpreter's
+        results = [one_round(daemon, count, find) for _ in range(rounds)]
+    best = min(r.idle for r in results)
+    baseline = min(r.find for r in results)
+    print_table(
+        f"restart over {count} done files in {folders} folders (+ their sidecars) to idle",
+        [
+            ratio_figure("process start -> idle", best, baseline, "s", at_most=TARGET),
+            ratio_figure(
+                "CPU to idle (daemon vs find)",
+                min(r.idle_cpu for r in results),
+                min(r.find_cpu for r in results),
+                "s",
+            ),
+            ratio_figure("scan.seconds", min(r.scan for r in results), baseline, "s"),
+        ],
+        [
+            f"{rounds} rounds, alternating; to idle: {spread([r.idle for r in results])};"
+            f" find: {spread([r.find for r in results])}",
+            "ratios per round: " + ", ".join(f"{r.idle / r.find:.2f}x" for r in results),
+            f"the log watched every {LOG_POLL * 1000:.0f} ms for the scan's end, then idle"
+            " confirmed by the status",
+            f"populating (upload of {count} files, workers=8) took {populated:.1f} s",
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The fleet's commands: `syncd check` reaches the journal, `syncd journal copy` fills it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from harness import RunningDaemon, base_config
+
+from syncd.files import Identity
+from syncd.journal.pg_schema import MIGRATIONS
+from syncd.journal.sqlite import SqliteStore
+from syncd.journal.states import State
+from syncd.journal.store import Decision
+
+FAR_FUTURE = datetime(2099, 1, 1, tzinfo=UTC)
+"""A TON result's expiry that keeps it valid."""
+
+
+def syncd_with(tmp_path: Path, journal: dict[str, Any] | None, **env: str) -> RunningDaemon:
+    """A config (not a running daemon) to run `syncd COMMAND -c CONFIG` with."""
+    (tmp_path / "drop").mkdir(exist_ok=True)
+    config = base_config(tmp_path, "http://127.0.0.1:9", [{"path": str(tmp_path / "drop")}])
+    if journal is not None:
+        config["journal"] = journal
+    return RunningDaemon(tmp_path, config, {**os.environ, **env})
+
+
+def test_check_connects_and_reports_the_schema(tmp_path, postgres_cluster, postgres_url):
+    from syncd.journal.postgres import PostgresStore
+
+    journal = {"url": postgres_url, "password_file": str(postgres_cluster.password_file)}
+    fresh = syncd_with(tmp_path, journal).cli("check")
+    assert fresh.returncode == 0, fresh.stderr
+    assert (
+        f"journal {postgres_url}: schema 0 of {len(MIGRATIONS)}; migrated when syncd starts"
+        in fresh.stdout
+    )
+    PostgresStore(postgres_url, postgres_cluster.password, "host-a", 30.0).close()
+    current = syncd_with(tmp_path, journal).cli("check")
+    assert f"journal {postgres_url}: schema {len(MIGRATIONS)}, current" in current.stdout
+    (tmp_path / "wrong").write_text("not-the-password\n")
+    wrong = {**journal, "password_file": str(tmp_path / "wrong")}
+    refused = syncd_with(tmp_path, wrong).cli("check")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(f"syncd: {postgres_url}: cannot use the journal database:")
+    assert postgres_cluster.password not in refused.stderr + refused.stdout
+
+
+def test_journal_copy_moves_a_sqlite_journal_into_postgresql(
+    tmp_path, postgres_cluster, postgres_url
+):
+    from syncd.journal.postgres import PostgresStore
+
+    sqlite = SqliteStore(tmp_path / "state" / "journal.sqlite")
+    for n in range(3):
+        sqlite.record_seen(f"/drop/{n}".encode(), "ads", Identity(1, n, 10, 20))
+    row = sqlite.claim(10.0**10)
+    assert row is not None
+    hashed = sqlite.mark_hashed(row, "a" * 64, row.identity)
+    assert hashed is not None
+    decision = sqlite.begin_upload(hashed, lambda result: True)
+    assert decision is not None and decision[0] is Decision.UPLOAD
+    assert sqlite.save_progress(decision[1], {"offset": 8})
+    sqlite.close()
+    joining = syncd_with(tmp_path, None, PGPASSWORD=postgres_cluster.password)
+    copied = joining.cli("journal", "copy", "--to", postgres_url)
+    assert copied.returncode == 0, copied.stderr
+    assert copied.stdout.strip().startswith("copied 3 files from ")
+    fleet = PostgresStore(postgres_url, postgres_cluster.password, "host-a", 30.0)
+    try:
+        assert set(fleet.known()) == {b"/drop/0", b"/drop/1", b"/drop/2"}
+        [moved] = fleet.in_state(State.HASHED)
+        assert moved.path == row.path and moved.progress == {"offset": 8}, "resumes where it stood"
+    finally:
+        fleet.close()
+    again = joining.cli("journal", "copy", "--to", postgres_url)
+    assert "copied 0 files" in again.stdout and "3 were there already" in again.stdout
+    bad = joining.cli("journal", "copy", "--to", "https://db/x")
+    assert bad.returncode == 2 and "--to: expected a URL such as postgresql://" in bad.stderr
+
+
+def test_dry_run_reads_the_fleets_journal_and_writes_nothing(
+    tmp_path, postgres_cluster, postgres_url
+):
+    from syncd.journal.postgres import PostgresStore
+
+    journal = {"url": postgres_url, "password_file": str(postgres_cluster.password_file)}
+    syncd = syncd_with(tmp_path, journal)
+    done = tmp_path / "drop" / "done.bin"
+    done.write_bytes(b"uploaded by another host")
+    other = tmp_path / "drop" / "new.bin"
+    other.write_bytes(b"nobody has this one")
+    empty = syncd.cli("run", "--once", "--dry-run")
+    assert empty.returncode == 0, empty.stderr
+    assert "dry run: 2 to upload, 0 duplicates, 0 already uploaded" in empty.stdout
+    fleet = PostgresStore(postgres_url, postgres_cluster.password, "host-b", 30.0)
+    try:
+        identity = Identity.of(done.stat())
+        fleet.record_seen(os.fsencode(done), "ads", identity)
+        row = fleet.claim(10.0**10)
+        assert row is not None
+        sha = hashlib.sha256(done.read_bytes()).hexdigest()
+        hashed = fleet.mark_hashed(row, sha, identity)
+        assert hashed is not None
+        decision = fleet.begin_upload(hashed, lambda result: True)
+        assert decision is not None
+        assert fleet.mark_uploaded(decision[1], {"id": "7", "expires": FAR_FUTURE})
+        before = fleet.counts(), fleet.known()
+        planned = syncd.cli("run", "--once", "--dry-run")
+        assert planned.returncode == 0, planned.stderr
+        assert f"{done}: ads, 24 bytes, single, already uploaded" in planned.stdout
+        assert "dry run: 1 to upload, 0 duplicates, 1 already uploaded" in planned.stdout
+        assert (fleet.counts(), fleet.known()) == before, "the dry run wrote something"
+    finally:
+        fleet.close()

@@ -1,0 +1,67 @@
+"""A database outage in fleet mode: the daemon rides it out (no thread dies, nothing is lost)
+and goes on when the database is back. The outage is this test's database refusing and
+dropping connections, so the session's PostgreSQL serves the other tests meanwhile."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fleet_harness import Fleet
+from harness import free_port, scrape, sidecar_of, wait_until
+
+
+def outage(postgres_cluster: Any, url: str, on: bool) -> None:
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_cluster.dsn(), autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS {'false' if on else 'true'}")
+        if on:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname=%s",
+                (name,),
+            )
+
+
+def test_a_database_outage_is_ridden_out_and_work_goes_on(
+    tmp_path, sandbox, postgres_cluster, postgres_url
+):
+    port = free_port()
+    fleet = Fleet(
+        tmp_path,
+        sandbox,
+        postgres_url,
+        postgres_cluster.password_file,
+        hosts=1,
+        workers=1,
+        services=("ads",),
+        extra={"metrics": {"listen": f"127.0.0.1:{port}"}},
+    )
+    try:
+        fleet.start()
+        [daemon] = fleet.daemons
+        before = [fleet.drop_file("ads", f"before-{n}.bin", os.urandom(4096)) for n in range(3)]
+        fleet.wait_sidecars(before, timeout=60)
+        outage(postgres_cluster, postgres_url, on=True)
+        during = [fleet.drop_file("ads", f"during-{n}.bin", os.urandom(4096)) for n in range(3)]
+
+        def degraded() -> bool:
+            samples, _ = scrape(f"http://127.0.0.1:{port}/metrics")
+            return samples.get(("syncd_degraded", (("component", "journal"),))) == 1
+
+        wait_until(degraded, 60, "the journal shown as degraded")
+        assert "journal degraded: the journal database is unavailable" in daemon.log()
+        outage(postgres_cluster, postgres_url, on=False)
+        fleet.wait_sidecars(during, timeout=120)
+        after = [fleet.drop_file("ads", f"after-{n}.bin", os.urandom(4096)) for n in range(3)]
+        fleet.wait_sidecars(after, timeout=60)
+        assert daemon.process is not None and daemon.process.poll() is None
+        assert "journal works again" in daemon.log()
+        assert "Traceback" not in daemon.log()
+        received = fleet.uploads([*before, *during, *after])
+        assert set(received.values()) == {1}, received
+        assert all(sidecar_of(p).exists() for p in during)
+    finally:
+        outage(postgres_cluster, postgres_url, on=False)
+        fleet.close()

@@ -1,0 +1,112 @@
+"""The store's part for flow control, for every store (see conftest.py): the queue's order,
+skipped services, held rows and the values kept across restarts."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from syncd.journal.states import IllegalTransition, State
+from syncd.journal.store import Decision, Store
+
+from .test_store import FAR, always_valid, hashed, ident, uploaded
+
+
+def test_claims_follow_priority_then_rank_then_arrival(store: Store) -> None:
+    store.record_seen(b"/low/old", "ads", ident(1), priority=0, rank=10)
+    store.record_seen(b"/low/new", "ads", ident(2), priority=0, rank=-20)
+    store.record_seen(b"/high/b", "ads", ident(3), priority=5, rank=b"/high/b")
+    store.record_seen(b"/high/a", "ads", ident(4), priority=5, rank=b"/high/a")
+    order = []
+    while (row := store.claim(FAR)) is not None:
+        order.append(row.path)
+    assert order == [b"/high/a", b"/high/b", b"/low/new", b"/low/old"]
+
+
+def test_claims_skip_full_services_without_blocking_the_rest(store: Store) -> None:
+    store.record_seen(b"/a1", "ads", ident(1), priority=9)
+    store.record_seen(b"/p1", "photos", ident(2))
+    row = store.claim(FAR, frozenset({"ads"}))
+    assert row is not None and row.path == b"/p1"
+    assert store.claim(FAR, frozenset({"ads"})) is None
+    assert store.next_due(frozenset({"ads"})) is None
+    assert store.next_due() == 0
+
+
+def test_held_rows_wait_until_released_where_they_were(store: Store) -> None:
+    in_hand = hashed(store, b"/w/a")  # a worker holds it: not for hold_waiting to move
+    store.record_seen(b"/w/b", "ads", ident(2))
+    store.record_seen(b"/w/other", "photos", ident(3))
+    assert store.hold_waiting("ads", "paused", None) == 1
+    assert store.mark_held(in_hand, "paused", None)
+    store.release(in_hand.id)
+    assert store.counts()[State.HELD] == 2
+    assert [r.path for r in store.held(10)] == [b"/w/a", b"/w/b"]
+    assert {r.error for r in store.held(10)} == {"paused"}
+    claimed_next = store.claim(FAR)
+    assert claimed_next is not None and claimed_next.path == b"/w/other"
+    assert store.claim(FAR) is None, "held rows are not claimable"
+    assert store.release_held("ads") == 2
+    assert {r.path for r in store.in_state(State.HASHED)} == {b"/w/a"}
+    assert {r.path for r in store.in_state(State.SEEN)} == {b"/w/b", b"/w/other"}
+    again = store.claim(FAR)
+    assert again is not None and again.path == b"/w/a"
+    assert store.mark_held(again, "quota", 123.0)
+    assert [(r.path, r.due) for r in store.held(10)] == [(b"/w/a", 123.0)]
+
+
+def test_an_uploading_row_can_be_held_a_done_one_cannot(store: Store) -> None:
+    decision = store.begin_upload(hashed(store, b"/w/a"), always_valid)
+    assert decision is not None and decision[0] is Decision.UPLOAD
+    assert store.mark_held(decision[1], "rate limited (HTTP 429)", 60.0)
+    row = store.get(decision[1].id)
+    assert row is not None and row.state is State.HELD
+    with pytest.raises(IllegalTransition):
+        store.mark_uploaded(row, {"id": "1"})  # a held row waits: it is not uploaded
+    other = uploaded(store, b"/w/b", {"id": "2"}, n=2)
+    store.mark_done(other.id)
+    done = store.get(other.id)
+    assert done is not None and done.state is State.DONE
+    with pytest.raises(IllegalTransition):
+        store.mark_held(done, "paused", None)
+
+
+def test_flow_state_survives_a_reopen(open_store) -> None:
+    store = open_store()
+    assert store.flow_state("paused") is None
+    store.save_flow_state("paused", ["ads"])
+    store.save_flow_state("paused", ["ads", "photos"])
+    store.save_flow_state("quota:ads", [1.5, 3, 300, [1, 2, 3]])
+    store.close()
+    again = open_store()
+    assert again.flow_state("paused") == ["ads", "photos"]
+    assert again.flow_state("quota:ads") == [1.5, 3, 300, [1, 2, 3]]
+
+
+def test_once_outcome_counts_exhausted_retries_as_failed(store: Store) -> None:
+    decision = store.begin_upload(hashed(store, b"/w/a"), always_valid)
+    assert decision is not None
+    assert store.mark_retry(decision[1], "HTTP 503", FAR)
+    store.record_seen(b"/w/b", "ads", ident(2))
+    assert store.once_outcome(retries=3) == (2, 0)
+    assert store.once_outcome(retries=0) == (1, 1)
+
+
+def test_flow_state_changes_from_two_hosts_take_turns(open_store) -> None:
+    """A fleet's hosts counting against one quota: no count is lost to a race."""
+    hosts = [open_store(owner="host-a"), open_store(owner="host-b")]
+
+    def count(store: Store) -> None:
+        for _ in range(25):
+            store.change_flow_state("quota:ads", lambda n: (n or 0) + 1)
+
+    threads = [threading.Thread(target=count, args=(store,)) for store in hosts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    assert hosts[0].flow_state("quota:ads") == 50
+    hosts[1].change_flow_state("quota:ads", lambda n: n)
+    assert hosts[1].flow_state("quota:ads") == 50

@@ -1,0 +1,79 @@
+"""Steps that cannot be taken back are committed durably, and a journal that meets a full
+disk says so, waits where waiting is safe, and fails fast where it is not."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from syncd.control.degraded import JOURNAL, Degraded
+from syncd.files import Identity
+from syncd.journal.patience import StorageFault, patiently, persevering
+from syncd.journal.sqlite import SqliteStore
+
+
+def test_saved_steps_are_committed_with_synchronous_full(tmp_path):
+    store = SqliteStore(tmp_path / "journal.sqlite")
+    try:
+        store.record_seen(b"/drop/a", "notes", Identity(1, 2, 3, 4))
+        row = store.claim(time.time())
+        assert row is not None
+        statements: list[str] = []
+        store._db.set_trace_callback(statements.append)
+        assert store.save_progress(row, {"post": {"id": "abc"}})
+        durable = statements
+        statements = []
+        store._db.set_trace_callback(statements.append)
+        store.mark_failed(row, "an ordinary change")
+        store._db.set_trace_callback(None)
+    finally:
+        store.close()
+    first, *middle, last = durable
+    assert first == "PRAGMA synchronous=FULL" and last == "PRAGMA synchronous=NORMAL"
+    assert middle[0] == "BEGIN IMMEDIATE" and middle[-1] == "COMMIT"
+    assert any("progress" in statement for statement in middle)
+    assert not any("synchronous" in statement for statement in statements)
+
+
+class FlakyStore:
+    """Meets a full disk `failures` times, then works."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+        self.changes = 7
+
+    def record(self, value: int) -> int:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise StorageFault("journal.sqlite: database or disk is full")
+        return value * 2
+
+
+def test_a_patient_call_waits_out_the_fault_and_clears_it(monkeypatch):
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    faults = Degraded()
+    store = persevering(FlakyStore(failures=3), faults)
+    seen: list[list[dict[str, str]]] = []
+    real_set = faults.set
+
+    def spy(component: str, reason: str) -> None:
+        real_set(component, reason)
+        seen.append(faults.snapshot())
+
+    monkeypatch.setattr(faults, "set", spy)
+    with patiently():
+        assert store.record(21) == 42
+    assert seen and seen[0][0]["component"] == JOURNAL and "full" in seen[0][0]["reason"]
+    assert faults.snapshot() == [] and store.changes == 7
+
+
+def test_an_impatient_call_fails_fast_and_leaves_the_fault_shown():
+    faults = Degraded()
+    store = persevering(FlakyStore(failures=1), faults)
+    with pytest.raises(StorageFault):
+        store.record(1)  # the main loop or a socket: never blocks
+    assert faults.has(JOURNAL)
+    assert store.record(2) == 4  # what failed works again
+    assert not faults.has(JOURNAL)

@@ -1,0 +1,153 @@
+"""The status socket under floods: many clients at once, clients that stall, and huge lines.
+
+A person asking `syncd status` during a flood still gets an answer quickly; a client that
+stalls holds nobody up and is cut off at its deadline; a 1 MiB line of 350,000 JSON
+objects is refused before it is parsed, and costs the daemon no lasting memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import statistics
+import threading
+import time
+from pathlib import Path
+
+from conftest import SCALE, base_config
+
+from syncd.control.status import MAX_REQUEST, TIMEOUT, ask
+
+HUGE = b"[" + b"{}," * 350_000 + b"{}]\n"
+"""About 1 MiB: 350,000 JSON objects on one line."""
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def huge_request(path: Path) -> bytes:
+    """Send the huge line; the reply (the refusal) once the daemon has closed its side."""
+    with socket.socket(socket.AF_UNIX) as client:
+        client.settimeout(TIMEOUT * 2)
+        client.connect(str(path))
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            client.sendall(HUGE)
+        try:
+            return client.makefile("rb").readline()
+        except ConnectionResetError:
+            return b""
+
+
+def timed_status(path: Path) -> float:
+    started = time.monotonic()
+    reply = ask(path, {"command": "status"}, timeout=30)
+    assert "pid" in reply, reply
+    return time.monotonic() - started
+
+
+def p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98] if len(values) > 1 else values[0]
+
+
+def test_a_huge_line_is_refused_before_parsing(tmp_path, sandbox, make_daemon):
+    (tmp_path / "drop").mkdir()
+    daemon = make_daemon(base_config(tmp_path, sandbox.url, [{"path": str(tmp_path / "drop")}]))
+    daemon.start()
+    reply = json.loads(huge_request(daemon.socket))
+    assert "refused" in reply["error"] and str(MAX_REQUEST) in reply["error"]
+    just_under = b'{"command": "status", "pad": "' + b"x" * (MAX_REQUEST - 40) + b'"}\n'
+    with socket.socket(socket.AF_UNIX) as client:
+        client.settimeout(10)
+        client.connect(str(daemon.socket))
+        client.sendall(just_under)
+        assert "pid" in json.loads(client.makefile("rb").readline())
+    nested = b"[" * 60_000 + b"]" * 4_000 + b"\n"  # deep nesting inside the cap: an error
+    with socket.socket(socket.AF_UNIX) as client:
+        client.settimeout(10)
+        client.connect(str(daemon.socket))
+        client.sendall(nested[: MAX_REQUEST - 1] + b"\n")
+        assert "error" in json.loads(client.makefile("rb").readline())
+    assert daemon.status()["pid"] == daemon.pid
+
+
+def test_a_stalled_client_holds_nobody_up_and_is_cut_off(tmp_path, sandbox, make_daemon):
+    (tmp_path / "drop").mkdir()
+    daemon = make_daemon(base_config(tmp_path, sandbox.url, [{"path": str(tmp_path / "drop")}]))
+    daemon.start()
+    with socket.socket(socket.AF_UNIX) as stalled:
+        stalled.connect(str(daemon.socket))
+        stalled.sendall(b'{"command": ')  # and nothing more
+        assert timed_status(daemon.socket) < 2.0
+        stalled.settimeout(TIMEOUT * 3)
+        started = time.monotonic()
+        assert stalled.recv(100) == b""  # closed at its deadline
+        assert time.monotonic() - started < TIMEOUT + 2
+
+
+def test_status_under_a_flood_of_clients_stalls_and_huge_lines(
+    tmp_path, sandbox, make_daemon, figures
+):
+    (tmp_path / "drop").mkdir()
+    daemon = make_daemon(base_config(tmp_path, sandbox.url, [{"path": str(tmp_path / "drop")}]))
+    daemon.start()
+    quiet = [timed_status(daemon.socket) for _ in range(50)]
+    for _ in range(5):  # warm-up: the allocator reaches its steady state
+        huge_request(daemon.socket)
+    before = rss_kib(daemon.pid)
+
+    stop = threading.Event()
+    hostile = {"huge": 0, "stalled": 0}
+    lock = threading.Lock()
+
+    def stall() -> None:
+        while not stop.is_set():
+            with socket.socket(socket.AF_UNIX) as client:
+                client.connect(str(daemon.socket))
+                client.sendall(b"{")
+                with lock:
+                    hostile["stalled"] += 1
+                stop.wait(0.5)
+
+    def flood_huge() -> None:
+        while not stop.is_set():
+            huge_request(daemon.socket)
+            with lock:
+                hostile["huge"] += 1
+
+    latencies: list[float] = []
+
+    def ask_often() -> None:
+        for _ in range(25 * SCALE):  # as a person or a monitoring script would, paced
+            latencies.append(timed_status(daemon.socket))
+            time.sleep(0.1)
+
+    attackers = [threading.Thread(target=stall) for _ in range(80)]
+    attackers += [threading.Thread(target=flood_huge) for _ in range(4)]
+    people = [threading.Thread(target=ask_often) for _ in range(8)]
+    for thread in attackers + people:
+        thread.start()
+    for thread in people:
+        thread.join(300)
+    stop.set()
+    for thread in attackers:
+        thread.join(30)
+    after = rss_kib(daemon.pid)
+
+    growth = max(0, after - before) * 1024 / max(1, hostile["huge"])
+    figures["quiet_p99_ms"] = round(p99(quiet) * 1000, 1)
+    figures["flood_p99_ms"] = round(p99(latencies) * 1000, 1)
+    figures["flood_requests"] = len(latencies)
+    figures["huge_requests"] = hostile["huge"]
+    figures["stalled_clients"] = hostile["stalled"]
+    figures["rss_growth_kib"] = after - before
+    figures["rss_growth_per_hostile_request_bytes"] = round(growth)
+    assert len(latencies) == 8 * 25 * SCALE
+    assert p99(latencies) < 3.0
+    assert hostile["huge"] >= 4
+    assert after - before < 8 * 1024, (before, after)  # under 8 MiB however many came
+    assert daemon.status()["pid"] == daemon.pid

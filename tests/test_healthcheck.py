@@ -1,0 +1,56 @@
+"""Health pings: the URL at the interval while healthy, URL/fail with a summary after a
+permanent failure, plain pings again once `syncd retry` has mended it."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from conftest import SandboxClient, base_config, wait_until
+
+INTERVAL = 1.0
+
+
+def pings(sandbox: SandboxClient) -> list[dict[str, Any]]:
+    return [p for p in sandbox.get("hooks/pings") if p["uuid"] == "check-1"]
+
+
+def test_pings_fail_and_recover(tmp_path, sandbox, make_daemon):
+    (tmp_path / "drop").mkdir()
+    config = base_config(
+        tmp_path,
+        sandbox.url,
+        [{"path": str(tmp_path / "drop")}],
+        healthcheck_url=f"{sandbox.url}/hc/check-1",
+        healthcheck_interval=INTERVAL,
+    )
+    daemon = make_daemon(config).start()
+    healthy = wait_until(lambda: len(p := pings(sandbox)) >= 4 and p, 30, "four pings")
+    assert {p["kind"] for p in healthy} == {"ok"}
+    gaps = [b["at"] - a["at"] for a, b in itertools.pairwise(healthy)]
+    assert all(gap >= 0.9 * INTERVAL for gap in gaps), gaps
+
+    # TON refuses the upload once, for good: the file is failed until someone retries it.
+    sandbox.fault(method="POST", path="/1.1/ton/bucket/", status=403, body="Forbidden.")
+    path = tmp_path / "drop" / "report.bin"
+    path.write_bytes(b"r" * 2048)
+    daemon.wait_counts(failed=1)
+    fail = wait_until(
+        lambda: [p for p in pings(sandbox) if p["kind"] == "fail"], 30, "a /fail ping"
+    )[0]
+    assert fail["method"] == "POST"
+    assert fail["body"].startswith("1 files failed; latest: ")
+    assert str(path) in fail["body"] and "\n" not in fail["body"]
+    before_retry = len(pings(sandbox))
+    wait_until(lambda: len(pings(sandbox)) >= before_retry + 2, 30, "more pings")
+    assert {p["kind"] for p in pings(sandbox)[before_retry:]} == {"fail"}, "fails every interval"
+
+    retried = daemon.cli("retry", "--all-failed")
+    assert retried.returncode == 0, retried.stderr
+    daemon.wait_counts(done=1, failed=0)
+    recovered = wait_until(
+        lambda: (p := pings(sandbox)) and p[-1]["kind"] == "ok" and p, 30, "an ok ping"
+    )
+    mark = len(recovered)
+    wait_until(lambda: len(pings(sandbox)) >= mark + 2, 30, "two more pings")
+    assert {p["kind"] for p in pings(sandbox)[mark:]} == {"ok"}
