@@ -25,10 +25,10 @@ from types import FrameType
 from typing import Protocol
 
 from syncd import __version__
-from syncd.config import Config, WatchConfig, load
+from syncd.config import Config, MetricsConfig, WatchConfig, load
+from syncd.control.counters import Counters, Uncounted
 from syncd.control.degraded import Degraded
 from syncd.control.logs import setup_logging
-from syncd.control.metrics import Metrics, MetricsServer, Sources
 from syncd.control.notify import Notifier, listen_fds
 from syncd.control.reply import Control
 from syncd.control.status import StatusServer
@@ -103,7 +103,7 @@ def _inotify_limit() -> int | None:
 
 
 class _Server(Protocol):
-    """What the daemon does with the media server, which is loaded only when configured."""
+    """What the daemon does with a server loaded only when configured (media, metrics)."""
 
     def start(self) -> None: ...
 
@@ -135,16 +135,10 @@ class Daemon:
         self.faults = Degraded()
         self.journal = persevering(open_store(config), self.faults)
         self.flow = Flow(self.journal, Clock(), lambda: self.workers.wake())
-        self.metrics = Metrics(
-            Sources(
-                self.journal,
-                lambda: self.pipeline.in_flight.snapshot(),
-                lambda: self.config.services,
-                lambda: len(self.config.watches),
-                self.faults.components,
-                FlowGauges(self.flow),
-            )
-        )
+        self.metrics: Counters = Uncounted()
+        self.metrics_server: _Server | None = None
+        if config.metrics is not None:
+            self.metrics, self.metrics_server = self._metrics(config.metrics)
         self.after = AfterUpload(
             self.journal,
             lambda: self.config.watches,
@@ -213,11 +207,6 @@ class Daemon:
         self.status = StatusServer(
             config.daemon.status_socket, self.control.answer, config.daemon.status_group
         )
-        self.metrics_server: MetricsServer | None = None
-        if config.metrics is not None:
-            self.metrics_server = MetricsServer(
-                config.metrics.host, config.metrics.port, self.metrics.registry
-            )
         self.webhooks = Webhooks(
             persevering(self.journal.outbox, self.faults),
             config.webhooks,
@@ -229,6 +218,21 @@ class Daemon:
             self.healthcheck = HealthCheck(
                 config.daemon.healthcheck_url, config.daemon.healthcheck_interval, self._problem
             )
+
+    def _metrics(self, listen: MetricsConfig) -> tuple[Counters, _Server]:
+        from syncd.control.metrics import Metrics, MetricsServer, Sources  # only with [metrics]
+
+        metrics = Metrics(
+            Sources(
+                self.journal,
+                lambda: self.pipeline.in_flight.snapshot(),
+                lambda: self.config.services,
+                lambda: len(self.config.watches),
+                self.faults.components,
+                FlowGauges(self.flow),
+            )
+        )
+        return metrics, MetricsServer(listen.host, listen.port, metrics.registry)
 
     def _uploaders(self, config: Config) -> dict[str, Uploader]:
         self.metrics.use(config.services)

@@ -154,6 +154,9 @@ def sidecar_of(path: Path) -> Path:
 class RunningDaemon:
     """`python -m syncd run -c CONFIG` in a subprocess, its log in ROOT/daemon.log."""
 
+    python = sys.executable
+    """The interpreter syncd runs under (a benchmark may give it an installed copy)."""
+
     def __init__(
         self, root: Path, config: dict[str, Any], env: dict[str, str] | None = None
     ) -> None:
@@ -195,7 +198,7 @@ class RunningDaemon:
         with self.log_path.open("ab") as log:
             self.started_at = time.monotonic()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "syncd", "run", "-c", str(self.config_path)],
+                [self.python, "-m", "syncd", "run", "-c", str(self.config_path)],
                 stdout=log,
                 stderr=log,
                 env=self.env,
@@ -220,7 +223,7 @@ class RunningDaemon:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "syncd", *args, "-c", str(self.config_path)],
+            [self.python, "-m", "syncd", *args, "-c", str(self.config_path)],
             capture_output=True,
             text=True,
             env=self.env,

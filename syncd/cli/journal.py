@@ -7,12 +7,16 @@ psycopg is imported only here and in the PostgreSQL store, so that a host withou
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from syncd.config import Config, JournalConfig
 from syncd.config.values import parse_database_url
 from syncd.daemon import lock_state_dir
 from syncd.errors import SyncdError, UsageError
+from syncd.intake.routing import route
 from syncd.journal.states import State
+from syncd.journal.store import Row
+from syncd.work.flow import rank
 
 FLEET_EXTRA = "fleet mode needs the fleet extra: pip install 'syncd[fleet]'"
 
@@ -53,7 +57,7 @@ def copy_journal(config: Config, url: str) -> int:
             sqlite.close()
         target = PostgresStore(url, password, host_id, lease=None, connections=2)
         try:
-            copied, present = target.adopt(rows)
+            copied, present = target.adopt(rows, lambda row: _queue_place(config, row))
         finally:
             target.close()
     finally:
@@ -61,3 +65,11 @@ def copy_journal(config: Config, url: str) -> int:
     also = f"; {present} were there already" if present else ""
     print(f"copied {copied} files from {source} into {url}{also}")
     return 0
+
+
+def _queue_place(config: Config, row: Row) -> tuple[int, int | bytes | None]:
+    """Where intake would queue the row on this host: its watch's priority and order."""
+    watch = route(config.watches, Path(os.fsdecode(row.path)))
+    if watch is None:
+        return 0, None
+    return watch.priority, rank(watch.order, row.path, row.identity)

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from syncd import __version__
-from syncd.cli.render import render_status
 from syncd.config import Config, default_config_path, default_status_socket, load
 from syncd.control.status import ask
 from syncd.errors import DaemonNotRunning, SyncdError, UsageError
@@ -214,6 +213,8 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(reply, indent=2))
     else:
+        from syncd.cli.render import render_status  # not at every start of the daemon
+
         print(render_status(reply))
     return 0
 

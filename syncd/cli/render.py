@@ -1,11 +1,14 @@
 """`syncd status` for people: the daemon's reply as a few readable lines.
 
-Every text from the reply goes through `_text` (control/printable.py): a file name is
-data, and must not be able to add a line or move the terminal's cursor.
+Every text from the reply goes through `_text` (control/printable.py): a file name, a host
+or a service's message is data, and must not be able to add a line or move the terminal's
+cursor. `render_status` reads the reply through `_Shown`, which escapes every text it
+hands out, so no line can forget to.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from syncd.control.printable import printable
@@ -13,6 +16,33 @@ from syncd.control.printable import printable
 
 def _text(value: object) -> str:
     return printable(str(value))
+
+
+def _shown(value: object) -> Any:
+    """`value` as a line may print it: texts escaped, numbers and None as they are."""
+    if value is None or isinstance(value, int | float):
+        return value
+    if isinstance(value, Mapping):
+        return _Shown(value)
+    if isinstance(value, list):
+        return [_shown(item) for item in value]
+    return _text(value)
+
+
+class _Shown(Mapping[str, Any]):
+    """A table of the reply whose values come out escaped (`_shown`); its keys do not."""
+
+    def __init__(self, table: Mapping[str, Any]) -> None:
+        self._table = table
+
+    def __getitem__(self, key: str) -> Any:
+        return _shown(self._table[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
 
 
 def human_size(count: float) -> str:
@@ -40,113 +70,126 @@ def counts_line(counts: dict[str, int]) -> str:
     return "files: " + (shown or "none")
 
 
-def render_status(reply: dict[str, Any]) -> str:
+def render_status(raw: dict[str, Any]) -> str:
     """The status reply for people: what is watched, moving, waiting and broken."""
+    reply = _Shown(raw)
     if "error" in reply:
-        return f"error: {_text(reply['error'])}"
-    counts: dict[str, int] = reply.get("counts", {})
+        return f"error: {reply['error']}"
     lines = [
-        f"syncd {_text(reply.get('version'))} (pid {_text(reply.get('pid'))}),"
+        f"syncd {reply.get('version')} (pid {reply.get('pid')}),"
         f" up {human_duration(float(reply.get('uptime_s', 0)))}",
-        counts_line(counts),
+        counts_line(raw.get("counts", {})),
     ]
-    for fault in reply.get("degraded", []):
-        lines.append(
-            f"DEGRADED {_text(fault['component'])}: {_text(fault['reason'])}"
-            f" (since {_text(fault['since'])})"
-        )
+    lines += [
+        f"DEGRADED {fault['component']}: {fault['reason']} (since {fault['since']})"
+        for fault in reply.get("degraded", [])
+    ]
     limit = reply.get("bandwidth", {}).get("total")
     if limit is not None:
         lines.append(f"bandwidth: {human_size(limit) + '/s' if limit else 'unlimited'}")
     if reply.get("paused"):
         lines.append(f"paused (syncd resume): {', '.join(reply['paused'])}")
     if reply.get("settling"):
-        lines.append(f"settling: {_text(reply['settling'])} files being written")
-    lines.append("watching:")
-    lines += [f"  {_text(w['path'])} -> {_text(w['service'])}" for w in reply.get("watches", [])]
-    if reply.get("uploads"):
-        lines.append("uploading:")
-        for upload in reply["uploads"]:
-            total = max(int(upload["total"]), 1)
-            rate = f", {human_size(upload['rate'])}/s" if upload.get("rate") else ""
-            lines.append(
-                f"  {_text(upload['path'])} ({_text(upload['service'])}):"
-                f" {human_size(upload['sent'])} of {human_size(upload['total'])}"
-                f" ({100 * upload['sent'] // total}%{rate})"
-            )
-    if reply.get("hashing"):
-        lines.append("hashing:")
-        lines += [
-            f"  {_text(h['path'])} ({_text(h['service'])}):"
-            f" {human_size(h['hashed'])} of {human_size(h['total'])}"
-            for h in reply["hashing"]
-        ]
-    if reply.get("retrying"):
-        lines.append("retrying:")
-        lines += [
-            f"  {_text(r['path'])} ({_text(r['service'])}) at {_text(r['next_at'])}:"
-            f" {_text(r['error'])}"
-            for r in reply["retrying"]
-        ]
+        lines.append(f"settling: {reply['settling']} files being written")
+    lines += _section(
+        "watching:",
+        reply.get("watches", []),
+        lambda w: f"{w['path']} -> {w['service']}",
+        always=True,
+    )
+    lines += _section("uploading:", reply.get("uploads", []), _upload)
+    lines += _section(
+        "hashing:",
+        reply.get("hashing", []),
+        lambda h: (
+            f"{h['path']} ({h['service']}): {human_size(h['hashed'])} of {human_size(h['total'])}"
+        ),
+    )
+    lines += _section(
+        "retrying:",
+        reply.get("retrying", []),
+        lambda r: f"{r['path']} ({r['service']}) at {r['next_at']}: {r['error']}",
+    )
     webhooks = reply.get("webhooks") or {}
-    if webhooks.get("failing"):
-        lines.append(f"webhook deliveries failing ({_text(webhooks.get('pending', 0))} waiting):")
-        lines += [
-            f"  {_text(d['receiver'])} {_text(d['event'])} of {_text(d['path'])}"
-            f" (attempt {_text(d['attempts'])}, next at {_text(d['next_at'])}):"
-            f" {_text(d['error'])}"
-            for d in webhooks["failing"]
-        ]
+    lines += _section(
+        f"webhook deliveries failing ({webhooks.get('pending', 0)} waiting):",
+        webhooks.get("failing", []),
+        lambda d: (
+            f"{d['receiver']} {d['event']} of {d['path']}"
+            f" (attempt {d['attempts']}, next at {d['next_at']}): {d['error']}"
+        ),
+    )
     lines += _after_upload(reply)
-    if reply.get("fleet"):
-        lines.append("fleet:")
-        lines += [
-            f"  {h['host']} (pid {h['pid']}): heartbeat {h['heartbeat_age_s']:.1f} s ago,"
+    lines += _section(
+        "fleet:",
+        reply.get("fleet", []),
+        lambda h: (
+            f"{h['host']} (pid {h['pid']}): heartbeat {h['heartbeat_age_s']:.1f} s ago,"
             f" {h['claims']} claims"
-            for h in reply["fleet"]
-        ]
-    if reply.get("service_holds"):
-        lines.append("services held:")
-        lines += [
-            f"  {h['service']} until {h['until']}: {h['reason']}" for h in reply["service_holds"]
-        ]
-    if reply.get("held"):
-        lines.append("held:")
-        lines += [
-            f"  {h['path']} ({h['service']}): {h['reason']}"
+        ),
+    )
+    lines += _section(
+        "services held:",
+        reply.get("service_holds", []),
+        lambda h: f"{h['service']} until {h['until']}: {h['reason']}",
+    )
+    lines += _section(
+        "held:",
+        reply.get("held", []),
+        lambda h: (
+            f"{h['path']} ({h['service']}): {h['reason']}"
             + (f", until {h['until']}" if h.get("until") else "")
-            for h in reply["held"]
-        ]
-    if reply.get("failures"):
-        lines.append("failed (syncd retry PATH, or --all-failed):")
-        for failure in reply["failures"]:
-            lines.append(
-                f"  {_text(failure['at'])} {_text(failure['path'])} ({_text(failure['service'])}):"
-                f" {_text(failure['error'])}"
-            )
-            if failure.get("result"):
-                shown = ", ".join(f"{_text(k)}={_text(v)}" for k, v in failure["result"].items())
-                lines.append(f"    uploaded: {shown}")
+        ),
+    )
+    lines += _section(
+        "failed (syncd retry PATH, or --all-failed):", reply.get("failures", []), _failure
+    )
     return "\n".join(lines)
 
 
-def _after_upload(reply: dict[str, Any]) -> list[str]:
+def _section(
+    heading: str,
+    items: Iterable[_Shown],
+    line: Callable[[_Shown], str],
+    always: bool = False,
+) -> list[str]:
+    """`heading`, then each item's `line`, indented; nothing when there are no items
+    (unless `always`)."""
+    shown = [f"  {line(item)}" for item in items]
+    return [heading, *shown] if shown or always else []
+
+
+def _upload(upload: _Shown) -> str:
+    total = max(int(upload["total"]), 1)
+    rate = f", {human_size(upload['rate'])}/s" if upload.get("rate") else ""
+    return (
+        f"{upload['path']} ({upload['service']}):"
+        f" {human_size(upload['sent'])} of {human_size(upload['total'])}"
+        f" ({100 * upload['sent'] // total}%{rate})"
+    )
+
+
+def _failure(failure: _Shown) -> str:
+    """The failure's line, and what was uploaded before it failed on a line of its own."""
+    line = f"{failure['at']} {failure['path']} ({failure['service']}): {failure['error']}"
+    if not failure.get("result"):
+        return line
+    shown = ", ".join(f"{_text(key)}={value}" for key, value in failure["result"].items())
+    return f"{line}\n    uploaded: {shown}"
+
+
+def _after_upload(reply: _Shown) -> list[str]:
     """Archive / delete actions still to do, the trash, and hooks that failed."""
     lines = []
     if reply.get("pending_actions") or reply.get("trash"):
         lines.append(
-            f"after upload: {_text(reply.get('pending_actions', 0))} actions pending,"
-            f" {_text(reply.get('trash', 0))} files in the trash (syncd restore PATH)"
+            f"after upload: {reply.get('pending_actions', 0)} actions pending,"
+            f" {reply.get('trash', 0)} files in the trash (syncd restore PATH)"
         )
-    lines += [
-        f"  {_text(a['path'])}: {_text(a['action'])}: {_text(a['error'])}"
-        for a in reply.get("action_errors", [])
-    ]
-    if reply.get("failing_hooks"):
-        lines.append("failing hooks:")
-        lines += [
-            f"  {_text(h['at'])} {_text(h['event'])} {_text(h['command'])}"
-            f" for {_text(h['path'])}: {_text(h['error'])}"
-            for h in reply["failing_hooks"]
-        ]
+    lines += [f"  {a['path']}: {a['action']}: {a['error']}" for a in reply.get("action_errors", [])]
+    lines += _section(
+        "failing hooks:",
+        reply.get("failing_hooks", []),
+        lambda h: f"{h['at']} {h['event']} {h['command']} for {h['path']}: {h['error']}",
+    )
     return lines

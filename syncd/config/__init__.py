@@ -2,10 +2,12 @@
 
 Every problem is reported as `ConfigError(file, table, key, problem)`, which prints as
 `FILE: [table] key: problem`, so an operator is sent straight to the line to fix.
-`model` holds the shape, `values` reads single values, `load` reads the whole file.
+`model` holds the shape, `values` parses single values, `table` reads them in a table's
+context, `keys` says how each key is read, `load` reads the whole file.
 """
 
-from syncd.config.load import CREDENTIALS, SECRETS, load
+from syncd.config.keys import CREDENTIALS
+from syncd.config.load import load
 from syncd.config.model import (
     DAY,
     TON_MAX_SINGLE,
@@ -26,6 +28,7 @@ from syncd.config.model import (
     WatchConfig,
     WebhookConfig,
 )
+from syncd.config.table import SECRETS
 from syncd.config.values import (
     default_config_path,
     default_state_dir,

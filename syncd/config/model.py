@@ -90,21 +90,25 @@ class TonService(ServiceConfig):
 
 
 @dataclass(frozen=True, slots=True)
-class TwitPicService(ServiceConfig):
-    type: ClassVar[str] = "twitpic"
+class EchoService(ServiceConfig):
+    """TwitPic and TwitLonger: an API key of their own, and the Twitter account they act
+    for proven by OAuth Echo (a request to `verify_credentials_url` they make for us)."""
+
     account: Account
     api_key: str = field(repr=False)
     verify_credentials_url: str = TWITTER_VERIFY_CREDENTIALS
+
+
+@dataclass(frozen=True, slots=True)
+class TwitPicService(EchoService):
+    type: ClassVar[str] = "twitpic"
     message: str = ""
     """The caption when no NAME.caption lies beside the file."""
 
 
 @dataclass(frozen=True, slots=True)
-class TwitLongerService(ServiceConfig):
+class TwitLongerService(EchoService):
     type: ClassVar[str] = "twitlonger"
-    account: Account
-    api_key: str = field(repr=False)
-    verify_credentials_url: str = TWITTER_VERIFY_CREDENTIALS
     tweet: bool = True
     """Tweet the post's tweet_content and attach the status id back."""
     twitter_endpoint: str = "https://api.twitter.com"
@@ -118,6 +122,12 @@ class OneAllService(ServiceConfig):
     identity_token: str
     callback_timeout: float = 3600.0
     """A video with no callback by then is failed."""
+
+
+SERVICE_TYPES: dict[str, type[ServiceConfig]] = {
+    cls.type: cls for cls in (TonService, TwitPicService, TwitLongerService, OneAllService)
+}
+"""A `[services.NAME]` table's `type`, and the dataclass it is read into."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from syncd.journal import rules
 from syncd.journal.codec import encode
 from syncd.journal.pg_base import Connected, signed
 from syncd.journal.states import State
@@ -45,23 +46,29 @@ class FleetTables(Connected):
             )
         ]
 
-    def adopt(self, rows: Iterable[Row]) -> tuple[int, int]:
+    def adopt(
+        self, rows: Iterable[Row], place: Callable[[Row], tuple[int, int | bytes | None]]
+    ) -> tuple[int, int]:
         """Rows of another journal (`syncd journal copy`): each path not here yet is added as
         it stood, unclaimed, an upload in flight back to `hashed` (it resumes from its saved
-        progress); ids are this database's own. (copied, already here)."""
+        progress), in the queue where `place` puts it (priority, rank); ids are this
+        database's own. (copied, already here)."""
         copied = skipped = 0
         with self._write() as db:
             for row in rows:
+                priority, rank = place(row)
                 state = State.HASHED if row.state == State.UPLOADING else row.state
                 done = db.execute(
                     "INSERT INTO files (path, service, state, version, dev, inode, size,"
                     " mtime_ns, sha256, attempts, due, error, error_at, progress, result,"
-                    " duplicate_of, uploaded_at, updated_at, uploaded_sha256, queued_at)"
+                    " duplicate_of, uploaded_at, updated_at, uploaded_sha256, queued_at, priority,"
+                    " rank)"
                     " VALUES (%(path)s, %(service)s, %(state)s, %(version)s, %(dev)s, %(inode)s,"
                     " %(size)s,"
                     " %(mtime_ns)s, %(sha256)s, %(attempts)s, %(due)s, %(error)s, %(error_at)s,"
                     " %(progress)s, %(result)s, %(duplicate_of)s, %(uploaded_at)s,"
-                    " %(now)s, %(uploaded_sha256)s, %(queued_at)s) ON CONFLICT (path) DO NOTHING",
+                    " %(now)s, %(uploaded_sha256)s, %(queued_at)s, %(priority)s, %(rank)s)"
+                    " ON CONFLICT (path) DO NOTHING",
                     {
                         "path": row.path,
                         "service": row.service,
@@ -82,6 +89,8 @@ class FleetTables(Connected):
                         "uploaded_at": row.uploaded_at,
                         "uploaded_sha256": row.uploaded_sha256,
                         "queued_at": row.queued_at,
+                        "priority": priority,
+                        "rank": rules.queue_rank(rank),
                         "now": time.time(),
                     },
                 ).rowcount

@@ -13,8 +13,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from syncd.errors import SyncdError
+from syncd.services.loading import load
+
+if TYPE_CHECKING:
+    from syncd.services.http import ServiceHttp
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +36,8 @@ class HealthCheck:
         self._url = url.rstrip("/")
         self._interval = interval
         self._problem = problem
-        from syncd.services import LOADING
-
-        with LOADING:  # requests: only when a URL is configured
-            from syncd.services.http import ServiceHttp
-
-        self._http = ServiceHttp("healthcheck")
+        # requests: only when a URL is configured
+        self._http: ServiceHttp = load("syncd.services.http").ServiceHttp("healthcheck")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="healthcheck", daemon=True)
 

@@ -20,13 +20,17 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from syncd.config import WebhookConfig
 from syncd.errors import RetryableError, SyncdError
 from syncd.journal.patience import patiently
 from syncd.journal.store import Delivery, Outbox
+from syncd.services.loading import load
+
+if TYPE_CHECKING:
+    from syncd.services.http import ServiceHttp
 
 log = logging.getLogger(__name__)
 
@@ -127,12 +131,7 @@ class Webhooks:
 
     def _loop(self) -> None:
         # requests loads here, with the first webhook configured, not at every start.
-        from syncd.services import LOADING
-
-        with LOADING:
-            from syncd.services.http import ServiceHttp
-
-        http = ServiceHttp("webhook")
+        http: ServiceHttp = load("syncd.services.http").ServiceHttp("webhook")
         try:
             while not self._stop.is_set():
                 try:
@@ -169,10 +168,11 @@ class Webhooks:
         try:
             http.send("POST", delivery.target, expect=range(200, 300), headers=headers, data=body)
         except SyncdError as exc:
-            from syncd.services.http import retry_delay
-
             retry_after = exc.retry_after if isinstance(exc, RetryableError) else None
-            due = time.time() + retry_delay(delivery.attempts + 1, retry_after)
+            delay: float = load("syncd.services.http").retry_delay(
+                delivery.attempts + 1, retry_after
+            )
+            due = time.time() + delay
             self._outbox.failed(delivery.seq, str(exc), due)
             self._count(False)
             log.warning(

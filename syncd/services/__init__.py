@@ -19,6 +19,7 @@ from syncd.config import (
 )
 from syncd.errors import SyncdError
 from syncd.services.base import AwaitCallback, HttpLimits, Job, RequestObserver, Result, Uploader
+from syncd.services.loading import load
 from syncd.services.oneall.signer import Signer
 
 
@@ -50,27 +51,18 @@ def _build(
     limits: HttpLimits | None,
     observe: RequestObserver | None,
 ) -> Uploader:
+    uploader: Uploader
     if isinstance(config, TonService):
-        from syncd.services.ton import TonUploader
-
-        return TonUploader(config, limits, observe)
-    if isinstance(config, TwitPicService):
-        from syncd.services.twitpic import TwitPicUploader
-
-        return TwitPicUploader(config, limits, observe)
-    if isinstance(config, TwitLongerService):
-        from syncd.services.twitlonger import TwitLongerUploader
-
-        return TwitLongerUploader(config, limits, observe)
-    assert isinstance(config, OneAllService) and signer is not None, "checked by make_uploader"
-    from syncd.services.oneall.uploader import OneAllUploader
-
-    return OneAllUploader(config, signer, limits, observe)
-
-
-LOADING = threading.RLock()
-"""Held while a module that loads requests is imported at first use: two threads importing
-requests' submodules at once can see the package half initialised (ImportError)."""
+        uploader = load("syncd.services.ton").TonUploader(config, limits, observe)
+    elif isinstance(config, TwitPicService):
+        uploader = load("syncd.services.twitpic").TwitPicUploader(config, limits, observe)
+    elif isinstance(config, TwitLongerService):
+        uploader = load("syncd.services.twitlonger").TwitLongerUploader(config, limits, observe)
+    else:
+        assert isinstance(config, OneAllService) and signer is not None, "checked by make_uploader"
+        oneall = load("syncd.services.oneall.uploader")
+        uploader = oneall.OneAllUploader(config, signer, limits, observe)
+    return uploader
 
 
 class _Deferred:
@@ -78,10 +70,11 @@ class _Deferred:
 
     def __init__(self, build: Callable[[], Uploader]) -> None:
         self._build = build
+        self._lock = threading.Lock()
         self._built: Uploader | None = None
 
     def built(self) -> Uploader:
-        with LOADING:
+        with self._lock:
             if self._built is None:
                 self._built = self._build()
             return self._built

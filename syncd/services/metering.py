@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any, Protocol
 
+from syncd.services.loading import load
+
 PACE_PIECE = 64 * 1024
 """A metered body is handed out in pieces this big, each let through on its own."""
 
@@ -81,7 +83,5 @@ def paced_body(data: Any, pace: Pace) -> Any:
     """`data` as a paced body when it is bytes or a stream (forms and JSON are small)."""
     if not (isinstance(data, bytes | bytearray | memoryview) or hasattr(data, "read")):
         return data
-    from requests.utils import super_len  # the body is requests' already: loaded by now
-
-    length = int(super_len(data))  # type: ignore[no-untyped-call]
+    length = int(load("requests.utils").super_len(data))  # requests is loaded by now
     return PacedBody(data, length, pace) if length else data

@@ -19,16 +19,19 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from syncd.control.logs import log_fields
 from syncd.files import media_type
 from syncd.journal.states import IN_FLIGHT, State
 from syncd.journal.store import Row, Store
-from syncd.services import LOADING
 from syncd.services.base import Result
-from syncd.services.oneall.mediaapp import Servable
+from syncd.services.loading import load
 from syncd.work.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from syncd.services.oneall.mediaapp import Servable
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,11 @@ def _envelope(outcome: Result | str) -> dict[str, Any]:
     return {"response": {"result": {"data": outcome}}}
 
 
+def _oneall() -> ModuleType:
+    """OneAll's uploader (and requests with it) loads only once OneAll is in use."""
+    return load("syncd.services.oneall.uploader")
+
+
 class Callbacks:
     def __init__(self, journal: Store, pipeline: Pipeline) -> None:
         self._journal = journal
@@ -53,12 +61,8 @@ class Callbacks:
 
     def _current(self, row_id: int, push: int) -> Row | None:
         """The row, if `push` is the one it is on now."""
-        # OneAll's uploader (and requests with it) loads only once OneAll is in use.
-        with LOADING:
-            from syncd.services.oneall.uploader import PUSH
-
         row = self._journal.get(row_id)
-        if row is None or row.progress.get(PUSH) != push:
+        if row is None or row.progress.get(_oneall().PUSH) != push:
             return None
         return row
 
@@ -67,15 +71,14 @@ class Callbacks:
         row = self._current(row_id, push)
         if row is None or row.state not in IN_FLIGHT:
             return None
+        from syncd.services.oneall.mediaapp import Servable  # loaded with the media server
+
         path = Path(os.fsdecode(row.path))
         return Servable(path, row.identity, media_type(path))
 
     def receive(self, row_id: int, push: int, data: Any) -> tuple[int, str]:
         """A OneAll callback: the HTTP status and text to answer it with."""
-        with LOADING:
-            from syncd.services.oneall.uploader import callback_outcome
-
-        outcome = callback_outcome(data)
+        outcome: Result | str | None = _oneall().callback_outcome(data)
         if outcome is None:
             return 400, "not a OneAll callback: neither a video_id nor an error"
         with self._lock:
@@ -113,10 +116,7 @@ class Callbacks:
             )
 
     def _apply_early(self, row: Row) -> None:
-        with LOADING:
-            from syncd.services.oneall.uploader import callback_outcome
-
-        outcome = callback_outcome(row.progress[EARLY_CALLBACK])
+        outcome: Result | str | None = _oneall().callback_outcome(row.progress[EARLY_CALLBACK])
         if outcome is None:
             self._fail(row, f"{row.service}: the callback kept for this file cannot be read")
         else:

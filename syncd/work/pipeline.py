@@ -30,6 +30,7 @@ from syncd.journal.states import State, allowed
 from syncd.journal.store import UNREADABLE, Decision, Row, Store
 from syncd.services import ready
 from syncd.services.base import AwaitCallback, Interrupted, Job, Uploader
+from syncd.services.loading import load
 from syncd.services.metering import metered
 from syncd.work.finish import Finisher
 from syncd.work.flow import Flow, Hold, TooLarge
@@ -282,9 +283,7 @@ class Pipeline:
             self._hold(row, hold or self.flow.rate_limited(row.service, exc.retry_after))
             return
         except RetryableError as exc:
-            from syncd.services.http import retry_delay  # loaded with the service already
-
-            delay = retry_delay(row.attempts, exc.retry_after)
+            delay: float = load("syncd.services.http").retry_delay(row.attempts, exc.retry_after)
             log.warning("%s; next try in %.1f s", exc, delay, extra=fields)
             self.journal.mark_retry(row, str(exc), time.time() + delay)
             self.outcomes.retrying(row.service)

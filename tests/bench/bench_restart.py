@@ -13,7 +13,9 @@ The baseline is `find DIR -printf '%s %T@\\n'` over the same tree (sidecars incl
 page cache warm. Each side is measured several times, alternating; the table gives the
 best of each, the notes the spread. On a shared machine the wall times swing with the
 neighbours' load, so the CPU each side spent (the daemon's utime + stime at idle, all
-threads; find's and its shell's) is shown beside them. Issue 9.
+threads; find's and its shell's) is shown beside them. The restarted daemon is syncd as
+`pip install .` leaves it (common.installed_python: bytecode, no editable-install hook).
+Issue 9.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 from common import (
     Daemon,
     cpu_seconds,
+    installed_python,
     parse_args,
     print_table,
     ratio_figure,
@@ -116,6 +119,8 @@ def main() -> None:
     folders, rounds = (20, 5) if args.quick else (200, 15)
     with workdir("restart") as root, sandbox(root) as control:
         daemon, tree, count, populated = uploaded_tree(root, control.url, folders)
+        daemon.python = installed_python(root)
+        daemon.env["PYTHONSAFEPATH"] = "1"  # the installed copy, not ./syncd of the checkout
         find = f"find {tree} -printf '%s %T@\\n' > /dev/null"
         one_round(daemon, count, find)  # warm the caches: dentries, inodes, the interpreter's
         results = [one_round(daemon, count, find) for _ in range(rounds)]

@@ -117,3 +117,65 @@ def test_dry_run_reads_the_fleets_journal_and_writes_nothing(
         assert (fleet.counts(), fleet.known()) == before, "the dry run wrote something"
     finally:
         fleet.close()
+
+
+def test_journal_copy_keeps_each_waiting_file_in_its_place_in_the_queue(
+    tmp_path, postgres_cluster, postgres_url
+):
+    from syncd.journal.postgres import PostgresStore
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    sizes = {"small.bin": 10, "large.bin": 30, "middle.bin": 20}
+    sqlite = SqliteStore(tmp_path / "state" / "journal.sqlite")
+    for inode, (name, size) in enumerate(sizes.items(), start=1):
+        sqlite.record_seen(os.fsencode(drop / name), "ads", Identity(1, inode, size, 20))
+    sqlite.close()
+    watch = {"path": str(drop), "order": "largest", "priority": 3}
+    config = base_config(tmp_path, "http://127.0.0.1:9", [watch])
+    joining = RunningDaemon(
+        tmp_path, config, {**os.environ, "PGPASSWORD": postgres_cluster.password}
+    )
+    copied = joining.cli("journal", "copy", "--to", postgres_url)
+    assert copied.returncode == 0, copied.stderr
+    fleet = PostgresStore(postgres_url, postgres_cluster.password, "host-a", 30.0)
+    try:
+        taken = []
+        while (row := fleet.claim(10.0**10)) is not None:
+            taken.append(os.path.basename(os.fsdecode(row.path)))
+        assert taken == ["large.bin", "middle.bin", "small.bin"], "the watch's order, kept"
+        with fleet._write() as db:
+            priorities = {
+                r["priority"] for r in db.execute("SELECT priority FROM files").fetchall()
+            }
+        assert priorities == {3}
+    finally:
+        fleet.close()
+
+
+def test_status_prints_the_fleets_hosts_escaped(
+    tmp_path, make_daemon, postgres_cluster, postgres_url
+):
+    """A host's name comes from the shared database, which every host (and whoever owns
+    one) writes: `syncd status` prints it escaped, on its own line, like a file name."""
+    import psycopg
+
+    from syncd.control.printable import printable
+
+    (tmp_path / "drop").mkdir()
+    config = base_config(tmp_path, "http://127.0.0.1:9", [{"path": str(tmp_path / "drop")}])
+    config["journal"] = {"url": postgres_url, "password_file": str(postgres_cluster.password_file)}
+    daemon = make_daemon(config).start()
+    hostile = "evil\x1b[2J\n  forged (pid 1): heartbeat 0.0 s ago, 0 claims\x07"
+    with psycopg.connect(postgres_url, password=postgres_cluster.password) as db:
+        db.execute(
+            "INSERT INTO hosts (host_id, pid, version, started_at, heartbeat_at)"
+            " VALUES (%s, 7, '0.1', 0, 0)",
+            (hostile,),
+        )
+    shown = daemon.cli("status")
+    assert shown.returncode == 0, shown.stderr
+    fleet = shown.stdout.split("\nfleet:\n")[1].splitlines()
+    assert any(line.startswith(f"  {printable(hostile)} (pid 7): heartbeat ") for line in fleet)
+    assert not any(line.startswith("  forged") for line in fleet), fleet
+    assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout

@@ -16,6 +16,7 @@ from conftest import SCALE, base_config
 from syncd.control import logs
 from syncd.control.logs import log_fields, setup_logging
 from syncd.control.printable import printable
+from syncd.sandbox import credentials
 
 FORGED = b"\n2026-01-01 00:00:00 ERROR forged\n<0>forged priority"
 HOSTILE = [
@@ -29,6 +30,8 @@ HOSTILE = [
 ]
 TOO_LONG = FORGED + b" \x1b[2J" + b"L" * (246 - len(FORGED) - 5) + b".bin"
 """250 bytes: a valid name whose sidecar's name (261 bytes) no file system takes."""
+UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e]")
+"""What a terminal or a reader of the output would act on."""
 LOG_LINE = re.compile(rb"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [A-Z]+ |  )")
 """A record starts with its time and level; only a traceback's lines are indented."""
 
@@ -68,10 +71,37 @@ def test_hostile_names_forge_nothing_and_stay_exact(tmp_path, sandbox, make_daem
     shown = daemon.cli("status")
     assert shown.returncode == 0, shown.stderr
     assert "too long" in shown.stdout
-    for line in shown.stdout.splitlines():
-        assert not re.search(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e]", line), line
-        assert not line.startswith(("2026-01-01", "<0>")), line
+    assert_printed_safely(shown.stdout)
     assert "\\n2026-01-01 00:00:00 ERROR forged\\n<0>forged priority \\x1b[2J" in shown.stdout
+
+
+def assert_printed_safely(output: str) -> None:
+    """Each line of `output` one item, and none with anything a terminal would act on."""
+    for line in output.splitlines():
+        assert not UNSAFE.search(line), line
+        assert not line.startswith(("2026-01-01", "<0>")), line
+
+
+def test_held_files_print_escaped_under_a_service_hold(tmp_path, sandbox, make_daemon):
+    """A 429 holds the whole service: its `held:` lines name the files, escaped."""
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    config = base_config(tmp_path, sandbox.url, [{"path": str(drop)}])
+    config["services"]["ads"]["max_parallel"] = 1
+    limited = f"/1.1/ton/bucket/{credentials.TON_BUCKET_TA_PARTNER}"
+    sandbox.fault(method="POST", path=limited, status=429, retry_after=600, count=1)
+    paths = [drop_raw(drop, name, b"held back") for name in HOSTILE]
+    daemon = make_daemon(config).start()
+    daemon.wait_counts(held=len(paths))
+    assert [hold["service"] for hold in daemon.status()["service_holds"]] == ["ads"]
+
+    shown = daemon.cli("status")
+    assert shown.returncode == 0, shown.stderr
+    assert_printed_safely(shown.stdout)
+    assert "\nservices held:\n  ads until " in shown.stdout
+    held = shown.stdout.split("\nheld:\n")[1].splitlines()
+    for path in paths:
+        assert any(line.startswith(f"  {printable(os.fsdecode(path))} (ads): ") for line in held)
 
 
 def test_printable_escapes_what_a_terminal_or_a_log_would_act_on():
