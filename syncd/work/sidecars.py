@@ -1,9 +1,10 @@
 """The committer: one thread that makes put sidecars durable and their rows `done` in batches.
 
 Workers hand over each row whose sidecar they put (work/finish.py) and go on to the next
-file. This thread takes all that queued up within `GATHER` of the first, fsyncs each folder
-once for all of its new sidecars, and hands the batch back (`done`), which commits it in one
-transaction. A burst of small files so shares its folder fsyncs and its commits.
+file. This thread takes all that queued up while it committed the batch before, fsyncs each
+folder once for all of its new sidecars, and hands the batch back (`done`), which commits it
+in one transaction. A burst of small files so shares its folder fsyncs and its commits,
+and a lone file waits for no other: `done` follows its sidecar as closely as it can.
 """
 
 from __future__ import annotations
@@ -22,10 +23,6 @@ log = logging.getLogger(__name__)
 
 BATCH = 256
 """Rows a transaction at most: a long batch would hold back the first row's `done`."""
-GATHER = 0.05
-"""Seconds the first row handed over waits for others to join its batch during a burst (the
-last batch had several rows): a burst shares its folder fsyncs and its commits. A lone
-file is committed at once: `done` follows its sidecar as closely as it can."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +63,7 @@ class SidecarCommitter:
         with self._cond:
             earlier = self._queue.pop(finished.row.id, None)
             self._queue[finished.row.id] = finished
-            if len(self._queue) in (1, BATCH):
+            if len(self._queue) == 1:
                 self._cond.notify()
         if earlier is not None and earlier.folder is not None:
             os.close(earlier.folder)
@@ -85,17 +82,13 @@ class SidecarCommitter:
         return self._thread.is_alive()
 
     def _loop(self) -> None:
-        burst = False
         while True:
             with self._cond:
                 while not self._queue and not self._stop:
                     self._cond.wait()
                 if not self._queue:
                     return
-                if burst and not self._stop and len(self._queue) < BATCH:
-                    self._cond.wait(GATHER)  # woken early only by a full batch or a stop
                 batch = [self._queue.pop(key) for key in list(self._queue)[:BATCH]]
-            burst = len(batch) > 1
             try:
                 self._commit(batch)
             except Exception:
