@@ -155,7 +155,9 @@ class Finisher:
             log.info("uploaded %s", os.fsdecode(row.path), extra=_done_fields(row))
 
     def _complete(self, batch: list[Finished]) -> None:
-        for item in batch:
+        # In row order: two hosts' batches then lock their rows in one order (PostgreSQL
+        # would otherwise find a deadlock and roll one back).
+        for item in sorted(batch, key=lambda item: item.row.id):
             if item.written:
                 self._completed(item.row)
             self._journal.mark_done(item.row.id)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from syncd.journal.patience import patiently
 from syncd.journal.store import Row
 from syncd.outputs import sidecar
 
@@ -82,6 +83,10 @@ class SidecarCommitter:
         return self._thread.is_alive()
 
     def _loop(self) -> None:
+        with patiently():  # the journal unavailable (a full disk, a deadlock): commit later
+            self._commit_all()
+
+    def _commit_all(self) -> None:
         while True:
             with self._cond:
                 while not self._queue and not self._stop:
