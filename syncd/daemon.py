@@ -145,7 +145,11 @@ class Daemon:
             )
         self.pipeline.use(config.services, self._uploaders(config))
         self.watcher = Watcher(
-            config.watches, config.daemon.settle_seconds, self._complete, self.journal.known
+            config.watches,
+            config.daemon.settle_seconds,
+            self._complete,
+            self.journal.known,
+            self._complete_together,
         )
         self.workers = Workers(
             config.daemon.workers,
@@ -367,6 +371,11 @@ class Daemon:
         with patiently():  # a full disk pauses intake here until the file is journaled
             if self.journal.record_seen(encoded, watch.service, identity, watch.priority, order):
                 self.workers.wake()
+
+    def _complete_together(self, work: Callable[[], None]) -> None:
+        """A settle round's files journaled in one commit; a full disk pauses intake here."""
+        with patiently():
+            self.journal.batch(work)
 
     def _warn_inotify_limit(self) -> None:
         """Once the start-up scan has counted the folders (a walk of its own would double

@@ -366,7 +366,9 @@ def test_a_sidecar_that_could_not_be_written_is_written_later(tmp_path, sandbox,
     blocker.rmdir()
     assert daemon.cli("retry", str(path)).returncode == 0
     daemon.wait_counts(done=1, failed=0)
-    archived = wait_until(lambda: (p := archive / "blocked.txt").exists() and p, 30, "archived")
+    archived = archive / "blocked.txt"
+    # The file is carried first, its sidecar right after it.
+    wait_until(lambda: sidecar_exists(archived), 30, "archived with its sidecar")
     assert not path.exists()
     sha256 = hashlib.sha256(b"uploaded, sidecar refused").hexdigest()
     assert read_sidecar(archived)["sha256"] == sha256

@@ -29,6 +29,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from syncd.config import WatchConfig
+from syncd.intake.routing import IGNORED_PREFIXES, IGNORED_SUFFIXES
 
 INOTIFY_LOGGER = "watchdog.observers.inotify_c"
 EVENTS: list[type[FileSystemEvent]] = [
@@ -70,12 +71,24 @@ class _Events(FileSystemEventHandler):
             target = event.dest_path if isinstance(event, DirMovedEvent) else event.src_path
             hints.hint_folder(Path(os.fsdecode(target)))
         elif isinstance(event, FileMovedEvent):
-            hints.forget(Path(os.fsdecode(event.src_path)))
-            hints.hint(Path(os.fsdecode(event.dest_path)), quick=True)
+            if not ignored(event.src_path):
+                hints.forget(Path(os.fsdecode(event.src_path)))
+            if not ignored(event.dest_path):
+                hints.hint(Path(os.fsdecode(event.dest_path)), quick=True)
+        elif event.is_directory or ignored(event.src_path):
+            return
         elif isinstance(event, FileDeletedEvent):
             hints.forget(Path(os.fsdecode(event.src_path)))
-        elif not event.is_directory and event.event_type not in ("opened", "closed_no_write"):
+        elif event.event_type not in ("opened", "closed_no_write"):
             hints.hint(Path(os.fsdecode(event.src_path)), quick=isinstance(event, FileClosedEvent))
+
+
+def ignored(path: bytes | str) -> bool:
+    """A file name intake always ignores: our sidecars and their temp files (every upload
+    makes them), dot-files, partial downloads. Dropped here, on watchdog's thread, before
+    they cost a hint, a wake of the settler and an lstat."""
+    name = os.fsencode(path).rpartition(b"/")[2]
+    return name.endswith(IGNORED_SUFFIXES) or name.startswith(IGNORED_PREFIXES)
 
 
 class _OverflowHook(logging.Handler):

@@ -15,6 +15,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from syncd.config import WatchConfig
@@ -33,6 +34,10 @@ RETRY_SETTLED = 1.0
 
 Complete = Callable[[Path, WatchConfig, Identity], None]
 """Told of each file that is complete; the journal decides whether it is new."""
+Batch = Callable[[Callable[[], None]], None]
+"""Runs the `Complete` calls of one settle round together (the journal's group commit)."""
+BATCH = 256
+"""Files a batch at most: a longer one would hold the journal from the workers."""
 
 
 class Watcher:
@@ -44,9 +49,11 @@ class Watcher:
         settle_seconds: float,
         complete: Complete,
         known: Known,
+        batch: Batch = lambda work: work(),
     ) -> None:
         self.watches = watches
         self._complete = complete
+        self._batch = batch
         self._cond = threading.Condition()
         self._hints: dict[Path, bool] = {}
         self._folders: set[Path] = set()
@@ -188,6 +195,7 @@ class Watcher:
     def _settle_due(self) -> None:
         with self._cond:
             due = self._settler.due(time.monotonic())
+        complete: list[tuple[Path, WatchConfig, Identity, Seen]] = []
         for path in due:
             try:
                 st: os.stat_result | None = os.lstat(path)
@@ -200,12 +208,23 @@ class Watcher:
                 continue
             watch = route(self.watches, path)
             if watch is not None and inside(watch, path):
-                try:
-                    self._complete(path, watch, Identity.of(st))
-                except StorageFault:
-                    with self._cond:  # kept: journaled once the journal answers again
+                complete.append((path, watch, Identity.of(st), seen))
+        # Journaled a batch at a time (one commit for a burst); those the journal cannot
+        # take now are offered to it again later. In path order: hosts of a fleet that see
+        # the same files then insert them in the same order, which cannot deadlock.
+        complete.sort(key=lambda found: os.fsencode(found[0]))
+        for start in range(0, len(complete), BATCH):
+            try:
+                self._batch(partial(self._complete_each, complete[start : start + BATCH]))
+            except StorageFault:
+                with self._cond:
+                    for path, _, _, seen in complete[start:]:
                         self._settler.retry(path, seen, time.monotonic() + RETRY_SETTLED)
-                    raise
+                raise
+
+    def _complete_each(self, complete: list[tuple[Path, WatchConfig, Identity, Seen]]) -> None:
+        for path, watch, identity, _ in complete:
+            self._complete(path, watch, identity)
 
     def _drop(self, path: Path) -> None:
         with self._cond:

@@ -109,15 +109,20 @@ class Leases:
             held = {row_id: c.fence for row_id, c in self._claims.items() if not c.lost}
         if not held:
             return
+        # The rows are locked in id order, as every multi-row write of the store takes them
+        # (the sidecar committer's batches): in any other order two of them can deadlock.
+        ids = sorted(held)
         found = self._store.execute(
-            "UPDATE files SET claim_expires=%(expires)s::float8 FROM unnest(%(ids)s::bigint[],"
-            " %(fences)s::bigint[]) AS held(id, fence) WHERE files.id=held.id"
-            " AND files.claim_fence=held.fence AND files.claim_owner=%(owner)s"
-            " RETURNING files.id",
+            "WITH mine AS (SELECT files.id FROM files JOIN unnest(%(ids)s::bigint[],"
+            " %(fences)s::bigint[]) AS held(id, fence) ON files.id=held.id"
+            " AND files.claim_fence=held.fence WHERE files.claim_owner=%(owner)s"
+            " ORDER BY files.id FOR UPDATE OF files)"
+            " UPDATE files SET claim_expires=%(expires)s::float8 FROM mine"
+            " WHERE files.id=mine.id RETURNING files.id",
             {
                 "expires": self._store.expiry(time.time()),
-                "ids": list(held),
-                "fences": list(held.values()),
+                "ids": ids,
+                "fences": [held[row_id] for row_id in ids],
                 "owner": self._store.owner,
             },
         )

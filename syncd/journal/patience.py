@@ -22,6 +22,8 @@ from syncd.control.degraded import JOURNAL, Backoff, Degraded
 from syncd.errors import SyncdError
 
 S = TypeVar("S")
+BATCH = "batch"
+"""The store's group commit: a fault is told by, and cleared by, the calls made inside."""
 _patience = threading.local()
 
 
@@ -68,18 +70,27 @@ class _Persevering:
 
         @functools.wraps(method)
         def call(*args: Any, **kwargs: Any) -> Any:
+            batch: set[str] | None = getattr(_patience, "batch", None)
+            if batch is not None:  # inside a batch, which waits and runs again as a whole
+                batch.add(name)
+                return method(*args, **kwargs)
             backoff = Backoff()
             while True:
+                inner: set[str] = set()
+                _patience.batch = inner if name == BATCH else None
                 try:
                     result = method(*args, **kwargs)
                 except StorageFault as fault:
-                    self._failing.add(name)
+                    self._failing |= inner or {name}
                     self._faults.set(JOURNAL, str(fault))
                     if not getattr(_patience, "on", False):
                         raise
                     time.sleep(backoff.failed())
                     continue
-                if name in self._failing:  # what failed works again: the disk takes writes
+                finally:
+                    _patience.batch = None
+                if not self._failing.isdisjoint(inner or {name}):
+                    # What failed works again: the disk takes writes.
                     self._failing.clear()
                     self._faults.clear(JOURNAL)
                 return result

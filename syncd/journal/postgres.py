@@ -22,9 +22,9 @@ It keeps the SQLite store's rows and rules (see store.py) and adds what several 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -36,26 +36,25 @@ from syncd.journal import rules
 from syncd.journal.codec import decode, encode
 from syncd.journal.leases import Leases
 from syncd.journal.pg_after import PostgresAfterUpload
-from syncd.journal.pg_base import Params, signed, unsigned
+from syncd.journal.pg_base import signed, unsigned
 from syncd.journal.pg_claims import CLAIMABLE_NAMES, Claims
 from syncd.journal.pg_fleet import FleetTables
 from syncd.journal.pg_flow import PostgresFlow
 from syncd.journal.pg_outbox import PostgresOutbox
+from syncd.journal.pg_pool import Pooled
 from syncd.journal.pg_reads import Reads
-from syncd.journal.pg_schema import connect_error, first_line, migrate
+from syncd.journal.pg_schema import connect_error, migrate
 from syncd.journal.states import State, check_move
 from syncd.journal.store import Decision, JournalUnavailable, Row
 
 log = logging.getLogger(__name__)
 
-OUTAGE_WAIT = 1.0
-"""Seconds a call waits for a connection while the database is known to be unavailable."""
 
 _FENCED = "id=%(id)s AND version=%(version)s AND claim_fence=%(fence)s"
 """A write under the claim the row was read under; every claim raises the fence."""
 
 
-class PostgresStore(Claims, Reads, FleetTables, PostgresFlow, PostgresAfterUpload):
+class PostgresStore(Pooled, Claims, Reads, FleetTables, PostgresFlow, PostgresAfterUpload):
     """Durable state of every file the fleet knows; safe to share between threads."""
 
     def __init__(
@@ -66,6 +65,8 @@ class PostgresStore(Claims, Reads, FleetTables, PostgresFlow, PostgresAfterUploa
         self.lease = lease
         self.changes = 0
         self._outage = False
+        self._batch = threading.local()
+        """`db`: the connection of the batch this thread has open, if any."""
         params: dict[str, Any] = {
             "autocommit": True,
             "row_factory": dict_row,
@@ -105,39 +106,6 @@ class PostgresStore(Claims, Reads, FleetTables, PostgresFlow, PostgresAfterUploa
     def close(self) -> None:
         self.leases.stop()
         self._pool.close()
-
-    # -- connections -------------------------------------------------------------------
-
-    @contextmanager
-    def _db(self) -> Iterator[psycopg.Connection[DictRow]]:
-        """A connection of the pool; losing the database is JournalUnavailable, which
-        callers ride out (the pool replaces the broken connection). During an outage a
-        connection is waited for briefly, so that every caller finds out soon."""
-        try:
-            with self._pool.connection(OUTAGE_WAIT if self._outage else None) as db:
-                yield db
-        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
-            self._outage = True
-            raise JournalUnavailable(
-                f"the journal database is unavailable: {first_line(exc)}"
-            ) from None
-        self._outage = False
-
-    @contextmanager
-    def _write(self) -> Iterator[psycopg.Connection[DictRow]]:
-        with self._db() as db, db.transaction():
-            yield db
-        self.changes += 1
-
-    def _read(self, query: str, values: Params = None) -> list[DictRow]:
-        with self._db() as db:
-            return db.execute(query, values).fetchall()
-
-    def execute(self, query: str, values: Params = None) -> list[DictRow]:
-        """A statement in a transaction of its own; the rows it returns (leases.py's use)."""
-        with self._write() as db:
-            cursor = db.execute(query, values)
-            return cursor.fetchall() if cursor.description else []
 
     # -- start, health -----------------------------------------------------------------
 

@@ -2,11 +2,12 @@
 
 One connection, guarded by a lock, so every write is serialised; each state change is
 one `BEGIN IMMEDIATE` transaction (a deferred one that upgrades gets SQLITE_BUSY without
-the busy handler). WAL with synchronous=NORMAL survives kill -9 at any moment (and the
-steps services save, with synchronous=FULL, a power cut too); paths are
-stored as bytes so that names which are not UTF-8 survive. Claims live in the rows
-(`claim_owner`, `claim_expires`, `claim_fence`), taken in one `UPDATE … RETURNING`, so two
-stores opened on one file never hand out the same row.
+the busy handler), or part of the one transaction of a `batch()` (group commit). WAL with
+synchronous=NORMAL survives kill -9 at any moment (and the steps services save, with
+synchronous=FULL, a power cut too); paths are stored as bytes so that names which are not
+UTF-8 survive. Claims live in the rows (`claim_owner`, `claim_expires`, `claim_fence`),
+taken in one `UPDATE … RETURNING`, so two stores opened on one file never hand out the
+same row.
 """
 
 from __future__ import annotations
@@ -16,43 +17,39 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from syncd.errors import SyncdError
 from syncd.files import Identity
 from syncd.journal import rules
-from syncd.journal.codec import decode, encode, row_from
+from syncd.journal.codec import decode, encode
 from syncd.journal.migrations import MIGRATIONS
 from syncd.journal.outbox import SqliteOutbox
 from syncd.journal.patience import StorageFault
 from syncd.journal.sqlite_after import SqliteAfterUpload
+from syncd.journal.sqlite_claims import SqliteClaims
 from syncd.journal.sqlite_flow import SqliteFlow
-from syncd.journal.states import CLAIMABLE, IN_FLIGHT, State, allowed, check_move, check_moves
+from syncd.journal.sqlite_reads import SqliteReads
+from syncd.journal.states import CLAIMABLE, IN_FLIGHT, State, allowed, check_move
 from syncd.journal.store import Decision, Row
 
+T = TypeVar("T")
 STORAGE_FAULTS = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
 """SQLite's primary codes for a full disk and for I/O errors: they pass by themselves."""
 _CLAIMABLE = ", ".join(f"'{s}'" for s in sorted(CLAIMABLE))
 _IN_FLIGHT_OR_UPLOADED = ", ".join(
     f"'{s}'" for s in sorted({*IN_FLIGHT, State.UPLOADED, State.DONE})
 )
-_WAITING = f"state IN ({_CLAIMABLE}) AND (claim_owner IS NULL OR claim_expires < :now)"
-"""Rows waiting for a worker (SQL built from our own constants, never from input)."""
 _SOURCES = {
     target: ", ".join(f"'{s}'" for s in sorted(State) if allowed(s, target)) for target in State
 }
 """For each state, the states a row may move to it from, as SQL."""
 
 
-def _not_in(skipped: dict[str, str]) -> str:
-    """SQL: the row's service is none of the named parameters in `skipped`."""
-    return f"service NOT IN ({', '.join(':' + name for name in skipped)})"
-
-
-class SqliteStore(SqliteFlow, SqliteAfterUpload):
+class SqliteStore(SqliteClaims, SqliteReads, SqliteFlow, SqliteAfterUpload):
     """Durable state of every file syncd knows; safe to share between threads.
 
     `owner` names this store's claims; `lease` bounds a claim, None holds it until released.
@@ -75,11 +72,15 @@ class SqliteStore(SqliteFlow, SqliteAfterUpload):
             raise SyncdError(f"{path}: cannot open the journal: {reason}") from None
         self._db.row_factory = sqlite3.Row
         self._path = path
-        self._lock = threading.Lock()
+        # Reentrant: a batch holds it while the calls inside take it again. Typed as the
+        # Lock its sharers (outbox, mixins) take it as: they only enter it.
+        self._lock = cast(threading.Lock, threading.RLock())
         self._owner = owner or socket.gethostname()
         self._lease = lease
         self.changes = 0
         """Counts committed state changes (status line recomputed only when it can differ)."""
+        self._counted = self._durable = False
+        """Whether the open transaction holds a counted change, a durable one."""
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -92,19 +93,26 @@ class SqliteStore(SqliteFlow, SqliteAfterUpload):
 
     @contextmanager
     def _write(self, counted: bool = True, durable: bool = False) -> Iterator[sqlite3.Connection]:
-        """One transaction. `durable` commits it with synchronous=FULL: what it records
-        cannot be taken back (a post, a tweet, a session, a move on disk that follows), so it
-        must outlive a power cut, not only a killed process. `counted` ones tell `changes`.
-        A full disk or an I/O error raises StorageFault, after a rollback that never hides
-        it (SQLite may have rolled back by itself already)."""
+        """One transaction, or a part of the `batch()` this thread has open. `durable`
+        commits it with synchronous=FULL: what it records cannot be taken back (a post, a
+        tweet, a session, a move on disk that follows), so it must outlive a power cut, not
+        only a killed process. `counted` ones tell `changes`. A full disk or an I/O error
+        raises StorageFault, after a rollback that never hides it (SQLite may have rolled
+        back by itself already)."""
         with self._lock:
+            if self._db.in_transaction:
+                self._counted = self._counted or counted
+                self._durable = self._durable or durable
+                yield self._db
+                return
+            self._counted, self._durable = counted, durable
             if durable:
                 self._db.execute("PRAGMA synchronous=FULL")
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     yield self._db
-                    self._db.execute("COMMIT")
+                    self._commit(durable)
                 except BaseException:
                     if self._db.in_transaction:
                         with suppress(sqlite3.Error):
@@ -117,8 +125,23 @@ class SqliteStore(SqliteFlow, SqliteAfterUpload):
             finally:
                 if durable:
                     self._db.execute("PRAGMA synchronous=NORMAL")
-            if counted:
+            if self._counted:
                 self.changes += 1
+
+    def _commit(self, synchronous_full: bool) -> None:
+        """COMMIT. A batch learns that a write inside is durable only once it is open, when
+        synchronous can no longer change: its WAL is fsync'd here, as FULL would have."""
+        self._db.execute("COMMIT")
+        if self._durable and not synchronous_full:
+            fd = os.open(f"{self._path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def batch(self, work: Callable[[], T]) -> T:
+        with self._write(counted=False):
+            return work()
 
     def _read(self, query: str, *values: object) -> list[sqlite3.Row]:
         with self._lock:
@@ -218,54 +241,6 @@ class SqliteStore(SqliteFlow, SqliteAfterUpload):
 
     # -- the workers' side -------------------------------------------------------------
 
-    def claim(self, now: float, skip: frozenset[str] = frozenset()) -> Row | None:
-        expires = None if self._lease is None else now + self._lease
-        skipped = {f"skip{n}": service for n, service in enumerate(sorted(skip))}
-        with self._write(counted=False) as db:
-            # The planner, without statistics, prefers files_due and sorts every waiting
-            # row; walking the queue's own index finds the first one at once.
-            found = db.execute(
-                "UPDATE files SET claim_owner=:owner, claim_expires=:expires,"  # noqa: S608
-                " claim_fence=claim_fence+1 WHERE id=(SELECT id FROM files INDEXED BY"
-                f" files_queue WHERE {_WAITING} AND due <= :now AND {_not_in(skipped)}"
-                " ORDER BY priority DESC, rank, id LIMIT 1) RETURNING *",
-                {"owner": self._owner, "expires": expires, "now": now, **skipped},
-            ).fetchall()
-        return row_from(found[0]) if found else None
-
-    def release(self, row_id: int) -> None:
-        with self._write(counted=False) as db:
-            db.execute(
-                "UPDATE files SET claim_owner=NULL, claim_expires=NULL"
-                " WHERE id=? AND claim_owner=?",
-                (row_id, self._owner),
-            )
-
-    def holds(self, row: Row) -> bool:
-        """One host writes this journal: a read suffices (no other store takes the row over
-        between this answer and the write that follows)."""
-        found = self._read(
-            "SELECT 1 FROM files WHERE id=? AND claim_fence=?"
-            " AND (claim_owner IS NULL OR claim_owner=?)",
-            row.id,
-            row.fence,
-            self._owner,
-        )
-        return bool(found)
-
-    def next_due(self, skip: frozenset[str] = frozenset()) -> float | None:
-        skipped = {f"skip{n}": service for n, service in enumerate(sorted(skip))}
-        with self._lock:
-            found = self._db.execute(
-                f"SELECT MIN(due) AS due FROM files WHERE {_WAITING} AND {_not_in(skipped)}",  # noqa: S608
-                {"now": time.time(), **skipped},
-            ).fetchone()
-        return None if found["due"] is None else float(found["due"])
-
-    def get(self, row_id: int) -> Row | None:
-        found = self._read("SELECT * FROM files WHERE id=?", row_id)
-        return row_from(found[0]) if found else None
-
     @staticmethod
     def _move(
         db: sqlite3.Connection, row: Row, target: State | None, assignments: str, *values: object
@@ -355,10 +330,6 @@ class SqliteStore(SqliteFlow, SqliteAfterUpload):
         """Each step a service saves cannot be taken back: committed durably (see _write)."""
         return self._update(row, None, "progress=?", encode(progress), durable=True)
 
-    def load_progress(self, row: Row) -> dict[str, Any]:
-        found = self._read("SELECT progress FROM files WHERE id=?", row.id)
-        return (decode(found[0]["progress"]) if found else None) or {}
-
     def mark_uploaded(self, row: Row, result: dict[str, Any]) -> Row | None:
         now = time.time()
         changed = self._update(
@@ -394,64 +365,3 @@ class SqliteStore(SqliteFlow, SqliteAfterUpload):
             if failed:
                 self.outbox.record(db, State.FAILED, row.id, now)
             return failed
-
-    def overdue_callbacks(self, now: float) -> list[Row]:
-        found = self._read(
-            "SELECT * FROM files WHERE state=? AND due <= ?", State.AWAITING_CALLBACK, now
-        )
-        return [row_from(r) for r in found]
-
-    def in_state(self, state: State) -> list[Row]:
-        return [row_from(r) for r in self._read("SELECT * FROM files WHERE state=?", state)]
-
-    # -- the status socket's side ------------------------------------------------------
-
-    def counts(self) -> dict[State, int]:
-        found = self._read("SELECT state, COUNT(*) AS n FROM files GROUP BY state")
-        by_state = {r["state"]: int(r["n"]) for r in found}
-        return {state: by_state.get(state.value, 0) for state in State}
-
-    def with_error(self, state: State, limit: int) -> list[Row]:
-        found = self._read(
-            "SELECT * FROM files WHERE state=? AND error IS NOT NULL"
-            " ORDER BY error_at DESC LIMIT ?",
-            state,
-            limit,
-        )
-        return [row_from(r) for r in found]
-
-    def retry(self, paths: Iterable[bytes] | None) -> int:
-        queued_from = (State.FAILED, State.RETRY_WAIT)
-        check_moves(queued_from, State.SEEN)
-        check_moves(queued_from, State.HASHED)
-        with self._write() as db:
-            query = (
-                "UPDATE files SET state=CASE WHEN sha256 IS NULL THEN 'seen' ELSE 'hashed' END,"
-                " attempts=0, due=0, error=NULL, error_at=NULL, updated_at=?1,"
-                " queued_at=CASE WHEN state='failed' THEN ?1 ELSE queued_at END"
-                " WHERE state IN (?, ?)"
-            )
-            if paths is None:
-                return db.execute(query, (time.time(), *queued_from)).rowcount
-            return sum(
-                db.execute(query + " AND path=?", (time.time(), *queued_from, p)).rowcount
-                for p in paths
-            )
-
-    # -- metrics ---------------------------------------------------------------------------
-
-    def oldest_pending(self) -> float | None:
-        found = self._read(
-            "SELECT MIN(queued_at) AS at FROM files WHERE state NOT IN (?, ?)",
-            State.DONE,
-            State.FAILED,
-        )
-        return None if found[0]["at"] is None else float(found[0]["at"])
-
-    def last_success(self) -> dict[str, float]:
-        found = self._read(
-            "SELECT service, MAX(uploaded_at) AS at FROM files WHERE state=?"
-            " AND uploaded_at IS NOT NULL GROUP BY service",
-            State.DONE,
-        )
-        return {r["service"]: float(r["at"]) for r in found}

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from collections.abc import Iterable
-from contextlib import AbstractContextManager
 
 from syncd.files import Identity
 from syncd.journal.after import (
@@ -26,6 +24,7 @@ from syncd.journal.codec import (
     hook_from,
     hook_values,
 )
+from syncd.journal.sqlite_base import SqlitePart
 from syncd.journal.states import State, allowed
 
 
@@ -39,19 +38,8 @@ def _enqueue(db: sqlite3.Connection, hook: HookEvent | None) -> None:
     )
 
 
-class SqliteAfterUpload:
+class SqliteAfterUpload(SqlitePart):
     """Mixed into SqliteStore: its connection, lock and transactions."""
-
-    _db: sqlite3.Connection
-    _lock: threading.Lock
-
-    def _write(
-        self, counted: bool = True, durable: bool = False
-    ) -> AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError
-
-    def _read(self, query: str, *values: object) -> list[sqlite3.Row]:
-        raise NotImplementedError
 
     # -- actions -----------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from syncd.errors import SyncdError
 from syncd.files import Identity
@@ -24,6 +24,8 @@ from syncd.journal.states import State
 if TYPE_CHECKING:
     from syncd.config import Config
 
+
+T = TypeVar("T")
 
 UNREADABLE = "$unreadable"
 """In a row's progress: the JSON columns of the row that could not be read (the row is
@@ -148,6 +150,14 @@ class Store(AfterUploadStore, Protocol):
         """Counts committed state changes (status line recomputed only when it can differ)."""
 
     def close(self) -> None: ...
+
+    def batch(self, work: Callable[[], T]) -> T:
+        """Group commit: `work`'s journal calls commit together in one transaction, all or
+        none (an exception rolls them all back); what `work` returns. For several moves of
+        one file, or one move of many files, at the price of one commit. `work` makes only
+        journal calls: other threads' calls wait until it ends, and a storage fault runs it
+        again (journal/patience.py)."""
+        ...
 
     def recover(self) -> int:
         """At start: nothing of this host is in flight any more. Uploads resume from their

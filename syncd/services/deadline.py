@@ -42,6 +42,8 @@ class _Watcher:
         self._cond = threading.Condition()
         self._exchanges: set[Exchange] = set()
         self._thread: threading.Thread | None = None
+        self._wakes_at: float | None = None
+        """The earliest deadline the thread waits for; None: it waits for an exchange."""
 
     def add(self, exchange: Exchange) -> None:
         with self._cond:
@@ -51,7 +53,9 @@ class _Watcher:
                     target=self._run, name="http-deadlines", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify()
+            # Woken only for an earlier deadline: a request each would be a thread switch.
+            if self._wakes_at is None or exchange.deadline < self._wakes_at:
+                self._cond.notify()
 
     def remove(self, exchange: Exchange) -> None:
         with self._cond:
@@ -76,8 +80,11 @@ class _Watcher:
                             _abort(connection)
                 waiting = [e.deadline for e in self._exchanges if not e.expired]
                 if waiting:
-                    self._cond.wait(max(0.01, min(waiting) - now))
-                elif not self._cond.wait(IDLE_EXIT) and not self._exchanges:
+                    self._wakes_at = min(waiting)
+                    self._cond.wait(max(0.01, self._wakes_at - now))
+                    continue
+                self._wakes_at = None
+                if not self._cond.wait(IDLE_EXIT) and not self._exchanges:
                     self._thread = None  # idle: the next exchange starts another
                     return
 

@@ -34,6 +34,8 @@ from syncd.services.oauth import user_auth
 
 RESULT_MARGIN = 3600.0
 """A duplicate reuses an earlier TON object only while it has this long left to live."""
+SMALL_BODY = 64 * 1024
+"""A body up to this size is sent as bytes: headers and body go out in one write."""
 RANGE = re.compile(r"\s*(?:bytes=)?([0-9]{1,18})-([0-9]{1,18})\s*")
 
 
@@ -97,13 +99,19 @@ class TonUploader:
     def _single(self, job: Job) -> Result:
         expires_at = time.time() + self.config.expires
         job.file.seek(0)
+        body: bytes | CountingReader
+        if job.size <= SMALL_BODY:
+            body = job.file.read(job.size)
+            job.progress(len(body))
+        else:
+            body = CountingReader(job.file, job.size, job.progress)
         reply = self.http.send(
             "POST",
             self.bucket_url,
             expect=(201,),
             auth=self.auth,
             headers=self._headers(job, expires_at),
-            data=CountingReader(job.file, job.size, job.progress),
+            data=body,
         )
         location = reply.headers.get("Location")
         if not location:

@@ -140,5 +140,5 @@ class Callbacks:
         uploaded = self._journal.mark_uploaded(row, outcome)
         if uploaded is None:
             return False
-        self._pipeline.finish(uploaded, service)
+        self._pipeline.finisher.finish(uploaded, service)
         return True

@@ -6,10 +6,7 @@ never hangs a worker); its caption and sidecar are reached through the same fold
 descriptor. It is hashed streamed, and checked again after the upload: a file that
 changed meanwhile is queued afresh and never recorded with the wrong hash.
 
-A sidecar that cannot be written for good (a name too long, a folder in its way, a folder
-that refuses us) fails the file with that reason, its upload's result kept: `syncd retry`
-then writes the sidecar without uploading again. One that fails for a passing reason
-(disk full, I/O) leaves the row `uploaded`, and the sidecars are tried again with backoff.
+Once uploaded, the row goes on its way to `done` through work/finish.py.
 """
 
 from __future__ import annotations
@@ -24,20 +21,20 @@ from pathlib import Path
 from typing import Any
 
 from syncd.config import ServiceConfig, WatchConfig
-from syncd.control.degraded import SIDECARS, Backoff, Degraded
+from syncd.control.degraded import Degraded
 from syncd.control.logs import log_fields
 from syncd.errors import PermanentError, RateLimited, RetryableError
-from syncd.files import Place, Vanished, identity_of, locate, media_type, sha256_of
+from syncd.files import Identity, Place, Vanished, identity_of, locate, media_type, sha256_of
 from syncd.intake.routing import route
 from syncd.journal.states import State, allowed
 from syncd.journal.store import UNREADABLE, Decision, Row, Store
-from syncd.outputs import sidecar
 from syncd.services import ready
 from syncd.services.base import AwaitCallback, Interrupted, Job, Uploader
 from syncd.services.loading import load
 from syncd.services.metering import metered
+from syncd.work.finish import Finisher
 from syncd.work.flow import Flow, Hold, TooLarge
-from syncd.work.outcomes import DONE, DUPLICATE, FAILED, Outcomes
+from syncd.work.outcomes import DUPLICATE, FAILED, Outcomes
 from syncd.work.progress import InFlight, Upload
 
 log = logging.getLogger(__name__)
@@ -45,10 +42,6 @@ log = logging.getLogger(__name__)
 
 class FileChanged(Exception):
     """The file is not the one the journal row describes any more."""
-
-
-class TakenOver(Exception):
-    """Fleet mode: another host claimed the row since; its sidecar is that host's to write."""
 
 
 class JobStop:
@@ -100,14 +93,12 @@ class Pipeline:
     ) -> None:
         self.journal = journal
         self.faults = faults or Degraded()
-        self._sidecar_backoff = Backoff()
-        self._next_mend = 0.0
         self.watches = watches
         self.stopping = stopping
         self.outcomes = outcomes
-        self.completed = completed
-        """Told of a row whose sidecar is durable, before it is done (after-upload actions
-        and hooks); it must be idempotent, as a crash in between calls it again."""
+        self.finisher = Finisher(
+            journal, self.place, outcomes, completed, self.mark_failed, self.faults
+        )
         self.flow = flow
         self.in_flight = InFlight()
         self.hashing = InFlight()
@@ -134,7 +125,7 @@ class Pipeline:
             # Claimed without its sidecar: its host died between the upload and the sidecar.
             service = self.services.get(row.service)
             if service is not None:
-                self.finish(row, service)
+                self.finisher.finish(row, service)
             return
         try:
             with self.place(path) as place, place.open_regular() as file:
@@ -209,39 +200,53 @@ class Pipeline:
     ) -> None:
         path = place.path
         identity = identity_of(file)
+        digest = None
         if row.sha256 is None or not identity.same_version(row.identity):
             tracked = Upload(str(path), row.service, identity.size)
             try:
                 digest = sha256_of(file, self.hashing.begin(row.id, tracked))
             finally:
                 self.hashing.end(row.id)
-            hashed = None
-            if identity_of(file) == identity:
-                hashed = self.journal.mark_hashed(row, digest, identity)
-            if hashed is None:
+            if identity_of(file) != identity:
                 self.journal.mark_changed(row)
                 raise FileChanged
-            row = hashed
         service = self.services.get(row.service)
         uploader = self.uploaders.get(row.service)
+        uploader = None if service is None or uploader is None else ready(uploader)
+        # One commit for `hashed` and the decision (`uploading` for a new file): a crash
+        # after it resumes from `hashed` (recover), before it from `seen`.
+        hashed, decision = self.journal.batch(lambda: self._begin(row, digest, identity, uploader))
+        if hashed is None:
+            raise FileChanged
         if service is None or uploader is None:
-            self.mark_failed(row, f"service {row.service!r} is no longer configured")
+            self.mark_failed(hashed, f"service {row.service!r} is no longer configured")
             return
-        uploader = ready(uploader)
-        decision = self.journal.begin_upload(row, uploader.still_valid)
         if decision is None:
             raise FileChanged
         answer, row = decision
         if answer is Decision.DUPLICATE:
             assert row.duplicate_of is not None
             log.info("%s duplicates %s", path, os.fsdecode(row.duplicate_of), extra=fields)
-            self.finish(row, service, place, DUPLICATE)
+            self.finisher.finish(row, service, place, DUPLICATE)
         elif answer is Decision.UNCHANGED:
             log.info("%s: its content was uploaded already: not uploaded again", path)
-            self.finish(row, service, place, DUPLICATE)
+            self.finisher.finish(row, service, place, DUPLICATE)
         elif answer is Decision.UPLOAD and self._may_go(row, counted_in=service):
             # (Asked again: a pause or a hold may have come while the file was hashed.)
             self._upload(row, place, file, service, uploader, fields)
+
+    def _begin(
+        self, row: Row, digest: str | None, identity: Identity, uploader: Uploader | None
+    ) -> tuple[Row | None, tuple[Decision, Row] | None]:
+        """Inside a batch: `hashed` if hashed now (None: the row is stale, marked changed),
+        then the decision on the upload (None: stale, or no uploader to ask)."""
+        hashed = row if digest is None else self.journal.mark_hashed(row, digest, identity)
+        if hashed is None:
+            self.journal.mark_changed(row)
+            return None, None
+        if uploader is None:
+            return hashed, None
+        return hashed, self.journal.begin_upload(hashed, uploader.still_valid)
 
     def _upload(
         self,
@@ -313,76 +318,7 @@ class Pipeline:
             raise FileChanged
         uploaded = self.journal.mark_uploaded(row, outcome)
         if uploaded is not None:
-            self.finish(uploaded, service, place)
-
-    def finish(
-        self, row: Row, service: ServiceConfig, place: Place | None = None, outcome: str = DONE
-    ) -> bool:
-        """The sidecar of an uploaded row, its after-upload actions, then `done`; a crash in
-        between is mended at start.
-
-        False when the sidecar must wait for a passing fault (disk full, I/O) to clear: the
-        row stays `uploaded`, and `mend` tries every such row again until all are written.
-        """
-        path = Path(os.fsdecode(row.path))
-        fields = log_fields(path, row.service, State.DONE)
-        assert row.result is not None and row.sha256 is not None
-        try:
-            if place is None:
-                with self.place(path) as found:
-                    written = self._write_sidecar(row, service, found)
-            else:
-                written = self._write_sidecar(row, service, place)
-        except Vanished:
-            written = False  # the file is gone or no longer here as it was: nothing beside it
-        except TakenOver:
-            log.warning("%s: another host took this file over", path, extra=fields)
-            return True
-        except PermanentError as exc:
-            self._sidecar_refused(row, f"cannot write the sidecar: {exc}")
-            return True
-        except sidecar.SidecarError as exc:
-            if exc.permanent:
-                self._sidecar_refused(row, str(exc))
-                return True
-            log.warning("%s; trying again later", exc, extra=fields)
-            self.faults.set(SIDECARS, str(exc))
-            self._next_mend = time.monotonic() + self._sidecar_backoff.failed()
-            return False
-        if written:
-            self.completed(row)
-        self.journal.mark_done(row.id)
-        waited = None if row.queued_at is None else time.time() - row.queued_at
-        self.outcomes.finished(row.service, outcome, row.identity.size, waited)
-        log.info("uploaded %s", path, extra=fields)
-        return True
-
-    def _sidecar_refused(self, row: Row, reason: str) -> None:
-        """Failed for a person to fix; the result stays, so `syncd retry` uploads nothing."""
-        log.error("%s", reason, extra=log_fields(row.path, row.service, State.FAILED))
-        self.mark_failed(row, f"uploaded, but {reason}; fix that, then syncd retry")
-
-    def _write_sidecar(self, row: Row, service: ServiceConfig, place: Place) -> bool:
-        """Beside the file while it is the version uploaded; a changed file gets none."""
-        assert row.result is not None and row.sha256 is not None
-        mode = place.mode_if_unchanged(row.identity)
-        if mode is None:
-            return False
-        text = sidecar.render(
-            service=row.service,
-            service_type=service.type,
-            sha256=row.sha256,
-            size=row.identity.size,
-            uploaded_at=row.uploaded_at or time.time(),
-            result=row.result,
-            duplicate_of=Path(os.fsdecode(row.duplicate_of)) if row.duplicate_of else None,
-        )
-        if not self.journal.holds(row):
-            # Checked, then written: a host frozen longer than its lease exactly between
-            # the two writes a sidecar its successor writes too, the same bytes (README).
-            raise TakenOver
-        sidecar.write(place, text, mode)
-        return True
+            self.finisher.finish(uploaded, service, place)
 
     def finish_uploaded(self) -> None:
         """Rows uploaded but without their sidecar (a crash, a full disk) get it now: at start,
@@ -391,12 +327,11 @@ class Pipeline:
             service = self.services.get(row.service)
             if service is None or self.failed_if_damaged(row):
                 continue
-            if not self.finish(row, service):
+            if not self.finisher.finish(row, service):
                 return
-        self._sidecar_backoff.reset()
-        self.faults.clear(SIDECARS)
+        self.finisher.mended()
 
     def mend(self) -> None:
         """While sidecars are degraded, try the waiting ones again once their backoff is up."""
-        if self.faults.has(SIDECARS) and time.monotonic() >= self._next_mend:
+        if self.finisher.mend_due():
             self.finish_uploaded()

@@ -13,7 +13,7 @@ import time
 
 from syncd.control.degraded import SIDECARS, Backoff, Degraded
 from syncd.journal.patience import StorageFault, patiently
-from syncd.journal.store import Store
+from syncd.journal.store import Row, Store
 from syncd.work.flow import Flow
 from syncd.work.pipeline import Pipeline
 
@@ -40,6 +40,8 @@ class Workers:
         """Fleet mode: idle workers look this often, as other hosts add rows and their
         claims run out without telling this one."""
         self._pipeline = pipeline
+        self._finisher = pipeline.finisher
+        self._committer = pipeline.finisher.committer
         self._flow = flow
         self._faults = faults or Degraded()
         self._cond = threading.Condition()
@@ -52,6 +54,7 @@ class Workers:
         ]
 
     def start(self) -> None:
+        self._committer.start()
         for thread in self._threads:
             thread.start()
 
@@ -70,10 +73,13 @@ class Workers:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in self._threads)
+        if any(t.is_alive() for t in self._threads):
+            return False
+        self._committer.stop()  # once it has committed what the workers handed over
+        return self._committer.join(max(0.0, deadline - time.monotonic()))
 
     def alive(self) -> bool:
-        return all(t.is_alive() for t in self._threads)
+        return all(t.is_alive() for t in self._threads) and self._committer.alive()
 
     def _idle_wait(self, due: float | None) -> float | None:
         wait = None if due is None else max(0.01, due - time.time())
@@ -87,23 +93,31 @@ class Workers:
 
     def _work(self) -> None:
         backoff = Backoff()
-        while not self._stop:
-            if not self._faults.wait_clear(SIDECARS, PAUSE_CHECK):
-                continue  # sidecars cannot be written: take no new file until they can
-            try:
-                self._turn()
-            except StorageFault:  # met only by a store that does not persevere by itself
-                with self._cond:
-                    if not self._stop:
-                        self._cond.wait(backoff.failed())
-            else:
-                backoff.reset()
+        held: list[int] = []
+        """Rows worked, released in one commit with the next claim."""
+        try:
+            while not self._stop:
+                if not self._faults.wait_clear(SIDECARS, PAUSE_CHECK):
+                    self._release(held)
+                    continue  # sidecars cannot be written: take no new file until they can
+                try:
+                    self._turn(held)
+                except StorageFault:  # met only by a store that does not persevere by itself
+                    with self._cond:
+                        if not self._stop:
+                            self._cond.wait(backoff.failed())
+                else:
+                    backoff.reset()
+        finally:
+            self._release(held)
 
-    def _turn(self) -> None:
-        """Claim a row and work it, or wait until one may be due."""
+    def _turn(self, held: list[int]) -> None:
+        """Release `held` and claim a row in one commit and work it, or wait until one may
+        be due."""
         with self._cond:
             generation = self._generation
-        row = self._flow.claim(lambda full: self._journal.claim(time.time(), full))
+        row = self._flow.claim(lambda full: self._journal.batch(lambda: self._swap(held, full)))
+        held.clear()
         if row is None:
             due = self._journal.next_due(self._flow.full())
             with self._cond:
@@ -119,8 +133,17 @@ class Workers:
             log.exception("unexpected error on %s", os.fsdecode(row.path))
             self._pipeline.fail(row, f"internal error: {type(exc).__name__}: {exc}")
         finally:
-            try:
-                self._journal.release(row.id)
-            finally:
-                if self._flow.finished(row.service):  # the slot is free even in an outage
-                    self.wake()
+            if not self._finisher.handed_over(row):
+                held.append(row.id)
+            if self._flow.finished(row.service):  # the slot is free even in an outage
+                self.wake()
+
+    def _swap(self, held: list[int], full: frozenset[str]) -> Row | None:
+        for row_id in held:
+            self._journal.release(row_id)
+        return self._journal.claim(time.time(), full)
+
+    def _release(self, held: list[int]) -> None:
+        for row_id in held:
+            self._journal.release(row_id)
+        held.clear()

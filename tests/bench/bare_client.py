@@ -5,6 +5,7 @@ syncd's journal, hashing, settle detection or sidecars. The benchmarks run it in
 subprocess against the same sandbox as syncd and print its JSON timings beside syncd's.
 
     bare_client.py single URL LISTFILE          POST each file named in LISTFILE
+    bare_client.py threads N URL LISTFILE       the same from N threads, a Session each
     bare_client.py resumable URL FILE CHUNK     init, then PUT CHUNK-byte pieces to 201
 """
 
@@ -14,6 +15,7 @@ import email.utils
 import json
 import mimetypes
 import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urljoin
@@ -60,6 +62,36 @@ def single(base: str, listfile: Path) -> dict[str, float]:
     return {"seconds": time.perf_counter() - started, "files": len(paths), "started": started_epoch}
 
 
+def threaded(count: int, base: str, listfile: Path) -> dict[str, float]:
+    """`count` threads, each with its own Session, POSTing the next file of LISTFILE."""
+    paths = iter([Path(line) for line in listfile.read_text().splitlines() if line])
+    take = threading.Lock()
+    errors: list[str] = []
+    url = bucket_url(base)
+
+    def loop() -> None:
+        http, auth = session()
+        while not errors:
+            with take:
+                path = next(paths, None)
+            if path is None:
+                return
+            reply = http.post(url, data=path.read_bytes(), headers=headers_for(path), auth=auth)
+            if reply.status_code != 201:
+                errors.append(f"{path}: {reply.status_code} {reply.text[:200]}")
+
+    threads = [threading.Thread(target=loop) for _ in range(count)]
+    started_epoch = time.time()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise RuntimeError(errors[0])
+    return {"seconds": time.perf_counter() - started, "started": started_epoch}
+
+
 def resumable(base: str, path: Path, chunk: int) -> dict[str, float]:
     """Init (`?resumable=true`), then the chunks in order with Content-Range, to 201."""
     http, auth = session()
@@ -103,6 +135,8 @@ def resumable(base: str, path: Path, chunk: int) -> dict[str, float]:
 def main(argv: list[str]) -> int:
     if len(argv) == 3 and argv[0] == "single":
         result = single(argv[1], Path(argv[2]))
+    elif len(argv) == 4 and argv[0] == "threads":
+        result = threaded(int(argv[1]), argv[2], Path(argv[3]))
     elif len(argv) == 4 and argv[0] == "resumable":
         result = resumable(argv[1], Path(argv[2]), int(argv[3]))
     else:

@@ -1,27 +1,38 @@
-"""5,000 small files dropped at once into a TON folder: files/s end to end vs a bare loop.
+"""5,000 small files dropped at once into a TON folder: files/s end to end vs a bare client.
 
 syncd: first file written -> last sidecar (hash, journal, POST, sidecar with fsync, for
-every file; `workers = 4`). Baseline: bare_client.py POSTing the same files one after the
-other with one requests Session and OAuth1, same headers, same sandbox, same run, once
-before and once after syncd (best of the two; the sandbox is reset between runs). The
-settle wait (`settle_seconds`, a latency paid once, not per file) counts against syncd;
-the rate without it and the rate of the upload phase alone (first TON request -> last
-sidecar) are shown too. Issue 2.
+every file; `workers = 4`). Baselines: bare_client.py POSTing the same files with requests
+and OAuth1, same headers, same sandbox, same run: from 4 threads (a Session each; the
+target is about this one) and one after the other from one thread; each once before syncd
+and once after each round of syncd runs (best counts; the sandbox is reset between runs).
+The settle wait (`settle_seconds`, a latency paid once, not per file) counts against
+syncd; the rate without it and the rate of the upload phase alone (first TON request ->
+last sidecar) are shown too, and CPU-seconds a file of the daemon and of the sandbox (this
+process), which load on the machine does not inflate the way it does wall time.
+`--before SRC` runs the daemon from another source tree too (`git archive COMMIT syncd |
+tar -x -C SRC`), in turn with this one, for a before/after measured in one run;
+`--rounds N` runs each N times. Issues 2 and 9.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
+import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from common import (
+    Control,
     Daemon,
     KiB,
     bare_client,
     base_config,
     cpu_seconds,
+    cpu_times,
+    daemon_env,
     parse_args,
     print_table,
     ratio_figure,
@@ -33,6 +44,8 @@ from common import (
 TARGET = 0.7
 """syncd's files/s / the bare loop's files/s, at least."""
 WORKERS = 4
+BARE_THREADS = 4
+"""The issue's baseline: a bare client from as many threads as syncd has workers."""
 SETTLE = 0.2
 
 
@@ -50,62 +63,148 @@ def write_all(folder: Path, contents: list[bytes]) -> list[Path]:
     return paths
 
 
+@dataclass
+class Run:
+    """One syncd run over the burst."""
+
+    e2e: float
+    """First file written -> last sidecar."""
+    upload_phase: float
+    """First TON request -> last sidecar."""
+    written: float
+    first_request: float
+    daemon_user: float
+    daemon_system: float
+    sandbox_cpu: float
+
+
+def run_syncd(root: Path, control: Control, contents: list[bytes], source: Path | None) -> Run:
+    count = len(contents)
+    drop = root / "drop"
+    drop.mkdir()
+    config = base_config(
+        root,
+        control.url,
+        [{"path": str(drop)}],
+        daemon={"workers": WORKERS, "settle_seconds": SETTLE},
+    )
+    with Daemon(root, config, env=daemon_env(source)) as daemon:
+        daemon.start()
+        daemon.wait_scan(30)
+        cpu_before, sandbox_before = cpu_times(daemon.pid), cpu_seconds(os.getpid())
+        started = time.time()
+        writer_before = time.thread_time()
+        paths = write_all(drop, contents)
+        writer_cpu = time.thread_time() - writer_before
+        written = time.time()
+        daemon.wait_counts(timeout=900, interval=0.5, done=count)
+        user, system = (a - b for a, b in zip(cpu_times(daemon.pid), cpu_before, strict=True))
+        sandbox_used = cpu_seconds(os.getpid()) - sandbox_before - writer_cpu
+        last = max(sidecar_time(p) for p in paths)
+        first_request = control.ton_span()[0]
+    if len(control.get("ton/objects")) != count:
+        raise RuntimeError("the sandbox does not hold every upload")
+    control.reset()
+    shutil.rmtree(drop)
+    shutil.rmtree(root / "state", ignore_errors=True)
+    return Run(
+        last - started,
+        last - first_request,
+        written - started,
+        first_request - started,
+        user,
+        system,
+        sandbox_used,
+    )
+
+
+def run_bare(control: Control, listing: Path, threads: int) -> tuple[float, float]:
+    """(seconds, sandbox CPU-seconds) of the bare client over the listing."""
+    sandbox_before = cpu_seconds(os.getpid())
+    if threads == 1:
+        seconds = bare_client("single", control.url, str(listing))["seconds"]
+    else:
+        seconds = bare_client("threads", str(threads), control.url, str(listing))["seconds"]
+    sandbox_used = cpu_seconds(os.getpid()) - sandbox_before
+    control.reset()
+    return seconds, sandbox_used
+
+
 def main() -> None:
-    args = parse_args(__doc__)
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--before", type=Path, help="a syncd source tree to compare")
+        parser.add_argument("--rounds", type=int, default=1, help="syncd runs per variant")
+
+    args = parse_args(__doc__, options)
     count = 2000 if args.quick else 5000
     contents = make_contents(count)
+    variants: list[tuple[str, Path | None]] = [("syncd", None)]
+    if args.before is not None:
+        variants.insert(0, ("before", args.before))
+    runs: dict[str, list[Run]] = {name: [] for name, _ in variants}
+    bare: dict[int, list[tuple[float, float]]] = {1: [], BARE_THREADS: []}
     with workdir("small") as root, sandbox(root) as control:
         bare_paths = write_all(root / "bare", contents)
         listing = root / "bare.list"
         listing.write_text("".join(f"{p}\n" for p in bare_paths))
-        bare = [bare_client("single", control.url, str(listing))["seconds"]]
-        control.reset()
+        for threads in bare:
+            bare[threads].append(run_bare(control, listing, threads))
+        for _ in range(args.rounds):
+            for name, source in variants:
+                runs[name].append(run_syncd(root, control, contents, source))
+            for threads in reversed(bare):
+                bare[threads].append(run_bare(control, listing, threads))
 
-        drop = root / "drop"
-        drop.mkdir()
-        config = base_config(
-            root,
-            control.url,
-            [{"path": str(drop)}],
-            daemon={"workers": WORKERS, "settle_seconds": SETTLE},
+    def ms(seconds: float) -> str:
+        return f"{seconds / count * 1000:.2f} ms"
+
+    threaded_rate = count / min(s for s, _ in bare[BARE_THREADS])
+    single_rate = count / min(s for s, _ in bare[1])
+    figures = []
+    notes = []
+    for name, rounds in runs.items():
+        label = "" if len(runs) == 1 else f"{name}: "
+        run = min(rounds, key=lambda r: r.e2e)
+        figures += [
+            ratio_figure(
+                f"{label}end to end vs {BARE_THREADS} threads",
+                count / run.e2e,
+                threaded_rate,
+                "files/s",
+                at_least=TARGET,
+            ),
+            ratio_figure(
+                f"{label}without settle",
+                count / (run.e2e - SETTLE),
+                threaded_rate,
+                "files/s",
+                at_least=TARGET,
+            ),
+            ratio_figure(
+                f"{label}upload phase", count / run.upload_phase, threaded_rate, "files/s"
+            ),
+            ratio_figure(f"{label}end to end vs 1 thread", count / run.e2e, single_rate, "files/s"),
+        ]
+        least = min(rounds, key=lambda r: r.daemon_user + r.daemon_system)
+        notes += [
+            f"{label}best of {len(rounds)}: {run.e2e:.2f} s from the first file written to "
+            f"the last sidecar; writing the files took {run.written:.2f} s; first TON request "
+            f"after {run.first_request:.2f} s",
+            f"{label}least daemon CPU {ms(least.daemon_user + least.daemon_system)} a file "
+            f"(user {ms(least.daemon_user)}, system {ms(least.daemon_system)}), sandbox CPU "
+            f"{ms(least.sandbox_cpu)} a file; every round: "
+            + ", ".join(ms(r.daemon_user + r.daemon_system) for r in rounds),
+        ]
+    for threads, timings in bare.items():
+        notes.append(
+            f"bare, {threads} thread(s), before syncd and after each round (best counts): "
+            + ", ".join(f"{s:.2f} s" for s, _ in timings)
+            + f"; sandbox CPU {ms(min(c for _, c in timings))} a file"
         )
-        with Daemon(root, config) as daemon:
-            daemon.start()
-            daemon.wait_scan(30)
-            cpu_before = cpu_seconds(daemon.pid)
-            started = time.time()
-            paths = write_all(drop, contents)
-            written = time.time()
-            daemon.wait_counts(timeout=600, done=count)
-            cpu_used = cpu_seconds(daemon.pid) - cpu_before
-            last = max(sidecar_time(p) for p in paths)
-            first_request = control.ton_span()[0]
-        if len(control.get("ton/objects")) != count:
-            raise RuntimeError("the sandbox does not hold every upload")
-        control.reset()
-        bare.append(bare_client("single", control.url, str(listing))["seconds"])
-
-    bare_rate = count / min(bare)
-
-    e2e = last - started
-    figures = [
-        ratio_figure("end to end", count / e2e, bare_rate, "files/s", at_least=TARGET),
-        ratio_figure(
-            "without settle", count / (e2e - SETTLE), bare_rate, "files/s", at_least=TARGET
-        ),
-        ratio_figure("upload phase", count / (last - first_request), bare_rate, "files/s"),
-    ]
     print_table(
         f"{count} files of 1-4 KiB dropped at once (workers={WORKERS}, settle_seconds={SETTLE})",
         figures,
-        [
-            f"syncd: {e2e:.2f} s from the first file written to the last sidecar; writing the "
-            f"files took {written - started:.2f} s; first TON request after "
-            f"{first_request - started:.2f} s",
-            "bare loop, before and after syncd (best counts): "
-            + ", ".join(f"{b:.2f} s" for b in bare),
-            f"daemon CPU: {cpu_used:.2f} s ({cpu_used / count * 1000:.2f} ms a file)",
-        ],
+        notes,
     )
 
 

@@ -38,7 +38,7 @@ from harness import sidecar_of, wait_until  # noqa: E402
 import syncd  # noqa: E402
 from syncd.sandbox.server import Sandbox  # noqa: E402
 
-__all__ = ["Daemon", "sidecar_of", "wait_until"]
+__all__ = ["Control", "Daemon", "sidecar_of", "wait_until"]
 KiB = 1 << 10
 MiB = 1 << 20
 GiB = 1 << 30
@@ -56,10 +56,15 @@ compileall.compile_dir(PACKAGE, quiet=1)
 # -- command line and the printed table --------------------------------------------------
 
 
-def parse_args(doc: str | None) -> argparse.Namespace:
-    """Every benchmark takes `--quick` (smaller sizes, for a run of the whole set)."""
+def parse_args(
+    doc: str | None, more: Callable[[argparse.ArgumentParser], object] | None = None
+) -> argparse.Namespace:
+    """Every benchmark takes `--quick` (smaller sizes, for a run of the whole set); `more`
+    adds a benchmark's own options."""
     parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, a faster run")
+    if more is not None:
+        more(parser)
     return parser.parse_args()
 
 
@@ -189,9 +194,14 @@ def proc_status_kib(pid: int, key: str) -> int:
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of all of a process's threads, from /proc/PID/stat."""
+    return sum(cpu_times(pid))
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(utime, stime) of all of a process's threads, from /proc/PID/stat."""
     text = Path(f"/proc/{pid}/stat").read_text()
     fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 
 class RssSampler:
@@ -289,6 +299,18 @@ def base_config(
     )
     config["services"]["ads"].update(service or {})
     return config
+
+
+def daemon_env(source: Path | None) -> dict[str, str] | None:
+    """The daemon's environment when it is to run from another syncd source tree (a
+    `git worktree` of an older commit, to measure before and after in one run); None: this
+    tree's, as installed."""
+    if source is None:
+        return None
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM")}
+    env["PYTHONPATH"] = str(source.resolve())
+    env["PYTHONSAFEPATH"] = "1"  # `python -m` would put the working folder's syncd/ first
+    return env
 
 
 def uploaded_tree(root: Path, sandbox_url: str, folders: int) -> tuple[Daemon, Path, int, float]:

@@ -99,6 +99,8 @@ def test_each_file_is_uploaded_once_with_one_sidecar_and_the_work_is_spread(make
     assert [p for p, n in received.items() if n != 1] == [], "each file reached its service once"
     sidecars = sorted(fleet.drop.rglob("*.syncd.toml"))
     assert sidecars == sorted(sidecar_of(p) for p in paths)
+    # A sidecar is durable before its row is done and logged; those follow within moments.
+    wait_until(lambda: sum(fleet.uploaded_by().values()) >= FILES, 30, "every upload logged")
     by_host = fleet.uploaded_by()
     assert sum(by_host.values()) == FILES and all(by_host.values()), by_host
     assert_fleet_in_status(fleet)

@@ -314,3 +314,52 @@ def test_retry_queues_failed_rows_again(store: Store) -> None:
     assert (counts[State.FAILED], counts[State.SEEN], counts[State.HASHED]) == (0, 1, 2)
     row = store.get(refused.id)
     assert row is not None and row.error is None and row.attempts == 0
+
+
+# -- group commit ------------------------------------------------------------------------
+
+
+def test_a_batch_commits_its_writes_together_and_seen_by_others_only_then(
+    open_store: Callable[..., Store],
+) -> None:
+    store, other = open_store(), open_store("host-b")
+    rows = [claimed(store, f"/w/{n}".encode(), n=n) for n in range(3)]
+    inside: list[dict[State, int]] = []
+
+    def hash_all() -> int:
+        for row in rows:
+            assert store.mark_hashed(row, SHA, row.identity) is not None
+        inside.append(other.counts())
+        return len(rows)
+
+    assert store.batch(hash_all) == 3
+    assert inside[0][State.SEEN] == 3 and inside[0][State.HASHED] == 0
+    assert other.counts()[State.HASHED] == 3
+
+
+def test_a_batch_that_raises_writes_nothing(store: Store) -> None:
+    row = claimed(store, b"/w/a")
+
+    def illegal() -> None:
+        moved = store.mark_hashed(row, SHA, row.identity)
+        assert moved is not None
+        store.release(row.id)
+        store.mark_awaiting(moved, FAR)  # hashed -> awaiting_callback is not in the table
+
+    with pytest.raises(IllegalTransition):
+        store.batch(illegal)
+    current = store.get(row.id)
+    assert current is not None and current.state is State.SEEN and current.sha256 is None
+    assert store.claim(FAR) is None  # still held: the release went with the rest
+
+
+def test_a_batch_reads_its_own_writes(store: Store) -> None:
+    row = claimed(store, b"/w/a")
+
+    def hash_then_claim_again() -> Row | None:
+        assert store.mark_hashed(row, SHA, row.identity) is not None
+        store.release(row.id)
+        return store.claim(FAR)
+
+    again = store.batch(hash_then_claim_again)
+    assert again is not None and again.id == row.id and again.state is State.HASHED
