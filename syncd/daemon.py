@@ -63,6 +63,8 @@ at the next start)."""
 FLEET_IDLE_POLL = 1.0
 """In a fleet, idle workers look for work this often: other hosts add rows, and the claims
 of a host that died run out, without telling this one."""
+HURRIED = 0.5
+"""After a second stop signal, how long idle workers get to end (busy ones are left)."""
 TICK = 1.0
 """The main loop's longest sleep: bounds how late STATUS= and the reload flag are seen."""
 
@@ -328,7 +330,7 @@ class Daemon:
         while time.monotonic() < deadline and self._signals < 2:
             if self.workers.join(0.2):
                 break
-        finished = self.workers.join(0)
+        finished = self.workers.join(HURRIED)
         self.status.close()
         if self.media is not None:
             self.media.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -190,3 +191,15 @@ def test_kill_after_the_tweet_left_but_before_its_id_was_kept(tmp_path, sandbox,
     assert len(tweets) == 1 and len(posts) == 1
     assert posts[0]["puts"] == 1 and posts[0]["twitter_status_id"] == tweets[0]["id_str"]
     assert read_sidecar(note)["result"]["twitter_status_id"] == tweets[0]["id_str"]
+
+
+def test_a_hurried_stop_after_a_post_closes_the_journal(tmp_path, sandbox, make_daemon):
+    daemon = make_daemon(echo_config(tmp_path, sandbox)).start()
+    (tmp_path / "notes" / "last.txt").write_text(LONG_TEXT)
+    daemon.wait_counts(done=1)
+    daemon.signal(signal.SIGINT)
+    daemon.signal(signal.SIGINT)  # the second: leave at once
+    assert daemon.process is not None and daemon.process.wait(30) == 0
+    assert "left unfinished" not in daemon.log(), "nothing was in flight"
+    wal = tmp_path / "state" / "journal.sqlite-wal"
+    assert not wal.exists() or wal.stat().st_size == 0, "the journal was not closed"
