@@ -13,7 +13,6 @@ failed, held or awaiting a callback, with exit code 4 when some failed.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
@@ -23,7 +22,7 @@ from types import FrameType
 from typing import Protocol
 
 from syncd import __version__
-from syncd.config import Config, MetricsConfig, WatchConfig, load
+from syncd.config import Config, MetricsConfig, load
 from syncd.config.restart import restart_only
 from syncd.control.counters import Counters, Uncounted
 from syncd.control.degraded import Degraded
@@ -33,7 +32,6 @@ from syncd.control.notify import Notifier, listen_fds
 from syncd.control.reply import Control
 from syncd.control.status import StatusServer
 from syncd.errors import SyncdError
-from syncd.files import Identity
 from syncd.intake.watcher import Watcher
 from syncd.journal.lock import lock_state_dir
 from syncd.journal.patience import StorageFault, patiently, persevering
@@ -48,10 +46,11 @@ from syncd.services.oneall.signer import Signer
 from syncd.work.actions import AfterUpload
 from syncd.work.buffers import return_large_buffers
 from syncd.work.callbacks import Callbacks
-from syncd.work.flow import Clock, Flow, FlowGauges, rank
+from syncd.work.flow import Clock, Flow, FlowGauges
 from syncd.work.once import EXIT_FAILED, OnceRun
 from syncd.work.pipeline import Pipeline
 from syncd.work.pool import Workers
+from syncd.work.queue import Queue
 
 log = logging.getLogger(__name__)
 
@@ -146,12 +145,13 @@ class Daemon:
                 self.callbacks.receive,
             )
         self.pipeline.use(config.services, self._uploaders(config))
+        queue = Queue(self.journal, lambda: self.workers.wake())
         self.watcher = Watcher(
             config.watches,
             config.daemon.settle_seconds,
-            self._complete,
+            queue.add,
             self.journal.known,
-            self._complete_together,
+            queue.together,
         )
         self.workers = Workers(
             config.daemon.workers,
@@ -365,19 +365,6 @@ class Daemon:
         if self.config.webhooks:
             parts["webhooks"] = self.webhooks.alive
         return parts
-
-    def _complete(self, path: Path, watch: WatchConfig, identity: Identity) -> None:
-        """Intake found a complete file: journal it, and wake a worker when there is work."""
-        encoded = os.fsencode(path)
-        order = rank(watch.order, encoded, identity)
-        with patiently():  # a full disk pauses intake here until the file is journaled
-            if self.journal.record_seen(encoded, watch.service, identity, watch.priority, order):
-                self.workers.wake()
-
-    def _complete_together(self, work: Callable[[], None]) -> None:
-        """A settle round's files journaled in one commit; a full disk pauses intake here."""
-        with patiently():
-            self.journal.batch(work)
 
     def _warn_inotify_limit(self) -> None:
         """Once the start-up scan has counted the folders (a walk of its own would double
