@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from syncd import __version__
 from syncd.config import Config, MetricsConfig, load
@@ -52,6 +52,9 @@ from syncd.work.pipeline import Pipeline
 from syncd.work.pool import Workers
 from syncd.work.queue import Queue
 
+if TYPE_CHECKING:  # waitress is loaded only with [media_server] or [metrics]
+    from syncd.httpserver import WaitressServer
+
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 30.0
@@ -62,20 +65,11 @@ at the next start)."""
 FLEET_IDLE_POLL = 1.0
 """In a fleet, idle workers look for work this often: other hosts add rows, and the claims
 of a host that died run out, without telling this one."""
-HURRIED = 0.5
-"""After a second stop signal, how long idle workers get to end (busy ones are left)."""
+HURRIED = 1.0
+"""After a second stop signal, how long idle workers get to end and the sidecar committer to
+commit what they handed over (busy workers are left)."""
 TICK = 1.0
 """The main loop's longest sleep: bounds how late STATUS= and the reload flag are seen."""
-
-
-class _Server(Protocol):
-    """What the daemon does with a server loaded only when configured (media, metrics)."""
-
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-    def alive(self) -> bool: ...
 
 
 class Daemon:
@@ -103,7 +97,7 @@ class Daemon:
         self.faults.listen(self.alerts.degraded)
         self.flow = Flow(self.journal, Clock(), lambda: self.workers.wake(), self.alerts.announce)
         self.metrics: Counters = Uncounted()
-        self.metrics_server: _Server | None = None
+        self.metrics_server: WaitressServer | None = None
         if config.metrics is not None:
             self.metrics, self.metrics_server = self._metrics(config.metrics)
         self.after = AfterUpload(
@@ -125,7 +119,7 @@ class Daemon:
             self.faults,
         )
         self.callbacks = Callbacks(self.journal, self.pipeline)
-        self.media: _Server | None = None
+        self.media: WaitressServer | None = None
         self.fleet = self.journal if isinstance(self.journal, Fleet) else None
         self.signer: Signer | None = None
         if config.media_server is not None:
@@ -192,7 +186,7 @@ class Daemon:
                 self.health.problem,
             )
 
-    def _metrics(self, listen: MetricsConfig) -> tuple[Counters, _Server]:
+    def _metrics(self, listen: MetricsConfig) -> tuple[Counters, WaitressServer]:
         from syncd.control.metrics import Metrics, MetricsServer, Sources  # only with [metrics]
 
         metrics = Metrics(

@@ -21,9 +21,6 @@ log = logging.getLogger(__name__)
 
 PAUSE_CHECK = 1.0
 """While sidecars are degraded, how often a paused worker looks whether to stop."""
-COMMITTER_GRACE = 1.0
-"""Once the workers are gone, how long the committer may take to commit what they handed
-over (a commit and a few folder fsyncs), even when the stop is a hurried one."""
 
 
 class Workers:
@@ -79,7 +76,7 @@ class Workers:
         if any(t.is_alive() for t in self._threads):
             return False
         self._committer.stop()  # once it has committed what the workers handed over
-        return self._committer.join(max(COMMITTER_GRACE, deadline - time.monotonic()))
+        return self._committer.join(max(0.0, deadline - time.monotonic()))
 
     def alive(self) -> bool:
         return all(t.is_alive() for t in self._threads) and self._committer.alive()
