@@ -37,6 +37,8 @@ from syncd.journal.states import CLAIMABLE, IN_FLIGHT, State, allowed, check_mov
 from syncd.journal.store import Decision, Row
 
 T = TypeVar("T")
+KNOWN = "SELECT path, dev, inode, size, mtime_ns FROM files"
+"""Every identity, for a rescan: read from the `files_identity` index alone (migration 9)."""
 STORAGE_FAULTS = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
 """SQLite's primary codes for a full disk and for I/O errors: they pass by themselves."""
 _CLAIMABLE = ", ".join(f"'{s}'" for s in sorted(CLAIMABLE))
@@ -179,7 +181,7 @@ class SqliteStore(SqliteClaims, SqliteReads, SqliteFlow, SqliteAfterUpload):
             # Plain tuples, fast: a rescan builds tens of thousands of them.
             cursor = self._db.cursor()
             cursor.row_factory = None
-            rows = cursor.execute("SELECT path, dev, inode, size, mtime_ns FROM files")
+            rows = cursor.execute(KNOWN)
             return {r[0]: r[1:] for r in rows}
 
     def record_seen(
