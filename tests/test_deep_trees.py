@@ -65,8 +65,10 @@ def test_scan_and_folder_count_of_a_deep_tree(deep_root: Path) -> None:
     found: list[Path] = []
 
     def scan(watch: WatchConfig) -> Scanner:
-        scanner = Scanner(dict)
+        watched: list[bytes] = []
+        scanner = Scanner(dict, watched.append)
         scanner.full((watch,), lambda path, st: found.append(path) is None)
+        assert len(watched) == len(set(watched)) == scanner.stats.folders, "each watched once"
         return scanner
 
     deep = scan(WatchConfig(path=deep_root, service="s"))
@@ -102,7 +104,7 @@ def test_daemon_on_a_deep_tree_uploads_at_the_bottom(
     deep_root: Path,
 ) -> None:
     """Found by the start-up scan at 1,200 levels; then a 1,100-level tree moved in while
-    running is watched (watchdog walks it to add its watches) and its file found."""
+    running is watched (the folder scan its event asks for adds its watches) and its file found."""
     bottom = chain(deep_root, DEPTH)
     present = bottom / "present.bin"
     present.write_bytes(os.urandom(3000))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -13,7 +12,6 @@ from conftest import wait_until
 
 from syncd.config import WatchConfig
 from syncd.files import Identity
-from syncd.intake.events import INOTIFY_LOGGER
 from syncd.intake.routing import IGNORED, IGNORED_PREFIXES, IGNORED_SUFFIXES, route
 from syncd.intake.watcher import Watcher
 
@@ -94,14 +92,6 @@ def test_polling_observer_never_closes_yet_files_complete(tmp_path, watching):
             threading.Event().wait(0.2)  # the writer's pace under test
     wait_until(lambda: completed.paths() == [path], 10, "the file completed once")
     assert completed.items[0][2].size == 5000
-
-
-def test_inotify_overflow_warning_triggers_a_rescan(tmp_path, watching):
-    folder = watch(tmp_path / "drop")
-    watcher, _ = watching(folder)
-    wait_until(lambda: watcher.scans.count >= 1, 10, "the start-up scan")
-    logging.getLogger(INOTIFY_LOGGER).warning("Inotify queue overflowed")
-    wait_until(lambda: watcher.scans.count >= 2, 10, "the rescan")
 
 
 def test_files_present_at_start_are_found(tmp_path):

@@ -1,17 +1,17 @@
-"""watchdog glue: which events inotify is asked for, how they become hints, the observers.
+"""How file system events become hints, and the polling observers of network folders.
 
 inotify events are hints, not facts (ENGINEERING.md): the kernel coalesces them, drops
 them on queue overflow, and close events are missing for files moved in or written in a
 folder created a moment before. So an event only names a path to look at; the watcher's
-thread decides (intake/watcher.py).
+thread decides (intake/watcher.py). inotify's own events come through intake/inotify.py;
+a watch with a `poll_interval` (a network folder, where inotify sees no remote writes) is
+polled by a watchdog `PollingObserver`, whose events `_Events` turns into the same hints.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -25,13 +25,11 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
-from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from syncd.config import WatchConfig
 from syncd.intake.routing import IGNORED_PREFIXES, IGNORED_SUFFIXES
 
-INOTIFY_LOGGER = "watchdog.observers.inotify_c"
 EVENTS: list[type[FileSystemEvent]] = [
     FileCreatedEvent,
     DirCreatedEvent,
@@ -40,9 +38,8 @@ EVENTS: list[type[FileSystemEvent]] = [
     FileClosedEvent,
     FileDeletedEvent,
 ]
-"""What inotify is asked for. Not opens, reads or every write: our own hashing, uploads
-and sidecars would each cost events, and a write without a close is caught by the
-stability check anyway (which a created file always gets)."""
+"""What a polling observer reports (it never sees a close: the stability check finishes
+its files)."""
 
 DEEPEST_TREE = 4096 // 2
 """A folder path fits in PATH_MAX (4,096 bytes) and every level takes at least 2 of them
@@ -91,46 +88,29 @@ def ignored(path: bytes | str) -> bool:
     return name.endswith(IGNORED_SUFFIXES) or name.startswith(IGNORED_PREFIXES)
 
 
-class _OverflowHook(logging.Handler):
-    """watchdog 7.1 only logs an inotify queue overflow; lost events mean a rescan."""
-
-    def __init__(self, rescan: Callable[[], None]) -> None:
-        super().__init__(logging.WARNING)
-        self._rescan = rescan
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "overflow" in record.getMessage().lower():
-            self._rescan()
-
-
 def _allow_deep_trees() -> None:
-    """watchdog adds recursive watches with os.walk, which recurses once per level on
-    Python 3.11: with the default limit of 1,000 a deeper tree raises RecursionError in
-    its threads. Room for the deepest tree a path can name, above what is on the stack
+    """watchdog's polling snapshot walks the tree recursively, once per level on Python
+    3.11: with the default limit of 1,000 a deeper tree raises RecursionError in its
+    thread. Room for the deepest tree a path can name, above what is on the stack
     already (the frames are small: 8 MiB of thread stack holds them many times over)."""
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 1000 + DEEPEST_TREE))
 
 
-class Observers:
-    """The watchdog observers for a set of watches: one inotify observer for all the
-    watches it can serve, one polling observer per watch with a `poll_interval`."""
+class Pollers:
+    """One watchdog polling observer per watch with a `poll_interval`."""
 
-    def __init__(self, hints: Hints, rescan: Callable[[], None]) -> None:
+    def __init__(self, hints: Hints) -> None:
         self._handler = _Events(hints)
-        self._overflow = _OverflowHook(rescan)
         self._observers: list[BaseObserver] = []
 
     def start(self, watches: tuple[WatchConfig, ...]) -> None:
-        _allow_deep_trees()
-        logging.getLogger(INOTIFY_LOGGER).addHandler(self._overflow)
         self._observe(watches)
 
     def stop(self) -> None:
-        logging.getLogger(INOTIFY_LOGGER).removeHandler(self._overflow)
         self._unobserve()
 
     def replace(self, watches: tuple[WatchConfig, ...]) -> None:
-        """Watch these instead (a reload)."""
+        """Poll these instead (a reload)."""
         self._unobserve()
         self._observe(watches)
 
@@ -138,28 +118,19 @@ class Observers:
         return all(o.is_alive() for o in self._observers)
 
     def _observe(self, watches: tuple[WatchConfig, ...]) -> None:
-        inotify: BaseObserver | None = None
-        scheduled: set[tuple[Path, bool, float]] = set()
-        for watch in watches:
-            key = (watch.path, watch.recursive, watch.poll_interval)
-            if key in scheduled:
-                continue
-            scheduled.add(key)
-            if watch.poll_interval > 0:
-                from watchdog.observers.polling import PollingObserver  # network folders only
+        polled = {(w.path, w.recursive, w.poll_interval) for w in watches if w.poll_interval > 0}
+        if not polled:
+            return
+        from watchdog.observers.polling import PollingObserver  # network folders only
 
-                observer: BaseObserver = PollingObserver(timeout=watch.poll_interval)
-                self._observers.append(observer)
-            else:
-                if inotify is None:
-                    inotify = Observer()
-                    self._observers.append(inotify)
-                observer = inotify
-            path = os.fsdecode(watch.path)
-            observer.schedule(self._handler, path, recursive=watch.recursive, event_filter=EVENTS)
-        for observer in self._observers:
+        _allow_deep_trees()
+        for path, recursive, interval in sorted(polled):
+            observer = PollingObserver(timeout=interval)
+            folder = os.fsdecode(path)
+            observer.schedule(self._handler, folder, recursive=recursive, event_filter=EVENTS)
             observer.daemon = True
             observer.start()
+            self._observers.append(observer)
 
     def _unobserve(self) -> None:
         observers, self._observers = self._observers, []

@@ -88,6 +88,11 @@ def takers(watches: tuple[WatchConfig, ...], folder: str) -> list[tuple[WatchCon
     return takers
 
 
+def inotify_takes(folder_takers: list[tuple[WatchConfig, str]]) -> bool:
+    """Whether a folder is inotify's to watch: some watch that takes it is not polled."""
+    return any(watch.poll_interval == 0 for watch, _ in folder_takers)
+
+
 def route(watches: tuple[WatchConfig, ...], path: Path) -> WatchConfig | None:
     """The first watch whose folder and patterns take `path`, if any."""
     folder, _, name = os.fsdecode(path).rpartition("/")

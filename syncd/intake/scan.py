@@ -22,6 +22,7 @@ from syncd.intake.routing import (
     IGNORED_PREFIXES,
     IGNORED_SUFFIXES,
     accepts,
+    inotify_takes,
     takers,
     takes_every_name,
 )
@@ -32,6 +33,9 @@ Known = Callable[[], dict[bytes, tuple[int, int, int, int]]]
 """The identities the journal already holds, so a scan skips what is done."""
 Found = Callable[[Path, os.stat_result], bool]
 """Told of each file that is new or changed; True when it became a new candidate."""
+WatchFolder = Callable[[bytes], None]
+"""Adds a folder's inotify watch, just before the scan lists it: one walk does both, and
+whatever appears after the listing raises an event."""
 
 
 @dataclass(slots=True)
@@ -49,8 +53,9 @@ class ScanStats:
 class Scanner:
     """Runs the scans for the watcher's thread and keeps the full scans' figures."""
 
-    def __init__(self, known: Known) -> None:
+    def __init__(self, known: Known, watch_folder: WatchFolder) -> None:
         self._known = known
+        self._watch_folder = watch_folder
         self.stats = ScanStats()
 
     def full(self, watches: tuple[WatchConfig, ...], found: Found) -> None:
@@ -76,8 +81,9 @@ class Scanner:
         known: dict[bytes, tuple[int, int, int, int]] | None = None,
     ) -> tuple[int, int]:
         """Tell `found` of the files below `folders` not in `known` (all of them without
-        it), with the identity they have now. Returns how many files the watches take,
-        and how many of the folders walked are inotify's to watch.
+        it), with the identity they have now, watching each folder an inotify watch takes
+        before listing it. Returns how many files the watches take, and how many of the
+        folders walked are inotify's to watch.
 
         The hot loop of a rescan over tens of thousands of done files: folders are routed
         once, the built-in ignores tested on bytes, names matched by one regex (not at
@@ -92,13 +98,15 @@ class Scanner:
             folder_takers = takers(watches, os.fsdecode(folder))
             if not folder_takers:
                 continue
+            if inotify_takes(folder_takers):
+                self._watch_folder(folder)
+                watched += 1
             try:
                 with os.scandir(folder) as listing:
                     entries = list(listing)
             except OSError as exc:
                 log.warning("cannot read folder %s: %s", os.fsdecode(folder), exc.strerror)
                 continue
-            watched += any(watch.poll_interval == 0 for watch, _ in folder_takers)
             every_name = any(takes_every_name(watch) for watch, _ in folder_takers)
             for entry in entries:
                 if entry.name.endswith(IGNORED_SUFFIXES) or entry.name.startswith(IGNORED_PREFIXES):

@@ -21,8 +21,9 @@ from pathlib import Path
 from syncd.config import WatchConfig
 from syncd.control.degraded import Backoff
 from syncd.files import Identity
-from syncd.intake.events import Observers
-from syncd.intake.routing import inside, route
+from syncd.intake.events import Pollers
+from syncd.intake.inotify import InotifyWatches
+from syncd.intake.routing import inotify_takes, inside, route, takers
 from syncd.intake.scan import Known, Scanner, ScanStats
 from syncd.intake.settle import Seen, Settler
 from syncd.journal.patience import StorageFault
@@ -60,9 +61,10 @@ class Watcher:
         self._rescan = False
         self._settler = Settler(settle_seconds)
         """Only the settler thread touches it, but for `forget` and `pending` (locked)."""
-        self._scanner = Scanner(known)
+        self._inotify = InotifyWatches(self, self.request_rescan)
+        self._scanner = Scanner(known, self._inotify.add)
         self._stopped = False
-        self._observers = Observers(self, self.request_rescan)
+        self._pollers = Pollers(self)
         self._thread = threading.Thread(target=self._settle_loop, name="settler", daemon=True)
 
     @property
@@ -81,8 +83,10 @@ class Watcher:
     # -- life cycle --------------------------------------------------------------------
 
     def start(self) -> None:
-        """Watches first, then the scan: a change during the scan is caught by one of them."""
-        self._observers.start(self.watches)
+        """Observers first, then the scan, which adds each folder's inotify watch before it
+        lists it: a change during the scan is caught by one of them."""
+        self._inotify.start()
+        self._pollers.start(self.watches)
         self._thread.start()
         self.request_rescan()
 
@@ -90,21 +94,22 @@ class Watcher:
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
-        self._observers.stop()
+        self._pollers.stop()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+        self._inotify.stop()
 
     def alive(self) -> bool:
-        return self._thread.is_alive() and self._observers.alive()
+        return self._thread.is_alive() and self._inotify.alive() and self._pollers.alive()
 
     def apply(self, watches: tuple[WatchConfig, ...]) -> None:
-        """New watches from a reload: observe them and reconcile the folders they add."""
-        added = [w.path for w in watches if w.path not in {old.path for old in self.watches}]
+        """New watches from a reload: drop the inotify watches of folders no watch takes any
+        more, then a full scan, as at start: it watches the folders the new watches take
+        (a new path, or one that became recursive) and finds the files they now take."""
         self.watches = watches
-        self._observers.replace(watches)
-        with self._cond:
-            self._folders.update(added)
-            self._cond.notify_all()
+        self._inotify.keep(lambda folder: inotify_takes(takers(watches, os.fsdecode(folder))))
+        self._pollers.replace(watches)
+        self.request_rescan()
 
     # -- hints: called on watchdog's threads, so they only enqueue ----------------------
 
