@@ -15,15 +15,21 @@ best of each, the notes the spread. On a shared machine the wall times swing wit
 neighbours' load, so the CPU each side spent (the daemon's utime + stime at idle, all
 threads; find's and its shell's) is shown beside them. The restarted daemon is syncd as
 `pip install .` leaves it (common.installed_python: bytecode, no editable-install hook).
-Issue 9.
+`--before SRC` restarts a syncd from another source tree too (`git archive COMMIT syncd |
+tar -x -C SRC`), in turn with this one and find, on its own copy of the journal as that
+version would have it (without the indexes its migrations do not make). Issue 9.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 import resource
+import shutil
+import sqlite3
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from common import (
@@ -114,34 +120,83 @@ def spread(values: list[float]) -> str:
     return f"best {min(values):.3f} s, worst {max(values):.3f} s"
 
 
+def installed(daemon: Daemon, root: Path, source: Path | None) -> Daemon:
+    """`daemon` restarting an installed copy of this checkout's syncd, or of `source`'s."""
+    if source is not None:
+        daemon.python = installed_python(root, source / "syncd")
+    else:
+        daemon.python = installed_python(root)
+    daemon.env["PYTHONSAFEPATH"] = "1"  # the installed copy, not ./syncd of the checkout
+    return daemon
+
+
+def before_daemon(populated: Daemon, root: Path, source: Path) -> Daemon:
+    """A daemon of `source` on its own copy of the populated journal, without the indexes
+    that `source`'s migrations do not create (so it reads its rows as it always did)."""
+    root.mkdir()
+    state = root / "state"
+    shutil.copytree(Path(populated.config["daemon"]["state_dir"]), state)
+    migrations = (source / "syncd" / "journal" / "migrations.py").read_text()
+    with sqlite3.connect(state / "journal.sqlite") as db:
+        names = [n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='index'")]
+        for name in names:
+            if not name.startswith("sqlite_") and name not in migrations:
+                db.execute(f"DROP INDEX {name}")
+    config = {**populated.config, "daemon": {**populated.config["daemon"], "state_dir": str(state)}}
+    config["daemon"]["status_socket"] = str(root / "status.sock")
+    return installed(Daemon(root, config), root, source)
+
+
 def main() -> None:
-    args = parse_args(__doc__)
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--before", type=Path, help="a syncd source tree to compare")
+
+    args = parse_args(__doc__, options)
     folders, rounds = (20, 5) if args.quick else (200, 15)
     with workdir("restart") as root, sandbox(root) as control:
         daemon, tree, count, populated = uploaded_tree(root, control.url, folders)
-        daemon.python = installed_python(root)
-        daemon.env["PYTHONSAFEPATH"] = "1"  # the installed copy, not ./syncd of the checkout
+        daemons = {"syncd": installed(daemon, root, None)}
+        if args.before is not None:
+            daemons = {"before": before_daemon(daemon, root / "before", args.before), **daemons}
         find = f"find {tree} -printf '%s %T@\\n' > /dev/null"
-        one_round(daemon, count, find)  # warm the caches: dentries, inodes, the interpreter's
-        results = [one_round(daemon, count, find) for _ in range(rounds)]
-    best = min(r.idle for r in results)
-    baseline = min(r.find for r in results)
-    print_table(
-        f"restart over {count} done files in {folders} folders (+ their sidecars) to idle",
-        [
-            ratio_figure("process start -> idle", best, baseline, "s", at_most=TARGET),
+        results: dict[str, list[Round]] = {name: [] for name in daemons}
+        for each in daemons.values():
+            one_round(each, count, find)  # warm the caches: dentries, inodes, the interpreter's
+        for _ in range(rounds):
+            for name, each in daemons.items():
+                results[name].append(one_round(each, count, find))
+    baseline = min(r.find for rounds_of in results.values() for r in rounds_of)
+    figures = []
+    notes = []
+    for name, rounds_of in results.items():
+        label = "" if len(results) == 1 else f"{name}: "
+        figures += [
             ratio_figure(
-                "CPU to idle (daemon vs find)",
-                min(r.idle_cpu for r in results),
-                min(r.find_cpu for r in results),
+                f"{label}process start -> idle",
+                min(r.idle for r in rounds_of),
+                baseline,
+                "s",
+                at_most=TARGET,
+            ),
+            ratio_figure(
+                f"{label}CPU to idle (daemon vs find)",
+                min(r.idle_cpu for r in rounds_of),
+                min(r.find_cpu for r in rounds_of),
                 "s",
             ),
-            ratio_figure("scan.seconds", min(r.scan for r in results), baseline, "s"),
-        ],
+            ratio_figure(f"{label}scan.seconds", min(r.scan for r in rounds_of), baseline, "s"),
+        ]
+        notes += [
+            f"{label}to idle: {spread([r.idle for r in rounds_of])};"
+            f" find before each: {spread([r.find for r in rounds_of])}",
+            f"{label}ratios per round: " + ", ".join(f"{r.idle / r.find:.2f}x" for r in rounds_of),
+        ]
+    print_table(
+        f"restart over {count} done files in {folders} folders (+ their sidecars) to idle",
+        figures,
         [
-            f"{rounds} rounds, alternating; to idle: {spread([r.idle for r in results])};"
-            f" find: {spread([r.find for r in results])}",
-            "ratios per round: " + ", ".join(f"{r.idle / r.find:.2f}x" for r in results),
+            f"{rounds} rounds, each version in turn, find before each restart",
+            *notes,
             f"the log watched every {LOG_POLL * 1000:.0f} ms for the scan's end, then idle"
             " confirmed by the status",
             f"populating (upload of {count} files, workers=8) took {populated:.1f} s",

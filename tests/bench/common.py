@@ -259,12 +259,12 @@ def sandbox(root: Path, in_memory: bool = False) -> Iterator[Control]:
         yield control
 
 
-def installed_python(root: Path) -> str:
-    """An interpreter with syncd installed under `root` as `pip install .` leaves it: the
-    package and its bytecode in site-packages, without the editable install's import hook
-    (a few hundredths of a second at every start, paid only by developers). The
-    dependencies come from this interpreter's site-packages, named in a path file (whose
-    folder's own .pth hooks are not run)."""
+def installed_python(root: Path, package: Path = PACKAGE) -> str:
+    """An interpreter with syncd (`package`: this checkout's, or another source tree's)
+    installed under `root` as `pip install .` leaves it: the package and its bytecode in
+    site-packages, without the editable install's import hook (a few hundredths of a second
+    at every start, paid only by developers). The dependencies come from this interpreter's
+    site-packages, named in a path file (whose folder's own .pth hooks are not run)."""
     venv = root / "installed"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
@@ -277,7 +277,7 @@ def installed_python(root: Path) -> str:
         ).stdout.strip()
     )
     (target / "syncd-dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
-    shutil.copytree(PACKAGE, target / "syncd", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(package, target / "syncd", ignore=shutil.ignore_patterns("__pycache__"))
     compileall.compile_dir(target / "syncd", quiet=1)
     return str(python)
 
