@@ -138,3 +138,23 @@ def test_known_files_are_skipped_by_the_scan(tmp_path):
         assert completed.paths() == [fresh]
     finally:
         watcher.stop()
+
+
+def test_a_reload_that_makes_a_watch_recursive_watches_its_subfolders(tmp_path, watching):
+    """The reload's scan finds what the wider watch now takes and adds the subfolders'
+    inotify watches: a file written there later is reported with no rescan to come."""
+    flat = watch(tmp_path / "drop", recursive=False)
+    sub = flat.path / "sub"
+    sub.mkdir()
+    old = sub / "old.txt"
+    old.write_text("there before the reload")
+    watcher, completed = watching(flat, settle=0.2)
+    wait_until(lambda: watcher.scans.count >= 1, 10, "the start-up scan")
+    assert completed.paths() == []
+    watcher.apply((WatchConfig(path=flat.path, service="s", recursive=True),))
+    wait_until(lambda: completed.paths() == [old], 10, "the file the reload's scan finds")
+    scans = watcher.scans.count
+    new = sub / "new.txt"
+    new.write_text("written after the reload")
+    wait_until(lambda: completed.paths() == [old, new], 10, "the file inotify reports")
+    assert watcher.scans.count == scans, "found by its event, not by a scan"
