@@ -177,11 +177,14 @@ def _run(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     config = load(args.config or default_config_path())
-    print(f"{config.source}: ok ({len(config.services)} services, {len(config.watches)} watches)")
-    if config.journal is not None:
+    journal = None
+    if config.journal is not None:  # reached before anything is called ok
         from syncd.cli.journal import describe_journal
 
-        print(describe_journal(config.journal))
+        journal = describe_journal(config.journal)
+    print(f"{config.source}: ok ({len(config.services)} services, {len(config.watches)} watches)")
+    if journal is not None:
+        print(journal)
     return 0
 
 

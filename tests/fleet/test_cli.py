@@ -46,6 +46,7 @@ def test_check_connects_and_reports_the_schema(tmp_path, postgres_cluster, postg
     wrong = {**journal, "password_file": str(tmp_path / "wrong")}
     refused = syncd_with(tmp_path, wrong).cli("check")
     assert refused.returncode == 1
+    assert refused.stdout == "", "nothing is called ok before the journal is reached"
     assert refused.stderr.startswith(f"syncd: {postgres_url}: cannot use the journal database:")
     assert postgres_cluster.password not in refused.stderr + refused.stdout
 
