@@ -43,7 +43,8 @@ class _Watcher:
         self._exchanges: set[Exchange] = set()
         self._thread: threading.Thread | None = None
         self._wakes_at: float | None = None
-        """The earliest deadline the thread waits for; None: it waits for an exchange."""
+        """When the thread wakes next (the earliest deadline, or to leave when idle); None:
+        there is no thread."""
 
     def add(self, exchange: Exchange) -> None:
         with self._cond:
@@ -53,15 +54,15 @@ class _Watcher:
                     target=self._run, name="http-deadlines", daemon=True
                 )
                 self._thread.start()
-            # Woken only for an earlier deadline: a request each would be a thread switch.
+            # Woken only for a deadline before it wakes anyway (a request's deadline is a
+            # second or more away): a wake a request would be two thread switches.
             if self._wakes_at is None or exchange.deadline < self._wakes_at:
                 self._cond.notify()
 
     def remove(self, exchange: Exchange) -> None:
+        """Not woken: it finds the exchange gone when it wakes, and leaves IDLE_EXIT later."""
         with self._cond:
             self._exchanges.discard(exchange)
-            if not self._exchanges:
-                self._cond.notify()  # to leave after IDLE_EXIT, not at this one's deadline
 
     def note(self, exchange: Exchange, connection: HTTPConnection) -> None:
         with self._cond:
@@ -83,9 +84,10 @@ class _Watcher:
                     self._wakes_at = min(waiting)
                     self._cond.wait(max(0.01, self._wakes_at - now))
                     continue
-                self._wakes_at = None
+                self._wakes_at = now + IDLE_EXIT
                 if not self._cond.wait(IDLE_EXIT) and not self._exchanges:
                     self._thread = None  # idle: the next exchange starts another
+                    self._wakes_at = None
                     return
 
 
