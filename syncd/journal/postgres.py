@@ -335,14 +335,7 @@ class PostgresStore(Pooled, Claims, Reads, FleetTables, PostgresFlow, PostgresAf
             row, State.AWAITING_CALLBACK, "state='awaiting_callback', due=%(due)s", due=deadline
         )
 
-    def mark_done(self, *row_ids: int) -> None:
-        def each() -> None:
-            for row_id in row_ids:
-                self._done(row_id)
-
-        self.batch(each)
-
-    def _done(self, row_id: int) -> None:
+    def mark_done(self, row_id: int) -> None:
         """Fenced by this host's claim on the row when it holds one; a done row is nobody's."""
         fence = self.leases.fence(row_id)
         now = time.time()
@@ -355,7 +348,6 @@ class PostgresStore(Pooled, Claims, Reads, FleetTables, PostgresFlow, PostgresAf
                 {"id": row_id, "owner": self.owner, "fence": fence, "now": now},
             ).rowcount:
                 self.outbox.record(db, State.DONE, row_id, now)
-        self.release(row_id)
 
     def mark_retry(self, row: Row, error: str, due: float) -> bool:
         return self._update(

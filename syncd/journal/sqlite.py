@@ -12,7 +12,6 @@ same row.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sqlite3
@@ -345,25 +344,15 @@ class SqliteStore(SqliteClaims, SqliteReads, SqliteFlow, SqliteAfterUpload):
     def mark_awaiting(self, row: Row, deadline: float) -> bool:
         return self._update(row, State.AWAITING_CALLBACK, "due=?", deadline)
 
-    def mark_done(self, *row_ids: int) -> None:
-        """Two statements for the whole batch: the committer holds the journal's lock (and
-        gives the GIL up at every statement) while workers wait to claim."""
+    def mark_done(self, row_id: int) -> None:
         check_move(State.UPLOADED, State.DONE)
         now = time.time()
-        ids = json.dumps(row_ids)
         with self._write() as db:
-            done = db.execute(
-                "UPDATE files SET state=?, updated_at=? WHERE state=?"
-                " AND id IN (SELECT value FROM json_each(?)) RETURNING id",
-                (State.DONE, now, State.UPLOADED, ids),
-            ).fetchall()
-            for row in done:
-                self.outbox.record(db, State.DONE, row["id"], now)
-            db.execute(
-                "UPDATE files SET claim_owner=NULL, claim_expires=NULL"
-                " WHERE claim_owner=? AND id IN (SELECT value FROM json_each(?))",
-                (self._owner, ids),
-            )
+            if db.execute(
+                "UPDATE files SET state=?, updated_at=? WHERE id=? AND state=?",
+                (State.DONE, now, row_id, State.UPLOADED),
+            ).rowcount:
+                self.outbox.record(db, State.DONE, row_id, now)
 
     def mark_retry(self, row: Row, error: str, due: float) -> bool:
         now = time.time()

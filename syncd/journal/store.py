@@ -228,9 +228,8 @@ class Store(AfterUploadStore, Protocol):
     def mark_awaiting(self, row: Row, deadline: float) -> bool:
         """Waiting for a service's callback; `due` holds the deadline."""
 
-    def mark_done(self, *row_ids: int) -> None:
-        """Their sidecars are written: of `row_ids`, the `uploaded` rows are done (any other
-        is left alone), and none of them is this store's claim any more."""
+    def mark_done(self, row_id: int) -> None:
+        """The sidecar is written: an `uploaded` row is done (any other is left alone)."""
 
     def mark_retry(self, row: Row, error: str, due: float) -> bool: ...
 

@@ -157,11 +157,11 @@ class Finisher:
     def _complete(self, batch: list[Finished]) -> None:
         # In row order: two hosts' batches then lock their rows in one order (PostgreSQL
         # would otherwise find a deadlock and roll one back).
-        in_order = sorted(batch, key=lambda item: item.row.id)
-        for item in in_order:
+        for item in sorted(batch, key=lambda item: item.row.id):
             if item.written:
                 self._completed(item.row)
-        self._journal.mark_done(*(item.row.id for item in in_order))
+            self._journal.mark_done(item.row.id)
+            self._journal.release(item.row.id)
 
     # -- mending -------------------------------------------------------------------------
 

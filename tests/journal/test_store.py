@@ -191,23 +191,6 @@ def test_mark_done_moves_only_uploaded_rows(store: Store) -> None:
     assert current is not None and current.state is State.HASHED
 
 
-def test_mark_done_takes_a_batch_and_releases_every_row_of_it(store: Store) -> None:
-    def uploaded_as(path: bytes, n: int) -> Row:
-        decision = store.begin_upload(hashed(store, path, str(n) * 64, n), always_valid)
-        assert decision is not None and decision[0] is Decision.UPLOAD
-        row = store.mark_uploaded(decision[1], {"url": str(n)})
-        assert row is not None
-        return row
-
-    first, second = uploaded_as(b"/w/a", 1), uploaded_as(b"/w/b", 2)
-    changed = hashed(store, b"/w/c", "c" * 64, 3)  # a file that changed after its upload, say
-    store.mark_done(first.id, second.id, changed.id)
-    states = {row.path: row.state for row in map(store.get, (first.id, second.id, changed.id))}
-    assert states == {b"/w/a": State.DONE, b"/w/b": State.DONE, b"/w/c": State.HASHED}
-    again = store.claim(FAR)
-    assert again is not None and again.id == changed.id, "released with the batch"
-
-
 def test_a_oneall_video_waits_for_its_callback(store: Store) -> None:
     decision = store.begin_upload(hashed(store, b"/w/a"), always_valid)
     assert decision is not None
