@@ -192,28 +192,28 @@ class SqliteStore(SqliteClaims, SqliteReads, SqliteFlow, SqliteAfterUpload):
         priority: int = 0,
         rank: int | bytes | None = None,
     ) -> bool:
-        now = time.time()
+        values = {
+            "path": path,
+            "service": service,
+            "now": time.time(),
+            "priority": priority,
+            "rank": rank,
+            **identity._asdict(),
+        }
         with self._write() as db:
+            # A new file (a burst of them, one commit a settle round) is one statement.
+            if db.execute(
+                "INSERT INTO files (path, service, state, dev, inode, size, mtime_ns,"
+                " due, updated_at, queued_at, priority, rank) VALUES (:path, :service,"
+                " 'seen', :dev, :inode, :size, :mtime_ns, 0, :now, :now, :priority, :rank)"
+                " ON CONFLICT (path) DO NOTHING",
+                values,
+            ).rowcount:
+                return True
             row = db.execute(
                 "SELECT state, dev, inode, size, mtime_ns, service FROM files WHERE path=?",
                 (path,),
             ).fetchone()
-            values = {
-                "path": path,
-                "service": service,
-                "now": now,
-                "priority": priority,
-                "rank": rank,
-                **identity._asdict(),
-            }
-            if row is None:
-                db.execute(
-                    "INSERT INTO files (path, service, state, dev, inode, size, mtime_ns,"
-                    " due, updated_at, queued_at, priority, rank) VALUES (:path, :service,"
-                    " 'seen', :dev, :inode, :size, :mtime_ns, 0, :now, :now, :priority, :rank)",
-                    values,
-                )
-                return True
             known = Identity(row["dev"], row["inode"], row["size"], row["mtime_ns"])
             if known == identity and row["service"] == service:
                 return False

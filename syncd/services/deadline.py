@@ -22,7 +22,8 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 IDLE_EXIT = 2.0
-"""Seconds the watcher thread outlives the last exchange (a daemon keeps no idle thread)."""
+"""Seconds the watcher thread outlives the last exchange (a daemon keeps no idle thread),
+and the longest it sleeps while exchanges run (it is not woken as each ends)."""
 
 
 class Exchange:
@@ -43,7 +44,10 @@ class _Watcher:
         self._exchanges: set[Exchange] = set()
         self._thread: threading.Thread | None = None
         self._wakes_at: float | None = None
-        """The earliest deadline the thread waits for; None: it waits for an exchange."""
+        """When the thread wakes next: the earliest deadline, IDLE_EXIT at the latest;
+        None: there is no thread."""
+        self._ended = 0.0
+        """When the last exchange ended (monotonic): the thread leaves IDLE_EXIT after."""
 
     def add(self, exchange: Exchange) -> None:
         with self._cond:
@@ -53,15 +57,16 @@ class _Watcher:
                     target=self._run, name="http-deadlines", daemon=True
                 )
                 self._thread.start()
-            # Woken only for an earlier deadline: a request each would be a thread switch.
+            # Woken only for a deadline before it wakes anyway (a second or more away,
+            # it wakes within IDLE_EXIT): a wake a request would be two thread switches.
             if self._wakes_at is None or exchange.deadline < self._wakes_at:
                 self._cond.notify()
 
     def remove(self, exchange: Exchange) -> None:
+        """Not woken either: it finds the exchange gone when it wakes."""
         with self._cond:
             self._exchanges.discard(exchange)
-            if not self._exchanges:
-                self._cond.notify()  # to leave after IDLE_EXIT, not at this one's deadline
+            self._ended = time.monotonic()
 
     def note(self, exchange: Exchange, connection: HTTPConnection) -> None:
         with self._cond:
@@ -80,13 +85,15 @@ class _Watcher:
                             _abort(connection)
                 waiting = [e.deadline for e in self._exchanges if not e.expired]
                 if waiting:
-                    self._wakes_at = min(waiting)
-                    self._cond.wait(max(0.01, self._wakes_at - now))
-                    continue
-                self._wakes_at = None
-                if not self._cond.wait(IDLE_EXIT) and not self._exchanges:
-                    self._thread = None  # idle: the next exchange starts another
+                    self._wakes_at = min(min(waiting), now + IDLE_EXIT)
+                elif self._exchanges:  # cut off already, not yet ended by their threads
+                    self._wakes_at = now + IDLE_EXIT
+                elif now < self._ended + IDLE_EXIT:
+                    self._wakes_at = self._ended + IDLE_EXIT
+                else:
+                    self._thread = self._wakes_at = None  # the next exchange starts another
                     return
+                self._cond.wait(max(0.01, self._wakes_at - now))
 
 
 _watcher = _Watcher()

@@ -3,8 +3,11 @@
 Workers hand over each row whose sidecar they put (work/finish.py) and go on to the next
 file. This thread takes all that queued up while it committed the batch before, fsyncs each
 folder once for all of its new sidecars, and hands the batch back (`done`), which commits it
-in one transaction. A burst of small files so shares its folder fsyncs and its commits,
-and a lone file waits for no other: `done` follows its sidecar as closely as it can.
+in one transaction. A lone file waits for no other: `done` follows its sidecar as closely as
+it can. In a burst (a row handed over within GATHER of the last commit) the rows gather
+until GATHER after that commit: otherwise the thread, woken by each row, commits them one
+by one (measured: 1.2 rows a batch, a folder fsync and a commit for nearly every file), and
+the burst shares nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +28,8 @@ log = logging.getLogger(__name__)
 
 BATCH = 256
 """Rows a transaction at most: a long batch would hold back the first row's `done`."""
+GATHER = 0.05
+"""Seconds between two commits in a burst at least: how late `done` may follow a sidecar."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +70,7 @@ class SidecarCommitter:
         with self._cond:
             earlier = self._queue.pop(finished.row.id, None)
             self._queue[finished.row.id] = finished
-            if len(self._queue) == 1:
+            if len(self._queue) in (1, BATCH):
                 self._cond.notify()
         if earlier is not None and earlier.folder is not None:
             os.close(earlier.folder)
@@ -87,18 +93,26 @@ class SidecarCommitter:
             self._commit_all()
 
     def _commit_all(self) -> None:
+        committed = -GATHER
         while True:
             with self._cond:
                 while not self._queue and not self._stop:
                     self._cond.wait()
                 if not self._queue:
                     return
+                # Within GATHER of the last commit: a burst, whose rows gather till then.
+                while not self._stop and len(self._queue) < BATCH:
+                    left = committed + GATHER - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
                 batch = [self._queue.pop(key) for key in list(self._queue)[:BATCH]]
             try:
                 self._commit(batch)
             except Exception:
                 # Those rows stay `uploaded`: the next periodic rescan or start mends them.
                 log.exception("unexpected error committing sidecars")
+            committed = time.monotonic()
 
     def _commit(self, batch: list[Finished]) -> None:
         durable = [item for item in batch if item.folder is None]
