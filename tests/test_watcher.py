@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ from conftest import wait_until
 from syncd.config import WatchConfig
 from syncd.files import Identity
 from syncd.intake.routing import IGNORED, IGNORED_PREFIXES, IGNORED_SUFFIXES, route
+from syncd.intake.scan import Scanner
 from syncd.intake.watcher import Watcher
 
 
@@ -158,3 +160,18 @@ def test_a_reload_that_makes_a_watch_recursive_watches_its_subfolders(tmp_path, 
     new.write_text("written after the reload")
     wait_until(lambda: completed.paths() == [old, new], 10, "the file inotify reports")
     assert watcher.scans.count == scans, "found by its event, not by a scan"
+
+
+def test_a_folder_gone_before_its_scan_is_no_warning_a_missing_watch_is(tmp_path, caplog):
+    """Folders come and go under a watch (an application's temporary ones); a watch whose
+    own folder is missing is the operator's to know."""
+    folder = watch(tmp_path / "drop")
+    scanner = Scanner(dict, lambda folder: None)
+    with caplog.at_level(logging.WARNING, logger="syncd.intake.scan"):
+        scanner.folders((folder,), [folder.path / "gone"], lambda path, st: True)
+        assert caplog.records == []
+        folder.path.rmdir()
+        scanner.full((folder,), lambda path, st: True)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cannot read folder {folder.path}: No such file or directory"
+    ]

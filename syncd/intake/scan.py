@@ -104,6 +104,10 @@ class Scanner:
             try:
                 with os.scandir(folder) as listing:
                     entries = list(listing)
+            except (FileNotFoundError, NotADirectoryError) as exc:
+                if any(folder == os.fsencode(watch.path) for watch, _ in folder_takers):
+                    log.warning("cannot read folder %s: %s", os.fsdecode(folder), exc.strerror)
+                continue  # a folder below a watch gone since it was seen: nothing to find
             except OSError as exc:
                 log.warning("cannot read folder %s: %s", os.fsdecode(folder), exc.strerror)
                 continue
