@@ -28,7 +28,7 @@ from watchdog.events import (
 from watchdog.observers.api import BaseObserver
 
 from syncd.config import WatchConfig
-from syncd.intake.routing import IGNORED_PREFIXES, IGNORED_SUFFIXES
+from syncd.intake.routing import ignored_name
 
 EVENTS: list[type[FileSystemEvent]] = [
     FileCreatedEvent,
@@ -84,8 +84,7 @@ def ignored(path: bytes | str) -> bool:
     """A file name intake always ignores: our sidecars and their temp files (every upload
     makes them), dot-files, partial downloads. Dropped here, on watchdog's thread, before
     they cost a hint, a wake of the settler and an lstat."""
-    name = os.fsencode(path).rpartition(b"/")[2]
-    return name.endswith(IGNORED_SUFFIXES) or name.startswith(IGNORED_PREFIXES)
+    return ignored_name(os.fsencode(path).rpartition(b"/")[2])
 
 
 def _allow_deep_trees() -> None:

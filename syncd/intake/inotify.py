@@ -27,7 +27,8 @@ from watchdog.observers.inotify_c import (
     WatchDescriptor,
 )
 
-from syncd.intake.events import Hints, ignored
+from syncd.intake.events import Hints
+from syncd.intake.routing import ignored_name
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ class InotifyWatches:
     def on_event(self, event: InotifyEvent) -> None:
         with self._lock:
             folder = self._folder_of.get(event.wd)
-        if folder is None or not event.name or ignored(event.name):
+        if folder is None or not event.name or ignored_name(event.name):
             return
         path = folder + b"/" + event.name
         if event.is_directory:

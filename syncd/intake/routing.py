@@ -46,6 +46,12 @@ or name.endswith(SUFFIXES)` is what IGNORED matches, without decoding, at a thir
 regex's cost per name (a scan tests every name of every folder)."""
 
 
+def ignored_name(name: bytes) -> bool:
+    """A name intake always ignores (our sidecars and their temp files, dot-files, partial
+    downloads), tested on bytes as the scan does."""
+    return name.endswith(IGNORED_SUFFIXES) or name.startswith(IGNORED_PREFIXES)
+
+
 @functools.lru_cache(maxsize=256)
 def _split(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str] | None]:
     """Patterns with a `/` match the path below the watch; the others the name alone."""

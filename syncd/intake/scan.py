@@ -105,7 +105,7 @@ class Scanner:
                 with os.scandir(folder) as listing:
                     entries = list(listing)
             except (FileNotFoundError, NotADirectoryError) as exc:
-                if any(folder == os.fsencode(watch.path) for watch, _ in folder_takers):
+                if any(not below for _, below in folder_takers):  # a watch's own folder
                     log.warning("cannot read folder %s: %s", os.fsdecode(folder), exc.strerror)
                 continue  # a folder below a watch gone since it was seen: nothing to find
             except OSError as exc:
