@@ -138,9 +138,13 @@ class Hooks:
         self._journal = journal
         self._watches = watches
         self._services = services
+        self._claiming = threading.Lock()
+        """One runner claims at a time. Its journal call may wait out an outage: nothing
+        else ever waits for this lock (stop() must not)."""
         self._claims = threading.Lock()
         self._running: dict[int, Process | None] = {}
-        """The hooks being run (by queue id), with their process once it has started."""
+        """The hooks being run (by queue id), with their process once it has started;
+        changed and read under `_claims`, which is never held across a journal call."""
         self._finding = threading.Lock()
         """Any idle runner looks for new failures; one at a time."""
         self._seen_changes = -1
@@ -175,11 +179,14 @@ class Hooks:
         return 0
 
     def _claim(self) -> HookRow | None:
-        with self._claims:
-            found = self._journal.pending_hooks(self._running, 1)
+        with self._claiming:
+            with self._claims:
+                running = set(self._running)
+            found = self._journal.pending_hooks(running, 1)
             if not found:
                 return None
-            self._running[found[0].id] = None
+            with self._claims:
+                self._running[found[0].id] = None
             return found[0]
 
     def _run(self, hook: HookRow) -> None:

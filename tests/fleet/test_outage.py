@@ -65,3 +65,32 @@ def test_a_database_outage_is_ridden_out_and_work_goes_on(
     finally:
         outage(postgres_cluster, postgres_url, on=False)
         fleet.close()
+
+
+def test_hooks_stop_at_once_while_the_database_is_out(postgres_cluster, postgres_url):
+    """The hook runners' journal calls wait out an outage; stopping them (SIGTERM) must not
+    wait with them, or the daemon outlives systemd's TimeoutStopSec. Two runners: one waits
+    in the failed files' cursor, the other in the claim of a queued hook."""
+    import threading
+
+    from syncd.control.degraded import JOURNAL, Degraded
+    from syncd.journal.patience import persevering
+    from syncd.journal.postgres import PostgresStore
+    from syncd.outputs.hooks import RUNNERS, Hooks
+
+    assert RUNNERS >= 2
+    store = PostgresStore(postgres_url, postgres_cluster.password, "host-a", 30.0)
+    faults = Degraded()
+    hooks = Hooks(persevering(store, faults), lambda: (), lambda: {})
+    try:
+        outage(postgres_cluster, postgres_url, on=True)
+        hooks.loop.start()
+        wait_until(lambda: faults.has(JOURNAL), 30, "the runners meeting the outage")
+        stopping = threading.Thread(target=hooks.stop, daemon=True)
+        stopping.start()
+        stopping.join(5)
+        assert not stopping.is_alive(), "stop() waited for a runner waiting out the outage"
+    finally:
+        outage(postgres_cluster, postgres_url, on=False)
+        hooks.loop.stop(30)  # the runners end once their journal calls go through
+        store.close()
