@@ -15,6 +15,7 @@ from typing import Any
 
 from syncd import __version__
 from syncd.config import default_config_path, default_status_socket, load, load_daemon
+from syncd.control.printable import printable
 from syncd.control.status import ask
 from syncd.errors import DaemonNotRunning, SyncdError, UsageError
 
@@ -219,10 +220,12 @@ def _status(args: argparse.Namespace) -> int:
     reply = _ask(args, {"command": "status"})
     if args.json:
         print(json.dumps(reply, indent=2))
-    else:
-        from syncd.cli.render import render_status  # not at every start of the daemon
+        return 1 if "error" in reply else 0
+    if "error" in reply:  # a daemon that cannot answer (fleet mode: its database is out)
+        raise SyncdError(printable(str(reply["error"])))
+    from syncd.cli.render import render_status  # not at every start of the daemon
 
-        print(render_status(reply))
+    print(render_status(reply))
     return 0
 
 

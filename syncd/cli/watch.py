@@ -56,11 +56,13 @@ def watch(fetch: Fetch, out: TextIO = sys.stdout, interval: float = INTERVAL) ->
 
 
 def _poll(fetch: Fetch) -> dict[str, Any] | str:
-    """The reply, or why there is none (the daemon may be restarting: keep watching)."""
+    """The reply, or why there is none (the daemon may be restarting, or its journal out of
+    reach: keep watching)."""
     try:
-        return fetch()
+        reply = fetch()
     except DaemonNotRunning as exc:
         return str(exc)
+    return f"error: {shown(reply['error'])}" if "error" in reply else reply
 
 
 # -- plain lines -----------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 from syncd import __version__
 from syncd.config import Config
 from syncd.intake.watcher import Watcher
+from syncd.journal.patience import StorageFault
 from syncd.journal.states import CLAIMABLE, State
 from syncd.journal.store import Row, Store
 from syncd.outputs.webhooks import shown_target
@@ -52,7 +53,10 @@ class Control:
         self._started = time.monotonic()
 
     def status_line(self) -> str:
-        counts = self._journal.counts()
+        try:
+            counts = self._journal.counts()
+        except StorageFault:  # the journal cannot be read (fleet mode: its database is out)
+            return self._pipeline.faults.summary()
         queued = sum(counts[state] for state in CLAIMABLE)
         parts = [
             f"{len(self._current().watches)} folders",

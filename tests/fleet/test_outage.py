@@ -8,7 +8,8 @@ import os
 from typing import Any
 
 from fleet_harness import Fleet
-from harness import free_port, scrape, sidecar_of, wait_until
+from harness import base_config, free_port, scrape, sidecar_of, wait_until
+from test_systemd import NotifyListener
 
 
 def outage(postgres_cluster: Any, url: str, on: bool) -> None:
@@ -94,3 +95,52 @@ def test_hooks_stop_at_once_while_the_database_is_out(postgres_cluster, postgres
         outage(postgres_cluster, postgres_url, on=False)
         hooks.loop.stop(30)  # the runners end once their journal calls go through
         store.close()
+
+
+def test_an_outage_is_told_by_status_and_systemd_status(
+    tmp_path, sandbox, make_daemon, postgres_cluster, postgres_url
+):
+    """While the database is out, `syncd status` cannot answer: it says why and exits 1
+    (0 would tell a script all is well), and STATUS= says the journal is degraded rather
+    than keeping the last figures."""
+    import json
+    import signal
+    import subprocess
+
+    (tmp_path / "drop").mkdir()
+    config = base_config(tmp_path, sandbox.url, [{"path": str(tmp_path / "drop")}])
+    config["journal"] = {"url": postgres_url, "password_file": str(postgres_cluster.password_file)}
+    notify = NotifyListener(tmp_path / "notify.sock")
+    try:
+        daemon = make_daemon(config, NOTIFY_SOCKET=str(notify.path)).start()
+        wait_until(lambda: notify.with_line("READY=1"), 30, "READY=1")
+        outage(postgres_cluster, postgres_url, on=True)
+        unavailable = "the journal database is unavailable"
+        wait_until(
+            lambda: [m for _, m in notify.messages if f"degraded: journal: {unavailable}" in m],
+            30,
+            "STATUS= saying the journal is degraded",
+        )
+        shown = daemon.cli("status")
+        assert shown.returncode == 1 and shown.stdout == ""
+        assert shown.stderr.startswith(f"syncd: {unavailable}"), shown.stderr
+        raw = daemon.cli("status", "--json")
+        assert raw.returncode == 1 and json.loads(raw.stdout)["error"].startswith(unavailable)
+        watching = subprocess.Popen(
+            [daemon.python, "-m", "syncd", "status", "--watch", "-c", str(daemon.config_path)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=daemon.env,
+        )
+        try:
+            assert watching.stdout is not None
+            line = watching.stdout.readline()
+        finally:
+            watching.send_signal(signal.SIGINT)
+            watching.communicate(timeout=30)
+        assert f"error: {unavailable}" in line, "not an empty daemon's figures"
+        outage(postgres_cluster, postgres_url, on=False)
+        wait_until(lambda: daemon.cli("status").returncode == 0, 30, "status answering again")
+    finally:
+        outage(postgres_cluster, postgres_url, on=False)
+        notify.close()
