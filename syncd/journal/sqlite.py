@@ -86,7 +86,11 @@ class SqliteStore(SqliteClaims, SqliteReads, SqliteFlow, SqliteAfterUpload):
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+        try:
+            self._migrate()
+        except SyncdError:
+            self._db.close()
+            raise
         self.outbox = SqliteOutbox(self._db, self._lock, lambda: self._write(counted=False))
 
     def close(self) -> None:
@@ -152,6 +156,11 @@ class SqliteStore(SqliteClaims, SqliteReads, SqliteFlow, SqliteAfterUpload):
     def _migrate(self) -> None:
         with self._write() as db:
             current = db.execute("PRAGMA user_version").fetchone()[0]
+            if current > len(MIGRATIONS):  # an older syncd would misread it, or write it wrong
+                raise SyncdError(
+                    f"{self._path}: the journal's schema is version {current}, newer than this"
+                    f" syncd knows ({len(MIGRATIONS)}): upgrade syncd on this host"
+                )
             for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
                 for statement in filter(str.strip, script.split(";")):
                     db.execute(statement)

@@ -82,6 +82,24 @@ def test_an_unopenable_journal_is_one_clear_line(tmp_path):
     assert str(raised.value).startswith(f"{blocker / 'journal.sqlite'}: cannot open the journal")
 
 
+def test_a_journal_of_a_newer_syncd_is_refused_untouched(tmp_path):
+    """As the fleet's database is: an older syncd would misread its rows or write them wrong."""
+    path = tmp_path / "journal.sqlite"
+    SqliteStore(path).close()
+    newer = len(MIGRATIONS) + 1
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version={newer}")
+    with pytest.raises(SyncdError) as refused:
+        SqliteStore(path)
+    assert str(refused.value) == (
+        f"{path}: the journal's schema is version {newer}, newer than this syncd knows"
+        f" ({len(MIGRATIONS)}): upgrade syncd on this host"
+    )
+    assert refused.value.exit_code == 1
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == newer
+
+
 def test_claims_left_under_another_host_name_are_dropped_at_start(tmp_path):
     """One daemon per state_dir: a claim left behind is a dead one's, even if the host name
     changed since (a container)."""
