@@ -89,6 +89,8 @@ class Daemon:
         self._wake = threading.Event()
         self._signals = 0
         self._reload = False
+        self._resubscribe = False
+        """A reload's webhook receivers wait for the journal to prune the outbox."""
         self._lock = lock_state_dir(config.daemon.state_dir)
         self.faults = Degraded()
         self.journal = persevering(open_store(config), self.faults)
@@ -305,6 +307,9 @@ class Daemon:
         unreachable it waits for the next tick instead (the watchdog must keep being pinged),
         status saying degraded."""
         try:
+            if self._resubscribe:
+                self.webhooks.use(self.config.webhooks)
+                self._resubscribe = False
             self.callbacks.check()
             self.flow.tick()
             self.pipeline.mend()
@@ -384,7 +389,10 @@ class Daemon:
             log.warning("%s changes only when syncd restarts", key)
         if self.healthcheck is not None and config.daemon.healthcheck_url:
             self.healthcheck.use(config.daemon.healthcheck_url, config.daemon.healthcheck_interval)
-        self.webhooks.use(config.webhooks)
+        try:
+            self.webhooks.use(config.webhooks)
+        except StorageFault:  # the journal is out of reach: the chores prune it once it is back
+            self._resubscribe = True
         if config.webhooks and not self.webhooks.alive():
             self.webhooks.start()
         self.pipeline.use(config.services, uploaders)

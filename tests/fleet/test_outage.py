@@ -144,3 +144,31 @@ def test_an_outage_is_told_by_status_and_systemd_status(
     finally:
         outage(postgres_cluster, postgres_url, on=False)
         notify.close()
+
+
+def test_a_reload_while_the_database_is_out_keeps_the_daemon_and_takes_hold(
+    tmp_path, sandbox, make_daemon, postgres_cluster, postgres_url
+):
+    """SIGHUP during an outage: the new configuration is in force (here a new watch), and
+    the daemon lives on (the reload's journal write, pruning the webhook outbox, waits)."""
+    import signal
+
+    for name in ("drop", "more"):
+        (tmp_path / name).mkdir()
+    config = base_config(tmp_path, sandbox.url, [{"path": str(tmp_path / "drop")}])
+    config["journal"] = {"url": postgres_url, "password_file": str(postgres_cluster.password_file)}
+    daemon = make_daemon(config).start()
+    try:
+        outage(postgres_cluster, postgres_url, on=True)
+        wait_until(lambda: "journal degraded" in daemon.log(), 30, "the outage met")
+        config["watch"].append({"path": str(tmp_path / "more"), "service": "ads"})
+        daemon.write_config(config)
+        daemon.signal(signal.SIGHUP)
+        wait_until(lambda: "configuration reloaded" in daemon.log(), 30, "the reload")
+        assert daemon.process is not None and daemon.process.poll() is None, daemon.log()[-2000:]
+    finally:
+        outage(postgres_cluster, postgres_url, on=False)
+    dropped = tmp_path / "more" / "new.bin"
+    dropped.write_bytes(os.urandom(1024))
+    wait_until(lambda: sidecar_of(dropped).exists(), 60, "the new watch's file uploaded")
+    assert daemon.stop() == 0
