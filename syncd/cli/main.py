@@ -263,8 +263,9 @@ def _report(reply: dict[str, Any], count: str, done: str) -> bool:
 
 def _pause_or_resume(args: argparse.Namespace) -> int:
     reply = _ask(args, {"command": args.command, "services": args.services})
-    if "error" in reply:
-        raise UsageError(str(reply["error"]))
+    if "error" in reply:  # names the config does not know are the caller's; the rest, ours
+        error = UsageError if reply.get("unknown_services") else SyncdError
+        raise error(printable(str(reply["error"])))
     paused = reply.get("paused") or []
     print(f"paused: {', '.join(paused)}" if paused else "nothing is paused")
     return 0

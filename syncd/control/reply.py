@@ -138,7 +138,7 @@ class Control:
             return {"error": f'{command} takes "services": [names]'}
         unknown = sorted(set(services) - set(self._current().services))
         if unknown:
-            return {"error": f"no such service: {', '.join(unknown)}"}
+            return {"error": f"no such service: {', '.join(unknown)}", "unknown_services": unknown}
         act = self._flow.pause if command == "pause" else self._flow.resume
         return {"paused": act(services)}
 

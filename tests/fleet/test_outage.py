@@ -101,8 +101,8 @@ def test_an_outage_is_told_by_status_and_systemd_status(
     tmp_path, sandbox, make_daemon, postgres_cluster, postgres_url
 ):
     """While the database is out, `syncd status` cannot answer: it says why and exits 1
-    (0 would tell a script all is well), and STATUS= says the journal is degraded rather
-    than keeping the last figures."""
+    (0 would tell a script all is well), as `syncd pause` does (not 2, a usage error), and
+    STATUS= says the journal is degraded rather than keeping the last figures."""
     import json
     import signal
     import subprocess
@@ -139,6 +139,9 @@ def test_an_outage_is_told_by_status_and_systemd_status(
             watching.send_signal(signal.SIGINT)
             watching.communicate(timeout=30)
         assert f"error: {unavailable}" in line, "not an empty daemon's figures"
+        paused = daemon.cli("pause")
+        assert paused.returncode == 1, "the daemon's failure, not a usage error (exit 2)"
+        assert paused.stderr.startswith(f"syncd: {unavailable}"), paused.stderr
         outage(postgres_cluster, postgres_url, on=False)
         wait_until(lambda: daemon.cli("status").returncode == 0, 30, "status answering again")
     finally:

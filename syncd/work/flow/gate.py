@@ -115,6 +115,7 @@ class Flow:
         self._store = store
         self._wake = wake
         self._lock = threading.Lock()
+        self._claiming = threading.Lock()
         self._services: dict[str, ServiceConfig] = {}
         self._active: Counter[str] = Counter()
         self._paused: set[str] = set()
@@ -143,11 +144,16 @@ class Flow:
     # -- slots -------------------------------------------------------------------------
 
     def claim(self, take: Callable[[frozenset[str]], R | None]) -> R | None:
-        """`take` the next row, skipping services whose `max_parallel` is reached."""
-        with self._lock:
-            row = take(self.full())
+        """`take` the next row, skipping services whose `max_parallel` is reached. Claims
+        are one at a time; `take` may wait out a journal outage, so `_lock` (which pause,
+        resume, holds and the main loop's tick take) is not held across it."""
+        with self._claiming:
+            with self._lock:
+                full = self.full()
+            row = take(full)
             if row is not None:
-                self._active[row.service] += 1
+                with self._lock:
+                    self._active[row.service] += 1
             return row
 
     def full(self) -> frozenset[str]:
