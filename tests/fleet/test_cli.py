@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness import RunningDaemon, base_config
+from harness import RunningDaemon, base_config, free_port
 
 from syncd.files import Identity
 from syncd.journal.sqlite import SqliteStore
@@ -180,3 +180,37 @@ def test_status_prints_the_fleets_hosts_escaped(
     assert any(line.startswith(f"  {printable(hostile)} (pid 7): heartbeat ") for line in fleet)
     assert not any(line.startswith("  forged") for line in fleet), fleet
     assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout
+
+
+def test_a_newer_or_unreachable_database_is_exit_1_with_one_line(
+    tmp_path, postgres_cluster, postgres_url
+):
+    """A runtime failure (exit 1), not a configuration error (2, which systemd's
+    RestartPreventExitStatus= never retries): the database may come back, syncd be upgraded."""
+    import psycopg
+
+    from syncd.journal.pg_schema import MIGRATIONS
+
+    with psycopg.connect(postgres_url, password=postgres_cluster.password) as db:
+        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        db.execute("INSERT INTO schema_version VALUES (%s)", (len(MIGRATIONS) + 1,))
+    journal = {"url": postgres_url, "password_file": str(postgres_cluster.password_file)}
+    newer = (
+        f"syncd: {postgres_url}: the journal's schema is version {len(MIGRATIONS) + 1},"
+        f" newer than this syncd knows ({len(MIGRATIONS)}): upgrade syncd on this host\n"
+    )
+    for command in (("check",), ("run",)):
+        refused = syncd_with(tmp_path, journal).cli(*command)
+        assert (refused.returncode, refused.stdout, refused.stderr) == (1, "", newer), command
+    port = free_port()  # nobody listens there
+    gone = {**journal, "url": f"postgresql://postgres@127.0.0.1:{port}/syncd"}
+    for command in (("check",), ("run",)):
+        refused = syncd_with(tmp_path, gone).cli(*command)
+        assert refused.returncode == 1 and refused.stdout == "", command
+        assert (
+            refused.stderr.startswith(
+                f"syncd: postgresql://postgres@127.0.0.1:{port}/syncd: cannot use the journal"
+                " database: "
+            )
+            and refused.stderr.count("\n") == 1
+        ), refused.stderr
