@@ -217,8 +217,8 @@ def _status(args: argparse.Namespace) -> int:
         _ask(args, {"command": "status"})  # exit 3 at once when no daemon runs at all
         return watch(lambda: _ask(args, {"command": "status"}))
     reply = _ask(args, {"command": "status"})
-    if args.json:
-        print(json.dumps(reply, indent=2))
+    if args.json:  # the daemon's line as it sent it: json.dumps with the same defaults
+        print(json.dumps(reply))
     else:
         from syncd.cli.render import render_status  # not at every start of the daemon
 

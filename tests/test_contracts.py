@@ -1,0 +1,32 @@
+"""The contracts of DESIGN.md as an outside tester drives them: config values, the status
+socket and the command line, each checked where no other test pinned it down."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import base_config
+
+from syncd.control.status import ask
+
+
+def syncd(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "syncd", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_status_json_prints_the_reply_as_is(tmp_path, sandbox, make_daemon):
+    """One line, as the daemon sent it: a script may read it line by line."""
+    daemon = make_daemon(base_config(tmp_path, sandbox.url)).start()
+    shown = syncd("status", "--json", "-c", str(daemon.config_path))
+    assert shown.returncode == 0, shown.stderr
+    reply = json.loads(shown.stdout)
+    assert shown.stdout == json.dumps(reply) + "\n"
+    assert list(reply) == list(ask(daemon.socket, {"command": "status"}))
