@@ -3,7 +3,10 @@ socket and the command line, each checked where no other test pinned it down."""
 
 from __future__ import annotations
 
+import grp
 import json
+import os
+import stat
 import subprocess
 import sys
 
@@ -30,3 +33,13 @@ def test_status_json_prints_the_reply_as_is(tmp_path, sandbox, make_daemon):
     reply = json.loads(shown.stdout)
     assert shown.stdout == json.dumps(reply) + "\n"
     assert list(reply) == list(ask(daemon.socket, {"command": "status"}))
+
+
+def test_status_group_can_reach_the_socket_in_a_folder_syncd_makes(tmp_path, sandbox, make_daemon):
+    """0660 is of no use behind a folder only we may enter: the folder syncd makes for the
+    socket lets the group pass (0710), not list."""
+    group = grp.getgrgid(os.getgid())
+    daemon = make_daemon(base_config(tmp_path, sandbox.url, status_group=group.gr_name)).start()
+    folder = daemon.socket.parent.stat()
+    assert (stat.S_IMODE(folder.st_mode), folder.st_gid) == (0o710, group.gr_gid)
+    assert stat.S_IMODE(daemon.socket.stat().st_mode) == 0o660
