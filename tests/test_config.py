@@ -503,6 +503,11 @@ def test_media_server_keys(tmp_path: Path) -> None:
         ("5KB", 5000),
         ("8mib", 8 << 20),
         ("42", 42),
+        ("1.5MiB", 3 << 19),
+        ("0.5 KiB", 512),
+        ("1.5B", 1),
+        ("2TiB", 2 << 40),
+        ("1TB", 10**12),
     ],
 )
 def test_parse_size(value: object, size: int) -> None:
@@ -510,7 +515,7 @@ def test_parse_size(value: object, size: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", [-1, True, 1.5, "", "MiB", "1.5MiB", "8 Mibs", "-1KiB", [1], "9999999999GiB", 2**63]
+    "value", [-1, True, 1.5, "", "MiB", ".5MiB", "8 Mibs", "-1KiB", [1], "9999999999GiB", 2**63]
 )
 def test_parse_size_refuses(value: object) -> None:
     with pytest.raises(ValueError, match="size"):
