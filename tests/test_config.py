@@ -570,8 +570,8 @@ def test_default_paths_without_systemd(monkeypatch: pytest.MonkeyPatch, euid: in
     root = euid == 0
     config_path = "/etc/syncd/config.toml" if root else "/home/u/.config/syncd/config.toml"
     assert default_config_path() == Path(config_path)
-    state = "/var/lib/syncd" if root else "/home/u/.local/state/syncd"
-    assert default_state_dir() == Path(state)
+    # DESIGN.md: "Default: $STATE_DIRECTORY, else the XDG state dir", for root too.
+    assert default_state_dir() == Path("/home/u/.local/state/syncd")
     # Not a predictable /tmp path another user could take first: the state folder (issue 11).
     socket = "/run/syncd/status.sock" if root else "/home/u/.local/state/syncd/status.sock"
     assert default_status_socket() == Path(socket)

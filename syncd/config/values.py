@@ -169,12 +169,11 @@ def default_config_path() -> Path:
 
 
 def default_state_dir() -> Path:
-    """systemd's StateDirectory=, else $XDG_STATE_HOME, else /var/lib/syncd for root or XDG's."""
+    """systemd's StateDirectory=, else the XDG state folder, root's too (DESIGN.md: the
+    system unit gives /var/lib/syncd as $STATE_DIRECTORY)."""
     given = _first_entry("STATE_DIRECTORY")
     if given is not None:
         return given
-    if os.geteuid() == 0 and not os.environ.get("XDG_STATE_HOME"):
-        return Path("/var/lib/syncd")
     return _xdg("XDG_STATE_HOME", ".local/state") / "syncd"
 
 
