@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 
+import pytest
 from conftest import base_config
 
 from syncd.control.status import ask
@@ -43,3 +44,14 @@ def test_status_group_can_reach_the_socket_in_a_folder_syncd_makes(tmp_path, san
     folder = daemon.socket.parent.stat()
     assert (stat.S_IMODE(folder.st_mode), folder.st_gid) == (0o710, group.gr_gid)
     assert stat.S_IMODE(daemon.socket.stat().st_mode) == 0o660
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["run", "status", "retry", "pause", "resume", "restore", "check", "sandbox", "journal copy"],
+)
+def test_every_command_takes_config(command):
+    """DESIGN.md, "CLI": `...; all take -c/--config`."""
+    shown = syncd(*command.split(), "--help")
+    assert shown.returncode == 0, shown.stderr
+    assert "-c CONFIG, --config CONFIG" in shown.stdout

@@ -100,6 +100,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     copy.add_argument("--to", required=True, metavar="URL", help="postgresql://USER@HOST/DB")
     sandbox = commands.add_parser("sandbox", help="serve the service emulators")
+    sandbox.add_argument(
+        "-c", "--config", type=Path, help="taken as by every command; the sandbox needs none"
+    )
     sandbox.add_argument("--listen", default="127.0.0.1:8700", help="HOST:PORT")
     sandbox.add_argument("--data-dir", type=Path, help="keep what was received here")
     return parser
