@@ -6,6 +6,7 @@ from __future__ import annotations
 import grp
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -55,3 +56,17 @@ def test_every_command_takes_config(command):
     shown = syncd(*command.split(), "--help")
     assert shown.returncode == 0, shown.stderr
     assert "-c CONFIG, --config CONFIG" in shown.stdout
+
+
+def test_a_request_without_its_newline_is_answered(tmp_path, sandbox, make_daemon):
+    """A client that sends the JSON object and waits, without "\\n" or closing its side."""
+    daemon = make_daemon(base_config(tmp_path, sandbox.url)).start()
+    with socket.socket(socket.AF_UNIX) as client:
+        client.settimeout(3)
+        client.connect(str(daemon.socket))
+        client.sendall(json.dumps({"command": "status"}).encode())
+        reply = b""
+        while piece := client.recv(65536):
+            reply += piece
+    assert json.loads(reply)["pid"] == daemon.pid
+    assert reply.endswith(b"\n") and reply.count(b"\n") == 1

@@ -263,7 +263,7 @@ class _Client:
         piece = self.conn.recv(MAX_REQUEST + 1 - len(self.request))
         self.request += piece
         end = self.request.find(b"\n")
-        if end >= 0 or not piece:
+        if end >= 0 or not piece or _whole_object(self.request):
             line = bytes(self.request if end < 0 else self.request[:end])
             self.reply = answer(line)
         elif len(self.request) > MAX_REQUEST:
@@ -282,6 +282,17 @@ class _Client:
     def close(self) -> None:
         """Done with; the server unregisters and closes the connection."""
         self.closed = True
+
+
+def _whole_object(request: bytearray) -> bool:
+    """A JSON object sent without its newline (and the connection kept open) is a request
+    too: a client waiting for the reply would otherwise wait for nothing."""
+    if not request.rstrip().endswith(b"}"):
+        return False
+    try:
+        return isinstance(json.loads(request), dict)
+    except (ValueError, RecursionError):
+        return False
 
 
 def _closed_to(folder: Path, gid: int) -> Path | None:
