@@ -15,6 +15,10 @@ import pytest
 from conftest import base_config
 
 from syncd.control.status import ask
+from syncd.errors import PermanentError
+from syncd.files import locate
+from syncd.services.twitlonger import parse_post
+from syncd.work.actions import Skip, _check_sidecar
 
 
 def syncd(*args: str) -> subprocess.CompletedProcess[str]:
@@ -70,3 +74,34 @@ def test_a_request_without_its_newline_is_answered(tmp_path, sandbox, make_daemo
             reply += piece
     assert json.loads(reply)["pid"] == daemon.pid
     assert reply.endswith(b"\n") and reply.count(b"\n") == 1
+
+
+HOSTILE_TOML = {
+    "nested": "a = " + "[" * 5000 + "]" * 5000 + "\n",
+    "long number": "[daemon]\nworkers = " + "9" * 5000 + "\n",
+}
+
+
+@pytest.mark.parametrize("text", HOSTILE_TOML.values(), ids=HOSTILE_TOML.keys())
+def test_a_config_python_cannot_read_is_one_line_exit_2(tmp_path, text):
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    shown = syncd("check", "-c", str(path))
+    assert shown.returncode == 2
+    assert shown.stderr.startswith(f"syncd: {path}: invalid TOML: ")
+    assert len(shown.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("text", HOSTILE_TOML.values(), ids=HOSTILE_TOML.keys())
+def test_front_matter_python_cannot_read_fails_that_file(text):
+    with pytest.raises(PermanentError, match="front matter is not valid TOML"):
+        parse_post(f"+++\n{text}+++\nhello\n".encode(), "note.txt")
+
+
+@pytest.mark.parametrize("text", HOSTILE_TOML.values(), ids=HOSTILE_TOML.keys())
+def test_a_sidecar_python_cannot_read_is_not_this_content(tmp_path, text):
+    """archive / delete read the sidecar back before acting: a hostile one is a skip."""
+    (tmp_path / "file.bin").write_bytes(b"x")
+    (tmp_path / "file.bin.syncd.toml").write_text(text)
+    with locate(tmp_path, tmp_path / "file.bin") as place, pytest.raises(Skip):
+        _check_sidecar(place, "0" * 64)

@@ -153,8 +153,9 @@ def _read(path: Path) -> tuple[Source, Table]:
         raise ConfigError(file, "", None, f"cannot read: {e.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(file, "", None, "invalid TOML: not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(file, "", None, f"invalid TOML: {e}") from None
+    except (ValueError, RecursionError) as e:  # TOMLDecodeError, a 5000-digit number, [[[[…
+        why = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise ConfigError(file, "", None, f"invalid TOML: {why}") from None
     src = Source(file, path.absolute().parent, mode, {"accounts": {}, "services": {}})
     return src, Table(src, "", data)
 

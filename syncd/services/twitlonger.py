@@ -107,8 +107,9 @@ def parse_post(raw: bytes, name: str) -> Post:
             raise PermanentError(f"{name}: front matter opened with +++ is never closed") from None
         try:
             meta = tomllib.loads("\n".join(lines[1:end]))
-        except tomllib.TOMLDecodeError as exc:
-            raise PermanentError(f"{name}: front matter is not valid TOML: {exc}") from None
+        except (ValueError, RecursionError) as exc:  # TOMLDecodeError, a 5000-digit number, [[[…
+            why = "nested too deeply" if isinstance(exc, RecursionError) else exc
+            raise PermanentError(f"{name}: front matter is not valid TOML: {why}") from None
         lines = lines[end + 1 :]
         unknown = set(meta) - FRONT_MATTER_KEYS
         if unknown:
