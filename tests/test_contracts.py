@@ -10,8 +10,11 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
+from pathlib import Path
 
 import pytest
+import tomli_w
 from conftest import base_config
 
 from syncd.control.status import ask
@@ -105,3 +108,33 @@ def test_a_sidecar_python_cannot_read_is_not_this_content(tmp_path, text):
     (tmp_path / "file.bin.syncd.toml").write_text(text)
     with locate(tmp_path, tmp_path / "file.bin") as place, pytest.raises(Skip):
         _check_sidecar(place, "0" * 64)
+
+
+def test_status_that_the_daemon_cannot_give_exits_1(tmp_path):
+    """A daemon whose journal fails answers {"error": ...}: printed, and exit 1, not 0."""
+    config = base_config(tmp_path, "http://127.0.0.1:9")
+    path = tmp_path / "config.toml"
+    path.write_text(tomli_w.dumps(config))
+    line = json.dumps({"error": "journal: disk I/O error"}) + "\n"
+    with socket.socket(socket.AF_UNIX) as server:
+        Path(config["daemon"]["status_socket"]).parent.mkdir()
+        server.bind(config["daemon"]["status_socket"])
+        server.listen()
+        thread = threading.Thread(target=_answer_twice, args=(server, line.encode()))
+        thread.start()
+        try:
+            shown = syncd("status", "--json", "-c", str(path))
+            plain = syncd("status", "-c", str(path))
+        finally:
+            thread.join(30)
+    assert (shown.returncode, shown.stdout) == (1, line)
+    assert plain.returncode == 1 and "disk I/O error" in plain.stdout
+
+
+def _answer_twice(server: socket.socket, line: bytes) -> None:
+    server.settimeout(30)
+    for _ in range(2):
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(line)

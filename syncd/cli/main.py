@@ -226,7 +226,7 @@ def _status(args: argparse.Namespace) -> int:
         from syncd.cli.render import render_status  # not at every start of the daemon
 
         print(render_status(reply))
-    return 0
+    return 1 if "error" in reply else 0  # the daemon could not say (its journal failing)
 
 
 def _retry(args: argparse.Namespace) -> int:
