@@ -138,3 +138,16 @@ def _answer_twice(server: socket.socket, line: bytes) -> None:
         with conn:
             conn.recv(65536)
             conn.sendall(line)
+
+
+def test_retry_takes_a_path_through_the_symlink_the_config_names(tmp_path, sandbox, make_daemon):
+    """A watch's path is resolved; `syncd retry` resolves the operator's path the same way."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    daemon = make_daemon(base_config(tmp_path, sandbox.url, [{"path": str(tmp_path / "link")}]))
+    daemon.start()
+    (tmp_path / "real" / "linked.txt").write_text("two names")
+    os.link(tmp_path / "real" / "linked.txt", tmp_path / "other-name.txt")  # refused: failed
+    daemon.wait_counts(failed=1)
+    retried = daemon.cli("retry", str(tmp_path / "link" / "linked.txt"))
+    assert (retried.returncode, retried.stdout, retried.stderr) == (0, "1 files queued again\n", "")

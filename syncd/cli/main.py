@@ -234,7 +234,7 @@ def _retry(args: argparse.Namespace) -> int:
     if args.all_failed:
         request["all_failed"] = True
     elif args.paths:
-        request["paths"] = [os.path.abspath(p) for p in args.paths]
+        request["paths"] = [_journaled(p) for p in args.paths]
     else:
         raise UsageError("name the files to retry, or give --all-failed")
     reply = _ask(args, request)
@@ -246,10 +246,17 @@ def _retry(args: argparse.Namespace) -> int:
 
 def _restore(args: argparse.Namespace) -> int:
     """Exit 1 when any file could not be restored, each such file named on stderr."""
-    reply = _ask(args, {"command": "restore", "paths": [os.path.abspath(p) for p in args.paths]})
+    reply = _ask(args, {"command": "restore", "paths": [_journaled(p) for p in args.paths]})
     if "error" in reply:
         raise SyncdError(str(reply["error"]))
     return 1 if _report(reply, "restored", "files restored") else 0
+
+
+def _journaled(path: Path) -> str:
+    """`path` as the journal spells it: absolute, its folders' symlinks resolved (a watch's
+    path is), the name itself left alone (it may be gone, e.g. into the trash)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(os.path.realpath(folder), name)
 
 
 def _report(reply: dict[str, Any], count: str, done: str) -> bool:
