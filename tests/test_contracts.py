@@ -151,3 +151,17 @@ def test_retry_takes_a_path_through_the_symlink_the_config_names(tmp_path, sandb
     daemon.wait_counts(failed=1)
     retried = daemon.cli("retry", str(tmp_path / "link" / "linked.txt"))
     assert (retried.returncode, retried.stdout, retried.stderr) == (0, "1 files queued again\n", "")
+
+
+def test_config_option_expands_a_tilde_the_shell_left(tmp_path):
+    (tmp_path / "config.toml").write_text("")
+    shown = subprocess.run(
+        [sys.executable, "-m", "syncd", "check", "--config=~/config.toml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith(f"{tmp_path / 'config.toml'}: ok")

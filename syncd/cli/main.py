@@ -24,12 +24,17 @@ SYSTEM_SOCKET = Path("/run/syncd/status.sock")
 """Where syncd.service (RuntimeDirectory=syncd) answers."""
 
 
+def _user_path(text: str) -> Path:
+    """`--config=~/syncd.toml`: the shell leaves a ~ after `=` alone."""
+    return Path(os.path.expanduser(text))
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "-c",
         "--config",
-        type=Path,
+        type=_user_path,
         help="the configuration file (default: $CONFIGURATION_DIRECTORY/config.toml, else"
         " /etc/syncd/config.toml for root, else ~/.config/syncd/config.toml)",
     )
@@ -101,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     copy.add_argument("--to", required=True, metavar="URL", help="postgresql://USER@HOST/DB")
     sandbox = commands.add_parser("sandbox", help="serve the service emulators")
     sandbox.add_argument(
-        "-c", "--config", type=Path, help="taken as by every command; the sandbox needs none"
+        "-c", "--config", type=_user_path, help="taken as by every command; the sandbox needs none"
     )
     sandbox.add_argument("--listen", default="127.0.0.1:8700", help="HOST:PORT")
     sandbox.add_argument("--data-dir", type=Path, help="keep what was received here")
