@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tomli_w
@@ -32,6 +33,13 @@ def syncd(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+def write_config(tmp_path: Path, config: dict[str, Any]) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(tomli_w.dumps(config))
+    path.chmod(0o600)  # it holds secrets inline
+    return path
 
 
 def test_status_json_prints_the_reply_as_is(tmp_path, sandbox, make_daemon):
@@ -113,8 +121,7 @@ def test_a_sidecar_python_cannot_read_is_not_this_content(tmp_path, text):
 def test_status_that_the_daemon_cannot_give_exits_1(tmp_path):
     """A daemon whose journal fails answers {"error": ...}: printed, and exit 1, not 0."""
     config = base_config(tmp_path, "http://127.0.0.1:9")
-    path = tmp_path / "config.toml"
-    path.write_text(tomli_w.dumps(config))
+    path = write_config(tmp_path, config)
     line = json.dumps({"error": "journal: disk I/O error"}) + "\n"
     with socket.socket(socket.AF_UNIX) as server:
         Path(config["daemon"]["status_socket"]).parent.mkdir()
@@ -165,3 +172,28 @@ def test_config_option_expands_a_tilde_the_shell_left(tmp_path):
     )
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.startswith(f"{tmp_path / 'config.toml'}: ok")
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_a_watch_that_would_upload_the_journal_is_refused(tmp_path, command):
+    """It would upload journal.sqlite again at every change, for ever."""
+    (tmp_path / "drop").mkdir()
+    config = base_config(tmp_path, "http://127.0.0.1:9", [{"path": str(tmp_path / "drop")}])
+    config["daemon"]["state_dir"] = str(tmp_path / "drop" / "state")
+    path = write_config(tmp_path, config)
+    shown = syncd(command, "-c", str(path))
+    assert shown.returncode == 2
+    assert shown.stderr == (
+        f"syncd: {path}: [daemon] state_dir: {tmp_path / 'drop' / 'state'} is inside the watch"
+        f" {tmp_path / 'drop'}, which would upload journal.sqlite\n"
+    )
+    assert not (tmp_path / "drop" / "state").exists()
+
+
+def test_a_state_dir_in_a_dot_folder_of_a_watch_is_fine(tmp_path):
+    """Watching a home folder: the default state dir, ~/.local/state/syncd, is ignored."""
+    config = base_config(tmp_path, "http://127.0.0.1:9", [{"path": str(tmp_path)}])
+    config["daemon"]["state_dir"] = str(tmp_path / ".local" / "state" / "syncd")
+    path = write_config(tmp_path, config)
+    shown = syncd("check", "-c", str(path))
+    assert shown.returncode == 0, shown.stderr

@@ -139,6 +139,26 @@ def _check_archives(src: Source, watches: tuple[WatchConfig, ...]) -> None:
                 raise table.error("archive_to", f"{archive} is inside the watch {other.path}")
 
 
+STATE_FILES = ("journal.sqlite", "syncd.lock", "media.key")
+"""Files syncd keeps in state_dir: no watch may take them (they change all the time)."""
+
+
+def _check_state_dir(src: Source, daemon: DaemonConfig, watches: tuple[WatchConfig, ...]) -> None:
+    """A watch that would upload the journal (again at every change) is refused."""
+    from syncd.intake.routing import route  # routing imports syncd.config
+
+    state = Path(os.path.realpath(daemon.state_dir))
+    for name in STATE_FILES:
+        watch = route(watches, state / name)
+        if watch is not None:
+            raise ConfigError(
+                src.file,
+                "daemon",
+                "state_dir",
+                f"{state} is inside the watch {watch.path}, which would upload {name}",
+            )
+
+
 def _read(path: Path) -> tuple[Source, Table]:
     """The file parsed, as the root table of a fresh Source."""
     file = str(path)
@@ -199,6 +219,7 @@ def load(path: Path) -> Config:
             )
     watches = _array(root, "watch", WatchConfig)
     _check_archives(src, watches)
+    _check_state_dir(src, daemon, watches)
     metrics = root.get("metrics", toml_table)
     webhooks = _array(root, "webhook", WebhookConfig)
     return Config(
