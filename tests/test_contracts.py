@@ -192,8 +192,23 @@ def test_a_watch_that_would_upload_the_journal_is_refused(tmp_path, command):
 
 def test_a_state_dir_in_a_dot_folder_of_a_watch_is_fine(tmp_path):
     """Watching a home folder: the default state dir, ~/.local/state/syncd, is ignored."""
-    config = base_config(tmp_path, "http://127.0.0.1:9", [{"path": str(tmp_path)}])
-    config["daemon"]["state_dir"] = str(tmp_path / ".local" / "state" / "syncd")
+    (tmp_path / "home").mkdir()
+    config = base_config(tmp_path, "http://127.0.0.1:9", [{"path": str(tmp_path / "home")}])
+    config["daemon"]["state_dir"] = str(tmp_path / "home" / ".local" / "state" / "syncd")
     path = write_config(tmp_path, config)
     shown = syncd("check", "-c", str(path))
     assert shown.returncode == 0, shown.stderr
+
+
+def test_a_watch_that_would_upload_the_config_file_is_refused(tmp_path):
+    """The config holds secrets: never uploaded, even when it lies in a drop folder."""
+    (tmp_path / "other").mkdir()
+    watches = [{"path": str(tmp_path / "other")}, {"path": str(tmp_path)}]
+    config = base_config(tmp_path, "http://127.0.0.1:9", watches)
+    config["daemon"]["state_dir"] = str(tmp_path / ".state")
+    path = write_config(tmp_path, config)
+    shown = syncd("check", "-c", str(path))
+    assert shown.returncode == 2
+    assert shown.stderr == (
+        f"syncd: {path}: [[watch]] #2 path: {tmp_path} holds this file, which it would upload\n"
+    )

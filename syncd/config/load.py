@@ -143,8 +143,9 @@ STATE_FILES = ("journal.sqlite", "syncd.lock", "media.key")
 """Files syncd keeps in state_dir: no watch may take them (they change all the time)."""
 
 
-def _check_state_dir(src: Source, daemon: DaemonConfig, watches: tuple[WatchConfig, ...]) -> None:
-    """A watch that would upload the journal (again at every change) is refused."""
+def _check_own_files(src: Source, daemon: DaemonConfig, watches: tuple[WatchConfig, ...]) -> None:
+    """No watch may upload syncd's own files: the journal (again at every change), nor
+    this file with its secrets."""
     from syncd.intake.routing import route  # routing imports syncd.config
 
     state = Path(os.path.realpath(daemon.state_dir))
@@ -157,6 +158,10 @@ def _check_state_dir(src: Source, daemon: DaemonConfig, watches: tuple[WatchConf
                 "state_dir",
                 f"{state} is inside the watch {watch.path}, which would upload {name}",
             )
+    watch = route(watches, Path(os.path.realpath(src.file)))
+    if watch is not None:
+        table = Table(src, "[watch]", {}, f"#{watches.index(watch) + 1}")
+        raise table.error("path", f"{watch.path} holds this file, which it would upload")
 
 
 def _read(path: Path) -> tuple[Source, Table]:
@@ -219,7 +224,7 @@ def load(path: Path) -> Config:
             )
     watches = _array(root, "watch", WatchConfig)
     _check_archives(src, watches)
-    _check_state_dir(src, daemon, watches)
+    _check_own_files(src, daemon, watches)
     metrics = root.get("metrics", toml_table)
     webhooks = _array(root, "webhook", WebhookConfig)
     return Config(
