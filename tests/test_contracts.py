@@ -212,3 +212,17 @@ def test_a_watch_that_would_upload_the_config_file_is_refused(tmp_path):
     assert shown.stderr == (
         f"syncd: {path}: [[watch]] #2 path: {tmp_path} holds this file, which it would upload\n"
     )
+
+
+def test_a_watch_that_would_upload_a_secret_file_is_refused(tmp_path):
+    (tmp_path / "drop").mkdir()
+    secret = tmp_path / "drop" / "token_secret"
+    config = base_config(tmp_path, "http://127.0.0.1:9", [{"path": str(tmp_path / "drop")}])
+    secret.write_text(config["accounts"]["main"].pop("access_token_secret"))
+    config["accounts"]["main"]["access_token_secret_file"] = str(secret)
+    shown = syncd("check", "-c", str(write_config(tmp_path, config)))
+    assert shown.returncode == 2
+    assert shown.stderr.endswith(
+        f": [[watch]] #1 path: {tmp_path / 'drop'} holds {secret}"
+        " ([accounts.main] access_token_secret_file), which it would upload\n"
+    )

@@ -145,7 +145,7 @@ STATE_FILES = ("journal.sqlite", "syncd.lock", "media.key")
 
 def _check_own_files(src: Source, daemon: DaemonConfig, watches: tuple[WatchConfig, ...]) -> None:
     """No watch may upload syncd's own files: the journal (again at every change), nor
-    this file with its secrets."""
+    this file or a KEY_file with their secrets."""
     from syncd.intake.routing import route  # routing imports syncd.config
 
     state = Path(os.path.realpath(daemon.state_dir))
@@ -162,6 +162,13 @@ def _check_own_files(src: Source, daemon: DaemonConfig, watches: tuple[WatchConf
     if watch is not None:
         table = Table(src, "[watch]", {}, f"#{watches.index(watch) + 1}")
         raise table.error("path", f"{watch.path} holds this file, which it would upload")
+    for secret, named in src.secret_files.items():
+        watch = route(watches, Path(os.path.realpath(secret)))
+        if watch is not None:
+            table = Table(src, "[watch]", {}, f"#{watches.index(watch) + 1}")
+            raise table.error(
+                "path", f"{watch.path} holds {secret} ({named}), which it would upload"
+            )
 
 
 def _read(path: Path) -> tuple[Source, Table]:
