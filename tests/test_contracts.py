@@ -25,13 +25,14 @@ from syncd.services.twitlonger import parse_post
 from syncd.work.actions import Skip, _check_sidecar
 
 
-def syncd(*args: str) -> subprocess.CompletedProcess[str]:
+def syncd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "syncd", *args],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        cwd=cwd,
     )
 
 
@@ -226,3 +227,15 @@ def test_a_watch_that_would_upload_a_secret_file_is_refused(tmp_path):
         f": [[watch]] #1 path: {tmp_path / 'drop'} holds {secret}"
         " ([accounts.main] access_token_secret_file), which it would upload\n"
     )
+
+
+def test_config_option_before_the_command(tmp_path):
+    """`syncd -c FILE check` as well as `syncd check -c FILE`."""
+    (tmp_path / "config.toml").write_text("")
+    for argv in (
+        ["-c", "config.toml", "check"],
+        ["--config", "none.toml", "check", "-c", "config.toml"],
+    ):
+        shown = syncd(*argv, cwd=tmp_path)
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.startswith(f"{tmp_path / 'config.toml'}: ok")

@@ -29,19 +29,27 @@ def _user_path(text: str) -> Path:
     return Path(os.path.expanduser(text))
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+def _config_option(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
         "-c",
         "--config",
         type=_user_path,
+        default=default,
         help="the configuration file (default: $CONFIGURATION_DIRECTORY/config.toml, else"
         " /etc/syncd/config.toml for root, else ~/.config/syncd/config.toml)",
     )
+
+
+def _parser() -> argparse.ArgumentParser:
+    # -c before the command (`syncd -c FILE status`) or after it: a command's own -c is
+    # absent unless given (SUPPRESS), so it never hides the one given before.
+    common = argparse.ArgumentParser(add_help=False)
+    _config_option(common, argparse.SUPPRESS)
     parser = argparse.ArgumentParser(
         prog="syncd", description="Watch folders and upload every new file; see README.md."
     )
     parser.add_argument("--version", action="version", version=f"syncd {__version__}")
+    _config_option(parser, None)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", parents=[common], help="run the daemon in the foreground")
@@ -95,7 +103,9 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="validate the configuration (and, in fleet mode, reach the journal) and exit",
     )
-    journal = commands.add_parser("journal", help="the journal: copy it into a fleet's database")
+    journal = commands.add_parser(
+        "journal", parents=[common], help="the journal: copy it into a fleet's database"
+    )
     journal_commands = journal.add_subparsers(dest="journal_command", required=True)
     copy = journal_commands.add_parser(
         "copy",
@@ -104,9 +114,8 @@ def _parser() -> argparse.ArgumentParser:
         " the password comes from [journal] password_file or $PGPASSWORD",
     )
     copy.add_argument("--to", required=True, metavar="URL", help="postgresql://USER@HOST/DB")
-    sandbox = commands.add_parser("sandbox", help="serve the service emulators")
-    sandbox.add_argument(
-        "-c", "--config", type=_user_path, help="taken as by every command; the sandbox needs none"
+    sandbox = commands.add_parser(
+        "sandbox", parents=[common], help="serve the service emulators (reads no config)"
     )
     sandbox.add_argument("--listen", default="127.0.0.1:8700", help="HOST:PORT")
     sandbox.add_argument("--data-dir", type=Path, help="keep what was received here")
