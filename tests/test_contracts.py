@@ -239,3 +239,11 @@ def test_config_option_before_the_command(tmp_path):
         shown = syncd(*argv, cwd=tmp_path)
         assert shown.returncode == 0, shown.stderr
         assert shown.stdout.startswith(f"{tmp_path / 'config.toml'}: ok")
+
+
+def test_a_refusal_is_one_line_whatever_the_value_holds(tmp_path):
+    config = base_config(tmp_path, "http://127.0.0.1:9", [{"path": "/nope\nERROR forged"}])
+    shown = syncd("check", "-c", str(write_config(tmp_path, config)))
+    assert shown.returncode == 2
+    assert shown.stderr.endswith(": [[watch]] #1 path: /nope\\nERROR forged does not exist\n")
+    assert len(shown.stderr.splitlines()) == 1

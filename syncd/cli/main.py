@@ -15,6 +15,7 @@ from typing import Any
 
 from syncd import __version__
 from syncd.config import default_config_path, default_status_socket, load, load_daemon
+from syncd.control.printable import printable
 from syncd.control.status import ask
 from syncd.errors import DaemonNotRunning, SyncdError, UsageError
 
@@ -131,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         code = _dispatch(args)
         sys.stdout.flush()  # a reader that went away shows here, not as an error at exit
         return code
-    except SyncdError as exc:
-        print(f"syncd: {exc}", file=sys.stderr)
+    except SyncdError as exc:  # one line, whatever a path or value in it holds
+        print(f"syncd: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
