@@ -12,35 +12,16 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
-import tomli_w
 from conftest import base_config
+from test_cli import syncd, write_config
 
 from syncd.control.status import ask
 from syncd.errors import PermanentError
 from syncd.files import locate
 from syncd.services.twitlonger import parse_post
 from syncd.work.actions import Skip, _check_sidecar
-
-
-def syncd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "syncd", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=cwd,
-    )
-
-
-def write_config(tmp_path: Path, config: dict[str, Any]) -> Path:
-    path = tmp_path / "config.toml"
-    path.write_text(tomli_w.dumps(config))
-    path.chmod(0o600)  # it holds secrets inline
-    return path
 
 
 def test_status_json_prints_the_reply_as_is(tmp_path, sandbox, make_daemon):
@@ -122,7 +103,7 @@ def test_a_sidecar_python_cannot_read_is_not_this_content(tmp_path, text):
 def test_status_that_the_daemon_cannot_give_exits_1(tmp_path):
     """A daemon whose journal fails answers {"error": ...}: printed, and exit 1, not 0."""
     config = base_config(tmp_path, "http://127.0.0.1:9")
-    path = write_config(tmp_path, config)
+    path = write_config(tmp_path / "config.toml", config)
     line = json.dumps({"error": "journal: disk I/O error"}) + "\n"
     with socket.socket(socket.AF_UNIX) as server:
         Path(config["daemon"]["status_socket"]).parent.mkdir()
@@ -181,7 +162,7 @@ def test_a_watch_that_would_upload_the_journal_is_refused(tmp_path, command):
     (tmp_path / "drop").mkdir()
     config = base_config(tmp_path, "http://127.0.0.1:9", [{"path": str(tmp_path / "drop")}])
     config["daemon"]["state_dir"] = str(tmp_path / "drop" / "state")
-    path = write_config(tmp_path, config)
+    path = write_config(tmp_path / "config.toml", config)
     shown = syncd(command, "-c", str(path))
     assert shown.returncode == 2
     assert shown.stderr == (
@@ -196,7 +177,7 @@ def test_a_state_dir_in_a_dot_folder_of_a_watch_is_fine(tmp_path):
     (tmp_path / "home").mkdir()
     config = base_config(tmp_path, "http://127.0.0.1:9", [{"path": str(tmp_path / "home")}])
     config["daemon"]["state_dir"] = str(tmp_path / "home" / ".local" / "state" / "syncd")
-    path = write_config(tmp_path, config)
+    path = write_config(tmp_path / "config.toml", config)
     shown = syncd("check", "-c", str(path))
     assert shown.returncode == 0, shown.stderr
 
@@ -207,7 +188,7 @@ def test_a_watch_that_would_upload_the_config_file_is_refused(tmp_path):
     watches = [{"path": str(tmp_path / "other")}, {"path": str(tmp_path)}]
     config = base_config(tmp_path, "http://127.0.0.1:9", watches)
     config["daemon"]["state_dir"] = str(tmp_path / ".state")
-    path = write_config(tmp_path, config)
+    path = write_config(tmp_path / "config.toml", config)
     shown = syncd("check", "-c", str(path))
     assert shown.returncode == 2
     assert shown.stderr == (
@@ -221,7 +202,7 @@ def test_a_watch_that_would_upload_a_secret_file_is_refused(tmp_path):
     config = base_config(tmp_path, "http://127.0.0.1:9", [{"path": str(tmp_path / "drop")}])
     secret.write_text(config["accounts"]["main"].pop("access_token_secret"))
     config["accounts"]["main"]["access_token_secret_file"] = str(secret)
-    shown = syncd("check", "-c", str(write_config(tmp_path, config)))
+    shown = syncd("check", "-c", str(write_config(tmp_path / "config.toml", config)))
     assert shown.returncode == 2
     assert shown.stderr.endswith(
         f": [[watch]] #1 path: {tmp_path / 'drop'} holds {secret}"
@@ -243,7 +224,7 @@ def test_config_option_before_the_command(tmp_path):
 
 def test_a_refusal_is_one_line_whatever_the_value_holds(tmp_path):
     config = base_config(tmp_path, "http://127.0.0.1:9", [{"path": "/nope\nERROR forged"}])
-    shown = syncd("check", "-c", str(write_config(tmp_path, config)))
+    shown = syncd("check", "-c", str(write_config(tmp_path / "config.toml", config)))
     assert shown.returncode == 2
     assert shown.stderr.endswith(": [[watch]] #1 path: /nope\\nERROR forged does not exist\n")
     assert len(shown.stderr.splitlines()) == 1
