@@ -203,3 +203,17 @@ def test_a_hurried_stop_after_a_post_closes_the_journal(tmp_path, sandbox, make_
     assert "left unfinished" not in daemon.log(), "nothing was in flight"
     wal = tmp_path / "state" / "journal.sqlite-wal"
     assert not wal.exists() or wal.stat().st_size == 0, "the journal was not closed"
+
+
+def test_a_retried_tweet_needs_no_verify_credentials(tmp_path, sandbox, make_daemon):
+    """protocols.md 8 gives the Twitter emulator statuses/update only: a retry after a 503
+    must not depend on GET verify_credentials existing (here it answers 404)."""
+    sandbox.fault(method="GET", path="/1.1/account/verify_credentials", status=404, count=1000)
+    sandbox.fault(method="POST", path="/1.1/statuses/update", status=503, count=1)
+    daemon = make_daemon(echo_config(tmp_path, sandbox)).start()
+    note = tmp_path / "notes" / "retried.txt"
+    note.write_text(LONG_TEXT)
+    daemon.wait_counts(done=1)
+    tweets = sandbox.get("twitter/statuses")
+    assert len(tweets) == 1
+    assert read_sidecar(note)["result"]["twitter_status_id"] == tweets[0]["id_str"]

@@ -52,6 +52,8 @@ ERROR_CODES = {
 }
 """TwitLonger's documented error codes (protocols.md section 5), in words."""
 DUPLICATE_TWEET = 187
+NO_SUCH_ENDPOINT = (400, 404, 405, 410, 501)
+"""How a server without an endpoint may answer a request for it."""
 
 
 def _first_error(reply: Reply) -> tuple[object, str] | None:
@@ -214,13 +216,18 @@ class TwitLongerUploader:
         return created
 
     def _latest_tweet_with(self, text: str) -> str | None:
-        """The id of the account's most recent tweet if its text is `text`."""
+        """The id of the account's most recent tweet if its text is `text`; None also when
+        the server has no verify_credentials to ask (a Twitter-compatible service need only
+        offer statuses/update, protocols.md 8): the tweet is then sent again, and a
+        duplicate is refused by Twitter (code 187) rather than posted twice."""
         reply = self.twitter.send(
             "GET",
             f"{self.config.twitter_endpoint}/1.1/account/verify_credentials.json",
-            expect=(200,),
+            expect=(200, *NO_SUCH_ENDPOINT),
             auth=self.auth,
         )
+        if reply.status != 200:
+            return None
         data = reply.json()
         if dig(data, "status", "text") != text:
             return None
