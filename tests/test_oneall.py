@@ -86,6 +86,20 @@ def test_error_callback_fails_with_oneall_info(tmp_path, sandbox, make_daemon):
     assert "unsupported codec" in daemon.status()["failures"][0]["error"]
 
 
+def test_media_urls_end_in_the_extension_of_the_sniffed_format(tmp_path, sandbox, make_daemon):
+    """OneAll is given the listed formats (seed 002) and a strict emulator refuses "a wrong
+    extension or format" (protocols.md 8): a video told by its bytes, whatever its name,
+    gets a URL whose name ends in its format's extension."""
+    sandbox.post("settings", {"oneall": {"video_callback": "none"}})
+    daemon = make_daemon(oneall_config(tmp_path, sandbox)).start()
+    (tmp_path / "social" / "camera-take").write_bytes(video("mp4", 10_000))
+    (tmp_path / "social" / "clip.MOV").write_bytes(video("mov", 10_000))
+    (tmp_path / "social" / "old.avi").write_bytes(video("avi", 10_000))
+    daemon.wait_counts(awaiting_callback=3)
+    names = sorted(v["video_url"].rsplit("/", 1)[1] for v in sandbox.get("oneall/videos"))
+    assert names == ["camera-take.mp4", "clip.mov", "old.avi"]
+
+
 def test_no_callback_within_the_timeout_fails(tmp_path, sandbox, make_daemon):
     sandbox.post("settings", {"oneall": {"video_callback": "none"}})
     config = oneall_config(tmp_path, sandbox, callback_timeout="2s")
