@@ -217,3 +217,27 @@ def test_a_retried_tweet_needs_no_verify_credentials(tmp_path, sandbox, make_dae
     tweets = sandbox.get("twitter/statuses")
     assert len(tweets) == 1
     assert read_sidecar(note)["result"]["twitter_status_id"] == tweets[0]["id_str"]
+
+
+def test_a_duplicate_after_a_retried_tweet_means_it_is_out(tmp_path, sandbox, make_daemon):
+    """The tweet lands while the daemon is gone and Twitter has no verify_credentials to
+    find it by: the second attempt gets 403 code 187, which after a retry means the first
+    went through (protocols.md 7, 8): done, one tweet, no PUT of an id nobody knows."""
+    sandbox.fault(method="GET", path="/1.1/account/verify_credentials", status=404, count=1000)
+    daemon = make_daemon(echo_config(tmp_path, sandbox)).start()
+    sandbox.fault(method="POST", path="/1.1/statuses/update", delay_ms=3000, count=1)
+    note = tmp_path / "notes" / "twice.txt"
+    note.write_text(LONG_TEXT)
+    wait_until(
+        lambda: any(r["path"] == "/1.1/statuses/update.json" for r in sandbox.requests()),
+        30,
+        "the tweet on its way",
+    )
+    daemon.kill()
+    wait_until(lambda: sandbox.get("twitter/statuses"), 30, "the tweet landing anyway")
+    daemon.start()
+    daemon.wait_counts(done=1)
+    (tweet,) = sandbox.get("twitter/statuses")
+    (post,) = sandbox.get("twitlonger/posts")
+    assert tweet["text"] == post["tweet_content"] and post["puts"] == 0
+    assert "twitter_status_id" not in read_sidecar(note)["result"]

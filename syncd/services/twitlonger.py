@@ -28,6 +28,7 @@ from syncd.services.http import (
     ServiceHttp,
     dig,
     one_line,
+    raise_for,
     text_of,
 )
 from syncd.services.oauth import echo_headers, user_auth
@@ -184,13 +185,16 @@ class TwitLongerUploader:
             content = str(created["tweet_content"])
             # An attempt that died after sending the tweet may have posted it: ask Twitter
             # for the account's latest tweet before sending a second one.
-            found = self._latest_tweet_with(content) if steps.get("tweet_sent") else None
+            retry = bool(steps.get("tweet_sent"))
+            found = self._latest_tweet_with(content) if retry else None
             if found is None:
                 steps["tweet_sent"] = True
                 job.store.save(steps)
-                found = self._tweet(content, post.reply_to_id)
+                found = self._tweet(content, post.reply_to_id, retry)
             steps["tweet_id"] = found
             job.store.save(steps)
+        if steps["tweet_id"] is None:
+            return result  # tweeted by an earlier attempt, its id unknown: nothing to link
         self.http.send(
             "PUT",
             f"{self.posts_url}/{quote(str(created['id']), safe='')}",
@@ -233,18 +237,25 @@ class TwitLongerUploader:
             return None
         return text_of(dig(data, "status", "id_str"))
 
-    def _tweet(self, status: str, reply_to_id: str | None) -> str:
+    def _tweet(self, status: str, reply_to_id: str | None, retry: bool) -> str | None:
+        """The tweet's id_str; None when, on a `retry`, Twitter refuses it as a duplicate
+        (code 187): "the first attempt probably succeeded" (protocols.md 7), so it is out."""
         form = {"status": status}
         if reply_to_id is not None:
             form["in_reply_to_status_id"] = reply_to_id
         reply = self.twitter.send(
             "POST",
             f"{self.config.twitter_endpoint}/1.1/statuses/update.json",
-            expect=(200,),
+            expect=(200, 403) if retry else (200,),
             auth=self.auth,
             headers={"Content-Type": "application/x-www-form-urlencoded"},
             data=form,
         )
+        if reply.status == 403:
+            found = _first_error(reply)
+            if found is not None and found[0] == DUPLICATE_TWEET:
+                return None
+            raise_for(self.config.name, reply, explain_twitter)
         tweet_id = text_of(dig(reply.json(), "id_str"))
         if tweet_id is None:
             raise PermanentError(f"{self.config.name}: Twitter answered without the tweet's id_str")
