@@ -193,3 +193,23 @@ def test_status_shows_resumable_progress(tmp_path, sandbox, make_daemon):
     assert upload["total"] == 4 * MiB and upload["sent"] % (128 * 1024) == 0
     assert upload["rate"] > 0
     assert "uploading:" in daemon.cli("status").stdout
+
+
+def test_an_endpoint_below_a_path_prefix_gets_every_request(tmp_path, sandbox, make_daemon):
+    """Clients build a Location's URL as the endpoint + Location (protocols.md 2.1): with an
+    emulator mounted below a prefix, the chunks and the recorded url keep that prefix."""
+    sandbox.post("settings", {"ton": {"min_chunk": 64 * 1024}})
+    endpoint = f"{sandbox.url}/mnt/ton"
+    config = resumable_config(
+        tmp_path, sandbox, endpoint=endpoint, chunk_size="64KiB", resumable_threshold="64KiB"
+    )
+    daemon = make_daemon(config).start()
+    path = tmp_path / "drop" / "prefixed.mp4"
+    digest = write_random(path, 200_000, 7)
+    daemon.wait_counts(done=1)
+    ton = [r for r in sandbox.requests() if "/ton/" in r["path"]]
+    assert len(ton) == 5 and all(r["path"].startswith("/mnt/ton/1.1/ton/") for r in ton)
+    result = read_sidecar(path)["result"]
+    assert result["location"].startswith("/1.1/ton/bucket/")
+    assert result["url"] == endpoint + result["location"]
+    assert only_session(sandbox)["complete"] and read_sidecar(path)["sha256"] == digest
