@@ -114,10 +114,13 @@ def test_limits_are_checked_before_any_request(tmp_path, sandbox, make_daemon):
     big = tmp_path / "social" / "huge.png"
     big.write_bytes(png() + b"\x00" * (6 * 1000 * 1000))
     (tmp_path / "social" / "text.png").write_bytes(b"plain text pretending to be a picture\n")
-    daemon.wait_counts(failed=2)
+    matroska = b"\x1a\x45\xdf\xa3\xa3\x42\x86\x81\x01\x42\xf7\x81\x01\x42\x82\x88matroska"
+    (tmp_path / "social" / "film.mkv").write_bytes(matroska + b"\x00" * 1000)  # not webm
+    daemon.wait_counts(failed=3)
     reasons = {Path(f["path"]).name: f["error"] for f in daemon.status()["failures"]}
     assert "5 MB" in reasons["huge.png"]
     assert "not a picture" in reasons["text.png"]
+    assert "nor a video" in reasons["film.mkv"]
     assert oneall_requests(sandbox) == []
 
 

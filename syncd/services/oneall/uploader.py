@@ -36,7 +36,8 @@ PICTURE_URL_LIFETIME = 3600.0
 """OneAll fetches a picture while we wait for its answer; an hour is ample."""
 URL_MARGIN = 3600.0
 """A video's URLs outlive its callback deadline by this much."""
-SNIFF = 16
+SNIFF = 64
+"""Bytes a format is told by: WebM's DocType lies a few dozen bytes into its EBML header."""
 PUSH = "push"
 """The key in a row's progress that counts its pushes: URLs name the push they were made
 for, so those of an earlier push (an earlier attempt, an earlier version) are refused."""
@@ -98,7 +99,7 @@ def video_format(head: bytes) -> str | None:
     if head.startswith(b"\x00\x00\x01\xba"):
         return "mpegps"
     if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return "webm"
+        return "webm" if b"webm" in head else None  # other Matroska is not on the list
     if head.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"):
         return "wmv"
     return None
