@@ -241,3 +241,14 @@ def test_a_duplicate_after_a_retried_tweet_means_it_is_out(tmp_path, sandbox, ma
     (post,) = sandbox.get("twitlonger/posts")
     assert tweet["text"] == post["tweet_content"] and post["puts"] == 0
     assert "twitter_status_id" not in read_sidecar(note)["result"]
+
+
+def test_a_first_tweet_refused_as_a_duplicate_fails(tmp_path, sandbox, make_daemon):
+    """Only a retried tweet's 187 means "already out"; a first attempt's is a failure."""
+    daemon = make_daemon(echo_config(tmp_path, sandbox)).start()
+    (tmp_path / "notes" / "first.txt").write_text("Same words twice.")
+    daemon.wait_counts(done=1)
+    (tmp_path / "notes" / "second.txt").write_text("Same words twice.\n\n")  # other bytes
+    daemon.wait_counts(done=1, failed=1)
+    assert "duplicate of the account's last one" in daemon.status()["failures"][0]["error"]
+    assert len(sandbox.get("twitter/statuses")) == 1

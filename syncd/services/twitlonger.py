@@ -77,13 +77,14 @@ def explain_twitlonger(reply: Reply) -> str | None:
 
 
 def explain_twitter(reply: Reply) -> str | None:
-    """A duplicate status after a retried tweet means the first attempt went through."""
+    """A first attempt refused as a duplicate: the account's last tweet has this text
+    (a retried one is taken as posted, see `_tweet`)."""
     found = _first_error(reply)
     if found is None or found[0] != DUPLICATE_TWEET:
         return None
     return (
-        "Twitter refused the tweet as a duplicate (code 187): an earlier attempt probably"
-        " posted it, but its id is unknown"
+        "Twitter refused the tweet as a duplicate of the account's last one (code 187);"
+        " the post is not linked to a tweet"
     )
 
 
