@@ -4,6 +4,7 @@ socket and the command line, each checked where no other test pinned it down."""
 from __future__ import annotations
 
 import grp
+import importlib
 import json
 import os
 import socket
@@ -11,7 +12,10 @@ import stat
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import base_config
@@ -100,33 +104,57 @@ def test_a_sidecar_python_cannot_read_is_not_this_content(tmp_path, text):
         _check_sidecar(place, "0" * 64)
 
 
+@contextmanager
+def answering(path: Path, reply: dict[str, Any]) -> Iterator[list[bytes]]:
+    """A stand-in daemon on `path` giving every client `reply`; yields the requests."""
+    path.parent.mkdir(exist_ok=True)
+    requests: list[bytes] = []
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        server.listen()
+
+        def serve() -> None:
+            while True:
+                try:
+                    conn, _ = server.accept()
+                except OSError:  # closed: the test is over
+                    return
+                with conn:
+                    requests.append(conn.recv(65536))
+                    conn.sendall(json.dumps(reply).encode() + b"\n")
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        try:
+            yield requests
+        finally:
+            server.shutdown(socket.SHUT_RDWR)
+            server.close()
+            thread.join(30)
+
+
 def test_status_that_the_daemon_cannot_give_exits_1(tmp_path):
     """A daemon whose journal fails answers {"error": ...}: printed, and exit 1, not 0."""
     config = base_config(tmp_path, "http://127.0.0.1:9")
     path = write_config(tmp_path / "config.toml", config)
-    line = json.dumps({"error": "journal: disk I/O error"}) + "\n"
-    with socket.socket(socket.AF_UNIX) as server:
-        Path(config["daemon"]["status_socket"]).parent.mkdir()
-        server.bind(config["daemon"]["status_socket"])
-        server.listen()
-        thread = threading.Thread(target=_answer_twice, args=(server, line.encode()))
-        thread.start()
-        try:
-            shown = syncd("status", "--json", "-c", str(path))
-            plain = syncd("status", "-c", str(path))
-        finally:
-            thread.join(30)
-    assert (shown.returncode, shown.stdout) == (1, line)
+    reply = {"error": "journal: disk I/O error"}
+    with answering(Path(config["daemon"]["status_socket"]), reply):
+        shown = syncd("status", "--json", "-c", str(path))
+        plain = syncd("status", "-c", str(path))
+    assert (shown.returncode, shown.stdout) == (1, json.dumps(reply) + "\n")
     assert plain.returncode == 1 and "disk I/O error" in plain.stdout
 
 
-def _answer_twice(server: socket.socket, line: bytes) -> None:
-    server.settimeout(30)
-    for _ in range(2):
-        conn, _ = server.accept()
-        with conn:
-            conn.recv(65536)
-            conn.sendall(line)
+def test_status_of_the_config_named_never_answers_for_another_daemon(tmp_path, monkeypatch, capsys):
+    """With -c, no daemon there is exit 3, even when the system service answers."""
+    cli_main = importlib.import_module("syncd.cli.main")  # syncd.cli.main is also a function
+    system = tmp_path / "system" / "status.sock"
+    monkeypatch.setattr(cli_main, "SYSTEM_SOCKET", system)
+    path = write_config(tmp_path / "config.toml", base_config(tmp_path, "http://127.0.0.1:9"))
+    with answering(system, {"pid": 1}) as asked:
+        assert cli_main.main(["status", "--json", "-c", str(path)]) == 3
+    assert asked == []
+    assert "syncd is not running" in capsys.readouterr().err
 
 
 def test_retry_takes_a_path_through_the_symlink_the_config_names(tmp_path, sandbox, make_daemon):

@@ -217,13 +217,14 @@ def _socket_path(args: argparse.Namespace) -> Path:
 
 
 def _ask(args: argparse.Namespace, request: dict[str, Any]) -> dict[str, Any]:
-    """Ask the daemon the config names; else the system service's, for the operator whose
-    own environment (XDG_RUNTIME_DIR) points elsewhere."""
+    """Ask the daemon the config names; without -c, else the system service's, for the
+    operator whose own environment (XDG_RUNTIME_DIR) points elsewhere. With -c, only that
+    config's daemon: no answer there is exit 3, whoever else runs."""
     path = _socket_path(args)
     try:
         return ask(path, request)
     except DaemonNotRunning:
-        if path == SYSTEM_SOCKET or not SYSTEM_SOCKET.exists():
+        if args.config is not None or path == SYSTEM_SOCKET or not SYSTEM_SOCKET.exists():
             raise
     return ask(SYSTEM_SOCKET, request)
 
