@@ -73,6 +73,8 @@ def counts_line(counts: dict[str, int]) -> str:
 def render_status(raw: dict[str, Any]) -> str:
     """The status reply for people: what is watched, moving, waiting and broken."""
     reply = _Shown(raw)
+    if "error" in reply:
+        return f"error: {reply['error']}"
     lines = [
         f"syncd {reply.get('version')} (pid {reply.get('pid')}),"
         f" up {human_duration(float(reply.get('uptime_s', 0)))}",
