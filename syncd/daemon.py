@@ -34,7 +34,7 @@ from syncd.control.status import StatusServer
 from syncd.errors import SyncdError
 from syncd.intake.watcher import Watcher
 from syncd.journal.lock import lock_state_dir
-from syncd.journal.patience import StorageFault, patiently, persevering
+from syncd.journal.patience import StorageFault, answers, opened, patiently, persevering
 from syncd.journal.store import Fleet, open_store
 from syncd.outputs.alerts import Alerts
 from syncd.outputs.healthcheck import HealthCheck
@@ -93,7 +93,8 @@ class Daemon:
         """A reload's webhook receivers wait for the journal to prune the outbox."""
         self._lock = lock_state_dir(config.daemon.state_dir)
         self.faults = Degraded()
-        self.journal = persevering(open_store(config), self.faults)
+        store = opened(lambda: open_store(config), self.notifier.waiting, once is None)
+        self.journal = persevering(store, self.faults)
         outbox = persevering(self.journal.outbox, self.faults)
         self.alerts = Alerts(outbox)
         self.faults.listen(self.alerts.degraded)
@@ -355,7 +356,7 @@ class Daemon:
             "status socket": self.status.alive,
             "after-upload actions": self.after.loop.alive,
             "hooks": self.hooks.loop.alive,
-            "journal": self.journal.ping,
+            "journal": lambda: answers(self.journal.ping),
         }
         if self.media is not None:
             parts["media server"] = self.media.alive

@@ -25,6 +25,9 @@ SD_LISTEN_FDS_START = 3
 
 SEND_TIMEOUT = 1.0
 """Seconds a fallback send may block: a stalled receiver must not stall the main loop."""
+EXTEND_MARGIN = 60.0
+"""Seconds a start that waits is given beyond its next try (which may itself take a while:
+a database connection times out after 10 s, the pool after 30)."""
 
 
 def _systemd_daemon() -> ModuleType | None:
@@ -108,6 +111,12 @@ class Notifier:
         with self._status_lock:
             if line != self._last_status and self._send(f"STATUS={line}"):
                 self._last_status = line
+
+    def waiting(self, text: str, seconds: float) -> None:
+        """Start-up waits `seconds` for what `text` says: STATUS= tells why, and systemd's
+        start timeout is pushed past the next try (EXTEND_TIMEOUT_USEC, systemd 236+)."""
+        self.status(f"waiting: {text}")
+        self._send(f"EXTEND_TIMEOUT_USEC={int((seconds + EXTEND_MARGIN) * 1_000_000)}")
 
     def reloading(self) -> None:
         """A reload has begun; systemd waits for the next READY=1.

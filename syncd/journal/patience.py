@@ -12,6 +12,7 @@ that failed and then succeeds clears the fault.
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,8 @@ from typing import Any, TypeVar, cast
 
 from syncd.control.degraded import JOURNAL, Backoff, Degraded
 from syncd.errors import SyncdError
+
+log = logging.getLogger(__name__)
 
 S = TypeVar("S")
 BATCH = "batch"
@@ -40,6 +43,41 @@ def patiently() -> Iterator[None]:
         yield
     finally:
         _patience.on = before
+
+
+def opened(open_store: Callable[[], S], waiting: Callable[[str, float], None], patient: bool) -> S:
+    """The store `open_store` makes, once its storage can be reached: a fleet host started
+    while its database is down (both rebooting, say) waits for it, `waiting` told why and
+    for how long before each new try, rather than exit and be given up on by systemd's
+    start limit. Not `patient` (`run --once`): the fault is raised at once."""
+    if not patient:
+        return open_store()
+    backoff = Backoff()
+    told = False
+    while True:
+        try:
+            store = open_store()
+        except StorageFault as fault:
+            if not told:
+                log.warning("%s; waiting for it", fault)
+                told = True
+            delay = backoff.failed()
+            waiting(str(fault), delay)
+            time.sleep(delay)
+            continue
+        if told:
+            log.info("the journal is reached")
+        return store
+
+
+def answers(ping: Callable[[], bool]) -> bool:
+    """Whether the journal works, or waits out a storage fault (degraded says which): a
+    restart would bring back neither the database nor the space, so the watchdog is still
+    pinged."""
+    try:
+        return ping()
+    except StorageFault:
+        return True
 
 
 def persevering(store: S, faults: Degraded) -> S:

@@ -10,8 +10,10 @@ Migrations run under an advisory lock, so hosts starting together migrate once.
 from __future__ import annotations
 
 import psycopg
+from psycopg_pool import PoolTimeout
 
 from syncd.errors import SyncdError
+from syncd.journal.store import JournalUnavailable
 
 MIGRATION_LOCK = 0x73796E6364
 """pg_advisory_xact_lock key ("syncd") held while the schema is checked and migrated."""
@@ -184,9 +186,20 @@ def first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
+PERMANENT = ("28", "3D")
+"""SQLSTATE classes of a refusal that waiting does not cure: the credentials (28), a
+database that does not exist (3D)."""
+
+
 def connect_error(url: str, exc: Exception) -> SyncdError:
-    """One line naming the database, never the password."""
-    return SyncdError(f"{url}: cannot use the journal database: {first_line(exc)}")
+    """One line naming the database, never the password. JournalUnavailable (a storage
+    fault) when it may pass: no answer, a server starting, shutting down or refusing
+    connections for now; a daemon's start waits that out (journal/patience.py)."""
+    message = f"{url}: cannot use the journal database: {first_line(exc)}"
+    state = str(getattr(exc, "sqlstate", None) or "")
+    if isinstance(exc, psycopg.OperationalError | PoolTimeout) and not state.startswith(PERMANENT):
+        return JournalUnavailable(message)
+    return SyncdError(message)
 
 
 def describe(url: str, password: str) -> str:

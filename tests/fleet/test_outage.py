@@ -5,6 +5,7 @@ dropping connections, so the session's PostgreSQL serves the other tests meanwhi
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from fleet_harness import Fleet
@@ -174,3 +175,57 @@ def test_a_reload_while_the_database_is_out_keeps_the_daemon_and_takes_hold(
     dropped.write_bytes(os.urandom(1024))
     wait_until(lambda: sidecar_of(dropped).exists(), 60, "the new watch's file uploaded")
     assert daemon.stop() == 0
+
+
+def test_a_start_while_the_database_is_out_waits_for_it(
+    tmp_path, sandbox, make_daemon, postgres_cluster, postgres_url
+):
+    """A host started while its database refuses connections (both rebooting, say) does not
+    exit to be given up on by systemd's start limit: it waits, STATUS= saying why and the
+    start timeout pushed on, and comes up once the database is back. The watchdog is pinged
+    through a later outage (a restart would not bring the database back); `run --once`
+    still says at once that it cannot reach its journal (exit 1)."""
+    (tmp_path / "drop").mkdir()
+    config = base_config(tmp_path, sandbox.url, [{"path": str(tmp_path / "drop")}])
+    config["journal"] = {"url": postgres_url, "password_file": str(postgres_cluster.password_file)}
+    notify = NotifyListener(tmp_path / "notify.sock")
+    try:
+        outage(postgres_cluster, postgres_url, on=True)
+        daemon = make_daemon(config, NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="2000000")
+        once = daemon.cli("run", "--once")
+        assert once.returncode == 1, once
+        assert "cannot use the journal database" in once.stderr
+        daemon.start(wait=False)
+        waiting = wait_until(
+            lambda: [m for _, m in notify.messages if m.startswith("STATUS=waiting: ")],
+            30,
+            "STATUS= saying what the start waits for",
+        )
+        assert "not currently accepting connections" in waiting[0], waiting
+        assert [m for _, m in notify.messages if m.startswith("EXTEND_TIMEOUT_USEC=")]
+        assert not notify.with_line("READY=1")
+        assert daemon.process is not None and daemon.process.poll() is None, daemon.log()
+        assert "waiting for it" in daemon.log()
+        outage(postgres_cluster, postgres_url, on=False)
+        wait_until(lambda: notify.with_line("READY=1"), 60, "READY=1 once the database is back")
+        assert "the journal is reached" in daemon.log()
+        dropped = tmp_path / "drop" / "after.bin"
+        dropped.write_bytes(os.urandom(4096))
+        wait_until(lambda: sidecar_of(dropped).exists(), 60, "the file dropped after the wait")
+        outage(postgres_cluster, postgres_url, on=True)
+        wait_until(
+            lambda: [m for _, m in notify.messages if "degraded: journal: " in m],
+            30,
+            "STATUS= saying the journal is degraded",
+        )
+        degraded_at = time.monotonic()
+        wait_until(
+            lambda: [t for t, _ in notify.with_line("WATCHDOG=1") if t > degraded_at + 3],
+            30,
+            "WATCHDOG=1 pinged on through the outage",
+        )
+        assert daemon.process.poll() is None
+        assert "Traceback" not in daemon.log()
+    finally:
+        outage(postgres_cluster, postgres_url, on=False)
+        notify.close()
