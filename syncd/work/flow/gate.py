@@ -229,8 +229,13 @@ class Flow:
         self.bandwidth.refresh()
 
     def _release(self, service: str) -> None:
-        if self.hold_of(service) is None and self._store.release_held(service):
+        """One hold of `service` ended: its held files wait for a worker again, or, while
+        another hold is still in force (a pause, a quota), are held by that one instead."""
+        still = self.hold_of(service)
+        if self._store.release_held(service) and still is None:
             self._wake()
+        if still is not None:
+            self._store.hold_waiting(service, still.reason, still.until)
 
     def _save_holds(self) -> None:
         self._store.save_flow_state(
