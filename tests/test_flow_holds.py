@@ -6,6 +6,7 @@ rate-limit horizon at once: the 429 waits 60 s on the daemon's clock, not in the
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -215,3 +216,28 @@ def test_held_files_show_the_hold_in_force_once_another_ends(tmp_path, sandbox, 
     assert len(sandbox.ton_objects()) == 1
     assert daemon.cli("resume").returncode == 0
     daemon.wait_counts(done=2, held=1)
+
+
+def test_a_reload_that_raises_the_quota_releases_what_now_fits(tmp_path, sandbox, make_daemon):
+    """A quota's hold is the daemon's own sum, so a reload does it again: a raised quota
+    lets held files go at once, and a still-full one holds the rest under its new limit."""
+    config = base_config(tmp_path, sandbox.url)
+    config["services"]["ads"].update(daily_files=1)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    config["watch"] = [{"path": str(drop), "service": "ads"}]
+    daemon = make_daemon(config).start()
+    for n in range(3):
+        make_file(drop / f"f{n}.txt", 100, seed=n)
+    daemon.wait_counts(done=1, held=2)
+    config["services"]["ads"].update(daily_files=2)
+    daemon.write_config(config)
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_counts(done=2, held=1)
+    [held] = daemon.status()["held"]
+    assert held["reason"] == "quota: daily_files = 2 used up"
+    del config["services"]["ads"]["daily_files"]
+    daemon.write_config(config)
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_counts(done=3, held=0)
+    assert daemon.status()["service_holds"] == []

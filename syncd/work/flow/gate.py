@@ -30,6 +30,12 @@ log = logging.getLogger(__name__)
 EVERY = "*"
 """Stands in the paused set for "every service", also those configured later."""
 PAUSED = "paused"
+QUOTA_HOLD = "quota:"
+"""How the reason of a quota's hold begins."""
+
+
+def _quota(service: ServiceConfig) -> tuple[int, int, int]:
+    return service.daily_files, service.daily_bytes, service.quota_reset
 
 
 class FlowStore(StateStore, Protocol):
@@ -136,9 +142,32 @@ class Flow:
 
     def use(self, config: Config) -> None:
         """The limits of a (re)loaded configuration; in-flight uploads take them too."""
-        self._services = dict(config.services)
+        before, self._services = self._services, dict(config.services)
         self.bandwidth.use(config.daemon, config.services)
+        self._requota(
+            name
+            for name, service in self._services.items()
+            if name in before and _quota(before[name]) != _quota(service)
+        )
         self._wake()
+
+    def _requota(self, services: Iterable[str]) -> None:
+        """A quota's hold is the daemon's own sum against the old limits: once they change
+        it ends, and the held files meet the new ones (held again, costing no request,
+        when they still do not fit)."""
+        with self._lock:
+            ended = [
+                name
+                for name in services
+                if name in self._holds and self._holds[name].reason.startswith(QUOTA_HOLD)
+            ]
+            for name in ended:
+                del self._holds[name]
+            if ended:
+                self._save_holds()
+        for name in ended:
+            log.info("%s: quota changed, hold ended", name)
+            self._release(name)
 
     # -- slots -------------------------------------------------------------------------
 
@@ -186,7 +215,7 @@ class Flow:
             return None
         unit = "files" if service.daily_files else "bytes"
         limit = service.daily_files or service.daily_bytes
-        hold = self.hold(service.name, f"quota: daily_{unit} = {limit} used up", until)
+        hold = self.hold(service.name, f"{QUOTA_HOLD} daily_{unit} = {limit} used up", until)
         self._announce(  # once a quota day, however many files (or hosts) meet the hold
             QUOTA_EXHAUSTED,
             service.name,
