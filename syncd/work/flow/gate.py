@@ -145,21 +145,26 @@ class Flow:
         before, self._services = self._services, dict(config.services)
         self.bandwidth.use(config.daemon, config.services)
         self._requota(
-            name
-            for name, service in self._services.items()
-            if name in before and _quota(before[name]) != _quota(service)
+            lambda name: name in before and _quota(before[name]) != _quota(self._services[name])
         )
+        if not before:  # at start: files a crash left held by a hold that had just ended
+            for name in self._services:
+                if self.hold_of(name) is None:
+                    self._store.release_held(name)
         self._wake()
 
-    def _requota(self, services: Iterable[str]) -> None:
-        """A quota's hold is the daemon's own sum against the old limits: once they change
-        it ends, and the held files meet the new ones (held again, costing no request,
-        when they still do not fit)."""
+    def _requota(self, changed: Callable[[str], bool]) -> None:
+        """A quota's hold is the daemon's own sum against the limits of its time: once they
+        change, or today's quota has room again (a restart with a raised one), it ends and
+        the held files meet the quota anew (held again, costing no request, when they still
+        do not fit)."""
         with self._lock:
             ended = [
                 name
-                for name in services
-                if name in self._holds and self._holds[name].reason.startswith(QUOTA_HOLD)
+                for name, hold in self._holds.items()
+                if hold.reason.startswith(QUOTA_HOLD)
+                and name in self._services
+                and (changed(name) or all(self.quotas.remaining(self._services[name]).values()))
             ]
             for name in ended:
                 del self._holds[name]
