@@ -67,8 +67,18 @@ class StatusServer:
         self._thread.start()
 
     def _bind(self) -> socket.socket:
+        gid = -1
+        if self._group:
+            try:
+                gid = grp.getgrnam(self._group).gr_gid
+            except KeyError:
+                raise SyncdError(f"[daemon] status_group: no group named {self._group!r}") from None
         try:
+            made = not os.path.lexists(self.path.parent)
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if made and gid >= 0:  # the group must reach the socket: search, not list
+                os.chown(self.path.parent, -1, gid)
+                os.chmod(self.path.parent, 0o710)  # noqa: S103 (no read, no write)
             folder = os.lstat(self.path.parent)
         except OSError as exc:
             raise SyncdError(f"{self.path.parent}: {exc.strerror}") from None
@@ -87,12 +97,6 @@ class StatusServer:
                 self.path.unlink()
         except FileNotFoundError:
             pass
-        gid = -1
-        if self._group:
-            try:
-                gid = grp.getgrnam(self._group).gr_gid
-            except KeyError:
-                raise SyncdError(f"[daemon] status_group: no group named {self._group!r}") from None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
