@@ -158,20 +158,26 @@ class Flow:
         change, or today's quota has room again (a restart with a raised one), it ends and
         the held files meet the quota anew (held again, costing no request, when they still
         do not fit)."""
-        with self._lock:
-            ended = [
-                name
-                for name, hold in self._holds.items()
-                if hold.reason.startswith(QUOTA_HOLD)
+        self._end_holds(
+            lambda name, hold: (
+                hold.reason.startswith(QUOTA_HOLD)
                 and name in self._services
                 and (changed(name) or all(self.quotas.remaining(self._services[name]).values()))
-            ]
+            ),
+            "quota changed, hold ended",
+        )
+
+    def _end_holds(self, ends: Callable[[str, Hold], bool], why: str) -> None:
+        """The holds `ends` picks are over: their services' held files are released (or
+        held by what still holds them)."""
+        with self._lock:
+            ended = [name for name, hold in self._holds.items() if ends(name, hold)]
             for name in ended:
                 del self._holds[name]
             if ended:
                 self._save_holds()
         for name in ended:
-            log.info("%s: quota changed, hold ended", name)
+            log.info("%s: %s", name, why)
             self._release(name)
 
     # -- slots -------------------------------------------------------------------------
@@ -249,17 +255,7 @@ class Flow:
         come; called from the daemon's main loop."""
         self._load()
         now = self.clock.now()
-        with self._lock:
-            ended = [
-                name for name, h in self._holds.items() if h.until is not None and h.until <= now
-            ]
-            for name in ended:
-                del self._holds[name]
-            if ended:
-                self._save_holds()
-        for name in ended:
-            log.info("%s: hold ended", name)
-            self._release(name)
+        self._end_holds(lambda _, hold: hold.until is not None and hold.until <= now, "hold ended")
         self.bandwidth.refresh()
 
     def _release(self, service: str) -> None:
