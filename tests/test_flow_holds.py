@@ -158,7 +158,8 @@ def test_daily_bytes_quota_holds_what_does_not_fit_and_fails_what_never_can(
     tmp_path, sandbox, make_daemon
 ):
     config = base_config(tmp_path, sandbox.url, workers=1)
-    config["services"]["ads"].update(daily_bytes="5000")
+    # A files quota beside it that is far from used up: the hold names the bytes.
+    config["services"]["ads"].update(daily_bytes="5000", daily_files=100)
     port = free_port()
     config["metrics"] = {"listen": f"127.0.0.1:{port}"}
     drop = tmp_path / "drop"
@@ -173,7 +174,7 @@ def test_daily_bytes_quota_holds_what_does_not_fit_and_fails_what_never_can(
     [failure] = reply["failures"]
     assert failure["path"] == str(huge) and "larger than the daily_bytes quota" in failure["error"]
     assert "daily_bytes = 5000 used up" in reply["held"][0]["reason"]
-    assert reply["quota_remaining"] == {"ads": {"bytes": 1000}}
+    assert reply["quota_remaining"] == {"ads": {"files": 98, "bytes": 1000}}
     samples, _ = scrape(f"http://127.0.0.1:{port}/metrics")
     assert samples[("syncd_quota_remaining", (("service", "ads"), ("unit", "bytes")))] == 1000
     assert samples[("syncd_paused", (("service", "ads"),))] == 0

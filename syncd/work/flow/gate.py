@@ -221,12 +221,11 @@ class Flow:
 
     def admit(self, service: ServiceConfig, file_id: int, size: int) -> Hold | None:
         """Count the file against the quota; the hold when it does not fit."""
-        until = self.quotas.admit(service, file_id, size)
-        if until is None:
+        full = self.quotas.admit(service, file_id, size)
+        if full is None:
             return None
-        unit = "files" if service.daily_files else "bytes"
-        limit = service.daily_files or service.daily_bytes
-        hold = self.hold(service.name, f"{QUOTA_HOLD} daily_{unit} = {limit} used up", until)
+        until, limit = full
+        hold = self.hold(service.name, f"{QUOTA_HOLD} {limit} used up", until)
         self._announce(  # once a quota day, however many files (or hosts) meet the hold
             QUOTA_EXHAUSTED,
             service.name,
