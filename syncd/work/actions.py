@@ -34,6 +34,7 @@ from syncd.errors import PermanentError
 from syncd.files import Identity, Place, Vanished, identity_of, locate, sha256_of
 from syncd.intake.routing import route
 from syncd.journal.after import Action, ActionTaken, HookEvent
+from syncd.journal.codec import storable
 from syncd.journal.states import State
 from syncd.journal.store import Row, Store
 from syncd.outputs.hooks import done_event
@@ -164,7 +165,7 @@ class AfterUpload:
     def _later(self, action: Action, reason: str) -> None:
         source = Path(os.fsdecode(action.source))
         log.error("%s; trying again in %g s", reason, RETRY_AFTER, extra=log_fields(source, None))
-        self._journal.action_later(action, reason, time.time() + RETRY_AFTER)
+        self._journal.action_later(action, storable(reason), time.time() + RETRY_AFTER)
 
     def _verify(self, action: Action, row: Row | None, source: Path) -> None:
         """Proof that the bytes at `source` are the ones the server has, just before acting."""
