@@ -503,6 +503,11 @@ def test_media_server_keys(tmp_path: Path) -> None:
         ("5KB", 5000),
         ("8mib", 8 << 20),
         ("42", 42),
+        ("1.5MiB", 3 << 19),
+        ("0.5 KiB", 512),
+        ("1.5B", 1),
+        ("2TiB", 2 << 40),
+        ("1TB", 10**12),
     ],
 )
 def test_parse_size(value: object, size: int) -> None:
@@ -510,7 +515,7 @@ def test_parse_size(value: object, size: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", [-1, True, 1.5, "", "MiB", "1.5MiB", "8 Mibs", "-1KiB", [1], "9999999999GiB", 2**63]
+    "value", [-1, True, 1.5, "", "MiB", ".5MiB", "8 Mibs", "-1KiB", [1], "9999999999GiB", 2**63]
 )
 def test_parse_size_refuses(value: object) -> None:
     with pytest.raises(ValueError, match="size"):
@@ -565,8 +570,8 @@ def test_default_paths_without_systemd(monkeypatch: pytest.MonkeyPatch, euid: in
     root = euid == 0
     config_path = "/etc/syncd/config.toml" if root else "/home/u/.config/syncd/config.toml"
     assert default_config_path() == Path(config_path)
-    state = "/var/lib/syncd" if root else "/home/u/.local/state/syncd"
-    assert default_state_dir() == Path(state)
+    # DESIGN.md: "Default: $STATE_DIRECTORY, else the XDG state dir", for root too.
+    assert default_state_dir() == Path("/home/u/.local/state/syncd")
     # Not a predictable /tmp path another user could take first: the state folder (issue 11).
     socket = "/run/syncd/status.sock" if root else "/home/u/.local/state/syncd/status.sock"
     assert default_status_socket() == Path(socket)

@@ -203,3 +203,52 @@ def test_a_hurried_stop_after_a_post_closes_the_journal(tmp_path, sandbox, make_
     assert "left unfinished" not in daemon.log(), "nothing was in flight"
     wal = tmp_path / "state" / "journal.sqlite-wal"
     assert not wal.exists() or wal.stat().st_size == 0, "the journal was not closed"
+
+
+def test_a_retried_tweet_needs_no_verify_credentials(tmp_path, sandbox, make_daemon):
+    """protocols.md 8 gives the Twitter emulator statuses/update only: a retry after a 503
+    must not depend on GET verify_credentials existing (here it answers 404)."""
+    sandbox.fault(method="GET", path="/1.1/account/verify_credentials", status=404, count=1000)
+    sandbox.fault(method="POST", path="/1.1/statuses/update", status=503, count=1)
+    daemon = make_daemon(echo_config(tmp_path, sandbox)).start()
+    note = tmp_path / "notes" / "retried.txt"
+    note.write_text(LONG_TEXT)
+    daemon.wait_counts(done=1)
+    tweets = sandbox.get("twitter/statuses")
+    assert len(tweets) == 1
+    assert read_sidecar(note)["result"]["twitter_status_id"] == tweets[0]["id_str"]
+
+
+def test_a_duplicate_after_a_retried_tweet_means_it_is_out(tmp_path, sandbox, make_daemon):
+    """The tweet lands while the daemon is gone and Twitter has no verify_credentials to
+    find it by: the second attempt gets 403 code 187, which after a retry means the first
+    went through (protocols.md 7, 8): done, one tweet, no PUT of an id nobody knows."""
+    sandbox.fault(method="GET", path="/1.1/account/verify_credentials", status=404, count=1000)
+    daemon = make_daemon(echo_config(tmp_path, sandbox)).start()
+    sandbox.fault(method="POST", path="/1.1/statuses/update", delay_ms=3000, count=1)
+    note = tmp_path / "notes" / "twice.txt"
+    note.write_text(LONG_TEXT)
+    wait_until(
+        lambda: any(r["path"] == "/1.1/statuses/update.json" for r in sandbox.requests()),
+        30,
+        "the tweet on its way",
+    )
+    daemon.kill()
+    wait_until(lambda: sandbox.get("twitter/statuses"), 30, "the tweet landing anyway")
+    daemon.start()
+    daemon.wait_counts(done=1)
+    (tweet,) = sandbox.get("twitter/statuses")
+    (post,) = sandbox.get("twitlonger/posts")
+    assert tweet["text"] == post["tweet_content"] and post["puts"] == 0
+    assert "twitter_status_id" not in read_sidecar(note)["result"]
+
+
+def test_a_first_tweet_refused_as_a_duplicate_fails(tmp_path, sandbox, make_daemon):
+    """Only a retried tweet's 187 means "already out"; a first attempt's is a failure."""
+    daemon = make_daemon(echo_config(tmp_path, sandbox)).start()
+    (tmp_path / "notes" / "first.txt").write_text("Same words twice.")
+    daemon.wait_counts(done=1)
+    (tmp_path / "notes" / "second.txt").write_text("Same words twice.\n\n")  # other bytes
+    daemon.wait_counts(done=1, failed=1)
+    assert "duplicate of the account's last one" in daemon.status()["failures"][0]["error"]
+    assert len(sandbox.get("twitter/statuses")) == 1

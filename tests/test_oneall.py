@@ -86,6 +86,20 @@ def test_error_callback_fails_with_oneall_info(tmp_path, sandbox, make_daemon):
     assert "unsupported codec" in daemon.status()["failures"][0]["error"]
 
 
+def test_media_urls_end_in_the_extension_of_the_sniffed_format(tmp_path, sandbox, make_daemon):
+    """OneAll is given the listed formats (seed 002) and a strict emulator refuses "a wrong
+    extension or format" (protocols.md 8): a video told by its bytes, whatever its name,
+    gets a URL whose name ends in its format's extension."""
+    sandbox.post("settings", {"oneall": {"video_callback": "none"}})
+    daemon = make_daemon(oneall_config(tmp_path, sandbox)).start()
+    (tmp_path / "social" / "camera-take").write_bytes(video("mp4", 10_000))
+    (tmp_path / "social" / "clip.MOV").write_bytes(video("mov", 10_000))
+    (tmp_path / "social" / "old.avi").write_bytes(video("avi", 10_000))
+    daemon.wait_counts(awaiting_callback=3)
+    names = sorted(v["video_url"].rsplit("/", 1)[1] for v in sandbox.get("oneall/videos"))
+    assert names == ["camera-take.mp4", "clip.mov", "old.avi"]
+
+
 def test_no_callback_within_the_timeout_fails(tmp_path, sandbox, make_daemon):
     sandbox.post("settings", {"oneall": {"video_callback": "none"}})
     config = oneall_config(tmp_path, sandbox, callback_timeout="2s")
@@ -100,10 +114,13 @@ def test_limits_are_checked_before_any_request(tmp_path, sandbox, make_daemon):
     big = tmp_path / "social" / "huge.png"
     big.write_bytes(png() + b"\x00" * (6 * 1000 * 1000))
     (tmp_path / "social" / "text.png").write_bytes(b"plain text pretending to be a picture\n")
-    daemon.wait_counts(failed=2)
+    matroska = b"\x1a\x45\xdf\xa3\xa3\x42\x86\x81\x01\x42\xf7\x81\x01\x42\x82\x88matroska"
+    (tmp_path / "social" / "film.mkv").write_bytes(matroska + b"\x00" * 1000)  # not webm
+    daemon.wait_counts(failed=3)
     reasons = {Path(f["path"]).name: f["error"] for f in daemon.status()["failures"]}
     assert "5 MB" in reasons["huge.png"]
     assert "not a picture" in reasons["text.png"]
+    assert "nor a video" in reasons["film.mkv"]
     assert oneall_requests(sandbox) == []
 
 

@@ -374,17 +374,3 @@ def test_a_sidecar_that_could_not_be_written_is_written_later(tmp_path, sandbox,
     assert read_sidecar(archived)["sha256"] == sha256
     assert len(sandbox.ton_objects()) == 1
 
-
-def test_status_group_can_reach_its_socket(tmp_path, sandbox, make_daemon):
-    """With status_group the socket is 0660 of that group, and a folder syncd makes for it
-    lets the group through (search only): 0710 of that group."""
-    import grp
-
-    group = grp.getgrgid(os.getgid())
-    config = ton_config(tmp_path, sandbox)
-    config["daemon"]["status_group"] = group.gr_name
-    daemon = make_daemon(config).start()
-    sock, folder = daemon.socket.stat(), daemon.socket.parent.stat()
-    assert (sock.st_mode & 0o777, sock.st_gid) == (0o660, group.gr_gid)
-    assert (folder.st_mode & 0o777, folder.st_gid) == (0o710, group.gr_gid)
-    assert daemon.cli("status").returncode == 0

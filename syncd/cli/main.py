@@ -15,6 +15,7 @@ from typing import Any
 
 from syncd import __version__
 from syncd.config import default_config_path, default_status_socket, load, load_daemon
+from syncd.control.printable import printable
 from syncd.control.status import ask
 from syncd.errors import DaemonNotRunning, SyncdError, UsageError
 
@@ -24,19 +25,32 @@ SYSTEM_SOCKET = Path("/run/syncd/status.sock")
 """Where syncd.service (RuntimeDirectory=syncd) answers."""
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+def _user_path(text: str) -> Path:
+    """`--config=~/syncd.toml`: the shell leaves a ~ after `=` alone."""
+    return Path(os.path.expanduser(text))
+
+
+def _config_option(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
         "-c",
         "--config",
-        type=Path,
+        type=_user_path,
+        default=default,
         help="the configuration file (default: $CONFIGURATION_DIRECTORY/config.toml, else"
         " /etc/syncd/config.toml for root, else ~/.config/syncd/config.toml)",
     )
+
+
+def _parser() -> argparse.ArgumentParser:
+    # -c before the command (`syncd -c FILE status`) or after it: a command's own -c is
+    # absent unless given (SUPPRESS), so it never hides the one given before.
+    common = argparse.ArgumentParser(add_help=False)
+    _config_option(common, argparse.SUPPRESS)
     parser = argparse.ArgumentParser(
         prog="syncd", description="Watch folders and upload every new file; see README.md."
     )
     parser.add_argument("--version", action="version", version=f"syncd {__version__}")
+    _config_option(parser, None)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", parents=[common], help="run the daemon in the foreground")
@@ -90,7 +104,9 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="validate the configuration (and, in fleet mode, reach the journal) and exit",
     )
-    journal = commands.add_parser("journal", help="the journal: copy it into a fleet's database")
+    journal = commands.add_parser(
+        "journal", parents=[common], help="the journal: copy it into a fleet's database"
+    )
     journal_commands = journal.add_subparsers(dest="journal_command", required=True)
     copy = journal_commands.add_parser(
         "copy",
@@ -99,7 +115,9 @@ def _parser() -> argparse.ArgumentParser:
         " the password comes from [journal] password_file or $PGPASSWORD",
     )
     copy.add_argument("--to", required=True, metavar="URL", help="postgresql://USER@HOST/DB")
-    sandbox = commands.add_parser("sandbox", help="serve the service emulators")
+    sandbox = commands.add_parser(
+        "sandbox", parents=[common], help="serve the service emulators (reads no config)"
+    )
     sandbox.add_argument("--listen", default="127.0.0.1:8700", help="HOST:PORT")
     sandbox.add_argument("--data-dir", type=Path, help="keep what was received here")
     return parser
@@ -114,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         code = _dispatch(args)
         sys.stdout.flush()  # a reader that went away shows here, not as an error at exit
         return code
-    except SyncdError as exc:
-        print(f"syncd: {exc}", file=sys.stderr)
+    except SyncdError as exc:  # one line, whatever a path or value in it holds
+        print(f"syncd: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
@@ -199,13 +217,14 @@ def _socket_path(args: argparse.Namespace) -> Path:
 
 
 def _ask(args: argparse.Namespace, request: dict[str, Any]) -> dict[str, Any]:
-    """Ask the daemon the config names; else the system service's, for the operator whose
-    own environment (XDG_RUNTIME_DIR) points elsewhere."""
+    """Ask the daemon the config names; without -c, else the system service's, for the
+    operator whose own environment (XDG_RUNTIME_DIR) points elsewhere. With -c, only that
+    config's daemon: no answer there is exit 3, whoever else runs."""
     path = _socket_path(args)
     try:
         return ask(path, request)
     except DaemonNotRunning:
-        if path == SYSTEM_SOCKET or not SYSTEM_SOCKET.exists():
+        if args.config is not None or path == SYSTEM_SOCKET or not SYSTEM_SOCKET.exists():
             raise
     return ask(SYSTEM_SOCKET, request)
 
@@ -217,13 +236,13 @@ def _status(args: argparse.Namespace) -> int:
         _ask(args, {"command": "status"})  # exit 3 at once when no daemon runs at all
         return watch(lambda: _ask(args, {"command": "status"}))
     reply = _ask(args, {"command": "status"})
-    if args.json:
-        print(json.dumps(reply, indent=2))
+    if args.json:  # the daemon's line as it sent it: json.dumps with the same defaults
+        print(json.dumps(reply))
     else:
         from syncd.cli.render import render_status  # not at every start of the daemon
 
         print(render_status(reply))
-    return 0
+    return 1 if "error" in reply else 0  # the daemon could not say (its journal failing)
 
 
 def _retry(args: argparse.Namespace) -> int:
@@ -231,7 +250,7 @@ def _retry(args: argparse.Namespace) -> int:
     if args.all_failed:
         request["all_failed"] = True
     elif args.paths:
-        request["paths"] = [os.path.abspath(p) for p in args.paths]
+        request["paths"] = [_journaled(p) for p in args.paths]
     else:
         raise UsageError("name the files to retry, or give --all-failed")
     reply = _ask(args, request)
@@ -243,10 +262,17 @@ def _retry(args: argparse.Namespace) -> int:
 
 def _restore(args: argparse.Namespace) -> int:
     """Exit 1 when any file could not be restored, each such file named on stderr."""
-    reply = _ask(args, {"command": "restore", "paths": [os.path.abspath(p) for p in args.paths]})
+    reply = _ask(args, {"command": "restore", "paths": [_journaled(p) for p in args.paths]})
     if "error" in reply:
         raise SyncdError(str(reply["error"]))
     return 1 if _report(reply, "restored", "files restored") else 0
+
+
+def _journaled(path: Path) -> str:
+    """`path` as the journal spells it: absolute, its folders' symlinks resolved (a watch's
+    path is), the name itself left alone (it may be gone, e.g. into the trash)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(os.path.realpath(folder), name)
 
 
 def _report(reply: dict[str, Any], count: str, done: str) -> bool:

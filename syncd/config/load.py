@@ -141,6 +141,38 @@ def _check_archives(src: Source, watches: tuple[WatchConfig, ...]) -> None:
                 raise table.error("archive_to", f"{archive} is inside the watch {other.path}")
 
 
+STATE_FILES = ("journal.sqlite", "syncd.lock", "media.key")
+"""Files syncd keeps in state_dir: no watch may take them (they change all the time)."""
+
+
+def _check_own_files(src: Source, daemon: DaemonConfig, watches: tuple[WatchConfig, ...]) -> None:
+    """No watch may upload syncd's own files: the journal (again at every change), nor
+    this file or a KEY_file with their secrets."""
+    from syncd.intake.routing import route  # routing imports syncd.config
+
+    state = Path(os.path.realpath(daemon.state_dir))
+    for name in STATE_FILES:
+        watch = route(watches, state / name)
+        if watch is not None:
+            raise ConfigError(
+                src.file,
+                "daemon",
+                "state_dir",
+                f"{state} is inside the watch {watch.path}, which would upload {name}",
+            )
+    watch = route(watches, Path(os.path.realpath(src.file)))
+    if watch is not None:
+        table = Table(src, "[watch]", {}, f"#{watches.index(watch) + 1}")
+        raise table.error("path", f"{watch.path} holds this file, which it would upload")
+    for secret, named in src.secret_files.items():
+        watch = route(watches, Path(os.path.realpath(secret)))
+        if watch is not None:
+            table = Table(src, "[watch]", {}, f"#{watches.index(watch) + 1}")
+            raise table.error(
+                "path", f"{watch.path} holds {secret} ({named}), which it would upload"
+            )
+
+
 def _read(path: Path) -> tuple[Source, Table]:
     """The file parsed, as the root table of a fresh Source."""
     file = str(path)
@@ -155,8 +187,9 @@ def _read(path: Path) -> tuple[Source, Table]:
         raise ConfigError(file, "", None, f"cannot read: {e.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(file, "", None, "invalid TOML: not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(file, "", None, f"invalid TOML: {e}") from None
+    except (ValueError, RecursionError) as e:  # TOMLDecodeError, a 5000-digit number, [[[[…
+        why = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise ConfigError(file, "", None, f"invalid TOML: {why}") from None
     src = Source(file, path.absolute().parent, mode, {"accounts": {}, "services": {}})
     return src, Table(src, "", data)
 
@@ -200,6 +233,7 @@ def load(path: Path) -> Config:
             )
     watches = _array(root, "watch", WatchConfig)
     _check_archives(src, watches)
+    _check_own_files(src, daemon, watches)
     metrics = root.get("metrics", toml_table)
     webhooks = _array(root, "webhook", WebhookConfig)
     return Config(

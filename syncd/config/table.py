@@ -8,7 +8,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,6 +44,9 @@ class Source:
     """The [accounts.*] and [services.*] read so far, for keys that name one."""
     fleet: bool = False
     """A [journal] url is set: watches may poll as often as every second."""
+    secret_files: dict[Path, str] = field(default_factory=dict)
+    """Each KEY_file read, with where it was named (`[accounts.main] KEY_file`): no watch
+    may take one."""
 
 
 class Table:
@@ -101,6 +104,7 @@ class Table:
         if inline is not None and path is not None:
             raise self.error(key, f"give {key} or {file_key}, not both")
         if path is not None:
+            self.src.secret_files[path] = " ".join(f"[{self.name}] {self.entry} {file_key}".split())
             return self._printable(file_key, self._secret_file(file_key, path))
         if inline is not None:
             inline = inline.strip()

@@ -11,15 +11,16 @@ import os
 import re
 from collections.abc import Callable
 from datetime import date, datetime, time
+from fractions import Fraction
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
 from syncd.config.model import DAY
 
-_SIZE = re.compile(r"\s*(\d+)\s*([a-z]*)\s*", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9}
-_SIZE_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_SIZE_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 _DURATION = re.compile(r"(?:\s*\d+(?:\.\d+)?\s*(?:ms|s|m|h|d))+\s*", re.IGNORECASE)
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)", re.IGNORECASE)
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY}
@@ -70,13 +71,14 @@ def integer(value: object) -> int:
 
 
 def parse_size(value: object) -> int:
-    """Bytes from an integer or a string such as "8MiB" (binary) or "10MB" (decimal)."""
+    """Bytes from an integer or a string such as "8MiB" (binary), "10MB" (decimal) or
+    "1.5GiB" (a fraction of a byte dropped)."""
     if isinstance(value, str):
         match = _SIZE.fullmatch(value)
         unit = _SIZE_UNITS.get(match[2].lower()) if match else None
         if match is None or unit is None:
             raise ValueError(f'expected a size such as "8MiB", "10MB" or "512B", got {value!r}')
-        size = int(match[1]) * unit
+        size = math.floor(Fraction(match[1]) * unit)
     elif isinstance(value, int) and not isinstance(value, bool):
         if value < 0:
             raise ValueError(f"a size cannot be negative, got {value}")
@@ -167,12 +169,11 @@ def default_config_path() -> Path:
 
 
 def default_state_dir() -> Path:
-    """systemd's StateDirectory=, else $XDG_STATE_HOME, else /var/lib/syncd for root or XDG's."""
+    """systemd's StateDirectory=, else the XDG state folder, root's too (DESIGN.md: the
+    system unit gives /var/lib/syncd as $STATE_DIRECTORY)."""
     given = _first_entry("STATE_DIRECTORY")
     if given is not None:
         return given
-    if os.geteuid() == 0 and not os.environ.get("XDG_STATE_HOME"):
-        return Path("/var/lib/syncd")
     return _xdg("XDG_STATE_HOME", ".local/state") / "syncd"
 
 

@@ -67,18 +67,9 @@ class StatusServer:
         self._thread.start()
 
     def _bind(self) -> socket.socket:
-        gid = -1
-        if self._group:
-            try:
-                gid = grp.getgrnam(self._group).gr_gid
-            except KeyError:
-                raise SyncdError(f"[daemon] status_group: no group named {self._group!r}") from None
+        gid = self._group_id()
         try:
-            made = not os.path.lexists(self.path.parent)
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if made and gid >= 0:  # the group must reach the socket: search, not list
-                os.chown(self.path.parent, -1, gid)
-                os.chmod(self.path.parent, 0o710)  # noqa: S103 (no read, no write)
+            self._make_folder(gid)
             folder = os.lstat(self.path.parent)
         except OSError as exc:
             raise SyncdError(f"{self.path.parent}: {exc.strerror}") from None
@@ -97,6 +88,14 @@ class StatusServer:
                 self.path.unlink()
         except FileNotFoundError:
             pass
+        if gid >= 0 and (closed := _closed_to(self.path.parent, gid)) is not None:
+            log.warning(
+                "[daemon] status_group: members of %r cannot reach %s: %s is closed to them"
+                " (chmod o+x it, or g+x and give it to that group)",
+                self._group,
+                self.path,
+                closed,
+            )
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
@@ -123,6 +122,27 @@ class StatusServer:
             os.chmod(self.path, 0o600)
         sock.listen(BACKLOG)
         return sock
+
+    def _group_id(self) -> int:
+        """The gid of `status_group`, -1 without one."""
+        if not self._group:
+            return -1
+        try:
+            return grp.getgrnam(self._group).gr_gid
+        except KeyError:
+            raise SyncdError(f"[daemon] status_group: no group named {self._group!r}") from None
+
+    def _make_folder(self, gid: int) -> None:
+        """The socket's folder, when missing: ours alone (0700), or with `status_group`
+        0710 and that group's, so its members can reach the socket (not list the folder)."""
+        self.path.parent.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(mode=0o700)
+        except FileExistsError:
+            return
+        if gid >= 0:
+            os.chown(self.path.parent, -1, gid)
+            os.chmod(self.path.parent, 0o710)  # noqa: S103 - pass, not list: the socket is 0660
 
     def _refuse_if_answered(self) -> None:
         try:
@@ -243,7 +263,7 @@ class _Client:
         piece = self.conn.recv(MAX_REQUEST + 1 - len(self.request))
         self.request += piece
         end = self.request.find(b"\n")
-        if end >= 0 or not piece:
+        if end >= 0 or not piece or _whole_object(self.request):
             line = bytes(self.request if end < 0 else self.request[:end])
             self.reply = answer(line)
         elif len(self.request) > MAX_REQUEST:
@@ -262,6 +282,29 @@ class _Client:
     def close(self) -> None:
         """Done with; the server unregisters and closes the connection."""
         self.closed = True
+
+
+def _whole_object(request: bytearray) -> bool:
+    """A JSON object sent without its newline (and the connection kept open) is a request
+    too: a client waiting for the reply would otherwise wait for nothing."""
+    if not request.rstrip().endswith(b"}"):
+        return False
+    try:
+        return isinstance(json.loads(request), dict)
+    except (ValueError, RecursionError):
+        return False
+
+
+def _closed_to(folder: Path, gid: int) -> Path | None:
+    """The first of `folder` and its parents that members of group `gid` may not pass."""
+    for step in (folder, *folder.parents):
+        try:
+            st = os.stat(step)
+        except OSError:
+            return step
+        if not (st.st_mode & 0o001 or (st.st_gid == gid and st.st_mode & 0o010)):
+            return step
+    return None
 
 
 def ask(path: Path, request: dict[str, Any], timeout: float = TIMEOUT) -> dict[str, Any]:

@@ -10,6 +10,7 @@ faults and rate limits.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -41,6 +42,10 @@ from syncd.sandbox.web import (
 )
 
 CONTROL_PREFIX = "/_sandbox/"
+MOUNT = re.compile(r"/mnt/[A-Za-z0-9_.-]+(?=/)")
+"""Every emulator is also served below `/mnt/NAME/`, as behind a proxy that strips a path
+prefix (protocols.md 8: "path prefixes under a single port"): what it answers, Locations
+included, stays relative to its own root, while signatures cover the URL as sent."""
 
 SERVICES: tuple[Callable[[Context], Service], ...] = (
     TonService,
@@ -112,6 +117,9 @@ class App:
             return
         started = time.monotonic()
         entry = self.journal.begin(ex, self.clock.now())
+        mounted = MOUNT.match(ex.path)
+        if mounted:
+            ex.path = ex.path[mounted.end() :]
         ex.body.on_received = lambda amount: self.journal.arrived(entry, amount, self.clock.now())
         status = None
         try:

@@ -273,9 +273,9 @@ class OneAllService:
         }
 
     def _video(self, request: dict[str, Any], resource: str) -> dict[str, Any]:
-        """Download now (a bad URL or format is refused at once), call back later. The
-        magic bytes decide the format when they name one; the URL's extension only when
-        they name none (seed 002 lists formats, not how they are told) [INF]."""
+        """Download now (a bad URL or format is refused at once), call back later. "A
+        wrong extension or format -> 400" (protocols.md 8): the URL's extension must name
+        a listed format, and the magic bytes decide the format when they name one."""
         video_url = _url(request, "video_url")
         callback_url = _url(request, "callback_url")
         settings = self._settings.current
@@ -484,9 +484,10 @@ def _url(request: dict[str, Any], key: str) -> str:
 
 
 def _video_format(sniffed: str | None, url: str) -> str | None:
-    if sniffed is not None:
-        return VIDEO_FORMATS.get(sniffed)
-    return VIDEO_EXTENSIONS.get(PurePosixPath(unquote(urlsplit(url).path)).suffix.lower())
+    named = VIDEO_EXTENSIONS.get(PurePosixPath(unquote(urlsplit(url).path)).suffix.lower())
+    if named is None or sniffed is None:
+        return named
+    return VIDEO_FORMATS.get(sniffed)
 
 
 def _digits(count: int) -> str:

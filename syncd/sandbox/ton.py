@@ -221,8 +221,8 @@ class TonService:
             if total != session.total:
                 raise error(400, f"Content-Range total {total} is not {session.total}.")
             if first is None:
-                if ex.body.chunked or ex.body.declared:
-                    raise error(400, "A status query has an empty body.")
+                if not _empty(ex):
+                    raise error(400, "A status query has an empty body (Content-Length: 0).")
                 return self._ack(session, settings)
             assert last is not None
             return self._accept(ex, session, first, last, settings)
@@ -330,7 +330,7 @@ class TonService:
         return Reply(201, {"Location": obj.location})
 
     def _init(self, ex: Exchange, bucket: str, user: TwitterUser, expires: float | None) -> Reply:
-        if ex.body.chunked or ex.body.declared:
+        if not _empty(ex):
             raise error(400, "An init request has no body (Content-Length: 0).")
         declared_type = (ex.header("X-TON-Content-Type") or "").strip().lower()
         if declared_type != (ex.header("Content-Type") or "").strip().lower():
@@ -494,6 +494,12 @@ class TonService:
             return {}
         prefix = "bytes=" if settings.range_prefix else ""
         return {"Range": f"{prefix}0-{session.received - 1}"}
+
+
+def _empty(ex: Exchange) -> bool:
+    """`Content-Length: 0` said outright, as an init and a status query must (protocols.md
+    2.3, 2.5, 8): a missing header is not taken for it."""
+    return not ex.body.chunked and ex.header("Content-Length") is not None and not ex.body.declared
 
 
 @contextmanager

@@ -55,6 +55,17 @@ def confirmed_end(reply: Reply) -> int | None:
     return int(found.group(2)) + 1 if found else None
 
 
+def on_endpoint(endpoint: str, location: str) -> str:
+    """A Location as a URL: an absolute one as it is; a path, as clients build it,
+    the endpoint + Location (protocols.md 2.1), so an endpoint below a path prefix keeps
+    it, unless the Location already starts with that prefix."""
+    prefix = urlsplit(endpoint).path.rstrip("/")
+    below = location == prefix or location.startswith(prefix + "/")
+    if prefix and location.startswith("/") and not location.startswith("//") and not below:
+        location = prefix + location
+    return urljoin(endpoint + "/", location)
+
+
 def http_date(when: float) -> str:
     return email.utils.formatdate(when, usegmt=True)
 
@@ -82,7 +93,7 @@ class TonUploader:
 
     def _result(self, location: str, expires_at: float) -> Result:
         try:
-            url = urljoin(self.config.endpoint + "/", location)
+            url = on_endpoint(self.config.endpoint, location)
         except ValueError:
             raise PermanentError(
                 f"{self.config.name}: TON answered with a Location that is not a URL"
@@ -197,7 +208,7 @@ class TonUploader:
         chunks are signed for TON and carry the file, and go nowhere else."""
         location = str(session["location"])
         try:
-            url = urljoin(self.config.endpoint + "/", location)
+            url = on_endpoint(self.config.endpoint, location)
             same = _origin(url) == _origin(self.config.endpoint)
         except ValueError:
             same = False

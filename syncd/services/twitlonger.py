@@ -28,6 +28,7 @@ from syncd.services.http import (
     ServiceHttp,
     dig,
     one_line,
+    raise_for,
     text_of,
 )
 from syncd.services.oauth import echo_headers, user_auth
@@ -52,6 +53,8 @@ ERROR_CODES = {
 }
 """TwitLonger's documented error codes (protocols.md section 5), in words."""
 DUPLICATE_TWEET = 187
+NO_SUCH_ENDPOINT = (400, 404, 405, 410, 501)
+"""How a server without an endpoint may answer a request for it."""
 
 
 def _first_error(reply: Reply) -> tuple[object, str] | None:
@@ -74,13 +77,14 @@ def explain_twitlonger(reply: Reply) -> str | None:
 
 
 def explain_twitter(reply: Reply) -> str | None:
-    """A duplicate status after a retried tweet means the first attempt went through."""
+    """A first attempt refused as a duplicate: the account's last tweet has this text
+    (a retried one is taken as posted, see `_tweet`)."""
     found = _first_error(reply)
     if found is None or found[0] != DUPLICATE_TWEET:
         return None
     return (
-        "Twitter refused the tweet as a duplicate (code 187): an earlier attempt probably"
-        " posted it, but its id is unknown"
+        "Twitter refused the tweet as a duplicate of the account's last one (code 187);"
+        " the post is not linked to a tweet"
     )
 
 
@@ -107,8 +111,9 @@ def parse_post(raw: bytes, name: str) -> Post:
             raise PermanentError(f"{name}: front matter opened with +++ is never closed") from None
         try:
             meta = tomllib.loads("\n".join(lines[1:end]))
-        except tomllib.TOMLDecodeError as exc:
-            raise PermanentError(f"{name}: front matter is not valid TOML: {exc}") from None
+        except (ValueError, RecursionError) as exc:  # TOMLDecodeError, a 5000-digit number, [[[…
+            why = "nested too deeply" if isinstance(exc, RecursionError) else exc
+            raise PermanentError(f"{name}: front matter is not valid TOML: {why}") from None
         lines = lines[end + 1 :]
         unknown = set(meta) - FRONT_MATTER_KEYS
         if unknown:
@@ -182,13 +187,16 @@ class TwitLongerUploader:
             content = str(created["tweet_content"])
             # An attempt that died after sending the tweet may have posted it: ask Twitter
             # for the account's latest tweet before sending a second one.
-            found = self._latest_tweet_with(content) if steps.get("tweet_sent") else None
+            retry = bool(steps.get("tweet_sent"))
+            found = self._latest_tweet_with(content) if retry else None
             if found is None:
                 steps["tweet_sent"] = True
                 job.store.save(steps)
-                found = self._tweet(content, post.reply_to_id)
+                found = self._tweet(content, post.reply_to_id, retry)
             steps["tweet_id"] = found
             job.store.save(steps)
+        if steps["tweet_id"] is None:
+            return result  # tweeted by an earlier attempt, its id unknown: nothing to link
         self.http.send(
             "PUT",
             f"{self.posts_url}/{quote(str(created['id']), safe='')}",
@@ -214,30 +222,42 @@ class TwitLongerUploader:
         return created
 
     def _latest_tweet_with(self, text: str) -> str | None:
-        """The id of the account's most recent tweet if its text is `text`."""
+        """The id of the account's most recent tweet if its text is `text`; None also when
+        the server has no verify_credentials to ask (a Twitter-compatible service need only
+        offer statuses/update, protocols.md 8): the tweet is then sent again, and a
+        duplicate is refused by Twitter (code 187) rather than posted twice."""
         reply = self.twitter.send(
             "GET",
             f"{self.config.twitter_endpoint}/1.1/account/verify_credentials.json",
-            expect=(200,),
+            expect=(200, *NO_SUCH_ENDPOINT),
             auth=self.auth,
         )
+        if reply.status != 200:
+            return None
         data = reply.json()
         if dig(data, "status", "text") != text:
             return None
         return text_of(dig(data, "status", "id_str"))
 
-    def _tweet(self, status: str, reply_to_id: str | None) -> str:
+    def _tweet(self, status: str, reply_to_id: str | None, retry: bool) -> str | None:
+        """The tweet's id_str; None when, on a `retry`, Twitter refuses it as a duplicate
+        (code 187): "the first attempt probably succeeded" (protocols.md 7), so it is out."""
         form = {"status": status}
         if reply_to_id is not None:
             form["in_reply_to_status_id"] = reply_to_id
         reply = self.twitter.send(
             "POST",
             f"{self.config.twitter_endpoint}/1.1/statuses/update.json",
-            expect=(200,),
+            expect=(200, 403) if retry else (200,),
             auth=self.auth,
             headers={"Content-Type": "application/x-www-form-urlencoded"},
             data=form,
         )
+        if reply.status == 403:
+            found = _first_error(reply)
+            if found is not None and found[0] == DUPLICATE_TWEET:
+                return None
+            raise_for(self.config.name, reply, explain_twitter)
         tweet_id = text_of(dig(reply.json(), "id_str"))
         if tweet_id is None:
             raise PermanentError(f"{self.config.name}: Twitter answered without the tweet's id_str")

@@ -345,6 +345,7 @@ def test_callback_failures_without_and_with_retry(box: Box, web: LocalWeb) -> No
         {"video_url": "LOCAL/media/notes.txt", "callback_url": "LOCAL/cb"},
         {"video_url": "LOCAL/media/picture.mp4", "callback_url": "LOCAL/cb"},
         {"video_url": "LOCAL/media/unknown.bin", "callback_url": "LOCAL/cb"},
+        {"video_url": "LOCAL/media/mp4-named.bin", "callback_url": "LOCAL/cb"},
         {"video_url": "LOCAL/media/missing.mp4", "callback_url": "LOCAL/cb"},
         {"video_url": "LOCAL/media/clip.mp4", "callback_url": "not a url"},
     ],
@@ -354,6 +355,7 @@ def test_video_refusals(box: Box, web: LocalWeb, body: dict[str, str]) -> None:
     web.serve("/media/notes.txt", b"some words, not a video " * 10)
     web.serve("/media/picture.mp4", samples.png())
     web.serve("/media/unknown.bin", b"\x00" * 1000)
+    web.serve("/media/mp4-named.bin", samples.video("mp4"))
     body = {key: value.replace("LOCAL", web.url) for key, value in body.items()}
     refused(push(box, "video", body), 400)
     assert box.get("oneall/videos") == []

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 
-from .sandbox_client import SMALL, Box
+from .sandbox_client import SMALL, TIMEOUT, Box, oauth
 
 
 def test_single_upload_round_trip(box: Box) -> None:
@@ -263,3 +265,28 @@ def test_chunked_transfer_encoding_chunk(box: Box) -> None:
     assert put([b"b" * 952], 2048, 2999).status_code == 201
     (obj,) = box.get("ton/objects")
     assert obj["sha256"] == hashlib.sha256(b"a" * 2048 + b"b" * 952).hexdigest()
+
+
+def _status_without_content_length(box: Box, method: str, path: str, **headers: str) -> int:
+    """A signed request with no body and no Content-Length (requests always adds one)."""
+    prepared = requests.Request(method, box.url + path, headers=headers, auth=oauth()).prepare()
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {urlsplit(box.url).netloc}", "Connection: close"]
+    for name, value in prepared.headers.items():
+        if name.lower() != "content-length":
+            lines.append(f"{name}: {value.decode() if isinstance(value, bytes) else value}")
+    address = urlsplit(box.url)
+    with socket.create_connection((address.hostname, address.port), timeout=TIMEOUT) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        return int(sock.makefile("rb").readline().split()[1])
+
+
+def test_init_and_status_query_require_content_length_0(box: Box) -> None:
+    """protocols.md 8: the init requires `Content-Length: 0`; 2.5: so does the query."""
+    media = {"Content-Type": "video/mp4", "X-TON-Content-Type": "video/mp4"}
+    init = {**media, "X-TON-Content-Length": "10"}
+    path = "/1.1/ton/bucket/syncd?resumable=true"
+    assert _status_without_content_length(box, "POST", path, **init) == 400
+    location = box.ton_init(10)
+    query = {"Content-Type": "video/mp4", "Content-Range": "bytes */10"}
+    assert _status_without_content_length(box, "PUT", location, **query) == 400
+    assert box.ton_put(location, b"", 0, 10).status_code == 308

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import PurePosixPath
 from typing import Any
 
 from requests.auth import HTTPBasicAuth
@@ -35,11 +36,39 @@ PICTURE_URL_LIFETIME = 3600.0
 """OneAll fetches a picture while we wait for its answer; an hour is ample."""
 URL_MARGIN = 3600.0
 """A video's URLs outlive its callback deadline by this much."""
-SNIFF = 16
+SNIFF = 64
+"""Bytes a format is told by: WebM's DocType lies a few dozen bytes into its EBML header."""
 PUSH = "push"
 """The key in a row's progress that counts its pushes: URLs name the push they were made
 for, so those of an earlier push (an earlier attempt, an earlier version) are refused."""
 VIDEO_ID = re.compile(r"[0-9]{1,32}")
+EXTENSIONS = {
+    "jpeg": (".jpg", ".jpeg"),
+    "png": (".png",),
+    "gif": (".gif",),
+    "bmp": (".bmp",),
+    "tiff": (".tif", ".tiff"),
+    "3gpp": (".3gp", ".3gpp"),
+    "avi": (".avi",),
+    "flv": (".flv",),
+    "mov": (".mov",),
+    "mpeg4": (".mp4",),
+    "mpegps": (".mpg", ".mpeg"),
+    "webm": (".webm",),
+    "wmv": (".wmv",),
+}
+"""The usual extensions of each format OneAll lists (seeds 002, 004), the first the one a
+media URL gets when the file's own name carries none of them."""
+
+
+def url_name(name: str, fmt: str) -> str:
+    """The name a file's media URL ends in: its own, with an extension of the format its
+    bytes show, since OneAll may judge a URL by its extension too (protocols.md 8)."""
+    suffix = PurePosixPath(name).suffix
+    known = EXTENSIONS[fmt]
+    if suffix in known:
+        return name
+    return (name[: -len(suffix)] if suffix.lower() in known else name) + known[0]
 
 
 def picture_format(head: bytes) -> str | None:
@@ -70,7 +99,7 @@ def video_format(head: bytes) -> str | None:
     if head.startswith(b"\x00\x00\x01\xba"):
         return "mpegps"
     if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return "webm"
+        return "webm" if b"webm" in head else None  # other Matroska is not on the list
     if head.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"):
         return "wmv"
     return None
@@ -140,9 +169,10 @@ class OneAllUploader:
                 raise PermanentError(
                     f"{job.path.name}: {job.size} bytes is over OneAll's 5 MB picture limit"
                 )
-            return self._picture(job)
-        if video_format(head) is not None:
-            return self._video(job)
+            return self._picture(job, url_name(job.path.name, picture))
+        video = video_format(head)
+        if video is not None:
+            return self._video(job, url_name(job.path.name, video))
         raise PermanentError(
             f"{job.path.name}: not a picture OneAll takes (jpeg, bmp, png, gif, tiff) nor a"
             " video (3gpp, avi, flv, mov, mpeg4, mpegps, webm, wmv)"
@@ -161,12 +191,10 @@ class OneAllUploader:
             raise PermanentError(f"{self.config.name}: OneAll answered without an envelope")
         return response
 
-    def _picture(self, job: Job) -> Result:
+    def _picture(self, job: Job, name: str) -> Result:
         push = begin_push(job)
         expires = time.time() + PICTURE_URL_LIFETIME
-        body: dict[str, Any] = {
-            "url": self.signer.media_url(job.row_id, push, job.path.name, expires)
-        }
+        body: dict[str, Any] = {"url": self.signer.media_url(job.row_id, push, name, expires)}
         if job.caption:
             body["description"] = job.caption
         response = self._push("picture", body)
@@ -180,12 +208,12 @@ class OneAllUploader:
             result["expires_in"] = expires_in
         return result
 
-    def _video(self, job: Job) -> AwaitCallback:
+    def _video(self, job: Job, name: str) -> AwaitCallback:
         push = begin_push(job)
         deadline = time.time() + self.config.callback_timeout
         expires = deadline + URL_MARGIN
         body: dict[str, Any] = {
-            "video_url": self.signer.media_url(job.row_id, push, job.path.name, expires),
+            "video_url": self.signer.media_url(job.row_id, push, name, expires),
             "callback_url": self.signer.callback_url(job.row_id, push, expires),
         }
         self._push("video", body)
