@@ -373,4 +373,3 @@ def test_a_sidecar_that_could_not_be_written_is_written_later(tmp_path, sandbox,
     sha256 = hashlib.sha256(b"uploaded, sidecar refused").hexdigest()
     assert read_sidecar(archived)["sha256"] == sha256
     assert len(sandbox.ton_objects()) == 1
-
