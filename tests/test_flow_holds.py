@@ -178,6 +178,8 @@ def test_daily_bytes_quota_holds_what_does_not_fit_and_fails_what_never_can(
     samples, _ = scrape(f"http://127.0.0.1:{port}/metrics")
     assert samples[("syncd_quota_remaining", (("service", "ads"), ("unit", "bytes")))] == 1000
     assert samples[("syncd_paused", (("service", "ads"),))] == 0
+    uploads = (("outcome", "failed"), ("service", "ads"))
+    assert samples[("syncd_uploads_total", uploads)] == 1  # the huge file counts as failed
     assert len(sandbox.ton_objects()) == 2
 
 

@@ -160,7 +160,7 @@ class Pipeline:
             if hold is None and counted_in is not None:
                 hold = self.flow.admit(counted_in, row.id, row.identity.size)
         except TooLarge as exc:
-            self.journal.mark_failed(row, str(exc))
+            self.mark_failed(row, str(exc))
             return False
         if hold is not None:
             self._hold(row, hold)
