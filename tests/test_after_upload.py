@@ -480,3 +480,47 @@ def test_an_action_that_fails_is_shown_and_finished_later(tmp_path, sandbox, mak
     wait_actions(daemon, done=1)
     assert (archive / "sub" / "x.bin").read_bytes() == b"x" and not path.exists()
     assert daemon.stop() == 0
+
+
+def test_purge_never_follows_a_trash_folder_swapped_for_a_symlink(tmp_path, sandbox, make_daemon):
+    """A writer in the drop folder swaps the trash, and a folder in it, for symlinks to
+    files of the same names outside every watch: the purge removes nothing there."""
+    config = after_config(
+        tmp_path, sandbox, {"path": "drop", "after_upload": "delete", "trash_retention": "3s"}
+    )
+    daemon = make_daemon(config).start()
+    outside = tmp_path / "outside"
+    victims = [
+        drop(outside / name, b"not yours")
+        for name in ("top.bin", "top.bin.syncd.toml", "sub/deep.bin", "sub/deep.bin.syncd.toml")
+    ]
+    drop(tmp_path / "drop" / "sub" / "deep.bin", b"deep")
+    drop(tmp_path / "drop" / "top.bin", b"top")
+    wait_actions(daemon, done=2, trash=2)
+    trash = tmp_path / "drop" / ".syncd-trash"
+    trash.rename(tmp_path / "drop" / ".moved-away")
+    trash.symlink_to(outside)
+    wait_actions(daemon, trash=0, timeout=30)
+    assert [v.read_bytes() for v in victims] == [b"not yours"] * 4
+    assert (outside / "sub").is_dir()
+    assert daemon.stop() == 0
+
+
+def test_a_hook_that_prints_without_end_costs_no_memory(tmp_path, sandbox, make_daemon):
+    """Only the tail of a hook's output is kept (and logged): 256 MiB of it leaves the
+    daemon's peak memory far below that."""
+    config = after_config(
+        tmp_path,
+        sandbox,
+        {"path": "drop", "on_done": ["sh", "-c", "head -c 268435456 /dev/zero; echo; echo last"]},
+    )
+    daemon = make_daemon(config).start()
+    drop(tmp_path / "drop" / "a.bin", b"noisy hook")
+    wait_until(lambda: "done hook sh: last" in daemon.log(), 60, "the hook's last line logged")
+    status = Path(f"/proc/{daemon.pid}/status").read_text()
+    peak_kib = int(
+        next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]
+    )
+    assert peak_kib < 128 * 1024, f"peak {peak_kib} KiB"
+    assert daemon.status()["failing_hooks"] == []
+    assert daemon.stop() == 0

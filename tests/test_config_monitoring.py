@@ -13,6 +13,7 @@ from syncd.config import MetricsConfig, WebhookConfig, load
 def test_defaults_are_off(tmp_path: Path) -> None:
     cfg = load(write(tmp_path, ""))
     assert (cfg.metrics, cfg.webhooks) == (None, ())
+    assert load(write(tmp_path, "[metrics]\n")).metrics is None  # listen absent: off
     assert (cfg.daemon.healthcheck_url, cfg.daemon.healthcheck_interval) == ("", 300.0)
 
 
@@ -54,7 +55,6 @@ def test_all_keys(tmp_path: Path) -> None:
     [
         ('[metrics]\nlisten = "9187"', "[metrics] listen", 'expected "HOST:PORT"'),
         ("[metrics]\nport = 1", "[metrics] port", "unknown key"),
-        ("[metrics]\n", "[metrics] listen", "required key is missing"),
         ('[daemon]\nhealthcheck_url = "http://hc.example.com/x"', "[daemon] healthcheck_url",
          "plain http is allowed only to loopback hosts"),
         ("[daemon]\nhealthcheck_interval = 0", "[daemon] healthcheck_interval",

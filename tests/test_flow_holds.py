@@ -6,7 +6,9 @@ rate-limit horizon at once: the 429 waits 60 s on the daemon's clock, not in the
 
 from __future__ import annotations
 
+import signal
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 from conftest import base_config, read_sidecar, sidecar_exists, wait_until
@@ -156,7 +158,8 @@ def test_daily_bytes_quota_holds_what_does_not_fit_and_fails_what_never_can(
     tmp_path, sandbox, make_daemon
 ):
     config = base_config(tmp_path, sandbox.url, workers=1)
-    config["services"]["ads"].update(daily_bytes="5000")
+    # A files quota beside it that is far from used up: the hold names the bytes.
+    config["services"]["ads"].update(daily_bytes="5000", daily_files=100)
     port = free_port()
     config["metrics"] = {"listen": f"127.0.0.1:{port}"}
     drop = tmp_path / "drop"
@@ -171,8 +174,74 @@ def test_daily_bytes_quota_holds_what_does_not_fit_and_fails_what_never_can(
     [failure] = reply["failures"]
     assert failure["path"] == str(huge) and "larger than the daily_bytes quota" in failure["error"]
     assert "daily_bytes = 5000 used up" in reply["held"][0]["reason"]
-    assert reply["quota_remaining"] == {"ads": {"bytes": 1000}}
+    assert reply["quota_remaining"] == {"ads": {"files": 98, "bytes": 1000}}
     samples, _ = scrape(f"http://127.0.0.1:{port}/metrics")
     assert samples[("syncd_quota_remaining", (("service", "ads"), ("unit", "bytes")))] == 1000
     assert samples[("syncd_paused", (("service", "ads"),))] == 0
+    uploads = (("outcome", "failed"), ("service", "ads"))
+    assert samples[("syncd_uploads_total", uploads)] == 1  # the huge file counts as failed
     assert len(sandbox.ton_objects()) == 2
+
+
+def test_held_files_show_the_hold_in_force_once_another_ends(tmp_path, sandbox, make_daemon):
+    """A pause ended under a used-up quota leaves its files held by the quota, and a quota
+    day ended under a pause leaves them held by the pause: status never names a hold that
+    is over."""
+    knob = ClockKnob(tmp_path)
+    today = knob.set_utc(12, 0)
+    config = base_config(tmp_path, sandbox.url)
+    config["services"]["ads"].update(daily_files=1, quota_reset="00:00")
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    config["watch"] = [{"path": str(drop), "service": "ads"}]
+    daemon = make_daemon(config, **knob.env).start()
+    make_file(drop / "a.txt", 100, seed=1)
+    make_file(drop / "b.txt", 100, seed=2)
+    daemon.wait_counts(done=1, held=1)
+    assert daemon.cli("pause").returncode == 0
+    make_file(drop / "c.txt", 100, seed=3)
+    daemon.wait_counts(done=1, held=2)
+
+    def held_by(reason: str, until: str | None) -> Callable[[], object]:
+        def probe() -> object:
+            held = daemon.status()["held"]
+            return all((h["reason"], h["until"]) == (reason, until) for h in held) and held
+
+        return probe
+
+    assert daemon.cli("resume").returncode == 0
+    midnight = (today + timedelta(days=1)).replace(hour=0, minute=0)
+    quota = ("quota: daily_files = 1 used up", f"{midnight:%Y-%m-%dT%H:%M:%SZ}")
+    wait_until(held_by(*quota), 30, "both held by the quota once the pause ended")
+    assert daemon.cli("pause").returncode == 0
+    knob.advance(13 * 3600)  # the next quota day, still paused
+    wait_until(held_by("paused", None), 30, "both held by the pause once the quota day ended")
+    assert len(sandbox.ton_objects()) == 1
+    assert daemon.cli("resume").returncode == 0
+    daemon.wait_counts(done=2, held=1)
+
+
+def test_a_changed_quota_releases_what_now_fits(tmp_path, sandbox, make_daemon):
+    """A quota's hold is the daemon's own sum, so a reload or a restart does it again: a
+    raised or removed quota lets held files go at once, and a still-full one holds the rest
+    under its new limit."""
+    config = base_config(tmp_path, sandbox.url)
+    config["services"]["ads"].update(daily_files=1)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    config["watch"] = [{"path": str(drop), "service": "ads"}]
+    daemon = make_daemon(config).start()
+    for n in range(4):
+        make_file(drop / f"f{n}.txt", 100, seed=n)
+    daemon.wait_counts(done=1, held=3)
+    config["services"]["ads"].update(daily_files=2)
+    daemon.write_config(config)
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_counts(done=2, held=2)
+    assert {h["reason"] for h in daemon.status()["held"]} == {"quota: daily_files = 2 used up"}
+    daemon.stop()
+    del config["services"]["ads"]["daily_files"]
+    daemon.write_config(config)
+    daemon.start()
+    daemon.wait_counts(done=4, held=0)
+    assert daemon.status()["service_holds"] == []

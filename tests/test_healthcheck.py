@@ -4,6 +4,7 @@ permanent failure, plain pings again once `syncd retry` has mended it."""
 from __future__ import annotations
 
 import itertools
+import os
 from typing import Any
 
 from conftest import SandboxClient, base_config, wait_until
@@ -71,3 +72,19 @@ def test_fail_goes_before_the_query(tmp_path, sandbox, make_daemon):
         lambda: [p for p in pings(sandbox) if p["kind"] == "fail"], 30, "a /fail ping"
     )[0]
     assert fail["body"].startswith("1 files failed; latest: ")
+
+
+def test_a_failed_name_that_is_not_utf8_is_summarised_escaped(tmp_path, sandbox, make_daemon):
+    """A file name is data: in the one-line summary its stray bytes and control characters
+    are escaped, and the pings go on."""
+    daemon = checked_daemon(tmp_path, sandbox, make_daemon)
+    sandbox.fault(method="POST", path="/1.1/ton/bucket/", status=403, body="Forbidden.")
+    with open(os.fsencode(tmp_path / "drop") + b"/bad-\xff\n.bin", "wb") as out:
+        out.write(b"r" * 2048)
+    daemon.wait_counts(failed=1)
+    fails = wait_until(
+        lambda: len(f := [p for p in pings(sandbox) if p["kind"] == "fail"]) >= 2 and f,
+        30,
+        "two /fail pings",
+    )
+    assert "/drop/bad-\\xff\\n.bin: " in fails[0]["body"], fails[0]["body"]

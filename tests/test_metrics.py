@@ -204,7 +204,8 @@ def test_oldest_pending_while_a_file_settles_and_while_it_is_held_up(
 
 
 def test_the_metrics_server_is_bounded(tmp_path, sandbox, make_daemon):
-    """Stalled clients hold no thread; a body is refused; a port in use is a clear error."""
+    """Stalled clients hold no thread; a body is refused; only /metrics is served; a port in
+    use is a clear error."""
     port = free_port()
     config = base_config(tmp_path, sandbox.url)
     config["metrics"] = {"listen": f"127.0.0.1:{port}"}
@@ -220,6 +221,9 @@ def test_the_metrics_server_is_bounded(tmp_path, sandbox, make_daemon):
         assert samples[("syncd_watches", ())] == 0
         posted = requests.post(url, data=b"x" * 1024, timeout=10)
         assert posted.status_code == 413
+        for elsewhere in ("/", "/metrics/", "/favicon.ico", "/status", "/metricsx"):
+            refused = requests.get(f"http://127.0.0.1:{port}{elsewhere}", timeout=10)
+            assert (refused.status_code, refused.text) == (404, "Not Found\n"), elsewhere
     finally:
         for sock in stalled:
             sock.close()

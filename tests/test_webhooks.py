@@ -167,3 +167,17 @@ def test_a_name_that_is_not_utf8_arrives_as_valid_utf8_json(tmp_path, sandbox, m
     [event] = wait_until(lambda: list(by_id(received(sandbox)).values()), 60, "the event")
     assert event["path"] == str(tmp_path / "ads" / "caf\\xe9.bin")
     event["path"].encode("utf-8")  # no lone surrogate, which strict JSON parsers refuse
+
+
+def test_a_failure_naming_a_file_that_is_not_utf8_arrives_as_valid_utf8_json(
+    tmp_path, sandbox, make_daemon
+):
+    """The error of a failed file may name it: its stray bytes come as `\\xNN` there too."""
+    daemon = make_daemon(hooks_config(tmp_path, sandbox)).start()
+    (tmp_path / "elsewhere.bin").write_bytes(b"two names\n")
+    os.link(tmp_path / "elsewhere.bin", tmp_path / "ads" / "caf\udce9.bin")  # refused
+    daemon.wait_counts(failed=1)
+    [event] = wait_until(lambda: list(by_id(received(sandbox)).values()), 60, "the event")
+    assert event["event"] == "failed" and "hard links" in event["error"]
+    assert str(tmp_path / "ads" / "caf\\xe9.bin") in event["error"]
+    event["error"].encode("utf-8")  # no lone surrogate, which strict JSON parsers refuse

@@ -117,9 +117,11 @@ def _media_server(table: Table) -> MediaServerConfig:
     return MediaServerConfig(host, port, table.require("public_url", parse_url))
 
 
-def _metrics(table: Table) -> MetricsConfig:
+def _metrics(table: Table) -> MetricsConfig | None:
+    """`listen` absent: metrics off, as without the table."""
     table.check_keys(["listen"])
-    return MetricsConfig(*table.require("listen", parse_listen))
+    listen = table.get("listen", parse_listen)
+    return None if listen is None else MetricsConfig(*listen)
 
 
 def _check_archives(src: Source, watches: tuple[WatchConfig, ...]) -> None:

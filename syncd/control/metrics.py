@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -37,6 +37,10 @@ from syncd.journal.patience import StorageFault
 from syncd.journal.store import Store
 from syncd.work.outcomes import DONE, DUPLICATE, FAILED
 from syncd.work.progress import Upload
+
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse
+    from wsgiref.types import WSGIApplication as WSGIApp
 
 log = logging.getLogger(__name__)
 
@@ -245,12 +249,28 @@ class Metrics:
         self._deliveries.labels("delivered" if ok else "failed").inc()
 
 
+PATH = "/metrics"
+
+
+def only_at_metrics(app: WSGIApp) -> WSGIApp:
+    """The exposition at /metrics and nothing anywhere else (prometheus_client's app answers
+    every path with it, and /favicon.ico with an empty 200)."""
+
+    def serve(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == PATH:
+            return app(environ, start_response)
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"Not Found\n"]
+
+    return serve
+
+
 class MetricsServer(WaitressServer):
     """/metrics over HTTP (bound when made, so a port in use is a clear error at once)."""
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry) -> None:
         super().__init__(
-            make_wsgi_app(registry),
+            only_at_metrics(make_wsgi_app(registry)),
             "metrics",
             f"[metrics] listen: cannot listen on {host}:{port}",
             host=host,

@@ -14,6 +14,7 @@ from typing import Any
 
 from syncd import __version__
 from syncd.config import Config
+from syncd.control.printable import printable
 from syncd.intake.watcher import Watcher
 from syncd.journal.patience import StorageFault
 from syncd.journal.states import CLAIMABLE, State
@@ -87,7 +88,7 @@ class Control:
             return None
         latest = self._journal.with_error(State.FAILED, 1)
         reason = f"; latest: {os.fsdecode(latest[0].path)}: {latest[0].error}" if latest else ""
-        return f"{failed} files failed{reason}"
+        return printable(f"{failed} files failed{reason}")  # names are data: one line, UTF-8
 
     def answer(self, request: dict[str, Any]) -> dict[str, Any]:
         """The status socket's requests (DESIGN.md, "Status socket")."""

@@ -25,6 +25,16 @@ def new_event_id() -> str:
     return str(uuid.uuid4())
 
 
+def storable(text: str) -> str:
+    """Text every journal can keep (UTF-8): a file name's stray bytes, which os.fsdecode
+    turns into lone surrogates, as `\\xNN` (as webhooks and status show them)."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that no file name makes
+        return text.encode("utf-8", "backslashreplace").decode()
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def encode(value: Any) -> str:
     """JSON for `progress` and `result`; a datetime survives the round trip."""
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from syncd.config import ServiceConfig, WatchConfig
 from syncd.control.logs import log_fields
@@ -114,16 +114,33 @@ def run(event: HookEvent, started: Callable[[Process], None]) -> str | None:
     except OSError as exc:
         return f"cannot run {event.argv[0]}: {exc.strerror or exc}"
     started(process)
+    output = bytearray()
+    reader = threading.Thread(target=_keep_tail, args=(process.stdout, output), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + event.timeout
     try:
-        output, _ = process.communicate(timeout=event.timeout)
+        reader.join(event.timeout)  # the hook is over once its output closes and it exits
+        if reader.is_alive():
+            raise subprocess.TimeoutExpired(event.argv, event.timeout)
+        process.wait(max(0.0, deadline - time.monotonic()))
         error = None if process.returncode == 0 else f"exited with {process.returncode}"
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
+        process.wait()
+        reader.join()
         error = f"timed out after {event.timeout:g} s"
-    for line in output[-OUTPUT_LOGGED:].decode("utf-8", "replace").splitlines():
+    for line in output.decode("utf-8", "replace").splitlines():
         log.info("%s hook %s: %s", event.event, event.argv[0], line, extra=fields)
     return error
+
+
+def _keep_tail(stream: IO[bytes], tail: bytearray) -> None:
+    """Read a hook's output to its end, keeping only the last OUTPUT_LOGGED bytes: a hook
+    that prints without end costs no more memory than that."""
+    with stream:
+        while piece := stream.read1(OUTPUT_LOGGED):  # type: ignore[attr-defined]
+            tail += piece
+            del tail[:-OUTPUT_LOGGED]
 
 
 class Hooks:

@@ -17,6 +17,7 @@ they share a lock; neither waits for a hash.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -33,12 +34,13 @@ from syncd.errors import PermanentError
 from syncd.files import Identity, Place, Vanished, identity_of, locate, sha256_of
 from syncd.intake.routing import route
 from syncd.journal.after import Action, ActionTaken, HookEvent
+from syncd.journal.codec import storable
 from syncd.journal.states import State
 from syncd.journal.store import Row, Store
 from syncd.outputs.hooks import done_event
 from syncd.outputs.sidecar import SUFFIX, sidecar_path
 from syncd.work.loop import Loop
-from syncd.work.moves import Taken, carry, free_name, fsync_folder, make_folders, sidecar_of
+from syncd.work.moves import Taken, carry, free_name, make_folders, sidecar_of
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +165,7 @@ class AfterUpload:
     def _later(self, action: Action, reason: str) -> None:
         source = Path(os.fsdecode(action.source))
         log.error("%s; trying again in %g s", reason, RETRY_AFTER, extra=log_fields(source, None))
-        self._journal.action_later(action, reason, time.time() + RETRY_AFTER)
+        self._journal.action_later(action, storable(reason), time.time() + RETRY_AFTER)
 
     def _verify(self, action: Action, row: Row | None, source: Path) -> None:
         """Proof that the bytes at `source` are the ones the server has, just before acting."""
@@ -254,8 +256,7 @@ class AfterUpload:
                 for action in self._journal.purgeable(root, before):
                     assert action.target is not None
                     target = Path(os.fsdecode(action.target))
-                    for path in (target, sidecar_path(target)):
-                        path.unlink(missing_ok=True)
+                    _remove_from_trash(trash, target)
                     _prune_folders(target.parent, trash)
                     self._journal.action_purged(action)
                     log.info("purged %s from the trash", target, extra=log_fields(target, None))
@@ -350,12 +351,28 @@ def _written_since(place: Place, identity: Identity) -> bool:
     return (st.st_size, st.st_mtime_ns) != (identity.size, identity.mtime_ns)
 
 
+def _remove_from_trash(trash: Path, target: Path) -> None:
+    """A trashed file and its sidecar, reached from the trash down without following a
+    symlink: a trash folder swapped for one leads nowhere, and what was there counts as gone."""
+    try:
+        place = locate(trash, target)
+    except (Vanished, PermanentError):
+        return
+    with place:
+        for name in (place.name, place.name + SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=place.folder)
+        os.fsync(place.folder)
+
+
 def _prune_folders(folder: Path, root: Path) -> None:
-    """Empty folders left in the trash go, up to the trash itself."""
+    """Empty folders left in the trash go, up to the trash itself, each removed from the
+    folder above it opened from the trash down (never through a symlink)."""
     while folder != root and root in folder.parents:
         try:
-            folder.rmdir()
-        except OSError:
+            with locate(root, folder) as place:
+                os.rmdir(place.name, dir_fd=place.folder)
+                os.fsync(place.folder)
+        except (OSError, Vanished, PermanentError):
             return
-        fsync_folder(folder.parent)
         folder = folder.parent

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from syncd.control.logs import log_fields
 from syncd.files import media_type
@@ -74,7 +74,12 @@ class Callbacks:
         from syncd.services.oneall.mediaapp import Servable  # loaded with the media server
 
         path = Path(os.fsdecode(row.path))
-        return Servable(path, row.identity, media_type(path))
+
+        def open_confined() -> IO[bytes]:
+            with self._pipeline.place(path) as place:
+                return place.open_regular()
+
+        return Servable(path, row.identity, media_type(path), open_confined)
 
     def receive(self, row_id: int, push: int, data: Any) -> tuple[int, str]:
         """A OneAll callback: the HTTP status and text to answer it with."""

@@ -26,6 +26,7 @@ from syncd.control.logs import log_fields
 from syncd.errors import PermanentError, RateLimited, RetryableError
 from syncd.files import Identity, Place, Vanished, identity_of, locate, media_type, sha256_of
 from syncd.intake.routing import route
+from syncd.journal.codec import storable
 from syncd.journal.states import State, allowed
 from syncd.journal.store import UNREADABLE, Decision, Row, Store
 from syncd.services import ready
@@ -159,7 +160,7 @@ class Pipeline:
             if hold is None and counted_in is not None:
                 hold = self.flow.admit(counted_in, row.id, row.identity.size)
         except TooLarge as exc:
-            self.journal.mark_failed(row, str(exc))
+            self.mark_failed(row, str(exc))
             return False
         if hold is not None:
             self._hold(row, hold)
@@ -181,7 +182,7 @@ class Pipeline:
 
     def mark_failed(self, row: Row, reason: str) -> bool:
         """Every way a file fails for good ends here, so it is counted once."""
-        failed = self.journal.mark_failed(row, reason)
+        failed = self.journal.mark_failed(row, storable(reason))
         if failed:
             self.outcomes.finished(row.service, FAILED, row.identity.size, None)
         return failed

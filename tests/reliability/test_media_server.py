@@ -335,3 +335,37 @@ def test_a_port_in_use_is_a_one_line_error_naming_the_key():
                 "127.0.0.1", port, signer, lambda row, push: None, lambda row, push, data: None
             )
     assert str(refused.value) == f"[media_server] listen 127.0.0.1:{port}: Address already in use"
+
+
+def test_media_is_never_opened_through_a_folder_swapped_for_a_symlink(
+    tmp_path, sandbox, make_daemon
+):
+    """A pushed file is opened from its watch root down, one folder at a time: with its
+    folder swapped for a symlink to one outside, nothing there is opened (a FIFO of the
+    same name would tell) and the request is a 404."""
+    sandbox.post("settings", {"oneall": {"video_callback": "none"}})
+    config = oneall_config(tmp_path, sandbox)
+    daemon = make_daemon(config).start()
+    media = Media(tmp_path, config)
+    folder = tmp_path / "social" / "sub"
+    folder.mkdir()
+    (folder / "clip.mp4").write_bytes(video("mp4", 20_000))
+    daemon.wait_counts(awaiting_callback=1)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    fifo = outside / "clip.mp4"
+    os.mkfifo(fifo)
+    opened = threading.Event()
+
+    def writer() -> None:
+        with open(fifo, "wb"):  # returns once someone opens the FIFO to read
+            opened.set()
+
+    threading.Thread(target=writer, daemon=True).start()
+    folder.rename(tmp_path / "social" / ".moved-away")
+    folder.symlink_to(outside)
+    try:
+        got = requests.get(media.base + media.media_path("clip.mp4"), timeout=10)
+        assert (got.status_code, opened.is_set()) == (404, False)
+    finally:
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # lets the writer go

@@ -13,14 +13,14 @@ import json
 import logging
 import os
 import re
-import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import IO, Any
 
-from syncd.files import Identity
+from syncd.errors import SyncdError
+from syncd.files import Identity, Vanished
 from syncd.services.oneall.signer import CALLBACK, MEDIA, Signer
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,9 @@ class Servable:
     path: Path
     identity: Identity
     media_type: str
+    open: Callable[[], IO[bytes]]
+    """The file opened from its watch root down, never through a symlink (files.locate);
+    Vanished, PermanentError or OSError when that cannot be done."""
 
 
 Lookup = Callable[[int, int], Servable | None]
@@ -114,16 +117,14 @@ class MediaApp:
         if servable is None:
             return plain(403)
         try:
-            fd = os.open(servable.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
+            file = servable.open()
+        except (OSError, Vanished, SyncdError):
             return plain(404)
-        file = os.fdopen(fd, "rb")
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or not Identity.of(st).same_version(servable.identity):
+            st = os.fstat(file.fileno())
+            if not Identity.of(st).same_version(servable.identity):
                 file.close()
                 return plain(409, "the file changed since it was hashed")
-            os.set_blocking(fd, True)
             return _file_answer(file, st.st_size, servable.media_type, environ)
         except BaseException:
             file.close()

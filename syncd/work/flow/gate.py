@@ -30,6 +30,12 @@ log = logging.getLogger(__name__)
 EVERY = "*"
 """Stands in the paused set for "every service", also those configured later."""
 PAUSED = "paused"
+QUOTA_HOLD = "quota:"
+"""How the reason of a quota's hold begins."""
+
+
+def _quota(service: ServiceConfig) -> tuple[int, int, int]:
+    return service.daily_files, service.daily_bytes, service.quota_reset
 
 
 class FlowStore(StateStore, Protocol):
@@ -137,9 +143,43 @@ class Flow:
 
     def use(self, config: Config) -> None:
         """The limits of a (re)loaded configuration; in-flight uploads take them too."""
-        self._services = dict(config.services)
+        before, self._services = self._services, dict(config.services)
         self.bandwidth.use(config.daemon, config.services)
+        self._requota(
+            lambda name: name in before and _quota(before[name]) != _quota(self._services[name])
+        )
+        if not before:  # at start: files a crash left held by a hold that had just ended
+            for name in self._services:
+                if self.hold_of(name) is None:
+                    self._store.release_held(name)
         self._wake()
+
+    def _requota(self, changed: Callable[[str], bool]) -> None:
+        """A quota's hold is the daemon's own sum against the limits of its time: once they
+        change, or today's quota has room again (a restart with a raised one), it ends and
+        the held files meet the quota anew (held again, costing no request, when they still
+        do not fit)."""
+        self._end_holds(
+            lambda name, hold: (
+                hold.reason.startswith(QUOTA_HOLD)
+                and name in self._services
+                and (changed(name) or all(self.quotas.remaining(self._services[name]).values()))
+            ),
+            "quota changed, hold ended",
+        )
+
+    def _end_holds(self, ends: Callable[[str, Hold], bool], why: str) -> None:
+        """The holds `ends` picks are over: their services' held files are released (or
+        held by what still holds them)."""
+        with self._lock:
+            ended = [name for name, hold in self._holds.items() if ends(name, hold)]
+            for name in ended:
+                del self._holds[name]
+            if ended:
+                self._save_holds()
+        for name in ended:
+            log.info("%s: %s", name, why)
+            self._release(name)
 
     # -- slots -------------------------------------------------------------------------
 
@@ -187,12 +227,11 @@ class Flow:
 
     def admit(self, service: ServiceConfig, file_id: int, size: int) -> Hold | None:
         """Count the file against the quota; the hold when it does not fit."""
-        until = self.quotas.admit(service, file_id, size)
-        if until is None:
+        full = self.quotas.admit(service, file_id, size)
+        if full is None:
             return None
-        unit = "files" if service.daily_files else "bytes"
-        limit = service.daily_files or service.daily_bytes
-        hold = self.hold(service.name, f"quota: daily_{unit} = {limit} used up", until)
+        until, limit = full
+        hold = self.hold(service.name, f"{QUOTA_HOLD} {limit} used up", until)
         self._announce(  # once a quota day, however many files (or hosts) meet the hold
             QUOTA_EXHAUSTED,
             service.name,
@@ -221,22 +260,17 @@ class Flow:
         come; called from the daemon's main loop."""
         self._load()
         now = self.clock.now()
-        with self._lock:
-            ended = [
-                name for name, h in self._holds.items() if h.until is not None and h.until <= now
-            ]
-            for name in ended:
-                del self._holds[name]
-            if ended:
-                self._save_holds()
-        for name in ended:
-            log.info("%s: hold ended", name)
-            self._release(name)
+        self._end_holds(lambda _, hold: hold.until is not None and hold.until <= now, "hold ended")
         self.bandwidth.refresh()
 
     def _release(self, service: str) -> None:
-        if self.hold_of(service) is None and self._store.release_held(service):
+        """One hold of `service` ended: its held files wait for a worker again, or, while
+        another hold is still in force (a pause, a quota), are held by that one instead."""
+        still = self.hold_of(service)
+        if self._store.release_held(service) and still is None:
             self._wake()
+        if still is not None:
+            self._store.hold_waiting(service, still.reason, still.until)
 
     def _save_holds(self) -> None:
         self._store.save_flow_state(

@@ -34,29 +34,35 @@ class Quotas:
         self._store = store
         self._clock = clock
 
-    def admit(self, service: ServiceConfig, file_id: int, size: int) -> float | None:
+    def admit(self, service: ServiceConfig, file_id: int, size: int) -> tuple[float, str] | None:
         """None when the file fits today's quota (it is counted, once a day), else the
-        moment the quota resets. TooLarge when no day's quota can take it."""
+        moment the quota resets and the limit it meets ("daily_bytes = 5000"). TooLarge
+        when no day's quota can take it."""
         if not service.daily_files and not service.daily_bytes:
             return None
         self.check_size(service, size)
         now = self._clock.now()
         day = self._clock.last_time_of_day(service.quota_reset, now)
-        full = False
+        full: str | None = None
 
         def count(stored: Any) -> Any:
             nonlocal full
             files, sent, counted = _usage(stored, day)
-            full = file_id not in counted and bool(
-                (service.daily_files and files + 1 > service.daily_files)
-                or (service.daily_bytes and sent + size > service.daily_bytes)
-            )
-            if full or file_id in counted:
+            full = None
+            if file_id in counted:
+                return stored
+            if service.daily_files and files + 1 > service.daily_files:
+                full = f"daily_files = {service.daily_files}"
+            elif service.daily_bytes and sent + size > service.daily_bytes:
+                full = f"daily_bytes = {service.daily_bytes}"
+            if full:
                 return stored
             return [day, files + 1, sent + size, [*counted, file_id]]
 
         self._store.change_flow_state(f"quota:{service.name}", count)
-        return self._clock.next_time_of_day(service.quota_reset, now) if full else None
+        if full is None:
+            return None
+        return self._clock.next_time_of_day(service.quota_reset, now), full
 
     @staticmethod
     def check_size(service: ServiceConfig, size: int) -> None:
