@@ -181,3 +181,18 @@ def test_a_failure_naming_a_file_that_is_not_utf8_arrives_as_valid_utf8_json(
     assert event["event"] == "failed" and "hard links" in event["error"]
     assert str(tmp_path / "ads" / "caf\\xe9.bin") in event["error"]
     event["error"].encode("utf-8")  # no lone surrogate, which strict JSON parsers refuse
+
+
+def test_a_webhook_without_a_secret_is_delivered_unsigned(tmp_path, sandbox, make_daemon):
+    """The contract signs with `secret_file` when it is given; a receiver that checks nothing
+    is configured without one, and gets the same events with no signature header."""
+    config = hooks_config(tmp_path, sandbox)
+    config["webhook"] = [{"url": f"{sandbox.url}/hooks/webhook/unsigned", "events": ["done"]}]
+    daemon = make_daemon(config).start()
+    done = drop(tmp_path / "ads", 2, "plain")
+    daemon.wait_counts(done=2)
+    wait_until(lambda: len(received(sandbox)) >= 2, 60, "two deliveries")
+    deliveries = received(sandbox)
+    assert [d["signature"] for d in deliveries] == [None, None]
+    assert {d["event"]["path"] for d in deliveries} == set(done)
+    assert all(d["event"]["event"] == "done" for d in deliveries)

@@ -152,10 +152,11 @@ WEBHOOK_EVENTS = ("done", "failed", "paused", "resumed", "quota_exhausted", "deg
 
 @dataclass(frozen=True, slots=True)
 class WebhookConfig:
-    """A receiver of events, each POSTed as JSON signed with HMAC-SHA256 under `secret`."""
+    """A receiver of events, each POSTed as JSON signed with HMAC-SHA256 under `secret`
+    (unsigned without one: a receiver that checks nothing needs none)."""
 
     url: str
-    secret: str = field(repr=False)
+    secret: str | None = field(default=None, repr=False)
     events: tuple[str, ...] = ("done", "failed")
 
 

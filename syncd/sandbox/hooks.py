@@ -2,7 +2,8 @@
 
 Written from DESIGN.md "Alerts", not from syncd's sender: the receiver checks
 `X-Syncd-Signature: sha256=HEX` as the HMAC-SHA256 of the raw body under the sandbox's
-webhook secret, and keeps every delivery (valid or not, parsed or not) for the control API.
+webhook secret (`/hooks/webhook/unsigned` takes any body: a receiver configured without
+one), and keeps every delivery (valid or not, parsed or not) for the control API.
 The health endpoint keeps each ping: `/hc/UUID` (plain) and `/hc/UUID/fail` (with its body).
 
 Both can be made unavailable for a while (`POST /_sandbox/hooks/down`), answering 503 or
@@ -60,6 +61,7 @@ class HooksService:
 
     def routes(self) -> Iterable[Route]:
         yield route("POST", "/hooks/webhook", self.webhook)
+        yield route("POST", "/hooks/webhook/unsigned", self.unsigned_webhook)
         yield route("GET", r"/hc/(?P<uuid>[\w-]+)", self.ping)
         yield route("POST", r"/hc/(?P<uuid>[\w-]+)", self.ping)
         yield route("GET", r"/hc/(?P<uuid>[\w-]+)/fail", self.fail)
@@ -83,7 +85,8 @@ class HooksService:
             raise ConnectionDropped
         raise error(503, "The receiver is down for maintenance.")
 
-    def webhook(self, ex: Exchange) -> Reply:
+    def webhook(self, ex: Exchange, signed: bool = True) -> Reply:
+        """A receiver that checks every signature (`signed`), or one that takes any body."""
         self._refuse_while_down()
         body = ex.body.read_all(FORM_MAX)
         valid = signature_valid(ex.header(SIGNATURE_HEADER), body)
@@ -96,13 +99,17 @@ class HooksService:
                 {
                     "at": self._ctx.clock.now(),
                     "signature_valid": valid,
+                    "signature": ex.header(SIGNATURE_HEADER),
                     "content_type": ex.header("Content-Type"),
                     "event": event,
                 }
             )
-        if not valid:
+        if signed and not valid:
             raise error(401, "The signature does not match the body.")
         return json_reply(200, {"ok": True})
+
+    def unsigned_webhook(self, ex: Exchange) -> Reply:
+        return self.webhook(ex, signed=False)
 
     def ping(self, ex: Exchange) -> Reply:
         return self._record_ping(ex, "ok")
