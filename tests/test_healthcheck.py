@@ -88,3 +88,27 @@ def test_a_failed_name_that_is_not_utf8_is_summarised_escaped(tmp_path, sandbox,
         "two /fail pings",
     )
     assert "/drop/bad-\\xff\\n.bin: " in fails[0]["body"], fails[0]["body"]
+
+
+def test_a_health_that_cannot_be_read_is_a_fail_ping_and_the_check_goes_on(sandbox):
+    """What the summary reads can itself fail (the journal out of reach): that is the
+    problem to report, and the thread pinging the URL must not end with it."""
+    from syncd.errors import SyncdError
+    from syncd.outputs.healthcheck import HealthCheck
+
+    answers = iter([SyncdError("the journal database is unavailable: refused"), None])
+
+    def problem() -> str | None:
+        answer = next(answers, None)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    check = HealthCheck(f"{sandbox.url}/hc/check-1", INTERVAL, problem)
+    check.start()
+    try:
+        wait_until(lambda: [p for p in pings(sandbox) if p["kind"] == "ok"], 30, "an ok ping")
+    finally:
+        check.stop()
+    kinds = [(p["kind"], p["body"]) for p in pings(sandbox)]
+    assert kinds[0] == ("fail", "the journal database is unavailable: refused"), kinds

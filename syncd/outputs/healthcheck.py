@@ -64,7 +64,10 @@ class HealthCheck:
         last_ping = float("-inf")
         last_problem: str | None = None
         while not self._stop.is_set():
-            problem = self._problem()
+            try:
+                problem = self._problem()
+            except SyncdError as exc:  # the journal cannot be read (a lost database): say so
+                problem = str(exc)
             if (problem is None) != (last_problem is None) or (
                 time.monotonic() - last_ping >= self._interval
             ):

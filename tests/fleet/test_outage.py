@@ -188,7 +188,13 @@ def test_a_start_while_the_database_is_out_waits_for_it(
     (tmp_path / "drop").mkdir()
     config = base_config(tmp_path, sandbox.url, [{"path": str(tmp_path / "drop")}])
     config["journal"] = {"url": postgres_url, "password_file": str(postgres_cluster.password_file)}
+    config["daemon"]["healthcheck_url"] = f"{sandbox.url}/hc/outage"
+    config["daemon"]["healthcheck_interval"] = "1s"
     notify = NotifyListener(tmp_path / "notify.sock")
+
+    def pings(kind: str, after: float) -> list[dict[str, Any]]:
+        return [p for p in sandbox.get("hooks/pings") if p["kind"] == kind and p["at"] > after]
+
     try:
         outage(postgres_cluster, postgres_url, on=True)
         daemon = make_daemon(config, NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="2000000")
@@ -225,6 +231,10 @@ def test_a_start_while_the_database_is_out_waits_for_it(
             "WATCHDOG=1 pinged on through the outage",
         )
         assert daemon.process.poll() is None
+        fail = wait_until(lambda: pings("fail", 0), 30, "the health check's /fail ping")
+        assert "journal" in fail[-1]["body"], fail
+        outage(postgres_cluster, postgres_url, on=False)
+        wait_until(lambda: pings("ok", fail[-1]["at"]), 60, "an ok ping once it is back")
         assert "Traceback" not in daemon.log()
     finally:
         outage(postgres_cluster, postgres_url, on=False)
