@@ -252,3 +252,23 @@ def test_a_first_tweet_refused_as_a_duplicate_fails(tmp_path, sandbox, make_daem
     daemon.wait_counts(done=1, failed=1)
     assert "duplicate of the account's last one" in daemon.status()["failures"][0]["error"]
     assert len(sandbox.get("twitter/statuses")) == 1
+
+
+def test_a_tweet_content_too_long_for_a_tweet_is_cut_keeping_the_link(
+    tmp_path, sandbox, make_daemon
+):
+    """protocols.md 5: "still check its length before tweeting, and keep the tl.gd link in
+    it": a TwitLonger that cuts for a longer limit than Twitter's 280 (here 400) gets a
+    tweet of 280 characters ending in its link, not Twitter's 403 code 186."""
+    sandbox.post("settings", {"twitlonger": {"tweet_limit": 400}})
+    daemon = make_daemon(echo_config(tmp_path, sandbox)).start()
+    note = tmp_path / "notes" / "long.txt"
+    note.write_text("word " * 200)
+    daemon.wait_counts(done=1)
+    [post] = sandbox.get("twitlonger/posts")
+    [tweet] = sandbox.get("twitter/statuses")
+    assert len(post["tweet_content"]) > 280
+    assert 270 < len(tweet["text"]) <= 280, tweet["text"]
+    assert tweet["text"].endswith(" (cont) " + post["short_url"])
+    assert post["tweet_content"].startswith(tweet["text"].split(" (cont) ")[0])
+    assert read_sidecar(note)["result"]["twitter_status_id"] == tweet["id_str"]

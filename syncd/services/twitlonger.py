@@ -53,8 +53,22 @@ ERROR_CODES = {
 }
 """TwitLonger's documented error codes (protocols.md section 5), in words."""
 DUPLICATE_TWEET = 187
+TWEET_MAX = 280
+"""Characters a tweet holds (Twitter weighs some double; TwitLonger cuts to fit this)."""
+CONTINUED = " (cont) "
 NO_SUCH_ENDPOINT = (400, 404, 405, 410, 501)
 """How a server without an endpoint may answer a request for it."""
+
+
+def fitted(tweet_content: str, short_url: str) -> str:
+    """`tweet_content` as TwitLonger sent it when it fits a tweet; else its text cut so that
+    text + " (cont) " + the post's link does (protocols.md 5: "still check its length
+    before tweeting, and keep the tl.gd link in it")."""
+    if len(tweet_content) <= TWEET_MAX:
+        return tweet_content
+    link = CONTINUED + short_url
+    text = tweet_content.removesuffix(link).removesuffix(short_url)
+    return text[: max(0, TWEET_MAX - len(link))].rstrip() + link
 
 
 def _first_error(reply: Reply) -> tuple[object, str] | None:
@@ -184,7 +198,7 @@ class TwitLongerUploader:
         if job.stopping.is_set():
             raise Interrupted
         if "tweet_id" not in steps:
-            content = str(created["tweet_content"])
+            content = fitted(str(created["tweet_content"]), str(created.get("short_url") or ""))
             # An attempt that died after sending the tweet may have posted it: ask Twitter
             # for the account's latest tweet before sending a second one.
             retry = bool(steps.get("tweet_sent"))
