@@ -42,30 +42,31 @@ PUSH = "push"
 """The key in a row's progress that counts its pushes: URLs name the push they were made
 for, so those of an earlier push (an earlier attempt, an earlier version) are refused."""
 VIDEO_ID = re.compile(r"[0-9]{1,32}")
-EXTENSIONS = {
-    "jpeg": (".jpg", ".jpeg"),
-    "png": (".png",),
-    "gif": (".gif",),
-    "bmp": (".bmp",),
-    "tiff": (".tif", ".tiff"),
-    "3gpp": (".3gp", ".3gpp"),
-    "avi": (".avi",),
-    "flv": (".flv",),
-    "mov": (".mov",),
-    "mpeg4": (".mp4",),
-    "mpegps": (".mpg", ".mpeg"),
-    "webm": (".webm",),
-    "wmv": (".wmv",),
+FORMATS = {
+    "jpeg": ("image/jpeg", (".jpg", ".jpeg")),
+    "png": ("image/png", (".png",)),
+    "gif": ("image/gif", (".gif",)),
+    "bmp": ("image/bmp", (".bmp",)),
+    "tiff": ("image/tiff", (".tif", ".tiff")),
+    "3gpp": ("video/3gpp", (".3gp", ".3gpp")),
+    "avi": ("video/x-msvideo", (".avi",)),
+    "flv": ("video/x-flv", (".flv",)),
+    "mov": ("video/quicktime", (".mov",)),
+    "mpeg4": ("video/mp4", (".mp4",)),
+    "mpegps": ("video/mpeg", (".mpg", ".mpeg")),
+    "webm": ("video/webm", (".webm",)),
+    "wmv": ("video/x-ms-wmv", (".wmv",)),
 }
-"""The usual extensions of each format OneAll lists (seeds 002, 004), the first the one a
-media URL gets when the file's own name carries none of them."""
+"""Each format OneAll lists (seeds 002, 004): the media type the media server sends it as,
+and its usual extensions, the first the one a media URL gets when the file's own name
+carries none of them."""
 
 
 def url_name(name: str, fmt: str) -> str:
     """The name a file's media URL ends in: its own, with an extension of the format its
     bytes show, since OneAll may judge a URL by its extension too (protocols.md 8)."""
     suffix = PurePosixPath(name).suffix
-    known = EXTENSIONS[fmt]
+    known = FORMATS[fmt][1]
     if suffix in known:
         return name
     return (name[: -len(suffix)] if suffix.lower() in known else name) + known[0]
