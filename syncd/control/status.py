@@ -39,6 +39,8 @@ TIMEOUT = 5.0
 MAX_CLIENTS = 64
 """Connections held at once (each buffers at most MAX_REQUEST): a bound on memory."""
 BACKLOG = 64
+CONNECT_RETRY = 0.05
+"""Seconds between connection attempts while the daemon's backlog is full."""
 TOO_LONG = f"request refused: longer than {MAX_REQUEST} bytes"
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
@@ -207,8 +209,13 @@ class StatusServer:
                 oldest.close()
                 self._follow(selector, oldest)
             conn.setblocking(False)
-            self._clients[conn.fileno()] = _Client(conn)
+            client = _Client(conn)
+            self._clients[client.fd] = client
             selector.register(conn, selectors.EVENT_READ)
+            # A real client has sent its request by now: answered at once, it never holds a
+            # place that the rest of a flood's burst, accepted in this loop, would evict.
+            client.step(self._answer)
+            self._follow(selector, client)
 
     def _follow(self, selector: selectors.BaseSelector, client: _Client) -> None:
         """Watch the client for what it waits for next; forget it once it is done."""
@@ -313,7 +320,7 @@ def ask(path: Path, request: dict[str, Any], timeout: float = TIMEOUT) -> dict[s
     sock.settimeout(timeout)
     try:
         with sock:
-            sock.connect(os.fsdecode(path))
+            _connect(sock, path, time.monotonic() + timeout)
             sock.sendall(json.dumps(request).encode() + b"\n")
             data = b""
             while True:
@@ -334,3 +341,16 @@ def ask(path: Path, request: dict[str, Any], timeout: float = TIMEOUT) -> dict[s
     if not isinstance(reply, dict):
         raise DaemonNotRunning(f"syncd gave no valid answer on {path}")
     return reply
+
+
+def _connect(sock: socket.socket, path: Path, deadline: float) -> None:
+    """A full backlog (EAGAIN: a flood, or the daemon busy for a moment) is waited out
+    until `deadline`, as a blocking connect would, rather than taken for no daemon."""
+    while True:
+        try:
+            sock.connect(os.fsdecode(path))
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(CONNECT_RETRY)

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import socket
 import statistics
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from conftest import SCALE, base_config
 
-from syncd.control.status import MAX_REQUEST, TIMEOUT, ask
+from syncd.control.status import MAX_CLIENTS, MAX_REQUEST, TIMEOUT, ask
 
 HUGE = b"[" + b"{}," * 350_000 + b"{}]\n"
 """About 1 MiB: 350,000 JSON objects on one line."""
@@ -151,3 +154,59 @@ def test_status_under_a_flood_of_clients_stalls_and_huge_lines(
     assert hostile["huge"] >= 4
     assert after - before < 8 * 1024, (before, after)  # under 8 MiB however many came
     assert daemon.status()["pid"] == daemon.pid
+
+
+@contextlib.contextmanager
+def frozen(pid: int) -> Iterator[None]:
+    """The daemon stopped (SIGSTOP) for the block: connections pile up in its backlog."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def pile_up(stack: contextlib.ExitStack, path: Path, count: int) -> int:
+    """Up to `count` stalled connections (closed with `stack`) until the backlog is full."""
+    for piled in range(count):
+        client = stack.enter_context(socket.socket(socket.AF_UNIX))
+        client.setblocking(False)
+        try:
+            client.connect(str(path))
+        except BlockingIOError:
+            return piled
+    return count
+
+
+def test_a_request_waiting_in_a_full_backlog_is_answered_not_evicted(
+    tmp_path, sandbox, make_daemon
+):
+    """A flood's burst accepted at once must not evict the real client that came first:
+    its request has arrived, so it is answered rather than taken for a staller."""
+    (tmp_path / "drop").mkdir()
+    daemon = make_daemon(base_config(tmp_path, sandbox.url, [{"path": str(tmp_path / "drop")}]))
+    daemon.start()
+    with contextlib.ExitStack() as stack, socket.socket(socket.AF_UNIX) as person:
+        person.settimeout(30)
+        with frozen(daemon.pid):
+            person.connect(str(daemon.socket))
+            person.sendall(b'{"command": "status"}\n')
+            piled = pile_up(stack, daemon.socket, MAX_CLIENTS + 8)
+        assert piled >= MAX_CLIENTS  # enough behind the person to evict it, oldest first
+        assert "pid" in json.loads(person.makefile("rb").readline())
+
+
+def test_status_waits_for_room_in_a_full_backlog(tmp_path, sandbox, make_daemon):
+    """`syncd status` while the backlog is full waits for room (within its timeout)
+    instead of failing at once with EAGAIN."""
+    (tmp_path / "drop").mkdir()
+    daemon = make_daemon(base_config(tmp_path, sandbox.url, [{"path": str(tmp_path / "drop")}]))
+    daemon.start()
+    resumed = threading.Timer(1.0, os.kill, (daemon.pid, signal.SIGCONT))
+    with contextlib.ExitStack() as stack, frozen(daemon.pid):
+        pile_up(stack, daemon.socket, 4 * MAX_CLIENTS)
+        resumed.start()
+        try:
+            assert "pid" in ask(daemon.socket, {"command": "status"}, timeout=20)
+        finally:
+            resumed.join()
