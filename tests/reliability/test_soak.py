@@ -116,7 +116,10 @@ def test_soak_everything_at_once(tmp_path, sandbox, make_daemon, figures):
     try:
         while time.monotonic() < deadline:
             time.sleep(rng.uniform(1.0, 6.0))
-            if rng.random() < 0.4:
+            if rng.random() < 0.4:  # a reload, with a settle time of its own now and then
+                config = daemon.config
+                config["daemon"]["settle_seconds"] = rng.choice((0.5, 0.5, 1.0))
+                daemon.write_config(config)
                 daemon.signal(signal.SIGHUP)
                 reloads += 1
             else:
