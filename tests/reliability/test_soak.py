@@ -1,7 +1,7 @@
 """The chaos of the other reliability tests all at once, for minutes: HTTP chaos on every
-service, kill -9 at random moments, SIGHUP reloads, files written slowly, renamed into
-place, deleted and rewritten while they settle, bursts of small files and one large
-resumable TON upload. Then mixed.py's checks: one sidecar per file with its own sha256,
+service, kill -9 and clean stops at random moments, SIGHUP reloads, files written slowly,
+renamed into place, deleted and rewritten while they settle, bursts of small files and one
+large resumable TON upload. Then mixed.py's checks: one sidecar per file with its own sha256,
 nothing lost, a piece of work held twice only where a kill explains it.
 
 Long by nature, so it runs only when SYNCD_SOAK_SECONDS is set (README, "Development"):
@@ -111,6 +111,7 @@ def test_soak_everything_at_once(tmp_path, sandbox, make_daemon, figures):
     thread = threading.Thread(target=writer, name="soak-writer")
     thread.start()
     kills: list[float] = []
+    stops: list[float] = []
     reloads = 0
     deadline = time.monotonic() + SECONDS
     try:
@@ -122,6 +123,11 @@ def test_soak_everything_at_once(tmp_path, sandbox, make_daemon, figures):
                 daemon.write_config(config)
                 daemon.signal(signal.SIGHUP)
                 reloads += 1
+            elif rng.random() < 0.2:  # a clean stop lets what is in flight finish, in time
+                started = time.monotonic()
+                assert daemon.stop() == 0
+                stops.append(time.monotonic() - started)
+                daemon.start()
             else:
                 kills.append(time.time())
                 daemon.kill()
@@ -150,6 +156,8 @@ def test_soak_everything_at_once(tmp_path, sandbox, make_daemon, figures):
     figures["files"] = len(files)
     figures["kills"] = len(kills)
     figures["reloads"] = reloads
+    figures["clean_stops"] = len(stops)
+    figures["slowest_stop_s"] = round(max(stops, default=0), 1)
     figures["requests"] = len(sandbox.requests())
     figures["faulted_requests"] = sum(1 for r in sandbox.requests() if r["fault"] is not None)
     figures["videos_whose_every_callback_fell_while_down"] = len(lost)
