@@ -12,10 +12,10 @@ from collections import Counter
 from typing import Any
 
 from harness import RunningDaemon, base_config, sidecar_of, wait_until
+from journal.test_store import hashed
 from sandbox.samples import video
 from test_oneall import oneall_config
 
-from syncd.files import Identity
 from syncd.journal.sqlite import SqliteStore
 from syncd.journal.states import State
 from syncd.journal.store import Decision
@@ -144,12 +144,8 @@ def test_a_video_whose_callback_cannot_reach_it_in_the_fleet_fails_saying_why(
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / KEY_FILE).write_bytes(b"h" * 32)
     host = SqliteStore(tmp_path / "state" / "journal.sqlite")
-    host.record_seen(os.fsencode(tmp_path / "drop" / "clip.mp4"), "ads", Identity(1, 2, 3, 4))
-    row = host.claim(10.0**10)
-    assert row is not None
-    hashed = host.mark_hashed(row, "a" * 64, row.identity)
-    assert hashed is not None
-    decision = host.begin_upload(hashed, lambda result: True)
+    waiting = hashed(host, os.fsencode(tmp_path / "drop" / "clip.mp4"))
+    decision = host.begin_upload(waiting, lambda result: True)
     assert decision is not None and decision[0] is Decision.UPLOAD
     assert host.mark_awaiting(decision[1], 10.0**10)
     host.close()
