@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import sys
 from collections import Counter
 from typing import Any
@@ -55,8 +56,12 @@ def test_a_host_joining_a_fleet_keeps_its_pending_work(
     secret.write_text(credentials.WEBHOOK_SECRET + "\n")
     script, marker, record = tmp_path / "hook.py", tmp_path / "marker", tmp_path / "record"
     script.write_text(BLOCK_ONCE)
-    for folder in ("drop", "later"):
+    for folder in ("drop", "later", "arch"):
         (tmp_path / folder).mkdir()
+    archive = tmp_path / "archive"
+    blocker = archive / "sub"
+    archive.mkdir()
+    blocker.write_bytes(b"a file where the archive needs a folder: the move waits")
     config = base_config(tmp_path, sandbox.url)
     config["services"]["later"] = dict(config["services"]["ads"])
     config["watch"] = [
@@ -68,6 +73,12 @@ def test_a_host_joining_a_fleet_keeps_its_pending_work(
             "on_done": [sys.executable, str(script), str(marker), str(record)],
         },
         {"path": str(tmp_path / "later"), "service": "later"},
+        {
+            "path": str(tmp_path / "arch"),
+            "service": "ads",
+            "after_upload": "archive",
+            "archive_to": str(archive),
+        },
     ]
     config["webhook"] = [
         {"url": f"{sandbox.url}/hooks/webhook", "events": ["done"], "secret_file": str(secret)}
@@ -79,38 +90,48 @@ def test_a_host_joining_a_fleet_keeps_its_pending_work(
     trashed.write_bytes(b"uploaded, then deleted into the trash")
     held = tmp_path / "later" / "held.bin"
     held.write_bytes(b"held by the pause")
-    host.wait_counts(done=1, held=1)
+    moving = tmp_path / "arch" / "sub" / "moving.bin"
+    moving.parent.mkdir()
+    moving.write_bytes(b"to be archived")
+    host.wait_counts(done=2, held=1)
     wait_until(marker.exists, 30, "the done hook running (and hanging)")
-    wait_until(lambda: host.status()["webhooks"]["pending"] == 1, 30, "a delivery pending")
+    wait_until(lambda: host.status()["action_errors"], 30, "the archive waiting")
+    wait_until(lambda: host.status()["webhooks"]["pending"] == 2, 30, "deliveries pending")
     assert host.stop() == 0
+    with sqlite3.connect(tmp_path / "state" / "journal.sqlite") as db:
+        pending = dict(db.execute("SELECT CAST(path AS TEXT), event_id FROM outbox").fetchall())
+    blocker.unlink()
 
     out, err = copy_into(host, postgres_cluster, postgres_url)
-    assert out.startswith("copied 2 files from "), out
-    assert "carried: 1 after-upload actions, 1 hooks, 1 webhook deliveries" in out
+    assert out.startswith("copied 3 files from "), out
+    assert "carried: 2 after-upload actions, 1 hooks, 2 webhook deliveries" in out
     assert "flow control values" in out and err == ""
 
     sandbox.post("hooks/down", {"seconds": 0})
     fleet = make_daemon(joined(config, postgres_cluster, postgres_url)).start()
     status = fleet.status()
     assert status["paused"] == ["later"], "the pause holds"
-    assert status["counts"]["held"] == 1 and status["counts"]["done"] == 1
+    assert status["counts"]["held"] == 1 and status["counts"]["done"] == 2
     wait_until(lambda: record.exists(), 30, "the queued hook run")
-    wait_until(lambda: len(sandbox.get("hooks/webhooks")) >= 1, 30, "the delivery made")
-    [delivered] = sandbox.get("hooks/webhooks")
-    assert delivered["event"]["path"] == str(trashed)
+    wait_until(lambda: (archive / "sub" / "moving.bin").exists(), 30, "the archive done")
+    assert not moving.exists() and fleet.status()["pending_actions"] == 0
+    delivered = wait_until(
+        lambda: len(d := sandbox.get("hooks/webhooks")) == 2 and d, 30, "the deliveries made"
+    )
+    assert {d["event"]["path"]: d["event"]["id"] for d in delivered} == pending, "same events"
     restored = fleet.cli("restore", str(trashed))
     assert restored.returncode == 0, restored.stderr
     assert trashed.read_bytes() == b"uploaded, then deleted into the trash"
     assert fleet.cli("resume", "later").returncode == 0
     fleet.wait_counts(done=2, held=0)
     uploads = Counter(o["sha256"] for o in sandbox.ton_objects())
-    assert sorted(uploads.values()) == [1, 1], "each file uploaded once"
+    assert sorted(uploads.values()) == [1, 1, 1], "each file uploaded once"
     assert len(record.read_text().splitlines()) == 1, "the hook ran once after the copy"
     deliveries = wait_until(
-        lambda: len(d := sandbox.get("hooks/webhooks")) == 2 and d, 30, "the second delivery"
+        lambda: len(d := sandbox.get("hooks/webhooks")) == 3 and d, 30, "the third delivery"
     )
     paths = sorted(d["event"]["path"] for d in deliveries)
-    assert paths == sorted([str(held), str(trashed)]), "one delivery each, none twice"
+    assert paths == sorted(map(str, [held, trashed, moving])), "one delivery each, none twice"
     assert fleet.stop() == 0
 
 
