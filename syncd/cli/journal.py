@@ -19,7 +19,7 @@ from syncd.journal.lock import lock_state_dir
 from syncd.journal.states import State
 from syncd.journal.store import Fleet, Row, Store
 from syncd.outputs.hooks import rekey
-from syncd.services.oneall.signer import KEY_FILE
+from syncd.services.oneall.signer import KEY_FILE, MIN_KEY
 from syncd.work.flow import rank
 from syncd.work.flow.merge import merge_flow
 
@@ -74,10 +74,9 @@ def copy_journal(config: Config, url: str) -> int:
         os.close(lock)
     also = f"; {adopted.present} were there already" if adopted.present else ""
     print(f"copied {adopted.copied} files from {source} into {url}{also}")
-    if adopted.carried:
-        print(
-            "carried: " + ", ".join(f"{n} {CARRIED_NAMES[t]}" for t, n in adopted.carried.items())
-        )
+    carried_counts = [f"{n} {CARRIED_NAMES[t]}" for t, n in adopted.carried.items() if n]
+    if carried_counts:
+        print("carried: " + ", ".join(carried_counts))
     for warning in _warnings(adopted, refused):
         print(f"syncd: warning: {warning}", file=sys.stderr)
     return 0
@@ -96,9 +95,14 @@ def _share_media_key(state_dir: Path, target: Fleet) -> bool:
     """The host's media key becomes the fleet's when the fleet has none yet: the URLs this
     host gave OneAll stay valid. Whether the fleet's key is the host's."""
     path = state_dir / KEY_FILE
-    if not path.exists():
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
         return False
-    key = path.read_bytes()
+    except OSError as exc:
+        raise SyncdError(f"{path}: cannot read the media server's key: {exc.strerror}") from None
+    if len(key) < MIN_KEY:
+        return False  # damaged: the host's own start would refuse it too
     return target.shared_key(KEY_FILE, lambda: key) == key
 
 

@@ -123,7 +123,7 @@ def test_a_host_joining_a_fleet_keeps_its_pending_work(
     assert restored.returncode == 0, restored.stderr
     assert trashed.read_bytes() == b"uploaded, then deleted into the trash"
     assert fleet.cli("resume", "later").returncode == 0
-    fleet.wait_counts(done=2, held=0)
+    fleet.wait_counts(done=3, held=0)
     uploads = Counter(o["sha256"] for o in sandbox.ton_objects())
     assert sorted(uploads.values()) == [1, 1, 1], "each file uploaded once"
     assert len(record.read_text().splitlines()) == 1, "the hook ran once after the copy"
