@@ -96,8 +96,15 @@ def test_media_urls_end_in_the_extension_of_the_sniffed_format(tmp_path, sandbox
     (tmp_path / "social" / "clip.MOV").write_bytes(video("mov", 10_000))
     (tmp_path / "social" / "old.avi").write_bytes(video("avi", 10_000))
     daemon.wait_counts(awaiting_callback=3)
-    names = sorted(v["video_url"].rsplit("/", 1)[1] for v in sandbox.get("oneall/videos"))
-    assert names == ["camera-take.mp4", "clip.mov", "old.avi"]
+    urls = sorted((v["video_url"] for v in sandbox.get("oneall/videos")), key=_name)
+    assert [_name(url) for url in urls] == ["camera-take.mp4", "clip.mov", "old.avi"]
+    # and served as what the bytes are, whatever the file's own name
+    served = [requests.get(url, timeout=30).headers["Content-Type"] for url in urls]
+    assert served == ["video/mp4", "video/quicktime", "video/x-msvideo"]
+
+
+def _name(url: str) -> str:
+    return url.rsplit("/", 1)[1]
 
 
 def test_no_callback_within_the_timeout_fails(tmp_path, sandbox, make_daemon):

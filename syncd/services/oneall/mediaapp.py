@@ -21,6 +21,7 @@ from typing import IO, Any
 
 from syncd.errors import SyncdError
 from syncd.files import Identity, Vanished
+from syncd.services.oneall.formats import FORMATS, SNIFF, picture_format, video_format
 from syncd.services.oneall.signer import CALLBACK, MEDIA, Signer
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ class MediaApp:
             if not Identity.of(st).same_version(servable.identity):
                 file.close()
                 return plain(409, "the file changed since it was hashed")
-            return _file_answer(file, st.st_size, servable.media_type, environ)
+            return _file_answer(file, st.st_size, _sniffed(file) or servable.media_type, environ)
         except BaseException:
             file.close()
             raise
@@ -143,6 +144,15 @@ class MediaApp:
 def _not_allowed(allowed: str) -> Answer:
     status, headers, body = plain(405)
     return status, [*headers, ("Allow", allowed)], body
+
+
+def _sniffed(file: IO[bytes]) -> str | None:
+    """The media type of the format the bytes show, as the URL's extension (the uploader
+    names URLs so) says it; None for what OneAll does not take."""
+    head = file.read(SNIFF)
+    file.seek(0)
+    found = picture_format(head) or video_format(head)
+    return None if found is None else FORMATS[found][0]
 
 
 def _file_answer(file: IO[bytes], size: int, media_type: str, environ: dict[str, Any]) -> Answer:
