@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from syncd.journal.carry import CARRIED, Carried, carried_query
 from syncd.journal.codec import decode
 from syncd.journal.pg_base import Connected, row_of
 from syncd.journal.states import State
@@ -30,6 +31,9 @@ class Reads(Connected):
 
     def in_state(self, state: State) -> list[Row]:
         return [row_of(r) for r in self._read("SELECT * FROM files WHERE state=%s", (str(state),))]
+
+    def carried(self) -> Carried:
+        return {table: [dict(r) for r in self._read(carried_query(table))] for table in CARRIED}
 
     def counts(self) -> dict[State, int]:
         found = {

@@ -35,6 +35,7 @@ from syncd.files import Identity
 from syncd.journal import rules
 from syncd.journal.codec import decode, encode
 from syncd.journal.leases import Leases
+from syncd.journal.pg_adopt import Adopting
 from syncd.journal.pg_after import PostgresAfterUpload
 from syncd.journal.pg_base import signed, unsigned
 from syncd.journal.pg_claims import CLAIMABLE_NAMES, Claims
@@ -54,7 +55,9 @@ _FENCED = "id=%(id)s AND version=%(version)s AND claim_fence=%(fence)s"
 """A write under the claim the row was read under; every claim raises the fence."""
 
 
-class PostgresStore(Pooled, Claims, Reads, FleetTables, PostgresFlow, PostgresAfterUpload):
+class PostgresStore(
+    Pooled, Claims, Reads, FleetTables, Adopting, PostgresFlow, PostgresAfterUpload
+):
     """Durable state of every file the fleet knows; safe to share between threads."""
 
     def __init__(

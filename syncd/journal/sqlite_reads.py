@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from syncd.journal.carry import CARRIED, Carried, carried_query
 from syncd.journal.codec import decode, row_from
 from syncd.journal.sqlite_base import SqlitePart
 from syncd.journal.states import State, check_moves
@@ -30,6 +31,9 @@ class SqliteReads(SqlitePart):
 
     def in_state(self, state: State) -> list[Row]:
         return [row_from(r) for r in self._read("SELECT * FROM files WHERE state=?", state)]
+
+    def carried(self) -> Carried:
+        return {table: [dict(r) for r in self._read(carried_query(table))] for table in CARRIED}
 
     # -- the status socket's side ------------------------------------------------------
 

@@ -23,6 +23,7 @@ from syncd.journal.states import State
 
 if TYPE_CHECKING:
     from syncd.config import Config
+    from syncd.journal.carry import Carried
 
 
 T = TypeVar("T")
@@ -239,6 +240,10 @@ class Store(AfterUploadStore, Protocol):
         """Rows whose callback deadline (kept in `due`) has passed."""
 
     def in_state(self, state: State) -> list[Row]: ...
+
+    def carried(self) -> Carried:
+        """Everything beside `files` that a host joining a fleet carries (journal/carry.py):
+        actions, hooks, webhook deliveries, flow control's values, ... as they stand."""
 
     # -- flow control's side (work/flow/) -----------------------------------------------
 

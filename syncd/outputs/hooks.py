@@ -18,7 +18,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -47,13 +47,27 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def _key(event: str, file_id: int, moment: str) -> str:
+    """A hook's key: its event, its file's journal id and which of its events it is."""
+    return f"{event}:{file_id}:{moment}"
+
+
+def rekey(key: str, ids: Mapping[int, int]) -> str:
+    """A hook's key under its file's id in another journal (`syncd journal copy`), so that
+    the event found again there is known as the one already queued."""
+    event, file_id, moment = [*key.split(":", 2), "", ""][:3]
+    if file_id.isdigit() and int(file_id) in ids:
+        return _key(event, ids[int(file_id)], moment)
+    return key
+
+
 def done_event(row: Row, watch: WatchConfig, service_type: str, where: Path) -> HookEvent | None:
     """The done hook of `row`, the file now at `where` (moved there by its action)."""
     if not watch.on_done:
         return None
     result = {k: _json_value(v) for k, v in (row.result or {}).items() if v is not None}
     return HookEvent(
-        key=f"done:{row.id}:{row.version}",
+        key=_key("done", row.id, repr(row.version)),
         event="done",
         path=os.fsencode(where),
         argv=watch.on_done,
@@ -76,7 +90,7 @@ def failed_event(row: Row, watch: WatchConfig, service_type: str) -> HookEvent |
     if not watch.on_failed:
         return None
     return HookEvent(
-        key=f"failed:{row.id}:{row.error_at!r}",
+        key=_key("failed", row.id, repr(row.error_at)),
         event="failed",
         path=row.path,
         argv=watch.on_failed,

@@ -21,6 +21,7 @@ from typing import IO, Any
 
 from syncd.errors import SyncdError
 from syncd.files import Identity, Vanished
+from syncd.services.oneall.formats import FORMATS, SNIFF, picture_format, video_format
 from syncd.services.oneall.signer import CALLBACK, MEDIA, Signer
 
 log = logging.getLogger(__name__)
@@ -148,8 +149,6 @@ def _not_allowed(allowed: str) -> Answer:
 def _sniffed(file: IO[bytes]) -> str | None:
     """The media type of the format the bytes show, as the URL's extension (the uploader
     names URLs so) says it; None for what OneAll does not take."""
-    from syncd.services.oneall.uploader import FORMATS, SNIFF, picture_format, video_format
-
     head = file.read(SNIFF)
     file.seek(0)
     found = picture_format(head) or video_format(head)

@@ -23,6 +23,8 @@ from urllib.parse import quote
 from syncd.errors import SyncdError
 
 KEY_FILE = "media.key"
+MIN_KEY = 32
+"""Bytes of a key made here; a shorter one is damaged."""
 MEDIA = "media"
 CALLBACK = "callback"
 
@@ -46,19 +48,19 @@ class Signer:
         except FileExistsError:
             key = path.read_bytes()
         else:
-            key = secrets.token_bytes(32)
+            key = secrets.token_bytes(MIN_KEY)
             with os.fdopen(fd, "wb") as out:
                 out.write(key)
                 out.flush()
                 os.fsync(out.fileno())
-        if len(key) < 32:
+        if len(key) < MIN_KEY:
             raise SyncdError(f"{path}: the media server's key is damaged; remove it")
         return cls(key, public_url)
 
     @classmethod
     def shared(cls, shared_key: Callable[[str, Callable[[], bytes]], bytes], url: str) -> Signer:
         """Fleet mode: one key for every host, made by the first that asks."""
-        return cls(shared_key(KEY_FILE, lambda: secrets.token_bytes(32)), url)
+        return cls(shared_key(KEY_FILE, lambda: secrets.token_bytes(MIN_KEY)), url)
 
     def token(self, purpose: str, row_id: int, push: int, expires: float) -> str:
         payload = f"{purpose}.{row_id}.{push}.{int(expires)}"

@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 EVERY = "*"
 """Stands in the paused set for "every service", also those configured later."""
 PAUSED = "paused"
+PAUSED_KEY = "paused"
+"""The journal's flow value of the services paused (EVERY: all)."""
+HOLDS_KEY = "holds"
+"""The journal's flow value of the service-wide holds: name -> [reason, until, stops]."""
 QUOTA_HOLD = "quota:"
 """How the reason of a quota's hold begins."""
 
@@ -132,10 +136,12 @@ class Flow:
         """Pauses and holds as the journal keeps them: a restart's, or (in a fleet, whose
         journal every host shares) another host's."""
         with self._lock:  # as pause, resume and hold write them
-            self._paused = set(self._store.flow_state("paused") or ())
+            self._paused = set(self._store.flow_state(PAUSED_KEY) or ())
             self._holds = {
                 name: Hold(str(reason), until, bool(stops))
-                for name, (reason, until, stops) in (self._store.flow_state("holds") or {}).items()
+                for name, (reason, until, stops) in (
+                    self._store.flow_state(HOLDS_KEY) or {}
+                ).items()
             }
 
     def meter(self, service: str) -> ServiceMeter:
@@ -274,7 +280,7 @@ class Flow:
 
     def _save_holds(self) -> None:
         self._store.save_flow_state(
-            "holds",
+            HOLDS_KEY,
             {name: [h.reason, h.until, h.stops_requests] for name, h in self._holds.items()},
         )
 
@@ -318,7 +324,7 @@ class Flow:
             return sorted(seen["after"])
 
         with self._lock:
-            self._store.change_flow_state("paused", apply)
+            self._store.change_flow_state(PAUSED_KEY, apply)
             self._paused = seen["after"]
         return self._named(seen["before"]), self._named(seen["after"])
 

@@ -13,6 +13,9 @@ from typing import Any, Protocol
 from syncd.config import ServiceConfig
 from syncd.work.flow.clock import Clock
 
+QUOTA_PREFIX = "quota:"
+"""The journal's flow value of a service's count, under this prefix and its name."""
+
 
 class StateStore(Protocol):
     """Small named values that flow control keeps across restarts (JSON-able)."""
@@ -59,7 +62,7 @@ class Quotas:
                 return stored
             return [day, files + 1, sent + size, [*counted, file_id]]
 
-        self._store.change_flow_state(f"quota:{service.name}", count)
+        self._store.change_flow_state(f"{QUOTA_PREFIX}{service.name}", count)
         if full is None:
             return None
         return self._clock.next_time_of_day(service.quota_reset, now), full
@@ -85,7 +88,7 @@ class Quotas:
 
     def _used(self, service: ServiceConfig, now: float) -> tuple[int, int, list[int]]:
         day = self._clock.last_time_of_day(service.quota_reset, now)
-        return _usage(self._store.flow_state(f"quota:{service.name}"), day)
+        return _usage(self._store.flow_state(f"{QUOTA_PREFIX}{service.name}"), day)
 
 
 def _usage(stored: Any, day: float) -> tuple[int, int, list[int]]:
