@@ -182,6 +182,20 @@ def duplicate_windows(
     return windows
 
 
+def check_twice_explained(
+    sandbox: SandboxClient, kills: list[float], journal_window: float, figures: Any
+) -> None:
+    """Every piece of work a service holds twice has a kill to explain it; the counts and
+    their windows (ms) go into the figures."""
+    twice = uploads_twice(sandbox)
+    windows = duplicate_windows(sandbox, kills, journal_window)
+    for service in SERVICES:
+        figures[f"{service}_twice"] = twice[service]
+        shown = [None if w is None else round(w * 1000) for w in windows[service]]
+        figures[f"{service}_twice_windows_ms"] = shown
+        assert None not in windows[service], (service, shown)
+
+
 def resent_bytes(sandbox: SandboxClient) -> int:
     """Body bytes TON received beyond what it kept: chunks cut by a kill or sent again."""
     return sum(int(s["bytes_received"]) - int(s["received"]) for s in sandbox.ton_sessions())

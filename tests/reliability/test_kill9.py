@@ -17,16 +17,14 @@ import pytest
 from conftest import SCALE, wait_until
 from mixed import (
     CHUNK,
-    SERVICES,
     Dropper,
     check_sidecars,
-    duplicate_windows,
+    check_twice_explained,
     integrity,
     lost_callbacks,
     mixed_config,
     resent_bytes,
     slow_down,
-    uploads_twice,
 )
 
 
@@ -75,13 +73,7 @@ def test_random_kills_during_mixed_uploads(tmp_path, sandbox, make_daemon, figur
     assert all("no callback" in f["error"] for f in failures)
     figures["videos_whose_every_callback_fell_while_down"] = len(lost)
     check_sidecars(tmp_path, [path for path in files if path not in lost])
-    twice = uploads_twice(sandbox)
-    windows = duplicate_windows(sandbox, kills, JOURNAL_WINDOW)
-    for service in SERVICES:
-        figures[f"{service}_twice"] = twice[service]
-        shown = [None if w is None else round(w * 1000) for w in windows[service]]
-        figures[f"{service}_twice_windows_ms"] = shown
-        assert None not in windows[service], (service, shown)
+    check_twice_explained(sandbox, kills, JOURNAL_WINDOW, figures)
     resent = resent_bytes(sandbox)
     figures["ton_resent_bytes"] = resent
     figures["ton_resent_chunks_per_kill"] = round(resent / CHUNK / len(kills), 2)

@@ -22,22 +22,20 @@ import pytest
 from conftest import wait_until
 from mixed import (
     CHUNK,
-    SERVICES,
     Dropper,
     check_sidecars,
-    duplicate_windows,
+    check_twice_explained,
     integrity,
     lost_callbacks,
     mixed_config,
     resent_bytes,
-    uploads_twice,
 )
 from test_http_chaos import PATHS
+from test_kill9 import JOURNAL_WINDOW
 
 SECONDS = float(os.environ.get("SYNCD_SOAK_SECONDS", "0"))
 LARGE = 24 * 1024 * 1024
 """The resumable TON upload: ~100 chunks, so kills and resets land inside it."""
-JOURNAL_WINDOW = 1.0
 
 
 def unsettled_writes(root: Path, rng: random.Random, made: int) -> list[Path]:
@@ -164,13 +162,7 @@ def test_soak_everything_at_once(tmp_path, sandbox, make_daemon, figures):
     assert {Path(f["path"]) for f in reply["failures"]} == lost, reply["failures"]
     assert reply["counts"]["done"] == len(files) - len(lost), reply["counts"]
     check_sidecars(tmp_path, [path for path in files if path not in lost])
-    twice = uploads_twice(sandbox)
-    windows = duplicate_windows(sandbox, kills, JOURNAL_WINDOW)
-    for service in SERVICES:
-        figures[f"{service}_twice"] = twice[service]
-        shown = [None if w is None else round(w * 1000) for w in windows[service]]
-        figures[f"{service}_twice_windows_ms"] = shown
-        assert None not in windows[service], (service, shown)
+    check_twice_explained(sandbox, kills, JOURNAL_WINDOW, figures)
     resets = sum(1 for r in sandbox.requests() if r["fault"] and r["method"] == "PUT")
     figures["ton_resent_bytes"] = resent_bytes(sandbox)
     assert resent_bytes(sandbox) <= (len(kills) + resets) * CHUNK
