@@ -6,9 +6,10 @@ or 0660 with `status_group`; systemd may pass it already bound (socket activatio
 
 Whoever may connect is still not trusted with the daemon's time or memory: one thread
 serves every client at once through a selector (a slow client holds nobody up), at most
-`MAX_CLIENTS` at a time (the oldest makes way for a newcomer), each with `TIMEOUT` seconds
-for its whole exchange, and a request longer than `MAX_REQUEST` is refused before any of
-it is parsed.
+`MAX_CLIENTS` at a time (the oldest makes way for a newcomer; a client whose request is
+already there is answered as it is accepted), each with `TIMEOUT` seconds for its whole
+exchange, and a request longer than `MAX_REQUEST` is refused before any of it is parsed.
+`ask` waits out a full backlog within its timeout.
 """
 
 from __future__ import annotations
