@@ -182,3 +182,29 @@ def test_a_callback_that_overtakes_its_request_is_kept(tmp_path, sandbox, make_d
     assert requests.post(url, json=envelope, timeout=10).status_code == 200
     daemon.wait_counts(done=1)
     assert read_sidecar(clip)["result"]["video_id"] == "987654321987654321"
+
+
+def test_a_callback_delivered_again_after_it_was_recorded_is_acknowledged(
+    tmp_path, sandbox, make_daemon
+):
+    """OneAll re-delivers a callback whose answer it did not get (syncd killed between its
+    commit and its answer): the replay is acknowledged (200), so OneAll stops re-delivering
+    and does not count the delivery failed, and it changes nothing."""
+    sandbox.post("settings", {"oneall": {"video_callback": "none"}})
+    config = oneall_config(tmp_path, sandbox)
+    daemon = make_daemon(config).start()
+    clip = tmp_path / "social" / "clip.mp4"
+    clip.write_bytes(video("mp4", 20_000))
+    daemon.wait_counts(awaiting_callback=1)
+    signer = Signer((tmp_path / "state" / "media.key").read_bytes(), "unused")
+    url = config["media_server"]["public_url"]
+    url += f"/{CALLBACK}/{signer.token(CALLBACK, 1, 1, time.time() + 60)}"
+    envelope = {"response": {"result": {"data": {"video_id": "111"}}}}
+    assert requests.post(url, json=envelope, timeout=10).status_code == 200
+    daemon.wait_counts(done=1)
+    sidecar = read_sidecar(clip)
+    assert requests.post(url, json=envelope, timeout=10).status_code == 200
+    other = {"response": {"result": {"data": {"video_id": "222"}}}}
+    assert requests.post(url, json=other, timeout=10).status_code == 200
+    assert read_sidecar(clip) == sidecar and sidecar["result"]["video_id"] == "111"
+    assert daemon.status()["counts"]["done"] == 1

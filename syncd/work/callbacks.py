@@ -6,9 +6,10 @@ before anything is stored, and counts only for the row's current push: a new pus
 a rewritten file) gets new URLs, and the tokens of earlier ones are refused. A callback can
 overtake the answer to its own request, so one that arrives while the row is still
 `uploading` is kept in the row's progress and applied once the row waits; the next push
-replaces the progress and so clears it. A replay after completion finds nothing waiting
-and changes nothing. A row whose deadline passes with no callback is failed, and so is a
-row whose kept callback cannot be read: one row's data never stops the loop.
+replaces the progress and so clears it. A replay after the outcome was recorded (OneAll
+re-delivers a callback whose answer it lost) is acknowledged and changes nothing. A row
+whose deadline passes with no callback is failed, and so is a row whose kept callback
+cannot be read: one row's data never stops the loop.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 EARLY_CALLBACK = "early_callback"
 """Where a callback that arrived before its request's answer waits (in the row's progress),
 as a minimal envelope of its validated outcome."""
+
+
+RECORDED = (State.UPLOADED, State.DONE)
+"""The states of a row whose push's callback has been taken."""
 
 
 def _envelope(outcome: Result | str) -> dict[str, Any]:
@@ -98,6 +103,10 @@ class Callbacks:
                 and self._complete(row, outcome)
             ):
                 return 200, "ok"
+            elif row is not None and row.state in RECORDED:
+                # A re-delivery of the callback this push got (its answer was lost, say
+                # to a kill): acknowledged, so OneAll stops re-delivering; nothing changes.
+                return 200, "already recorded"
         return 409, "nothing is waiting for this callback"
 
     def check(self) -> None:
