@@ -131,13 +131,22 @@ def test_limits_are_checked_before_any_request(tmp_path, sandbox, make_daemon):
     assert oneall_requests(sandbox) == []
 
 
-def test_forged_or_expired_tokens_are_refused(tmp_path, sandbox, make_daemon):
+def waiting_video(
+    tmp_path: Path, sandbox: SandboxClient, make_daemon: Any, size: int
+) -> tuple[Any, dict[str, Any], Path]:
+    """A video pushed and waiting for a callback that the sandbox will not send (the test
+    posts its own): the daemon, its config and the video."""
     sandbox.post("settings", {"oneall": {"video_callback": "none"}})
     config = oneall_config(tmp_path, sandbox)
     daemon = make_daemon(config).start()
     clip = tmp_path / "social" / "clip.mp4"
-    clip.write_bytes(video("mp4", 50_000))
+    clip.write_bytes(video("mp4", size))
     daemon.wait_counts(awaiting_callback=1)
+    return daemon, config, clip
+
+
+def test_forged_or_expired_tokens_are_refused(tmp_path, sandbox, make_daemon):
+    daemon, config, clip = waiting_video(tmp_path, sandbox, make_daemon, 50_000)
     base = config["media_server"]["public_url"]
     key = (tmp_path / "state" / "media.key").read_bytes()
     row_id, push = 1, 1
@@ -190,12 +199,7 @@ def test_a_callback_delivered_again_after_it_was_recorded_is_acknowledged(
     """OneAll re-delivers a callback whose answer it did not get (syncd killed between its
     commit and its answer): the replay is acknowledged (200), so OneAll stops re-delivering
     and does not count the delivery failed, and it changes nothing."""
-    sandbox.post("settings", {"oneall": {"video_callback": "none"}})
-    config = oneall_config(tmp_path, sandbox)
-    daemon = make_daemon(config).start()
-    clip = tmp_path / "social" / "clip.mp4"
-    clip.write_bytes(video("mp4", 20_000))
-    daemon.wait_counts(awaiting_callback=1)
+    daemon, config, clip = waiting_video(tmp_path, sandbox, make_daemon, 20_000)
     signer = Signer((tmp_path / "state" / "media.key").read_bytes(), "unused")
     url = config["media_server"]["public_url"]
     url += f"/{CALLBACK}/{signer.token(CALLBACK, 1, 1, time.time() + 60)}"
