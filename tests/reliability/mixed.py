@@ -96,8 +96,11 @@ class Dropper:
 
 def lost_callbacks(sandbox: SandboxClient, files: Iterable[Path]) -> set[Path]:
     """Videos whose every callback the sandbox sent while syncd was down (it gave up): syncd
-    cannot know their outcome, and rightly fails them once `callback_timeout` passes."""
-    given_up = {v["sha256"] for v in sandbox.get("oneall/videos") if v["callback"] == "failed"}
+    cannot know their outcome, and rightly fails them once `callback_timeout` passes. A video
+    pushed twice (a kill cut the first push off) is lost only if neither callback came."""
+    videos = sandbox.get("oneall/videos")
+    delivered = {v["sha256"] for v in videos if v["callback"] == "delivered"}
+    given_up = {v["sha256"] for v in videos if v["callback"] == "failed"} - delivered
     return {p for p in files if hashlib.sha256(p.read_bytes()).hexdigest() in given_up}
 
 
