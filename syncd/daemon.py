@@ -89,8 +89,6 @@ class Daemon:
         self._wake = threading.Event()
         self._signals = 0
         self._reload = False
-        self._resubscribe = False
-        """A reload's webhook receivers wait for the journal to prune the outbox."""
         self._lock = lock_state_dir(config.daemon.state_dir)
         self.faults = Degraded()
         store = opened(lambda: open_store(config), self.notifier.waiting, once is None)
@@ -308,9 +306,7 @@ class Daemon:
         unreachable it waits for the next tick instead (the watchdog must keep being pinged),
         status saying degraded."""
         try:
-            if self._resubscribe:
-                self.webhooks.use(self.config.webhooks)
-                self._resubscribe = False
+            self.webhooks.catch_up()
             self.callbacks.check()
             self.flow.tick()
             self.pipeline.mend()
@@ -390,10 +386,7 @@ class Daemon:
             log.warning("%s changes only when syncd restarts", key)
         if self.healthcheck is not None and config.daemon.healthcheck_url:
             self.healthcheck.use(config.daemon.healthcheck_url, config.daemon.healthcheck_interval)
-        try:
-            self.webhooks.use(config.webhooks)
-        except StorageFault:  # the journal is out of reach: the chores prune it once it is back
-            self._resubscribe = True
+        self.webhooks.use(config.webhooks)
         if config.webhooks and not self.webhooks.alive():
             self.webhooks.start()
         self.pipeline.use(config.services, uploaders)

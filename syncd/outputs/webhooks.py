@@ -11,6 +11,7 @@ Delivery is at least once: a receiver dedups on `id`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -24,7 +25,7 @@ from urllib.parse import urlsplit
 
 from syncd.config import WebhookConfig
 from syncd.errors import RetryableError, SyncdError
-from syncd.journal.patience import patiently
+from syncd.journal.patience import StorageFault, patiently
 from syncd.journal.store import Delivery, Outbox
 from syncd.services.loading import load
 
@@ -122,14 +123,27 @@ class Webhooks:
         self._service_types = service_types
         self._count = delivered
         self._secrets: dict[str, str | None] = {}
+        self._unpruned: dict[str, tuple[str, ...]] | None = None
+        """Receivers whose outbox a reload could not prune yet (the journal out of reach)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="webhooks", daemon=True)
         self.use(webhooks)
 
     def use(self, webhooks: tuple[WebhookConfig, ...]) -> None:
-        """Which receivers get which events, from now on (start and reload)."""
+        """Which receivers get which events, from now on (start and reload). With the
+        journal out of reach the outbox is pruned by `catch_up` once it is back."""
         self._secrets = {hook.url: hook.secret for hook in webhooks}
-        dropped = self._outbox.subscribe({hook.url: hook.events for hook in webhooks})
+        self._unpruned = {hook.url: hook.events for hook in webhooks}
+        with contextlib.suppress(StorageFault):
+            self.catch_up()
+
+    def catch_up(self) -> None:
+        """The outbox pruned of receivers no longer configured, if a reload could not yet
+        (the daemon's main loop calls this every tick; StorageFault: not yet)."""
+        if self._unpruned is None:
+            return
+        dropped = self._outbox.subscribe(self._unpruned)
+        self._unpruned = None
         if dropped:
             log.warning("dropped %d webhook deliveries to receivers no longer configured", dropped)
 
