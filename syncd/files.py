@@ -141,9 +141,9 @@ def open_folder(path: bytes) -> int:
         return _descend(os.open(b"/", FOLDER_FLAGS), path.split(b"/"))
     if real != path:
         os.close(folder)
-        gone = real.endswith(b" (deleted)")
-        code = errno.ENOENT if gone else errno.ELOOP
-        raise OSError(code, os.strerror(code), os.fsdecode(path))
+        if real.endswith(b" (deleted)"):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), os.fsdecode(path))
+        raise OSError(errno.ELOOP, "a folder on its path is a symlink", os.fsdecode(path))
     return folder
 
 
