@@ -7,8 +7,10 @@ opens and hashes, services read the media type and caption, all through these fu
 from __future__ import annotations
 
 import errno
+import fcntl
 import mimetypes
 import os
+import signal
 import stat
 from collections.abc import Callable, Sequence
 from io import BufferedReader
@@ -49,6 +51,9 @@ class Vanished(Exception):
     """The path no longer names a regular file we may read: nothing to do for it."""
 
 
+LEASE_BREAK_SIGNAL = signal.SIGURG
+"""Sent to us if a writer opens the file in the instant we hold its lease; ignored by
+default, where the default signal, SIGIO, would end the process."""
 FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 """A folder on the way down from a watch root: a symlink in its place fails with ELOOP."""
 GONE = (errno.ENOENT, errno.ELOOP, errno.ENOTDIR)
@@ -110,6 +115,27 @@ class Place:
             if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
                 return None
             return file.read(CAPTION_MAX).decode("utf-8", "replace").strip()
+
+    def being_written(self) -> bool:
+        """Whether some process holds the file open for writing, as the kernel's leases
+        tell: a read lease is refused exactly then. False when leases cannot tell (a file
+        neither ours nor root's to lease, a network file system): stability decides alone.
+
+        A writer that pauses for longer than `settle_seconds` leaves a file that stands
+        still but is not complete; this keeps it from being uploaded half-written.
+        """
+        try:
+            fd = os.open(self.name, OPEN_FLAGS, dir_fd=self.folder)
+        except OSError:
+            return False  # gone or unreadable: the worker will say which
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETSIG, LEASE_BREAK_SIGNAL)
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+        except OSError as exc:
+            return exc.errno == errno.EAGAIN
+        finally:
+            os.close(fd)  # releases the lease at once
+        return False
 
     def mode_if_unchanged(self, identity: Identity) -> int | None:
         """The file's permission bits while it is still the version `identity` names."""
