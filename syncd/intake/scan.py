@@ -125,7 +125,7 @@ class Scanner:
                 with os.scandir(opened) as listing:
                     entries = list(listing)
                 every_name = any(takes_every_name(watch) for watch, _ in folder_takers)
-                prefix = folder + b"/"
+                prefix = folder.rstrip(b"/") + b"/"  # a watch of / itself lists "/etc", not "//etc"
                 for entry in entries:
                     name = _encode(entry.name, ENCODING, ERRORS)
                     if name.endswith(IGNORED_SUFFIXES) or name.startswith(IGNORED_PREFIXES):
