@@ -86,11 +86,13 @@ def _pid_space() -> str | None:
 
 
 def _stat(pid: str) -> list[str] | None:
-    """The fields of /proc/PID/stat after the command name (which may hold anything)."""
+    """The fields of /proc/PID/stat after the command name (which may hold anything), from
+    the state (0) to the start time (19) at least."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
+    return fields if len(fields) > 19 else None
 
 
 def _started(pid: str) -> int | None:

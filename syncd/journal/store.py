@@ -339,6 +339,9 @@ def open_store(config: Config) -> Store:
         except HostIdTaken as taken:
             store.close()
             raise HostIdTaken(f"{config.source}: [journal] {taken}") from None
+        except BaseException:
+            store.close()
+            raise
         return store
     from syncd.journal.sqlite import SqliteStore
 
