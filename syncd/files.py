@@ -10,7 +10,7 @@ import errno
 import mimetypes
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from io import BufferedReader
 from pathlib import Path
 from typing import NamedTuple
@@ -120,6 +120,48 @@ class Place:
         return st.st_mode if Identity.of(st).same_version(identity) else None
 
 
+PROC_FD = b"/proc/self/fd/"
+"""The kernel's own name of an open descriptor: what a folder opened by path really is."""
+
+
+def open_folder(path: bytes) -> int:
+    """A folder a scan or a poll is about to list, opened so that no symlink leads it out.
+
+    `path` is canonical (a watch root has its symlinks resolved at load, the rest is names
+    listed below it), so the kernel's name of what was opened is `path` itself unless a
+    folder on the way was swapped for a symlink: then this raises ELOOP, and nothing is
+    listed. Without /proc, the folders on the way are opened one at a time from `/`, as
+    `locate` does. OSError when it cannot be opened.
+    """
+    folder = os.open(path, FOLDER_FLAGS)
+    try:
+        real = os.readlink(PROC_FD + b"%d" % folder)
+    except FileNotFoundError:  # no /proc mounted
+        os.close(folder)
+        return _descend(os.open(b"/", FOLDER_FLAGS), path.split(b"/"))
+    if real != path:
+        os.close(folder)
+        if real.endswith(b" (deleted)"):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), os.fsdecode(path))
+        raise OSError(errno.ELOOP, "a folder on its path is a symlink", os.fsdecode(path))
+    return folder
+
+
+def _descend(folder: int, parts: Sequence[str | bytes]) -> int:
+    """Open `parts` below the open `folder` one at a time, never through a symlink;
+    `folder` is consumed, the last one opened returned."""
+    try:
+        for part in parts:
+            if part:
+                below = os.open(part, FOLDER_FLAGS, dir_fd=folder)
+                os.close(folder)
+                folder = below
+    except OSError:
+        os.close(folder)
+        raise
+    return folder
+
+
 def locate(root: Path, path: Path) -> Place:
     """`path`'s folder opened from `root` down, never through a symlink (see Place).
 
@@ -133,16 +175,8 @@ def locate(root: Path, path: Path) -> Place:
     if not parts or any(part in ("..", ".") for part in parts):
         raise Vanished(path)
     try:
-        folder = os.open(root, FOLDER_FLAGS)
+        folder = _descend(os.open(root, FOLDER_FLAGS), parts[:-1])
     except OSError as exc:
-        raise _refusal(path, exc) from None
-    try:
-        for part in parts[:-1]:
-            below = os.open(part, FOLDER_FLAGS, dir_fd=folder)
-            os.close(folder)
-            folder = below
-    except OSError as exc:
-        os.close(folder)
         raise _refusal(path, exc) from None
     return Place(path, folder, parts[-1])
 
