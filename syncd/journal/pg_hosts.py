@@ -24,7 +24,6 @@ import logging
 import os
 import secrets
 import socket
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +55,11 @@ class HostIdTaken(SyncdError):
     """Another live process holds this host_id: a configuration error (exit 2)."""
 
     exit_code = 2
+
+    def __init__(self, message: str, holder: str) -> None:
+        super().__init__(message)
+        self.holder = holder
+        """Who holds it: pid, machine, heartbeat age."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +145,6 @@ class Seat:
         self.displaced: str | None = None
         """Why this process lost its host_id to another, while it has."""
         self._listeners: list[Callable[[str | None], None]] = []
-        self._lock = threading.Lock()
 
     def values(self, **more: Any) -> dict[str, Any]:
         """The parameters of OTHER_INSTANCES and SEATED (and of this seat's row)."""
@@ -243,39 +246,38 @@ class Seat:
         return self.me.pid_space is not None and holder.pid_space == self.me.pid_space
 
     def _refusal(self, holder: Holder, now: float) -> HostIdTaken:
+        who = holder.describe(now)
         return HostIdTaken(
-            f'host_id "{self.host_id}" is in use by another running syncd: {holder.describe(now)};'
-            " each daemon of a fleet needs a host_id of its own"
+            f'host_id "{self.host_id}" is in use by another running syncd: {who};'
+            " each daemon of a fleet needs a host_id of its own",
+            who,
         )
 
     # -- holding it --------------------------------------------------------------------
 
     def beat(self) -> bool:
-        """The heartbeat, under this process's token; False once another holds the row
-        (then displaced, told once; the seat is taken back when the row is free again)."""
-        now = time.time()
-        if self.displaced is None:
-            if self._store.execute(
-                "UPDATE hosts SET heartbeat_at=%(now)s WHERE host_id=%(host)s"
-                " AND instance=%(instance)s RETURNING host_id",
-                {"now": now, "host": self.host_id, "instance": self.me.token},
-            ):
-                return True
-            found = self._store.execute(f"{_HOLDER} WHERE host_id=%(host)s", self.values())
-            holder = Holder(**found[0]) if found else None
-            by = holder.describe(now) if holder is not None else "nobody (the row is gone)"
-            self._tell(f'host_id "{self.host_id}" was taken over by {by}; taking no new work')
-            return False
+        """The heartbeat, under this process's token. When the row is another's, it is taken
+        back if free; else this process is displaced (told once) and False."""
+        if self.displaced is None and self._store.execute(
+            "UPDATE hosts SET heartbeat_at=%(now)s WHERE host_id=%(host)s"
+            " AND instance=%(instance)s RETURNING host_id",
+            self.values(now=time.time()),
+        ):
+            return True
         try:
             self.join(wait=False)
-        except HostIdTaken:
+        except HostIdTaken as taken:
+            if self.displaced is None:
+                self._tell(
+                    f'host_id "{self.host_id}" was taken over by {taken.holder}; taking no new work'
+                )
             return False
-        self._tell(None)
+        if self.displaced is not None:
+            self._tell(None)
         return True
 
     def _tell(self, reason: str | None) -> None:
-        with self._lock:
-            self.displaced = reason
+        self.displaced = reason
         for listener in self._listeners:
             listener(reason)
 

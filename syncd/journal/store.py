@@ -338,7 +338,7 @@ def open_store(config: Config) -> Store:
             store.seat.join()  # before anything listens: a second daemon of one host_id exits
         except HostIdTaken as taken:
             store.close()
-            raise HostIdTaken(f"{config.source}: [journal] {taken}") from None
+            raise HostIdTaken(f"{config.source}: [journal] {taken}", taken.holder) from None
         except BaseException:
             store.close()
             raise

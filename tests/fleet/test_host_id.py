@@ -141,3 +141,22 @@ def test_a_daemon_killed_and_restarted_at_once_takes_its_host_id_back_without_wa
     assert time.monotonic() - started < 30
     assert f'took host_id "host-1" over from pid {killed} on ' in first.log()
     assert [h["pid"] for h in first.status()["fleet"]] == [first.pid]
+
+
+def test_of_two_daemons_started_together_with_one_host_id_exactly_one_runs(twins):
+    fleet = twins()
+    for daemon in fleet.daemons:
+        daemon.start(wait=False)
+
+    def settled() -> tuple[RunningDaemon, RunningDaemon] | None:
+        exited = [d for d in fleet.daemons if d.process is not None and d.process.poll() == 2]
+        answering = [d for d in fleet.daemons if d.process is not None and d.process.poll() is None]
+        if len(exited) == 1 and len(answering) == 1 and answering[0].poll_status():
+            return answering[0], exited[0]
+        return None
+
+    running, refused = wait_until(settled, 60, "one daemon running, the other refused")
+    assert f'host_id "host-1" is in use by another running syncd: pid {running.pid}' in (
+        refused.log()
+    )
+    assert [h["pid"] for h in running.status()["fleet"]] == [running.pid]
