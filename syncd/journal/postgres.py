@@ -3,9 +3,10 @@
 It keeps the SQLite store's rows and rules (see store.py) and adds what several hosts need:
 
 - A claim is taken with `SELECT … FOR UPDATE SKIP LOCKED` in one `UPDATE … RETURNING`,
-  owned by this host, bounded by a lease and renewed while the host works (leases.py); one
-  that ran out is taken over, and the fence rises with every claim. Leases are compared on
-  the hosts' clocks (`now` as the workers give it), which NTP keeps within far less than one.
+  owned by this process (`HOST_ID#TOKEN`: one live process per host_id, pg_hosts.py),
+  bounded by a lease and renewed while the host works (leases.py); one that ran out is
+  taken over, and the fence rises with every claim. Leases are compared on the hosts'
+  clocks (`now` as the workers give it), which NTP keeps within far less than one.
   A row a dead host left `uploading` goes back to `hashed` as it is taken over, so the work
   continues from its saved progress; an `uploaded` row whose sidecar is missing is claimed
   like any other, so exactly one host writes it.
