@@ -262,3 +262,25 @@ def test_a_clean_stop_frees_the_host_id_for_the_next_start_at_once(hosts):
     second = hosts("one", lease=30.0)
     holder = second.seat.join(wait=False)
     assert holder is not None and holder.instance is None, "left by the first, not taken"
+
+
+def test_a_start_releases_its_host_ids_claims_from_before_tokens_and_no_other_hosts(
+    hosts, postgres_cluster, postgres_url
+):
+    """Claims an older syncd made under the bare host_id are a crash's at the next start;
+    those of a host_id that merely begins the same are not."""
+    import psycopg
+
+    store = hosts("one", lease=30.0)
+    for name in (b"/drop/a", b"/drop/b"):
+        store.record_seen(name, "ads", Identity(1, 2, 3, 4))
+    with psycopg.connect(postgres_url, password=postgres_cluster.password) as db:
+        db.execute(
+            "UPDATE files SET claim_owner=CASE WHEN path='/drop/a'::bytea THEN 'one'"
+            " ELSE 'one.b#0123456789abcdef' END, claim_expires=%s",
+            (time.time() + 3600,),
+        )
+    store.recover()
+    row = store.claim(time.time())
+    assert row is not None and row.path == b"/drop/a"
+    assert store.claim(time.time()) is None, "host one.b's claim stands"
