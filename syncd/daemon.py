@@ -25,7 +25,7 @@ from syncd import __version__
 from syncd.config import Config, MetricsConfig, load
 from syncd.config.restart import restart_only
 from syncd.control.counters import Counters, Uncounted
-from syncd.control.degraded import Degraded
+from syncd.control.degraded import FLEET, Degraded
 from syncd.control.health import Health, inotify_shortfall
 from syncd.control.logs import setup_logging
 from syncd.control.notify import Notifier, listen_fds
@@ -122,6 +122,10 @@ class Daemon:
         self.callbacks = Callbacks(self.journal, self.pipeline)
         self.media: WaitressServer | None = None
         self.fleet = self.journal if isinstance(self.journal, Fleet) else None
+        if self.fleet is not None:
+            self.fleet.watch_host_id(
+                lambda why: self.faults.set(FLEET, why) if why else self.faults.clear(FLEET)
+            )
         self.signer: Signer | None = None
         if config.media_server is not None:
             from syncd.services.oneall.mediaserver import MediaServer  # waitress: OneAll only

@@ -21,6 +21,8 @@ JOURNAL = "journal"
 """The journal cannot be written (SQLite reports the disk full, or an I/O error)."""
 SIDECARS = "sidecars"
 """A sidecar cannot be written for a passing reason (disk full, I/O error)."""
+FLEET = "fleet"
+"""Another process took this one's host_id over (journal/pg_hosts.py): no new work here."""
 
 
 class Degraded:

@@ -1,7 +1,8 @@
 """This host's claims in a fleet, renewed while it works, and its heartbeat.
 
 A thread renews every claim the host holds every third of the lease and writes the host's
-heartbeat (what `syncd status` shows as the fleet). A claim the renewal no longer finds
+heartbeat (what `syncd status` shows as the fleet; pg_hosts.py, which also finds out when
+another process took this host_id over). A claim the renewal no longer finds
 (another host took it over, its fence rose) is lost for good: nothing of this host writes
 under it again. A host frozen (SIGSTOP, a paused VM) past its lease finds out on waking, at
 the latest when its worker asks `PostgresStore.holds` before its next chunk or sidecar.
@@ -10,13 +11,10 @@ the latest when its worker asks `PostgresStore.holds` before its next chunk or s
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-
-from syncd import __version__
 
 if TYPE_CHECKING:
     from syncd.journal.postgres import PostgresStore
@@ -41,7 +39,6 @@ class Leases:
         self._claims: dict[int, _Claim] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._started = time.time()
 
     # -- the claims this host holds ----------------------------------------------------
 
@@ -81,7 +78,6 @@ class Leases:
 
     def start(self) -> None:
         if self._thread is None:
-            self._heartbeat(first=True)
             self._thread = threading.Thread(target=self._loop, name="leases", daemon=True)
             self._thread.start()
 
@@ -99,7 +95,7 @@ class Leases:
             try:
                 self.renew()
                 self._store.renew_tasks()
-                self._heartbeat()
+                self._store.seat.beat()
             except Exception as exc:
                 log.warning("cannot renew this host's claims: %s", exc)
 
@@ -135,19 +131,3 @@ class Leases:
                 if row_id not in renewed and not claim.lost:
                     claim.lost = True
                     log.warning("lost the claim on journal row %d to another host", row_id)
-
-    def _heartbeat(self, first: bool = False) -> None:
-        started = "started_at=EXCLUDED.started_at, " if first else ""
-        self._store.execute(
-            "INSERT INTO hosts (host_id, pid, version, started_at, heartbeat_at)"
-            " VALUES (%(host)s, %(pid)s, %(version)s, %(started)s, %(now)s)"
-            f" ON CONFLICT (host_id) DO UPDATE SET {started}pid=EXCLUDED.pid,"
-            " version=EXCLUDED.version, heartbeat_at=EXCLUDED.heartbeat_at",
-            {
-                "host": self._store.owner,
-                "pid": os.getpid(),
-                "version": __version__,
-                "started": self._started,
-                "now": time.time(),
-            },
-        )

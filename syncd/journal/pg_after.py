@@ -40,14 +40,16 @@ from syncd.journal.codec import (
     hook_values,
 )
 from syncd.journal.pg_base import Connected, Params, signed
+from syncd.journal.pg_hosts import OTHER_INSTANCES, SEATED, Seat
 from syncd.journal.states import State, allowed
 
 CLAIMED_AT_ONCE = 10
 """Actions a host claims in one go: enough to keep its thread busy, few enough to share."""
-_FREE = "(claim_owner IS NULL OR claim_owner=%(owner)s OR claim_expires < %(now)s)"
-"""Free, this host's, or held by a host whose claim ran out."""
-_OURS = "(claim_owner IS NULL OR claim_owner=%(owner)s)"
-"""Nobody else's: a host that took this over has its name there."""
+_FREE = f"(claim_owner IS NULL OR claim_owner=%(owner)s OR claim_expires < %(now)s) AND {SEATED}"
+"""Free, this process's, or held by one whose claim ran out; while this process holds its
+host_id."""
+_OURS = f"(claim_owner IS NULL OR claim_owner=%(owner)s) AND {SEATED}"
+"""Nobody else's: a process that took this over has its name there."""
 _LET_GO = "claim_owner=NULL, claim_expires=NULL"
 _CLAIMED = ("actions", "hooks", "outbox")
 """The tables whose rows this mixin's claims hold beside `files`."""
@@ -57,13 +59,14 @@ class PostgresAfterUpload(Connected):
     """Mixed into PostgresStore: its connections, its host name and its claims' expiry."""
 
     owner: str
+    seat: Seat
 
     def expiry(self, now: float) -> float | None:
         raise NotImplementedError
 
     def _claim_values(self, **values: Any) -> dict[str, Any]:
         now = time.time()
-        return {"owner": self.owner, "now": now, "expires": self.expiry(now), **values}
+        return self.seat.values(now=now, expires=self.expiry(now), **values)
 
     def _change(self, query: str, values: Params) -> int:
         """One statement in a transaction of its own; the rows it changed."""
@@ -81,10 +84,11 @@ class PostgresAfterUpload(Connected):
             )
 
     def drop_tasks(self) -> None:
-        """At start: what this host held is a crash's, free for any host again."""
+        """At start: what this host_id's earlier processes held is a crash's, free for any
+        host again."""
         for table in _CLAIMED:
             self._change(
-                f"UPDATE {table} SET {_LET_GO} WHERE claim_owner=%(owner)s", self._claim_values()
+                f"UPDATE {table} SET {_LET_GO} WHERE {OTHER_INSTANCES}", self.seat.values()
             )
 
     # -- actions -----------------------------------------------------------------------

@@ -7,6 +7,7 @@ import time
 
 from syncd.journal.leases import Leases
 from syncd.journal.pg_base import Connected, row_of
+from syncd.journal.pg_hosts import SEATED, Seat
 from syncd.journal.states import CLAIMABLE
 from syncd.journal.store import Row
 
@@ -20,13 +21,15 @@ _NOT_SKIPPED = "service <> ALL(%(skip)s::text[])"
 class Claims(Connected):
     owner: str
     leases: Leases
+    seat: Seat
 
     def expiry(self, now: float) -> float | None:
         raise NotImplementedError
 
     def claim(self, now: float, skip: frozenset[str] = frozenset()) -> Row | None:
         """The next due row nobody holds (or whose holder's lease ran out), of a service not
-        in `skip`, by priority and rank (as SQLite's); now this host's."""
+        in `skip`, by priority and rank (as SQLite's); now this process's. None while
+        another process holds this host_id (pg_hosts.py)."""
         found = self.execute(
             "UPDATE files SET claim_owner=%(owner)s, claim_expires=%(expires)s::float8,"
             " claim_fence=claim_fence+1,"
@@ -34,15 +37,14 @@ class Claims(Connected):
             " WHERE id=(SELECT id FROM files WHERE"
             " ((state = ANY(%(claimable)s) AND due <= %(now)s)"
             " OR state IN ('uploading', 'uploaded'))"
-            f" AND {_FREE} AND {_NOT_SKIPPED} ORDER BY priority DESC, rank, id LIMIT 1"
-            " FOR UPDATE SKIP LOCKED) RETURNING *",
-            {
-                "owner": self.owner,
-                "expires": self.expiry(now),
-                "claimable": CLAIMABLE_NAMES,
-                "now": now,
-                "skip": sorted(skip),
-            },
+            f" AND {_FREE} AND {_NOT_SKIPPED} AND {SEATED}"
+            " ORDER BY priority DESC, rank, id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING *",
+            self.seat.values(
+                expires=self.expiry(now),
+                claimable=CLAIMABLE_NAMES,
+                now=now,
+                skip=sorted(skip),
+            ),
         )
         if not found:
             return None
@@ -67,13 +69,8 @@ class Claims(Connected):
         taken = self.execute(
             "UPDATE files SET claim_owner=%(owner)s, claim_expires=%(expires)s::float8"
             " WHERE id=%(id)s AND claim_fence=%(fence)s"
-            " AND (claim_owner IS NULL OR claim_owner=%(owner)s) RETURNING id",
-            {
-                "expires": self.expiry(time.time()),
-                "id": row.id,
-                "fence": row.fence,
-                "owner": self.owner,
-            },
+            f" AND (claim_owner IS NULL OR claim_owner=%(owner)s) AND {SEATED} RETURNING id",
+            self.seat.values(expires=self.expiry(time.time()), id=row.id, fence=row.fence),
         )
         if not taken:
             self.leases.lose(row.id)

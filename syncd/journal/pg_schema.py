@@ -1,7 +1,8 @@
 """The PostgreSQL journal's schema (fleet mode), as numbered migrations applied forward at start.
 
 The same `files` table as the SQLite journal's, so a journal copies across column for column,
-and beside it what a fleet shares: `hosts` (each daemon's heartbeat, for `syncd status`) and
+and beside it what a fleet shares: `hosts` (each daemon's heartbeat, for `syncd status`, and
+which process holds each host_id) and
 `secrets` (the media server's signing key, so any host serves media and takes callbacks).
 `schema_version` holds the number of migrations applied, as SQLite's `user_version` does.
 Migrations run under an advisory lock, so hosts starting together migrate once.
@@ -148,6 +149,14 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE outbox ADD COLUMN detail TEXT;
     CREATE TABLE outbox_once (key TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL)
+    """,
+    # 6: which process holds each host_id (pg_hosts.py): its random token (NULL once it
+    # stopped cleanly), its machine, and what tells whether its pid still runs there.
+    """
+    ALTER TABLE hosts ADD COLUMN instance TEXT;
+    ALTER TABLE hosts ADD COLUMN machine TEXT;
+    ALTER TABLE hosts ADD COLUMN pid_space TEXT;
+    ALTER TABLE hosts ADD COLUMN pid_started BIGINT
     """,
 )
 

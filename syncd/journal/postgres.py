@@ -3,9 +3,10 @@
 It keeps the SQLite store's rows and rules (see store.py) and adds what several hosts need:
 
 - A claim is taken with `SELECT … FOR UPDATE SKIP LOCKED` in one `UPDATE … RETURNING`,
-  owned by this host, bounded by a lease and renewed while the host works (leases.py); one
-  that ran out is taken over, and the fence rises with every claim. Leases are compared on
-  the hosts' clocks (`now` as the workers give it), which NTP keeps within far less than one.
+  owned by this process (`HOST_ID#TOKEN`: one live process per host_id, pg_hosts.py),
+  bounded by a lease and renewed while the host works (leases.py); one that ran out is
+  taken over, and the fence rises with every claim. Leases are compared on the hosts'
+  clocks (`now` as the workers give it), which NTP keeps within far less than one.
   A row a dead host left `uploading` goes back to `hashed` as it is taken over, so the work
   continues from its saved progress; an `uploaded` row whose sidecar is missing is claimed
   like any other, so exactly one host writes it.
@@ -21,6 +22,7 @@ It keeps the SQLite store's rows and rules (see store.py) and adds what several 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -34,19 +36,20 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from syncd.files import Identity
 from syncd.journal import rules
 from syncd.journal.codec import decode, encode
-from syncd.journal.leases import Leases
+from syncd.journal.leases import HEARTBEAT, Leases
 from syncd.journal.pg_adopt import Adopting
 from syncd.journal.pg_after import PostgresAfterUpload
 from syncd.journal.pg_base import signed, unsigned
 from syncd.journal.pg_claims import CLAIMABLE_NAMES, Claims
 from syncd.journal.pg_fleet import FleetTables
 from syncd.journal.pg_flow import PostgresFlow
+from syncd.journal.pg_hosts import OTHER_INSTANCES, Seat
 from syncd.journal.pg_outbox import PostgresOutbox
 from syncd.journal.pg_pool import Pooled
 from syncd.journal.pg_reads import Reads
 from syncd.journal.pg_schema import connect_error, migrate
 from syncd.journal.states import State, check_move
-from syncd.journal.store import Decision, Row
+from syncd.journal.store import Decision, JournalUnavailable, Row
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,8 @@ class PostgresStore(
         self, url: str, password: str, owner: str, lease: float | None, connections: int = 8
     ) -> None:
         self.url = url
-        self.owner = owner
+        self.seat = Seat(self, owner, HEARTBEAT * 3 if lease is None else lease)
+        self.owner = self.seat.owner
         self.lease = lease
         self.changes = 0
         self._outage = False
@@ -100,7 +104,7 @@ class PostgresStore(
         except PoolTimeout as exc:
             raise connect_error(url, exc) from None
         self.leases = Leases(self, lease)
-        self.outbox = PostgresOutbox(self._write, self._read, owner, self.expiry)
+        self.outbox = PostgresOutbox(self._write, self._read, self.owner, self.expiry)
 
     def expiry(self, now: float) -> float | None:
         """When a claim taken or renewed at `now` runs out; None: held until released."""
@@ -108,23 +112,30 @@ class PostgresStore(
 
     def close(self) -> None:
         self.leases.stop()
+        with contextlib.suppress(JournalUnavailable):
+            self.seat.leave()
         self._pool.close()
 
     # -- start, health -----------------------------------------------------------------
 
     def recover(self) -> int:
-        """At start: this host's claims are a crash's. Its uploads go back to `hashed` (they
-        resume from their saved progress), its claims are dropped and fenced off."""
+        """At start: this process becomes its host_id's one live daemon (pg_hosts.py), and
+        the claims of the processes it followed are a crash's. Their uploads go back to
+        `hashed` (they resume from their saved progress), their claims are dropped and
+        fenced off."""
+        if not self.seat.joined:
+            self.seat.join()
+        values = self.seat.values(now=time.time())
         with self._write() as db:
             resumed = db.execute(
-                "UPDATE files SET state='hashed', updated_at=%s"
-                " WHERE claim_owner=%s AND state='uploading'",
-                (time.time(), self.owner),
+                "UPDATE files SET state='hashed', updated_at=%(now)s"
+                f" WHERE {OTHER_INSTANCES} AND state='uploading'",
+                values,
             ).rowcount
             db.execute(
                 "UPDATE files SET claim_owner=NULL, claim_expires=NULL,"
-                " claim_fence=claim_fence+1 WHERE claim_owner=%s",
-                (self.owner,),
+                f" claim_fence=claim_fence+1 WHERE {OTHER_INSTANCES}",
+                values,
             )
         self.drop_tasks()
         self.leases.start()

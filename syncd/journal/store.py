@@ -308,10 +308,15 @@ class Fleet(Protocol):
     def hosts(self) -> list[dict[str, Any]]:
         """`syncd status`'s fleet: host, pid, heartbeat_age_s, claims."""
 
+    def watch_host_id(self, changed: Callable[[str | None], None]) -> None:
+        """`changed(reason)` when another process takes this one's host_id over (it then
+        claims no new work), `changed(None)` when this one holds it again."""
+
 
 def open_store(config: Config) -> Store:
     """The journal the configuration names: SQLite under `state_dir`, or in fleet mode the
-    PostgreSQL database of [journal] (psycopg comes with the `fleet` extra)."""
+    PostgreSQL database of [journal] (psycopg comes with the `fleet` extra), this process
+    then its host_id's one live daemon (HostIdTaken, exit 2, while another holds it)."""
     if config.journal is not None:
         try:
             from syncd.journal.postgres import PostgresStore
@@ -319,14 +324,25 @@ def open_store(config: Config) -> Store:
             raise SyncdError(
                 f"{config.source}: [journal] url needs the fleet extra: pip install 'syncd[fleet]'"
             ) from None
+        from syncd.journal.pg_hosts import HostIdTaken
+
         journal = config.journal
-        return PostgresStore(
+        store = PostgresStore(
             journal.url,
             journal.password,
             journal.host_id,
             journal.lease,
             connections=config.daemon.workers + 4,
         )
+        try:
+            store.seat.join()  # before anything listens: a second daemon of one host_id exits
+        except HostIdTaken as taken:
+            store.close()
+            raise HostIdTaken(f"{config.source}: [journal] {taken}", taken.holder) from None
+        except BaseException:
+            store.close()
+            raise
+        return store
     from syncd.journal.sqlite import SqliteStore
 
     return SqliteStore(config.daemon.state_dir / "journal.sqlite")

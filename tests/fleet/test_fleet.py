@@ -72,12 +72,15 @@ def read_sidecar(path: Path) -> dict[str, Any]:
 
 
 def journal_rows(fleet: Fleet, password: str) -> dict[bytes, tuple[str, float, str | None]]:
-    """Every row's (state, updated_at, claim_owner), read straight from the database."""
+    """Every row's (state, updated_at, the host_id holding it), read straight from the
+    database (`claim_owner` is HOST_ID#TOKEN, the token the holding process's)."""
     import psycopg
 
     with psycopg.connect(fleet.url, password=password) as db:
         found = db.execute("SELECT path, state, updated_at, claim_owner FROM files").fetchall()
-    return {bytes(path): (state, at, owner) for path, state, at, owner in found}
+    return {
+        bytes(path): (state, at, owner and owner.split("#")[0]) for path, state, at, owner in found
+    }
 
 
 def assert_fleet_in_status(fleet: Fleet) -> None:

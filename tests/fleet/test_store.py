@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -176,3 +177,110 @@ def test_actions_hooks_and_deliveries_are_each_one_hosts_until_its_claim_lapses(
     one.action_moved(action, None)  # too late: nothing changes
     [moving] = two.due_actions(time.time())
     assert (moving.state, moving.target) == ("moving", b"/archive/a")
+
+
+# -- one live process per host_id (journal/pg_hosts.py) -------------------------------------
+
+
+def hold_as_another_machine(url: str, password: str, host_id: str, instance: str | None) -> None:
+    """The `hosts` row as a daemon on another machine (pids not visible here) writes it."""
+    import psycopg
+
+    with psycopg.connect(url, password=password, autocommit=True) as db:
+        db.execute(
+            "INSERT INTO hosts (host_id, pid, version, started_at, heartbeat_at, instance,"
+            " machine, pid_space) VALUES (%(host)s, 4242, 'x', %(now)s, %(now)s, %(instance)s,"
+            " 'vm-b', 'elsewhere') ON CONFLICT (host_id) DO UPDATE SET pid=4242,"
+            " heartbeat_at=%(now)s, instance=%(instance)s, machine='vm-b', pid_space='elsewhere'",
+            {"host": host_id, "now": time.time(), "instance": instance},
+        )
+
+
+def test_a_holder_on_another_machine_is_refused_once_it_beats_and_taken_over_once_silent(
+    hosts, postgres_cluster, postgres_url
+):
+    import threading
+
+    from syncd.journal.pg_hosts import HostIdTaken
+
+    store = hosts("clone", lease=2.0)
+    silent = threading.Event()
+
+    def beat() -> None:  # the other machine's daemon, alive until `silent`
+        while not silent.wait(0.2):
+            hold_as_another_machine(postgres_url, postgres_cluster.password, "clone", "theirs")
+
+    hold_as_another_machine(postgres_url, postgres_cluster.password, "clone", "theirs")
+    beating = threading.Thread(target=beat, daemon=True)
+    beating.start()
+    try:
+        with pytest.raises(HostIdTaken) as refused:
+            store.seat.join()
+    finally:
+        silent.set()
+        beating.join(5)
+    assert str(refused.value).startswith(
+        'host_id "clone" is in use by another running syncd: pid 4242 on vm-b'
+    )
+    assert not store.seat.joined
+    # Silent now (crashed, or cut off): taken over once its heartbeat is older than the lease.
+    holder = store.seat.join()
+    assert holder is not None and (holder.pid, holder.instance) == (4242, "theirs")
+    assert [(h["host"], h["pid"]) for h in store.hosts()] == [("clone", os.getpid())]
+
+
+def test_a_process_whose_host_id_was_taken_claims_nothing_until_it_is_free_again(
+    hosts, postgres_cluster, postgres_url
+):
+    store = hosts("clone", lease=30.0)
+    store.recover()
+    told: list[str | None] = []
+    store.watch_host_id(told.append)
+    store.record_seen(b"/drop/a", "ads", Identity(1, 2, 3, 4))
+    # Another process took "clone" over (this one was frozen past its lease, say).
+    hold_as_another_machine(postgres_url, postgres_cluster.password, "clone", "theirs")
+    assert store.claim(time.time()) is None, "nothing claimed, before the heartbeat found out"
+    assert store.seat.beat() is False
+    assert told == [
+        'host_id "clone" was taken over by pid 4242 on vm-b (its heartbeat 0 s ago);'
+        " taking no new work"
+    ]
+    assert store.seat.beat() is False and len(told) == 1, "told once"
+    assert [h["pid"] for h in store.hosts()] == [4242], "its row is left to the other"
+    # The other stopped cleanly: this process takes its host_id back and works again.
+    hold_as_another_machine(postgres_url, postgres_cluster.password, "clone", None)
+    assert store.seat.beat() is True
+    assert told[-1] is None
+    row = store.claim(time.time())
+    assert row is not None and store.holds(row)
+
+
+def test_a_clean_stop_frees_the_host_id_for_the_next_start_at_once(hosts):
+    first = hosts("one", lease=30.0)
+    first.recover()
+    first.close()
+    second = hosts("one", lease=30.0)
+    holder = second.seat.join(wait=False)
+    assert holder is not None and holder.instance is None, "left by the first, not taken"
+
+
+def test_a_start_releases_its_host_ids_claims_from_before_tokens_and_no_other_hosts(
+    hosts, postgres_cluster, postgres_url
+):
+    """Claims an older syncd made under the bare host_id are a crash's at the next start;
+    those of a host_id that merely begins the same are not."""
+    import psycopg
+
+    store = hosts("one", lease=30.0)
+    for name in (b"/drop/a", b"/drop/b"):
+        store.record_seen(name, "ads", Identity(1, 2, 3, 4))
+    with psycopg.connect(postgres_url, password=postgres_cluster.password) as db:
+        db.execute(
+            "UPDATE files SET claim_owner=CASE WHEN path='/drop/a'::bytea THEN 'one'"
+            " ELSE 'one.b#0123456789abcdef' END, claim_expires=%s",
+            (time.time() + 3600,),
+        )
+    store.recover()
+    row = store.claim(time.time())
+    assert row is not None and row.path == b"/drop/a"
+    assert store.claim(time.time()) is None, "host one.b's claim stands"
