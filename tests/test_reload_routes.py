@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from test_pipeline_e2e import drop, ton_config
 from test_ton_resumable import only_session, small_chunks, write_random
 
 MiB = 1024 * 1024
+TOTAL = 4 * MiB
 CHUNK = 128 * 1024
 
 
@@ -63,21 +65,6 @@ def assert_held(reply: dict[str, Any], path: Path, reason: str = UNROUTED) -> No
     assert reason in reply["held"][0]["reason"]
 
 
-def refuse_one_upload(sandbox: SandboxClient, daemon: RunningDaemon, path: Path) -> None:
-    """`path` failed for good by a 4xx: it must stay failed whatever the reloads."""
-    sandbox.fault(method="POST", path="/1.1/ton/", status=400, count=1)
-    drop(path, b"refused by the service")
-    daemon.wait_counts(failed=1)
-    sandbox.clear_faults()
-
-
-def still_failed(daemon: RunningDaemon, path: Path) -> None:
-    reply = daemon.status()
-    assert reply["counts"]["failed"] == 1
-    assert [f["path"] for f in reply["failures"]] == [str(path)]
-    assert not sidecar_exists(path)
-
-
 def renamed_service(config: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     """The config with the service renamed, its [[watch]] following: the old name's files
     have no service (one pass of a two-pass rename)."""
@@ -93,6 +80,53 @@ def without_watch_or_service(config: dict[str, Any], tmp_path: Path) -> dict[str
     return renamed_service(without_drop_watch(config, tmp_path), tmp_path)
 
 
+@dataclass
+class UnderWay:
+    """A 4 MiB TON upload partway through, slowly, beside a file a 4xx failed for good."""
+
+    config: dict[str, Any]
+    daemon: RunningDaemon
+    path: Path
+    digest: str
+    refused: Path
+
+
+def upload_under_way(tmp_path: Path, sandbox: SandboxClient, make_daemon: Any) -> UnderWay:
+    config = small_chunks(tmp_path, sandbox)
+    daemon = make_daemon(config).start()
+    refused = tmp_path / "drop" / "refused.txt"
+    sandbox.fault(method="POST", path="/1.1/ton/", status=400, count=1)
+    drop(refused, b"refused by the service")
+    daemon.wait_counts(failed=1)
+    sandbox.clear_faults()
+    sandbox.fault(method="PUT", path="/1.1/ton/", delay_ms=100, count=10_000)
+    path = tmp_path / "drop" / "big.bin"
+    digest = write_random(path, TOTAL, 11)
+    wait_until(
+        lambda: any(s["received"] >= TOTAL // 4 for s in sandbox.ton_sessions()),
+        60,
+        "a quarter of the file at the server",
+    )
+    return UnderWay(config, daemon, path, digest, refused)
+
+
+def assert_resumed(sandbox: SandboxClient, upload: UnderWay, resent: int) -> None:
+    """Done in its one session, at most `resent` bytes sent twice, one sidecar; the file
+    the 4xx failed is failed still."""
+    upload.daemon.wait_counts(done=1, failed=1, held=0)
+    session = only_session(sandbox)
+    assert session["complete"] and session["received"] == TOTAL
+    assert session["bytes_received"] - TOTAL <= resent
+    assert read_sidecar(upload.path)["sha256"] == upload.digest
+    assert sorted(p.name for p in upload.path.parent.iterdir()) == [
+        "big.bin",
+        "big.bin.syncd.toml",
+        "refused.txt",
+    ]
+    reply = upload.daemon.status()
+    assert [f["path"] for f in reply["failures"]] == [str(upload.refused)]
+
+
 @pytest.mark.parametrize(
     ("edit", "reason"),
     # A service renamed while its file was held by the pause: the pause's end cannot
@@ -102,41 +136,19 @@ def without_watch_or_service(config: dict[str, Any], tmp_path: Path) -> dict[str
 def test_a_reload_that_drops_a_route_holds_the_upload_until_one_routes_it_again(
     tmp_path, sandbox, make_daemon, edit, reason
 ):
-    config = small_chunks(tmp_path, sandbox)
-    daemon = make_daemon(config).start()
-    refused = tmp_path / "drop" / "refused.txt"
-    refuse_one_upload(sandbox, daemon, refused)
-    sandbox.fault(method="PUT", path="/1.1/ton/", delay_ms=100, count=10_000)
-    path = tmp_path / "drop" / "big.bin"
-    total = 4 * MiB
-    digest = write_random(path, total, 11)
-    wait_until(
-        lambda: any(s["received"] >= total // 4 for s in sandbox.ton_sessions()),
-        60,
-        "a quarter of the file at the server",
-    )
+    upload = upload_under_way(tmp_path, sandbox, make_daemon)
+    daemon = upload.daemon
     # Out of flight between two chunks (a pause), then its route is gone, then the pause
     # ends: it waits, held with the reason, and sends nothing.
     assert daemon.cli("pause").returncode == 0
     daemon.wait_counts(held=1, failed=1)
-    reload(daemon, edit(config, tmp_path))
+    reload(daemon, edit(upload.config, tmp_path))
     assert daemon.cli("resume").returncode == 0
     unrouted = wait_until(lambda: out_of_work(daemon), 30, "the file out of the workers' hands")
-    received = only_session(sandbox)["bytes_received"]
-    assert 0 < received < total
-    reload(daemon, config)
-    daemon.wait_counts(done=1, failed=1, held=0)
-    session = only_session(sandbox)
-    assert session["complete"] and session["received"] == total
-    assert session["bytes_received"] == total, "no confirmed byte was sent twice"
-    assert read_sidecar(path)["sha256"] == digest
-    assert sorted(p.name for p in path.parent.iterdir()) == [
-        "big.bin",
-        "big.bin.syncd.toml",
-        "refused.txt",
-    ]
-    still_failed(daemon, refused)
-    assert_held(unrouted, path, reason)
+    assert 0 < only_session(sandbox)["bytes_received"] < TOTAL
+    reload(daemon, upload.config)
+    assert_resumed(sandbox, upload, resent=0)  # no confirmed byte sent twice
+    assert_held(unrouted, upload.path, reason)
 
 
 @pytest.mark.parametrize("edit", [without_watch_or_service, renamed_service])
@@ -145,34 +157,18 @@ def test_a_restart_without_the_route_holds_the_upload_and_one_with_it_resumes(
 ):
     """The start-up path: kill -9 mid-upload, started again without its route (held, not
     forgotten nor failed), then restarted with it back (resumed, same session)."""
-    config = small_chunks(tmp_path, sandbox)
-    daemon = make_daemon(config).start()
-    refused = tmp_path / "drop" / "refused.txt"
-    refuse_one_upload(sandbox, daemon, refused)
-    sandbox.fault(method="PUT", path="/1.1/ton/", delay_ms=100, count=10_000)
-    path = tmp_path / "drop" / "big.bin"
-    total = 4 * MiB
-    digest = write_random(path, total, 12)
-    wait_until(
-        lambda: any(s["received"] >= total // 4 for s in sandbox.ton_sessions()),
-        60,
-        "a quarter of the file at the server",
-    )
+    upload = upload_under_way(tmp_path, sandbox, make_daemon)
+    daemon = upload.daemon
     daemon.kill()
     sandbox.clear_faults()
-    daemon.write_config(edit(config, tmp_path))
+    daemon.write_config(edit(upload.config, tmp_path))
     daemon.start()
     unrouted = wait_until(lambda: out_of_work(daemon), 30, "the file out of the workers' hands")
     daemon.stop()
-    daemon.write_config(config)
+    daemon.write_config(upload.config)
     daemon.start()
-    daemon.wait_counts(done=1, failed=1, held=0)
-    session = only_session(sandbox)
-    assert session["complete"] and session["received"] == total
-    assert session["bytes_received"] - total <= CHUNK, "at most the chunk cut by the kill again"
-    assert read_sidecar(path)["sha256"] == digest
-    still_failed(daemon, refused)
-    assert_held(unrouted, path)
+    assert_resumed(sandbox, upload, resent=CHUNK)  # at most the chunk the kill cut
+    assert_held(unrouted, upload.path)
 
 
 def test_a_reload_of_an_empty_file_is_refused_and_the_watches_go_on(tmp_path, sandbox, make_daemon):
@@ -184,7 +180,10 @@ def test_a_reload_of_an_empty_file_is_refused_and_the_watches_go_on(tmp_path, sa
     refusals = [line for line in daemon.log().splitlines() if "reload refused" in line]
     assert len(refusals) == 2, refusals
     for line in refusals:
-        assert f"{daemon.config_path}: [[watch]]: none at all, while 1 are running" in line
+        assert (
+            f"{daemon.config_path}: [[watch]]: none at all, while the running configuration has 1"
+            in line
+        )
     assert "configuration reloaded" not in daemon.log()
     path = drop(tmp_path / "drop" / "after.txt", b"dropped after the truncated reloads")
     daemon.wait_counts(done=1)

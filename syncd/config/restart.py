@@ -41,7 +41,7 @@ def reloaded(running: Config, path: Path) -> Config:
             str(loaded.source),
             "[watch]",
             None,
-            f"none at all, while {len(running.watches)} are running (an empty or half-written"
-            " file?); to stop every watch, stop syncd",
+            f"none at all, while the running configuration has {len(running.watches)} (an"
+            " empty or half-written file?); to stop every watch, stop syncd",
         )
     return loaded
