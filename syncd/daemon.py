@@ -31,7 +31,7 @@ from syncd.control.logs import setup_logging
 from syncd.control.notify import Notifier, listen_fds
 from syncd.control.reply import Control
 from syncd.control.status import StatusServer
-from syncd.errors import SyncdError
+from syncd.errors import JournalDamaged, SyncdError
 from syncd.intake.watcher import Watcher
 from syncd.journal.lock import lock_state_dir
 from syncd.journal.patience import StorageFault, answers, opened, patiently, persevering
@@ -242,7 +242,11 @@ class Daemon:
             len(self.config.watches),
             self.config.daemon.status_socket,
         )
-        self._main_loop()
+        try:
+            self._main_loop()
+        except JournalDamaged:  # nothing it says can be trusted: stop, then say why (exit 1)
+            self._shutdown()
+            raise
         failed = self.once.failed() if self.once is not None else 0
         code = self._shutdown()
         return EXIT_FAILED if code == 0 and failed else code

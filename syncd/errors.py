@@ -4,6 +4,7 @@
     ├── ConfigError            exit 2: `FILE: [table] key: problem`
     ├── UsageError             exit 2: the command line is wrong
     ├── DaemonNotRunning       exit 3: no daemon answers on the status socket
+    ├── JournalDamaged         exit 1: the journal's file is corrupt; the daemon stops
     └── ServiceError           a service refused or failed one file's work
         ├── RetryableError     timeouts, connection errors, 5xx, 429: try again later
         │   └── RateLimited    a 429 with x-rate-limit-reset: the whole service waits
@@ -48,6 +49,11 @@ class DaemonNotRunning(SyncdError):
     """No daemon answered on the status socket (as `systemctl status` exits 3)."""
 
     exit_code = 3
+
+
+class JournalDamaged(SyncdError):
+    """The journal's file is corrupt: nothing it says or takes can be trusted, so the daemon
+    stops (a restart meets it again at once) until a person restores or salvages it."""
 
 
 class ServiceError(SyncdError):

@@ -7,10 +7,12 @@ opens and hashes, services read the media type and caption, all through these fu
 from __future__ import annotations
 
 import errno
+import fcntl
 import mimetypes
 import os
+import signal
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from io import BufferedReader
 from pathlib import Path
 from typing import NamedTuple
@@ -49,6 +51,9 @@ class Vanished(Exception):
     """The path no longer names a regular file we may read: nothing to do for it."""
 
 
+LEASE_BREAK_SIGNAL = signal.SIGURG
+"""Sent to us if a writer opens the file in the instant we hold its lease; ignored by
+default, where the default signal, SIGIO, would end the process."""
 FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 """A folder on the way down from a watch root: a symlink in its place fails with ELOOP."""
 GONE = (errno.ENOENT, errno.ELOOP, errno.ENOTDIR)
@@ -111,6 +116,27 @@ class Place:
                 return None
             return file.read(CAPTION_MAX).decode("utf-8", "replace").strip()
 
+    def being_written(self) -> bool:
+        """Whether some process holds the file open for writing, as the kernel's leases
+        tell: a read lease is refused exactly then. False when leases cannot tell (a file
+        neither ours nor root's to lease, a network file system): stability decides alone.
+
+        A writer that pauses for longer than `settle_seconds` leaves a file that stands
+        still but is not complete; this keeps it from being uploaded half-written.
+        """
+        try:
+            fd = os.open(self.name, OPEN_FLAGS, dir_fd=self.folder)
+        except OSError:
+            return False  # gone or unreadable: the worker will say which
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETSIG, LEASE_BREAK_SIGNAL)
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+        except OSError as exc:
+            return exc.errno == errno.EAGAIN
+        finally:
+            os.close(fd)  # releases the lease at once
+        return False
+
     def mode_if_unchanged(self, identity: Identity) -> int | None:
         """The file's permission bits while it is still the version `identity` names."""
         try:
@@ -118,6 +144,48 @@ class Place:
         except OSError:
             return None
         return st.st_mode if Identity.of(st).same_version(identity) else None
+
+
+PROC_FD = b"/proc/self/fd/"
+"""The kernel's own name of an open descriptor: what a folder opened by path really is."""
+
+
+def open_folder(path: bytes) -> int:
+    """A folder a scan or a poll is about to list, opened so that no symlink leads it out.
+
+    `path` is canonical (a watch root has its symlinks resolved at load, the rest is names
+    listed below it), so the kernel's name of what was opened is `path` itself unless a
+    folder on the way was swapped for a symlink: then this raises ELOOP, and nothing is
+    listed. Without /proc, the folders on the way are opened one at a time from `/`, as
+    `locate` does. OSError when it cannot be opened.
+    """
+    folder = os.open(path, FOLDER_FLAGS)
+    try:
+        real = os.readlink(PROC_FD + b"%d" % folder)
+    except FileNotFoundError:  # no /proc mounted
+        os.close(folder)
+        return _descend(os.open(b"/", FOLDER_FLAGS), path.split(b"/"))
+    if real != path:
+        os.close(folder)
+        if real.endswith(b" (deleted)"):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), os.fsdecode(path))
+        raise OSError(errno.ELOOP, "a folder on its path is a symlink", os.fsdecode(path))
+    return folder
+
+
+def _descend(folder: int, parts: Sequence[str | bytes]) -> int:
+    """Open `parts` below the open `folder` one at a time, never through a symlink;
+    `folder` is consumed, the last one opened returned."""
+    try:
+        for part in parts:
+            if part:
+                below = os.open(part, FOLDER_FLAGS, dir_fd=folder)
+                os.close(folder)
+                folder = below
+    except OSError:
+        os.close(folder)
+        raise
+    return folder
 
 
 def locate(root: Path, path: Path) -> Place:
@@ -133,16 +201,8 @@ def locate(root: Path, path: Path) -> Place:
     if not parts or any(part in ("..", ".") for part in parts):
         raise Vanished(path)
     try:
-        folder = os.open(root, FOLDER_FLAGS)
+        folder = _descend(os.open(root, FOLDER_FLAGS), parts[:-1])
     except OSError as exc:
-        raise _refusal(path, exc) from None
-    try:
-        for part in parts[:-1]:
-            below = os.open(part, FOLDER_FLAGS, dir_fd=folder)
-            os.close(folder)
-            folder = below
-    except OSError as exc:
-        os.close(folder)
         raise _refusal(path, exc) from None
     return Place(path, folder, parts[-1])
 

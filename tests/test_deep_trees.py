@@ -66,7 +66,7 @@ def test_scan_and_folder_count_of_a_deep_tree(deep_root: Path) -> None:
 
     def scan(watch: WatchConfig) -> Scanner:
         watched: list[bytes] = []
-        scanner = Scanner(dict, watched.append)
+        scanner = Scanner(dict, lambda folder, opened: watched.append(folder))
         scanner.full((watch,), lambda path, st: found.append(path) is None)
         assert len(watched) == len(set(watched)) == scanner.stats.folders, "each watched once"
         return scanner

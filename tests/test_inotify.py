@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import wait_until
 
+from syncd.files import open_folder
 from syncd.intake.inotify import InotifyWatches
 
 QUEUE_LIMIT = Path("/proc/sys/fs/inotify/max_queued_events")
@@ -48,6 +49,15 @@ class Recorded:
             return items
 
 
+def watch(watches: InotifyWatches, folder: Path) -> None:
+    """What a scan does before it lists `folder`."""
+    opened = open_folder(os.fsencode(folder))
+    try:
+        watches.add(os.fsencode(folder), opened)
+    finally:
+        os.close(opened)
+
+
 @pytest.fixture
 def recorded(tmp_path: Path) -> Iterator[tuple[InotifyWatches, Recorded, Path]]:
     hints = Recorded()
@@ -55,7 +65,7 @@ def recorded(tmp_path: Path) -> Iterator[tuple[InotifyWatches, Recorded, Path]]:
     watches.start()
     root = tmp_path / "drop"
     root.mkdir()
-    watches.add(os.fsencode(root))
+    watch(watches, root)
     yield watches, hints, root
     hints.hold.set()
     watches.stop()
@@ -94,7 +104,7 @@ def test_a_folder_moved_away_or_deleted_loses_its_watches(recorded, tmp_path):
     gone = root / "gone"
     gone.mkdir()
     for folder in (root / "sub", deeper, gone):
-        watches.add(os.fsencode(folder))
+        watch(watches, folder)
     settled(hints, 2)
     assert watches.watching() == 4
     (root / "sub").rename(tmp_path / "away")

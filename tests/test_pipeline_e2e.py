@@ -82,6 +82,27 @@ def test_file_written_in_slices_is_uploaded_once_complete(tmp_path, sandbox, mak
     assert len(posts) == 1 and posts[0]["body_sha256"] == digest
 
 
+def test_a_writer_that_pauses_longer_than_the_settle_time_is_waited_for(
+    tmp_path, sandbox, make_daemon
+):
+    """A download that stalls with its file open (the file stands still, but is not
+    complete): nothing goes until the writer closes it, then the whole file goes once."""
+    daemon = make_daemon(ton_config(tmp_path, sandbox, settle_seconds=0.3)).start()
+    path = tmp_path / "drop" / "stalled.bin"
+    first, rest = os.urandom(50_000), os.urandom(50_000)
+    with path.open("wb") as out:
+        out.write(first)
+        out.flush()
+        time.sleep(3)  # the stall under test: ten settle times with the file open
+        assert not sandbox.requests(), "a file open for writing was uploaded"
+        out.write(rest)
+    daemon.wait_counts(done=1)
+    digest = hashlib.sha256(first + rest).hexdigest()
+    assert read_sidecar(path)["sha256"] == digest
+    posts = [r for r in sandbox.requests() if r["method"] == "POST" and "/ton/" in r["path"]]
+    assert len(posts) == 1 and posts[0]["body_sha256"] == digest
+
+
 def test_files_dropped_while_stopped_are_uploaded_at_start(tmp_path, sandbox, make_daemon):
     daemon = make_daemon(ton_config(tmp_path, sandbox)).start()
     first = drop(tmp_path / "drop" / "before.txt", b"first")

@@ -166,7 +166,7 @@ def test_a_folder_gone_before_its_scan_is_no_warning_a_missing_watch_is(tmp_path
     """Folders come and go under a watch (an application's temporary ones); a watch whose
     own folder is missing is the operator's to know."""
     folder = watch(tmp_path / "drop")
-    scanner = Scanner(dict, lambda folder: None)
+    scanner = Scanner(dict, lambda folder, opened: None)
     with caplog.at_level(logging.WARNING, logger="syncd.intake.scan"):
         scanner.folders((folder,), [folder.path / "gone"], lambda path, st: True)
         assert caplog.records == []

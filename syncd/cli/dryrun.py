@@ -9,7 +9,6 @@ in the order the workers would take them (`priority`, then the watch's `order`).
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,8 @@ from syncd.cli.journal import FLEET_EXTRA
 from syncd.config import Config, ServiceConfig, TonService
 from syncd.errors import SyncdError
 from syncd.files import Identity, Vanished, identity_of, locate, sha256_of
-from syncd.intake.routing import IGNORED, route
+from syncd.intake.routing import route
+from syncd.intake.scan import Scanner
 from syncd.journal.reader import JournalReader, Reader
 from syncd.journal.rules import queue_rank
 from syncd.services import make_uploader
@@ -109,16 +109,16 @@ def _decide(
 def _planned(config: Config) -> list[Planned]:
     """Every file the watches take, hashed, in the order the workers would take them."""
     found: dict[Path, tuple[int, int | bytes]] = {}
-    for path in _files(config):
+
+    def take(path: Path, st: os.stat_result) -> bool:
         watch = route(config.watches, path)
         if watch is None or path in found:
-            continue
-        try:
-            st = os.lstat(path)
-        except OSError:
-            continue
+            return False
         identity = Identity.of(st)
         found[path] = (-watch.priority, rank(watch.order, os.fsencode(path), identity))
+        return True
+
+    Scanner(dict, lambda folder, opened: None).full(config.watches, take)
     planned = []
     for path in sorted(found, key=lambda p: (found[p][0], queue_rank(found[p][1]))):
         watch = route(config.watches, path)
@@ -131,19 +131,3 @@ def _planned(config: Config) -> list[Planned]:
         except OSError as exc:
             raise SyncdError(f"{path}: cannot read: {exc.strerror or exc}") from None
     return planned
-
-
-def _files(config: Config) -> list[Path]:
-    """Regular files under the watch roots; symlinks never followed, ignored folders skipped."""
-    files = []
-    for watch in config.watches:
-        for folder, dirs, names in os.walk(watch.path):
-            dirs[:] = [d for d in dirs if not IGNORED.match(d)] if watch.recursive else []
-            for name in names:
-                path = Path(folder, name)
-                try:
-                    if stat.S_ISREG(os.lstat(path).st_mode):
-                        files.append(path)
-                except OSError:
-                    continue
-    return files

@@ -10,8 +10,10 @@ polled by a watchdog `PollingObserver`, whose events `_Events` turns into the sa
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -28,6 +30,7 @@ from watchdog.events import (
 from watchdog.observers.api import BaseObserver
 
 from syncd.config import WatchConfig
+from syncd.files import open_folder
 from syncd.intake.routing import ignored_name
 
 EVENTS: list[type[FileSystemEvent]] = [
@@ -95,8 +98,27 @@ def _allow_deep_trees() -> None:
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 1000 + DEEPEST_TREE))
 
 
+def _listing(path: str | None) -> Iterator[os.DirEntry[str]]:
+    """A polled folder's entries, read through a descriptor `open_folder` checked: the
+    polling snapshot lists by path, and a folder swapped for a symlink on the way would
+    lead it outside. Such a folder lists as empty (symlinks themselves are never walked:
+    the snapshot tells folders by `lstat`)."""
+    try:
+        opened = open_folder(os.fsencode(path or "."))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return iter(())
+        raise
+    try:
+        with os.scandir(opened) as listing:
+            return iter(list(listing))
+    finally:
+        os.close(opened)
+
+
 class Pollers:
-    """One watchdog polling observer per watch with a `poll_interval`."""
+    """One watchdog polling observer per watch with a `poll_interval`, listing through
+    `_listing` and telling folders by `lstat`."""
 
     def __init__(self, hints: Hints) -> None:
         self._handler = _Events(hints)
@@ -120,11 +142,11 @@ class Pollers:
         polled = {(w.path, w.recursive, w.poll_interval) for w in watches if w.poll_interval > 0}
         if not polled:
             return
-        from watchdog.observers.polling import PollingObserver  # network folders only
+        from watchdog.observers.polling import PollingObserverVFS  # network folders only
 
         _allow_deep_trees()
         for path, recursive, interval in sorted(polled):
-            observer = PollingObserver(timeout=interval)
+            observer = PollingObserverVFS(os.lstat, _listing, polling_interval=interval)
             folder = os.fsdecode(path)
             observer.schedule(self._handler, folder, recursive=recursive, event_filter=EVENTS)
             observer.daemon = True

@@ -27,6 +27,7 @@ from watchdog.observers.inotify_c import (
     WatchDescriptor,
 )
 
+from syncd.files import PROC_FD
 from syncd.intake.events import Hints
 from syncd.intake.routing import ignored_name
 
@@ -39,11 +40,14 @@ MASK = Mask(
     | InotifyConstants.IN_CLOSE_WRITE
     | InotifyConstants.IN_DELETE
     | InotifyConstants.IN_ONLYDIR
-    | InotifyConstants.IN_DONT_FOLLOW
 )
 """Not opens, reads or every write: our own hashing, uploads and sidecars would each cost
 events, and a write without a close is caught by the stability check anyway (which a
 created file always gets). A watched folder's own deletion comes as IN_IGNORED."""
+BY_PATH = Mask(MASK | InotifyConstants.IN_DONT_FOLLOW)
+PROC_MOUNTED = os.path.isdir(PROC_FD)
+"""A watch is added through the scan's descriptor of the folder (/proc/self/fd/N, a link
+to follow); without /proc, by the folder's path, its last component never a symlink."""
 VANISHED = (errno.ENOENT, errno.ENOTDIR)
 """A folder gone (or replaced by a file) between its listing's parent and its watch."""
 
@@ -84,14 +88,19 @@ class InotifyWatches:
         with self._lock:
             return len(self._watch_of)
 
-    def add(self, folder: bytes) -> None:
-        """Watch `folder` from now on; a scan calls this just before it lists the folder."""
+    def add(self, folder: bytes, opened: int) -> None:
+        """Watch `folder` from now on; a scan calls this just before it lists the folder,
+        which it has `opened`. The watch goes on that very folder, named by its descriptor
+        (a path could lead elsewhere by now); without /proc, by its path."""
         inotify = self._inotify
         with self._lock:
             if inotify is None or folder in self._watch_of:
                 return
         try:
-            wd = inotify.add_callback(folder, MASK, self, self._id)
+            if PROC_MOUNTED:
+                wd = inotify.add_callback(PROC_FD + b"%d" % opened, MASK, self, self._id)
+            else:
+                wd = inotify.add_callback(folder, BY_PATH, self, self._id)
         except OSError as exc:
             self._not_watched(folder, exc)
             return

@@ -5,19 +5,23 @@ folder scan runs for each folder created or moved in. Files the journal already 
 the same identity are skipped, every other file goes to the settler as a candidate.
 
 The walk is iterative (a stack, not recursion): a tree deeper than Python's recursion
-limit is walked like any other. Symlinks are never followed.
+limit is walked like any other. Symlinks are never followed: each folder is listed (and
+watched) through a descriptor that `files.open_folder` checked is the folder its path names,
+so a folder swapped for a symlink at any moment leads nowhere.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from syncd.config import WatchConfig
+from syncd.files import GONE, open_folder
 from syncd.intake.routing import (
     IGNORED_PREFIXES,
     IGNORED_SUFFIXES,
@@ -33,9 +37,13 @@ Known = Callable[[], dict[bytes, tuple[int, int, int, int]]]
 """The identities the journal already holds, so a scan skips what is done."""
 Found = Callable[[Path, os.stat_result], bool]
 """Told of each file that is new or changed; True when it became a new candidate."""
-WatchFolder = Callable[[bytes], None]
-"""Adds a folder's inotify watch, just before the scan lists it: one walk does both, and
-whatever appears after the listing raises an event."""
+WatchFolder = Callable[[bytes, int], None]
+"""Adds the inotify watch of a folder (its path, and the descriptor the scan opened it as),
+just before the scan lists it: one walk does both, and whatever appears after the listing
+raises an event."""
+ENCODING, ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+_encode = str.encode
+"""`os.fsencode` without its Python-level call: a scan encodes every name of every folder."""
 
 
 @dataclass(slots=True)
@@ -98,40 +106,46 @@ class Scanner:
             folder_takers = takers(watches, os.fsdecode(folder))
             if not folder_takers:
                 continue
-            if inotify_takes(folder_takers):
-                self._watch_folder(folder)
-                watched += 1
             try:
-                with os.scandir(folder) as listing:
-                    entries = list(listing)
-            except (FileNotFoundError, NotADirectoryError) as exc:
-                if any(not below for _, below in folder_takers):  # a watch's own folder
+                opened = open_folder(folder)
+            except OSError as exc:
+                if exc.errno not in GONE or any(not below for _, below in folder_takers):
                     log.warning("cannot read folder %s: %s", os.fsdecode(folder), exc.strerror)
-                continue  # a folder below a watch gone since it was seen: nothing to find
+                continue  # a folder below a watch gone (or swapped) since it was seen
+            try:
+                if inotify_takes(folder_takers):
+                    self._watch_folder(folder, opened)
+                    watched += 1
+                with os.scandir(opened) as listing:
+                    entries = list(listing)
+                every_name = any(takes_every_name(watch) for watch, _ in folder_takers)
+                prefix = folder + b"/"
+                for entry in entries:
+                    name = _encode(entry.name, ENCODING, ERRORS)
+                    if name.endswith(IGNORED_SUFFIXES) or name.startswith(IGNORED_PREFIXES):
+                        continue
+                    if not entry.is_file(follow_symlinks=False):
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(prefix + name)
+                        continue
+                    if not every_name and not any(
+                        accepts(w, entry.name, below + entry.name) for w, below in folder_takers
+                    ):
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    seen += 1
+                    path = prefix + name
+                    if known.get(path) == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns):
+                        continue
+                    if found(Path(os.fsdecode(path)), st):
+                        new += 1
             except OSError as exc:
                 log.warning("cannot read folder %s: %s", os.fsdecode(folder), exc.strerror)
-                continue
-            every_name = any(takes_every_name(watch) for watch, _ in folder_takers)
-            for entry in entries:
-                if entry.name.endswith(IGNORED_SUFFIXES) or entry.name.startswith(IGNORED_PREFIXES):
-                    continue
-                if not entry.is_file(follow_symlinks=False):
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
-                    continue
-                if not every_name:
-                    name = os.fsdecode(entry.name)
-                    if not any(accepts(w, name, below + name) for w, below in folder_takers):
-                        continue
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                seen += 1
-                if known.get(entry.path) == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns):
-                    continue
-                if found(Path(os.fsdecode(entry.path)), st):
-                    new += 1
+            finally:
+                os.close(opened)
         if new:
             log.info("scan found %d new or changed files", new)
         return seen, watched

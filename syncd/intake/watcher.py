@@ -3,7 +3,8 @@
 Events (intake/events.py) and scans (intake/scan.py) only name paths; this thread
 `lstat`s them, feeds what it sees to the settler (intake/settle.py) with the clock, looks
 again at the candidates it says are due, and tells the journal of each file that stood
-still. Nothing here opens a file: symlinks and anything but regular files are skipped,
+still and that no process holds open for writing (`Place.being_written`: a file is opened
+for that question only, never read). Symlinks and anything but regular files are skipped,
 and a path whose folder resolves outside its watch is ignored.
 """
 
@@ -20,7 +21,8 @@ from pathlib import Path
 
 from syncd.config import WatchConfig
 from syncd.control.degraded import Backoff
-from syncd.files import Identity
+from syncd.errors import PermanentError
+from syncd.files import Identity, Vanished, locate
 from syncd.intake.events import Pollers
 from syncd.intake.inotify import InotifyWatches
 from syncd.intake.routing import inotify_takes, inside, route, takers
@@ -32,6 +34,10 @@ log = logging.getLogger(__name__)
 
 RETRY_SETTLED = 1.0
 """Seconds before a settled file the journal could not take is offered to it again."""
+
+STILL_WRITTEN_LOOK = 1.0
+"""Seconds at least between looks at a file a process holds open for writing; its close,
+an event, usually ends the wait before."""
 
 Complete = Callable[[Path, WatchConfig, Identity], None]
 """Told of each file that is complete; the journal decides whether it is new."""
@@ -212,8 +218,14 @@ class Watcher:
             if not settled or st is None or seen is None:
                 continue
             watch = route(self.watches, path)
-            if watch is not None and inside(watch, path):
-                complete.append((path, watch, Identity.of(st), seen))
+            if watch is None or not inside(watch, path):
+                continue
+            if _being_written(watch, path):  # a writer paused, its file still open
+                with self._cond:
+                    wait = max(self.settle_seconds, STILL_WRITTEN_LOOK)
+                    self._settler.retry(path, seen, time.monotonic() + wait)
+                continue
+            complete.append((path, watch, Identity.of(st), seen))
         # Journaled a batch at a time (one commit for a burst); those the journal cannot
         # take now are offered to it again later. In path order: hosts of a fleet that see
         # the same files then insert them in the same order, which cannot deadlock.
@@ -234,3 +246,11 @@ class Watcher:
     def _drop(self, path: Path) -> None:
         with self._cond:
             self._settler.forget(path)
+
+
+def _being_written(watch: WatchConfig, path: Path) -> bool:
+    try:
+        with locate(watch.path, path) as place:
+            return place.being_written()
+    except (Vanished, PermanentError):
+        return False  # gone, or not ours to open: the worker will say which

@@ -11,7 +11,6 @@ quota_exhausted, degraded) come through `emit`, in a transaction of their own.
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 
@@ -21,6 +20,8 @@ from syncd.journal.states import State
 from syncd.journal.store import Delivery, ServiceEvent
 
 Write = Callable[[], AbstractContextManager[sqlite3.Connection]]
+Read = Callable[..., list[sqlite3.Row]]
+"""The store's `_read(query, *values)`: under its lock, a damaged file said so."""
 """The store's write transaction (BEGIN IMMEDIATE under its lock)."""
 
 _EMIT = EmitStatements(
@@ -34,9 +35,8 @@ _EMIT = EmitStatements(
 class SqliteOutbox:
     """Shares the store's connection, lock and transactions."""
 
-    def __init__(self, db: sqlite3.Connection, lock: threading.Lock, write: Write) -> None:
-        self._db = db
-        self._lock = lock
+    def __init__(self, read: Read, write: Write) -> None:
+        self._read = read
         self._write = write
         self._subscribers: dict[str, tuple[str, ...]] = {}
         """Event name -> the receivers (webhook URLs) that want it."""
@@ -82,10 +82,7 @@ class SqliteOutbox:
         return self._select("WHERE attempts > 0 ORDER BY seq LIMIT ?", limit)
 
     def backlog(self) -> tuple[int, int]:
-        with self._lock:
-            found = self._db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(attempts > 0), 0) FROM outbox"
-            ).fetchone()
+        (found,) = self._read("SELECT COUNT(*), COALESCE(SUM(attempts > 0), 0) FROM outbox")
         return int(found[0]), int(found[1])
 
     def delivered(self, seq: int) -> None:
@@ -104,6 +101,5 @@ class SqliteOutbox:
             )
 
     def _select(self, where: str, *values: object) -> list[Delivery]:
-        with self._lock:
-            found = self._db.execute(f"SELECT * FROM outbox {where}", values).fetchall()  # noqa: S608
+        found = self._read(f"SELECT * FROM outbox {where}", *values)  # noqa: S608
         return [delivery_from(r) for r in found]

@@ -91,7 +91,7 @@ class SqliteStore(SqliteClaims, SqliteReads, SqliteFlow, SqliteAfterUpload):
         except SyncdError:
             self._db.close()
             raise
-        self.outbox = SqliteOutbox(self._db, self._lock, lambda: self._write(counted=False))
+        self.outbox = SqliteOutbox(self._read, lambda: self._write(counted=False))
 
     def close(self) -> None:
         with self._lock:
@@ -127,7 +127,7 @@ class SqliteStore(SqliteClaims, SqliteReads, SqliteFlow, SqliteAfterUpload):
             except sqlite3.Error as exc:
                 if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in STORAGE_FAULTS:
                     raise StorageFault(f"{self._path}: {exc}") from None
-                raise
+                raise self._damage(exc) from None
             finally:
                 if durable:
                     self._db.execute("PRAGMA synchronous=NORMAL")
@@ -151,7 +151,10 @@ class SqliteStore(SqliteClaims, SqliteReads, SqliteFlow, SqliteAfterUpload):
 
     def _read(self, query: str, *values: object) -> list[sqlite3.Row]:
         with self._lock:
-            return self._db.execute(query, values).fetchall()
+            try:
+                return self._db.execute(query, values).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise self._damage(exc) from None
 
     def _migrate(self) -> None:
         with self._write() as db:
@@ -190,8 +193,10 @@ class SqliteStore(SqliteClaims, SqliteReads, SqliteFlow, SqliteAfterUpload):
             # Plain tuples, fast: a rescan builds tens of thousands of them.
             cursor = self._db.cursor()
             cursor.row_factory = None
-            rows = cursor.execute(KNOWN)
-            return {r[0]: r[1:] for r in rows}
+            try:
+                return {r[0]: r[1:] for r in cursor.execute(KNOWN)}
+            except sqlite3.DatabaseError as exc:
+                raise self._damage(exc) from None
 
     def record_seen(
         self,

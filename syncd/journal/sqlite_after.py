@@ -228,12 +228,15 @@ class SqliteAfterUpload(SqlitePart):
         """The failed files (id, error_at) since the cursor; the caller enqueues their
         hooks and moves the cursor on."""
         with self._lock:
-            (cursor,) = self._db.execute("SELECT failed_since FROM hook_cursor").fetchone()
-            return self._db.execute(
-                "SELECT id, error_at FROM files WHERE state='failed' AND error_at > ?"
-                " ORDER BY error_at",
-                (cursor,),
-            ).fetchall()
+            ((cursor,),) = self._read("SELECT failed_since FROM hook_cursor")
+            return [
+                (row[0], row[1])
+                for row in self._read(
+                    "SELECT id, error_at FROM files WHERE state='failed' AND error_at > ?"
+                    " ORDER BY error_at",
+                    cursor,
+                )
+            ]
 
     def failures_enqueued(self, hooks: list[HookEvent], cursor: float) -> None:
         with self._write() as db:

@@ -3,6 +3,7 @@ stores opened on one file never hand out the same row. A mixin of SqliteStore.""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 from syncd.journal.codec import row_from
@@ -59,8 +60,11 @@ class SqliteClaims(SqlitePart):
     def next_due(self, skip: frozenset[str] = frozenset()) -> float | None:
         skipped = {f"skip{n}": service for n, service in enumerate(sorted(skip))}
         with self._lock:
-            found = self._db.execute(
-                f"SELECT MIN(due) AS due FROM files WHERE {_WAITING} AND {_not_in(skipped)}",  # noqa: S608
-                {"now": time.time(), **skipped},
-            ).fetchone()
+            try:
+                found = self._db.execute(
+                    f"SELECT MIN(due) AS due FROM files WHERE {_WAITING} AND {_not_in(skipped)}",  # noqa: S608
+                    {"now": time.time(), **skipped},
+                ).fetchone()
+            except sqlite3.DatabaseError as exc:
+                raise self._damage(exc) from None
         return None if found["due"] is None else float(found["due"])

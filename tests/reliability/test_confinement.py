@@ -4,15 +4,29 @@ whatever is swapped for a symlink and whenever (DESIGN.md, "Trust boundaries")."
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import SCALE, base_config, read_sidecar, sidecar_exists
+from conftest import SCALE, base_config, read_sidecar, sidecar_exists, wait_until
+from watchdog.observers.inotify_c import (
+    CallbackId,
+    InotifyConstants,
+    InotifyEvent,
+    InotifyFD,
+    Mask,
+)
 
+from syncd.config import WatchConfig
 from syncd.files import Place, Vanished, locate
+from syncd.intake.scan import Scanner
+from syncd.intake.watcher import Watcher
 from syncd.outputs import sidecar
 
 MARKER = b"OUTSIDE-THE-WATCH " * 64
@@ -184,3 +198,128 @@ def test_a_world_writable_file_gets_a_sidecar_no_one_else_may_change(
     os.chmod(path, 0o666)
     daemon.wait_counts(done=1)
     assert path.with_name("open.txt.syncd.toml").stat().st_mode & 0o777 == 0o644
+
+
+class _Opened:
+    """Records every time `folder` itself is opened (a listing begins with that), through
+    an inotify watch of the test's own."""
+
+    def __init__(self, folder: Path) -> None:
+        self.count = 0
+        self._fd = InotifyFD()
+        opens = Mask(InotifyConstants.IN_OPEN)
+        self._fd.add_callback(os.fsencode(folder), opens, self, CallbackId(1))
+        self._fd.start()
+
+    def on_event(self, event: InotifyEvent) -> None:
+        if not event.name:
+            self.count += 1
+
+    def on_watch_deleted(self, wd: object) -> None:
+        pass
+
+    def on_queue_overflow(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._fd.stop()
+        self._fd.join(5)
+
+
+def _outside_tree(tmp_path: Path) -> Path:
+    outside = tmp_path / "outside"
+    (outside / "deeper").mkdir(parents=True)
+    (outside / "secret.bin").write_bytes(MARKER)
+    (outside / "deeper" / "more.bin").write_bytes(MARKER)
+    return outside
+
+
+def test_a_scan_never_lists_or_watches_a_folder_swapped_for_a_symlink(tmp_path):
+    """The folder an event named is a symlink by the time its scan comes (the race a
+    writer in the watch can win at will): nothing below it is listed, watched or found."""
+    outside = _outside_tree(tmp_path)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "sub").symlink_to(outside)
+    (drop / "real").mkdir()
+    (drop / "real" / "mine.bin").write_bytes(b"mine")
+    watch = WatchConfig(path=drop, service="s")
+    opened = _Opened(outside)
+    watched: list[bytes] = []
+    found: list[Path] = []
+    try:
+        scanner = Scanner(dict, lambda folder, fd: watched.append(folder))
+        scanner.folders((watch,), [drop / "sub", drop / "real"], lambda p, st: not found.append(p))
+        scanner.full((watch,), lambda p, st: not found.append(p))
+        time.sleep(0.2)  # the test's own inotify reader reports asynchronously
+        assert opened.count == 0, "a folder outside the watch was listed"
+    finally:
+        opened.close()
+    assert found == [drop / "real" / "mine.bin"] * 2
+    assert sorted(watched) == sorted([os.fsencode(drop / "real")] * 2 + [os.fsencode(drop)])
+
+
+def test_a_polled_watch_never_lists_through_a_symlink(tmp_path):
+    """A symlink to a folder inside a polled (network) watch is not walked by the polls."""
+    outside = _outside_tree(tmp_path)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "link").symlink_to(outside)
+    completed: list[Path] = []
+    watch = WatchConfig(path=drop, service="s", poll_interval=0.1)
+    opened = _Opened(outside)
+    watcher = Watcher((watch,), 0.2, lambda path, w, identity: completed.append(path), dict)
+    watcher.start()
+    try:
+        wait_until(lambda: watcher.scans.count >= 1, 30, "the start-up scan")
+        (drop / "mine.bin").write_bytes(b"mine")
+        wait_until(lambda: completed == [drop / "mine.bin"], 30, "the file polled in the watch")
+        assert opened.count == 0, "a folder outside the watch was listed"
+    finally:
+        watcher.stop()
+        opened.close()
+
+
+WITHOUT_PROC = """
+import json, os, sys
+from pathlib import Path
+from syncd.config import WatchConfig
+from syncd.intake import inotify
+from syncd.intake.scan import Scanner
+
+class Hints:
+    def hint(self, path, quick): pass
+    def hint_folder(self, path): pass
+    def forget(self, path): pass
+
+drop = Path(sys.argv[1])
+watches = inotify.InotifyWatches(Hints(), lambda: None)
+watches.start()
+found = []
+watch = WatchConfig(path=drop, service="s")
+Scanner(dict, watches.add).full((watch,), lambda path, st: not found.append(str(path)))
+print(json.dumps({"proc": inotify.PROC_MOUNTED, "found": found, "watching": watches.watching()}))
+watches.stop()
+"""
+
+
+def test_without_proc_a_scan_opens_each_folder_from_the_root_down(tmp_path):
+    """Where /proc is not mounted (some containers), folders are opened one component at a
+    time from `/` instead, and a folder swapped for a symlink still leads nowhere."""
+    outside = _outside_tree(tmp_path)
+    drop = tmp_path / "drop"
+    (drop / "real").mkdir(parents=True)
+    (drop / "real" / "mine.bin").write_bytes(b"mine")
+    (drop / "sub").symlink_to(outside)
+    hide_proc = "mount -t tmpfs none /proc"
+    probe = ["unshare", "--mount", "sh", "-c", hide_proc]
+    if shutil.which("unshare") is None or subprocess.run(probe, capture_output=True).returncode:
+        pytest.skip("no mount namespace to hide /proc in (unshare needs CAP_SYS_ADMIN)")
+    command = [*probe[:-1], f'{hide_proc} && exec "$0" -c "$1" "$2"', sys.executable, WITHOUT_PROC]
+    run = subprocess.run([*command, drop], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {
+        "proc": False,
+        "found": [str(drop / "real" / "mine.bin")],
+        "watching": 2,
+    }

@@ -4,8 +4,10 @@ disk says so, waits where waiting is safe, and fails fast where it is not."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
+from conftest import base_config
 
 from syncd.control.degraded import JOURNAL, Degraded
 from syncd.files import Identity
@@ -77,3 +79,35 @@ def test_an_impatient_call_fails_fast_and_leaves_the_fault_shown():
     assert faults.has(JOURNAL)
     assert store.record(2) == 4  # what failed works again
     assert not faults.has(JOURNAL)
+
+
+def _damage(journal: Path) -> None:
+    """Garbage over every page but the first: the header still says SQLite, the rows do not."""
+    size = journal.stat().st_size
+    with journal.open("r+b") as file:
+        for offset in range(4096, size, 4096):
+            file.seek(offset)
+            file.write(bytes(range(256)) * 16)
+
+
+def test_a_damaged_journal_stops_the_daemon_with_one_line_saying_what_to_do(
+    tmp_path, sandbox, make_daemon
+):
+    config = base_config(tmp_path, sandbox.url)
+    drop = tmp_path / "drop"
+    config["watch"] = [{"path": str(drop), "service": "ads"}]
+    for n in range(40):
+        (drop / f"f{n:02}.bin").parent.mkdir(exist_ok=True)
+        (drop / f"f{n:02}.bin").write_bytes(b"%d" % n * 3000)
+    daemon = make_daemon(config).start()
+    daemon.wait_counts(done=40)
+    assert daemon.stop() == 0
+    journal = Path(config["daemon"]["state_dir"]) / "journal.sqlite"
+    _damage(journal)
+    daemon.start(wait=False)
+    assert daemon.process is not None
+    assert daemon.process.wait(60) == 1
+    log = daemon.log()
+    assert f"syncd: {journal}: the journal is damaged" in log
+    assert "sqlite3" in log and ".recover" in log
+    assert "Traceback" not in log
