@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import copy
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from conftest import SandboxClient, read_sidecar, sidecar_exists, wait_until
 from harness import RunningDaemon
+from test_oneall import waiting_video
 from test_pipeline_e2e import drop, ton_config
 from test_ton_resumable import only_session, small_chunks, write_random
+
+from syncd.services.oneall.signer import CALLBACK, Signer
 
 MiB = 1024 * 1024
 TOTAL = 4 * MiB
@@ -191,3 +196,28 @@ def test_a_reload_of_an_empty_file_is_refused_and_the_watches_go_on(tmp_path, sa
     assert daemon.status()["watches"] == [{"path": str(tmp_path / "drop"), "service": "ads"}]
     reload(daemon, config)  # the whole file again: taken as usual
     assert "configuration reloaded" in daemon.log()
+
+
+def test_a_callback_that_comes_while_a_reload_left_its_video_unrouted_is_kept(
+    tmp_path, sandbox, make_daemon
+):
+    """A OneAll video waits for its callback; a reload takes its [[watch]] and service away;
+    the callback comes: it is kept (not failed), and the reload that routes the video again
+    writes its sidecar."""
+    daemon, config, clip = waiting_video(tmp_path, sandbox, make_daemon, 20_000)
+    edited = copy.deepcopy(config)
+    del edited["services"]["social"]
+    edited["watch"] = [{"path": str(tmp_path / "social" / "elsewhere"), "service": "ads"}]
+    (tmp_path / "social" / "elsewhere").mkdir()
+    reload(daemon, edited)
+    signer = Signer((tmp_path / "state" / "media.key").read_bytes(), "unused")
+    url = config["media_server"]["public_url"]
+    url += f"/{CALLBACK}/{signer.token(CALLBACK, 1, 1, time.time() + 60)}"
+    envelope = {"response": {"result": {"data": {"video_id": "424242"}}}}
+    assert requests.post(url, json=envelope, timeout=10).status_code == 200
+    wait_until(lambda: "its callback is kept" in daemon.log(), 10, "the callback kept")
+    assert daemon.status()["counts"]["awaiting_callback"] == 1
+    assert not sidecar_exists(clip)
+    reload(daemon, config)
+    daemon.wait_counts(done=1, awaiting_callback=0)
+    assert read_sidecar(clip)["result"]["video_id"] == "424242"
