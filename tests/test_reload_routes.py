@@ -215,8 +215,9 @@ def test_a_callback_that_comes_while_a_reload_left_its_video_unrouted_is_kept(
     url += f"/{CALLBACK}/{signer.token(CALLBACK, 1, 1, time.time() + 60)}"
     envelope = {"response": {"result": {"data": {"video_id": "424242"}}}}
     assert requests.post(url, json=envelope, timeout=10).status_code == 200
-    wait_until(lambda: "its callback is kept" in daemon.log(), 10, "the callback kept")
-    assert daemon.status()["counts"]["awaiting_callback"] == 1
+    counts = daemon.status()["counts"]
+    assert (counts["failed"], counts["awaiting_callback"]) == (0, 1)
+    assert "its callback is kept" in daemon.log()
     assert not sidecar_exists(clip)
     reload(daemon, config)
     daemon.wait_counts(done=1, awaiting_callback=0)
