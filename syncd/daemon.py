@@ -148,6 +148,7 @@ class Daemon:
             queue.add,
             self.journal.known,
             queue.together,
+            self.faults,
         )
         self.workers = Workers(
             config.daemon.workers,

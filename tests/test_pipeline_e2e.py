@@ -7,13 +7,16 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import sqlite3
+import subprocess
 import time
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import SandboxClient, base_config, read_sidecar, sidecar_exists, wait_until
 from harness import free_port, scrape
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -101,6 +104,45 @@ def test_a_writer_that_pauses_longer_than_the_settle_time_is_waited_for(
     assert read_sidecar(path)["sha256"] == digest
     posts = [r for r in sandbox.requests() if r["method"] == "POST" and "/ton/" in r["path"]]
     assert len(posts) == 1 and posts[0]["body_sha256"] == digest
+
+
+@pytest.mark.parametrize("seen_gone", [True, False], ids=["seen-gone", "made-again-at-once"])
+def test_a_watch_folder_removed_and_made_again_is_watched_again(
+    tmp_path, sandbox, make_daemon, seen_gone
+):
+    """Nothing above a watch's folder is watched: `rm -rf drop && mkdir drop` (the new
+    folder often gets the old inode number) must not leave it unwatched till the hourly
+    rescan. While it is missing, `degraded` says so. (Polled: tests/test_watcher.py.)"""
+    daemon = make_daemon(ton_config(tmp_path, sandbox, settle_seconds=0.2)).start()
+    folder = tmp_path / "drop"
+    drop(folder / "before.bin", os.urandom(1000))
+    daemon.wait_counts(done=1)
+    shutil.rmtree(folder)
+    if seen_gone:
+        wait_until(
+            lambda: [d["component"] for d in daemon.status()["degraded"]] == [f"watch {folder}"],
+            30,
+            "the missing folder in degraded",
+        )
+    drop(folder / "after.bin", os.urandom(1000))
+    daemon.wait_counts(done=2, timeout=30)
+    wait_until(lambda: daemon.status()["degraded"] == [], 30, "degraded cleared")
+    assert read_sidecar(folder / "after.bin")["size"] == 1000
+
+
+def test_a_file_system_mounted_on_a_watch_folder_is_watched(tmp_path, sandbox, make_daemon):
+    daemon = make_daemon(ton_config(tmp_path, sandbox, settle_seconds=0.2)).start()
+    folder = tmp_path / "drop"
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "syncd-test", str(folder)], check=False)
+    if mounted.returncode:
+        pytest.skip("cannot mount a tmpfs here (needs CAP_SYS_ADMIN)")
+    try:
+        drop(folder / "on-the-mount.bin", os.urandom(1000))
+        daemon.wait_counts(done=1, timeout=30)
+        assert read_sidecar(folder / "on-the-mount.bin")["size"] == 1000
+    finally:
+        assert daemon.stop() == 0
+        subprocess.run(["umount", str(folder)], check=True)
 
 
 def test_files_dropped_while_stopped_are_uploaded_at_start(tmp_path, sandbox, make_daemon):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -175,3 +176,20 @@ def test_a_folder_gone_before_its_scan_is_no_warning_a_missing_watch_is(tmp_path
     assert [r.getMessage() for r in caplog.records] == [
         f"cannot read folder {folder.path}: No such file or directory"
     ]
+
+
+@pytest.mark.parametrize("poll", [0.0, 0.2], ids=["inotify", "polled"])
+def test_a_watch_folder_made_again_at_once_is_watched_again(watching, tmp_path, poll):
+    """`rm -rf drop && mkdir drop` between two looks, the new folder often with the old
+    inode number: the kernel dropped the watch (or watchdog ended the poll), so the folder
+    is scanned and watched again (end to end: tests/test_pipeline_e2e.py)."""
+    folder = watch(tmp_path / "drop", poll_interval=poll)
+    watcher, completed = watching(folder, settle=0.2)
+    wait_until(lambda: watcher.scans.count >= 1, 10, "the start-up scan")
+    (folder.path / "before.bin").write_bytes(b"before")
+    wait_until(lambda: completed.paths() == [folder.path / "before.bin"], 10, "the first file")
+    shutil.rmtree(folder.path)
+    folder.path.mkdir()
+    (folder.path / "after.bin").write_bytes(b"after")
+    wanted = [folder.path / "after.bin", folder.path / "before.bin"]
+    wait_until(lambda: sorted(completed.paths()) == wanted, 20, "the file in the new folder")

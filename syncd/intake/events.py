@@ -138,6 +138,15 @@ class Pollers:
     def alive(self) -> bool:
         return all(o.is_alive() for o in self._observers)
 
+    def stopped(self, root: bytes) -> bool:
+        """Whether the poll of `root` has ended: watchdog ends it when the folder is gone."""
+        return any(
+            not emitter.is_alive()
+            for observer in self._observers
+            for emitter in observer.emitters
+            if os.fsencode(emitter.watch.path) == root
+        )
+
     def _observe(self, watches: tuple[WatchConfig, ...]) -> None:
         polled = {(w.path, w.recursive, w.poll_interval) for w in watches if w.poll_interval > 0}
         if not polled:

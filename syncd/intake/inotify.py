@@ -64,6 +64,10 @@ class InotifyWatches:
         self._watch_of: dict[bytes, WatchDescriptor] = {}
         self._id = CallbackId(id(self))
         self._inotify: InotifyFD | None = None
+        self.roots: set[bytes] = set()
+        """The watches' own folders: nothing above them is watched, so the watcher asks
+        whether the kernel `dropped` theirs."""
+        self._dropped: set[bytes] = set()
         self._limit_told = False
 
     def start(self) -> None:
@@ -109,6 +113,18 @@ class InotifyWatches:
         with self._lock:
             self._folder_of[wd] = folder
             self._watch_of[folder] = wd
+
+    def dropped(self, root: bytes) -> bool:
+        """Whether the kernel dropped the watch of `root` (one of `roots`) since asked."""
+        with self._lock:
+            if root not in self._dropped:
+                return False
+            self._dropped.discard(root)
+            return True
+
+    def unwatch(self, folder: bytes) -> None:
+        """Stop watching `folder` and every folder below it (a watch's folder replaced)."""
+        self._unwatch(folder, below=True)
 
     def keep(self, wanted: Callable[[bytes], bool]) -> None:
         """Stop watching the folders no watch wants any more (a reload)."""
@@ -166,6 +182,8 @@ class InotifyWatches:
             folder = self._folder_of.pop(wd, None)
             if folder is not None and self._watch_of.get(folder) == wd:
                 del self._watch_of[folder]
+                if folder in self.roots:
+                    self._dropped.add(folder)
 
     def on_queue_overflow(self) -> None:
         """More events than the kernel queues were unread: some are lost, so look again."""

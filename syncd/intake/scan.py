@@ -65,6 +65,9 @@ class Scanner:
         self._known = known
         self._watch_folder = watch_folder
         self.stats = ScanStats()
+        self.roots: dict[bytes, tuple[int, int]] = {}
+        """Each watch's own folder as last listed (device, inode): nothing above a watch is
+        watched, so only a look at these tells that one was replaced (see Watcher)."""
 
     def full(self, watches: tuple[WatchConfig, ...], found: Found) -> None:
         """Every watched folder, against the journal's identities."""
@@ -113,6 +116,9 @@ class Scanner:
                     log.warning("cannot read folder %s: %s", os.fsdecode(folder), exc.strerror)
                 continue  # a folder below a watch gone (or swapped) since it was seen
             try:
+                if any(not below for _, below in folder_takers):
+                    listed = os.fstat(opened)
+                    self.roots[folder] = (listed.st_dev, listed.st_ino)
                 if inotify_takes(folder_takers):
                     self._watch_folder(folder, opened)
                     watched += 1

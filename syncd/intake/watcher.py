@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 
 from syncd.config import WatchConfig
-from syncd.control.degraded import Backoff
+from syncd.control.degraded import Backoff, Degraded
 from syncd.errors import PermanentError
 from syncd.files import Identity, Vanished, locate
 from syncd.intake.events import Pollers
@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 RETRY_SETTLED = 1.0
 """Seconds before a settled file the journal could not take is offered to it again."""
 
+ROOT_LOOK = 2.0
+"""Seconds between looks at each watch's own folder. Nothing above it is watched, so that
+it was removed and made again, or mounted over, shows only to a look; then its watches are
+added again and it is scanned, and while it is missing `degraded` says so."""
 STILL_WRITTEN_LOOK = 1.0
 """Seconds at least between looks at a file a process holds open for writing; its close,
 an event, usually ends the wait before."""
@@ -57,8 +61,11 @@ class Watcher:
         complete: Complete,
         known: Known,
         batch: Batch = lambda work: work(),
+        faults: Degraded | None = None,
     ) -> None:
         self.watches = watches
+        self._faults = faults or Degraded()
+        self._roots_looked = 0.0
         self._complete = complete
         self._batch = batch
         self._cond = threading.Condition()
@@ -91,6 +98,7 @@ class Watcher:
     def start(self) -> None:
         """Observers first, then the scan, which adds each folder's inotify watch before it
         lists it: a change during the scan is caught by one of them."""
+        self._inotify.roots = {os.fsencode(w.path) for w in self.watches}
         self._inotify.start()
         self._pollers.start(self.watches)
         self._thread.start()
@@ -112,7 +120,10 @@ class Watcher:
         """New watches from a reload: drop the inotify watches of folders no watch takes any
         more, then a full scan, as at start: it watches the folders the new watches take
         (a new path, or one that became recursive) and finds the files they now take."""
+        for gone in {w.path for w in self.watches} - {w.path for w in watches}:
+            self._faults.clear(_component(os.fsencode(gone)))
         self.watches = watches
+        self._inotify.roots = {os.fsencode(w.path) for w in watches}
         self._inotify.keep(lambda folder: inotify_takes(takers(watches, os.fsdecode(folder))))
         self._pollers.replace(watches)
         self.request_rescan()
@@ -153,10 +164,12 @@ class Watcher:
             with self._cond:
                 while not self._stopped and not (self._hints or self._folders or self._rescan):
                     now = time.monotonic()
-                    due = self._settler.next_due()
-                    if due is not None and due <= now:
+                    settle = self._settler.next_due()
+                    due = self._roots_looked + ROOT_LOOK
+                    due = due if settle is None else min(settle, due)
+                    if due <= now:
                         break
-                    self._cond.wait(None if due is None else due - now)
+                    self._cond.wait(due - now)
                 if self._stopped:
                     return
                 hints, self._hints = self._hints, {}
@@ -170,6 +183,8 @@ class Watcher:
                 for path, quick in hints.items():
                     self._observe(path, quick)
                 self._settle_due()
+                if time.monotonic() >= self._roots_looked + ROOT_LOOK:
+                    self._look_at_roots()
             except StorageFault:  # the journal cannot be read or written: look again later
                 with self._cond:
                     self._rescan = self._rescan or rescan
@@ -180,6 +195,32 @@ class Watcher:
                 log.exception("the settler hit an unexpected error; it goes on")
             else:
                 backoff.reset()
+
+    def _look_at_roots(self) -> None:
+        """See ROOT_LOOK. A watch's folder is scanned again when the kernel dropped its
+        inotify watch or its poll ended (removed, perhaps made again with the same inode
+        number; unmounted), or when it is no longer the folder last listed (moved away and
+        made again, mounted on): then its old watches go first."""
+        self._roots_looked = time.monotonic()
+        replaced = []
+        for root in dict.fromkeys(os.fsencode(w.path) for w in self.watches):
+            try:
+                st = os.stat(root)
+            except OSError:
+                st = None
+            if st is None or not stat.S_ISDIR(st.st_mode):
+                self._faults.set(_component(root), "its folder is gone; found again once back")
+                continue
+            listed = self._scanner.roots.get(root)
+            dropped = self._inotify.dropped(root) or self._pollers.stopped(root)
+            if dropped or listed not in (None, (st.st_dev, st.st_ino)):
+                self._inotify.unwatch(root)
+                replaced.append(Path(os.fsdecode(root)))
+            self._faults.clear(_component(root))
+        if replaced:
+            log.info("watch folders replaced, scanned again: %s", ", ".join(map(str, replaced)))
+            self._pollers.replace(self.watches)
+            self._scanner.folders(self.watches, replaced, self._found)
 
     def _found(self, path: Path, st: os.stat_result) -> bool:
         """A scan found a new or changed file: a candidate unless it is one already."""
@@ -246,6 +287,11 @@ class Watcher:
     def _drop(self, path: Path) -> None:
         with self._cond:
             self._settler.forget(path)
+
+
+def _component(root: bytes) -> str:
+    """A watch's entry in `degraded` while its folder is missing."""
+    return f"watch {os.fsdecode(root)}"
 
 
 def _being_written(watch: WatchConfig, path: Path) -> bool:
