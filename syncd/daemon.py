@@ -22,8 +22,8 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from syncd import __version__
-from syncd.config import Config, MetricsConfig, load
-from syncd.config.restart import restart_only
+from syncd.config import Config, MetricsConfig
+from syncd.config.restart import reloaded, restart_only
 from syncd.control.counters import Counters, Uncounted
 from syncd.control.degraded import FLEET, Degraded
 from syncd.control.health import Health, inotify_shortfall
@@ -89,6 +89,7 @@ class Daemon:
         self._wake = threading.Event()
         self._signals = 0
         self._reload = False
+        self._catch_up = False  # a reload or a rescan: the chores catch up until that works
         self._lock = lock_state_dir(config.daemon.state_dir)
         self.faults = Degraded()
         store = opened(lambda: open_store(config), self.notifier.waiting, once is None)
@@ -230,7 +231,7 @@ class Daemon:
             if self.media is not None:
                 self.media.start()
             self.after.recover()
-            self.pipeline.finish_uploaded()
+            self.pipeline.catch_up(self.workers.wake)
         self.watcher.start()
         self.workers.start()
         self.after.loop.start()
@@ -300,17 +301,17 @@ class Daemon:
             if not limit_checked and self.watcher.scans.count:
                 limit_checked = True
                 self._warn_inotify_limit()
-            rescan = time.monotonic() >= next_rescan
-            if rescan:
+            if time.monotonic() >= next_rescan:
                 next_rescan = time.monotonic() + (
                     self.config.daemon.rescan_interval or float("inf")
                 )
                 self.watcher.request_rescan()
-            self._journal_chores(rescan)
+                self._catch_up = True
+            self._journal_chores()
             if self.once is not None and self.once.finished():
                 break
 
-    def _journal_chores(self, rescan: bool) -> None:
+    def _journal_chores(self) -> None:
         """The main loop's own journal work; with the journal's disk full or its database
         unreachable it waits for the next tick instead (the watchdog must keep being pinged),
         status saying degraded."""
@@ -319,8 +320,9 @@ class Daemon:
             self.callbacks.check()
             self.flow.tick()
             self.pipeline.mend()
-            if rescan:
-                self.pipeline.finish_uploaded()
+            if self._catch_up:
+                self.pipeline.catch_up(self.workers.wake)
+                self._catch_up = False
         except StorageFault:
             pass
 
@@ -384,7 +386,7 @@ class Daemon:
     def _apply_reload(self) -> None:
         self.notifier.reloading()
         try:
-            config = load(self.config_path)
+            config = reloaded(self.config, self.config_path)
             uploaders = self._uploaders(config)
         except SyncdError as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
@@ -403,6 +405,6 @@ class Daemon:
         self.flow.use(config)
         self.watcher.settle_seconds = config.daemon.settle_seconds
         self.watcher.apply(config.watches)
-        self.workers.wake()
+        self._catch_up = True
         log.info("configuration reloaded from %s", self.config_path)
         self.notifier.ready()

@@ -1,9 +1,14 @@
-"""What a reload (SIGHUP) cannot change: the keys that take effect only at the next start,
-each named in a warning so that an operator is not left believing a change took hold."""
+"""What a reload (SIGHUP) reads and what it cannot change: the file, refused as a whole
+when it would stop every watch, and the keys that take effect only at the next start, each
+named in a warning so that an operator is not left believing a change took hold."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from syncd.config.load import load
 from syncd.config.model import Config
+from syncd.errors import ConfigError
 
 DAEMON_KEYS = ("state_dir", "status_socket", "workers", "status_group")
 """[daemon] keys read once at start."""
@@ -23,3 +28,20 @@ def restart_only(running: Config, loaded: Config) -> list[str]:
         if getattr(loaded, table) != getattr(running, table):
             changed.append(f"[{table}]")
     return changed
+
+
+def reloaded(running: Config, path: Path) -> Config:
+    """The configuration a reload reads, checked as at start; a ConfigError too for a file
+    with no [[watch]] at all while watches are running: an editor or a config tool that
+    truncates the file before writing it, with a SIGHUP in between, would otherwise stop
+    every watch until the next reload. (At start such a file is accepted, as it always was.)"""
+    loaded = load(path)
+    if running.watches and not loaded.watches:
+        raise ConfigError(
+            str(loaded.source),
+            "[watch]",
+            None,
+            f"none at all, while the running configuration has {len(running.watches)} (an"
+            " empty or half-written file?); to stop every watch, stop syncd",
+        )
+    return loaded

@@ -58,6 +58,22 @@ class PostgresFlow(Connected):
                 (time.time(), service),
             ).rowcount
 
+    def release_routed(self, reason: str, routes: Callable[[bytes, str], bool]) -> int:
+        rules.check_release()
+        with self._write() as db:
+            found = db.execute(
+                "SELECT id, path, service FROM files WHERE state='held' AND error=%s"
+                " FOR UPDATE SKIP LOCKED",
+                (reason,),
+            ).fetchall()
+            routed = [r["id"] for r in found if routes(bytes(r["path"]), r["service"])]
+            db.execute(
+                f"UPDATE files SET state={rules.RELEASED}, due=0, error=NULL, error_at=NULL,"  # noqa: S608
+                " updated_at=%s WHERE id = ANY(%s)",
+                (time.time(), routed),
+            )
+            return len(routed)
+
     def held(self, limit: int) -> list[Row]:
         found = self._read(
             "SELECT * FROM files WHERE state='held' ORDER BY due, id LIMIT %s", (limit,)

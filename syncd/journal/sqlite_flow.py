@@ -54,6 +54,22 @@ class SqliteFlow:
                 (time.time(), State.HELD, service),
             ).rowcount
 
+    def release_routed(self: _Base, reason: str, routes: Callable[[bytes, str], bool]) -> int:
+        rules.check_release()
+        with self._write() as db:
+            found = db.execute(
+                "SELECT id, path, service FROM files WHERE state=? AND error=?",
+                (State.HELD, reason),
+            ).fetchall()
+            now = time.time()
+            routed = [(now, r["id"]) for r in found if routes(bytes(r["path"]), r["service"])]
+            db.executemany(
+                f"UPDATE files SET state={rules.RELEASED}, due=0, error=NULL, error_at=NULL,"  # noqa: S608
+                " updated_at=? WHERE id=?",
+                routed,
+            )
+            return len(routed)
+
     def held(self: _Base, limit: int) -> list[Row]:
         found = self._read(
             "SELECT * FROM files WHERE state=? ORDER BY due, id LIMIT ?", State.HELD, limit

@@ -260,6 +260,11 @@ class Store(AfterUploadStore, Protocol):
     def held(self, limit: int) -> list[Row]:
         """Held rows, those released soonest first."""
 
+    def release_routed(self, reason: str, routes: Callable[[bytes, str], bool]) -> int:
+        """Every row held for `reason` whose (path, service) `routes` accepts waits for a
+        worker again, where it was (its progress kept); how many. In a fleet, only the
+        rows the asking host's configuration routes: another host's are its own."""
+
     def flow_state(self, key: str) -> Any:
         """A small JSON value flow control keeps across restarts, or None."""
 

@@ -6,10 +6,13 @@ before anything is stored, and counts only for the row's current push: a new pus
 a rewritten file) gets new URLs, and the tokens of earlier ones are refused. A callback can
 overtake the answer to its own request, so one that arrives while the row is still
 `uploading` is kept in the row's progress and applied once the row waits; the next push
-replaces the progress and so clears it. A replay after the outcome was recorded (OneAll
-re-delivers a callback whose answer it lost) is acknowledged and changes nothing. A row
-whose deadline passes with no callback is failed, and so is a row whose kept callback
-cannot be read: one row's data never stops the loop.
+replaces the progress and so clears it. One that arrives while a reload has left the file
+without a route (its [[watch]] or its service gone) is kept the same way, and applied once a
+reload or a restart routes the file again (its deadline was for the callback, which came).
+A replay after the outcome was recorded (OneAll re-delivers a callback whose answer it
+lost) is acknowledged and changes nothing. A row whose deadline passes with no callback is
+failed, and so is a row whose kept callback cannot be read: one row's data never stops the
+loop.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from syncd.journal.states import IN_FLIGHT, State
 from syncd.journal.store import Row, Store
 from syncd.services.base import Result
 from syncd.services.loading import load
-from syncd.work.pipeline import Pipeline
+from syncd.work.pipeline import UNROUTED, Pipeline
 
 if TYPE_CHECKING:
     from syncd.services.oneall.mediaapp import Servable
@@ -94,8 +97,7 @@ class Callbacks:
         with self._lock:
             row = self._current(row_id, push)
             if row is not None and row.state is State.UPLOADING:
-                kept = {**row.progress, EARLY_CALLBACK: _envelope(outcome)}
-                if self._journal.save_progress(row, kept):
+                if self._keep(row, outcome):
                     return 200, "ok"
             elif (
                 row is not None
@@ -110,15 +112,17 @@ class Callbacks:
         return 409, "nothing is waiting for this callback"
 
     def check(self) -> None:
-        """Apply callbacks that came early; fail the rows whose deadline has passed."""
+        """Apply callbacks that came early, or while the file had no route (once it has one
+        again); fail the rows whose deadline has passed with no callback."""
         with self._lock:
             for row in self._journal.in_state(State.AWAITING_CALLBACK):
                 if self._pipeline.failed_if_damaged(row):
                     continue
-                if EARLY_CALLBACK in row.progress:
+                if EARLY_CALLBACK in row.progress and self._pipeline.routes(row.path, row.service):
                     self._guarded(row, self._apply_early)
             for row in self._journal.overdue_callbacks(time.time()):
-                self._guarded(row, self._expire)
+                if EARLY_CALLBACK not in row.progress:
+                    self._guarded(row, self._expire)
 
     def _guarded(self, row: Row, action: Callable[[Row], object]) -> None:
         try:
@@ -146,13 +150,21 @@ class Callbacks:
         return self._pipeline.mark_failed(row, reason)
 
     def _complete(self, row: Row, outcome: Result | str) -> bool:
-        service = self._pipeline.services.get(row.service)
         if isinstance(outcome, str):
             return self._fail(row, f"{row.service}: OneAll reported: {outcome}")
-        if service is None:
-            return self._fail(row, f"service {row.service!r} is no longer configured")
+        if not self._pipeline.routes(row.path, row.service):
+            # A reload took its [[watch]] or its service away: its sidecar could not be
+            # written, so the callback is kept, and applied once the file is routed again.
+            log.warning("%s: its callback is kept: %s", os.fsdecode(row.path), UNROUTED)
+            return self._keep(row, outcome)
         uploaded = self._journal.mark_uploaded(row, outcome)
         if uploaded is None:
             return False
-        self._pipeline.finisher.finish(uploaded, service)
+        self._pipeline.finisher.finish(uploaded, self._pipeline.services[row.service])
         return True
+
+    def _keep(self, row: Row, outcome: Result | str) -> bool:
+        """The callback kept in the row's progress, to be applied by `check`."""
+        return self._journal.save_progress(
+            row, {**row.progress, EARLY_CALLBACK: _envelope(outcome)}
+        )

@@ -40,6 +40,11 @@ from syncd.work.progress import InFlight, Upload
 
 log = logging.getLogger(__name__)
 
+UNROUTED = "no [[watch]] routes it to its service now; it goes on once one does"
+"""The reason a file is held while the configuration does not route it (a reload removed
+its [[watch]] or its service): not a failure, for a config written in two steps is soon
+whole again; not forgotten, for its progress (a TON session, a posted note) must survive."""
+
 
 class FileChanged(Exception):
     """The file is not the one the journal row describes any more."""
@@ -133,7 +138,10 @@ class Pipeline:
                 self._check_links(path, file)
                 self._process_open(row, place, file, fields)
         except Vanished:
-            self.journal.forget_missing(row.path)
+            if self.routes(row.path, row.service):
+                self.journal.forget_missing(row.path)
+            else:
+                self._hold_unrouted(row)
         except FileChanged:
             log.info("%s changed while it was being handled; starting over", path, extra=fields)
         except PermanentError as exc:
@@ -166,6 +174,30 @@ class Pipeline:
             self._hold(row, hold)
             return False
         return True
+
+    def routes(self, path: bytes, service: str) -> bool:
+        """Whether this host's configuration takes the file to `service`: a [[watch]] routes
+        its path and the service is configured."""
+        return (
+            service in self.services and route(self.watches(), Path(os.fsdecode(path))) is not None
+        )
+
+    def _hold_unrouted(self, row: Row) -> None:
+        log.warning("%s: %s", os.fsdecode(row.path), UNROUTED, extra=log_fields(row.path))
+        if self.journal.mark_held(row, UNROUTED, None) and self.routes(row.path, row.service):
+            # A reload routed it again meanwhile, its catch-up maybe before this hold.
+            self.journal.release_routed(UNROUTED, lambda path, _: path == row.path)
+
+    def catch_up(self, wake: Callable[[], None]) -> None:
+        """At start, after a reload and with each rescan: sidecars of uploaded rows, and the
+        files held for want of a route go on where they were once this host's configuration
+        routes them again (in a fleet, another host's routes are its own to follow); `wake`
+        is told once they are due, and after a reload in any case (new limits, services)."""
+        self.finish_uploaded()
+        released = self.journal.release_routed(UNROUTED, self.routes)
+        if released:
+            log.info("%d files routed again go on where they were", released)
+        wake()
 
     def _hold(self, row: Row, hold: Hold) -> None:
         """Not a failure and no request: the file waits for the service's hold to end."""
@@ -220,7 +252,7 @@ class Pipeline:
         if hashed is None:
             raise FileChanged
         if service is None or uploader is None:
-            self.mark_failed(hashed, f"service {row.service!r} is no longer configured")
+            self._hold_unrouted(hashed)  # a reload took its service away while it was hashed
             return
         if decision is None:
             raise FileChanged
@@ -325,10 +357,10 @@ class Pipeline:
         """Rows uploaded but without their sidecar (a crash, a full disk) get it now: at start,
         with every periodic rescan, and while sidecars are degraded, with backoff."""
         for row in self.journal.in_state(State.UPLOADED):
-            service = self.services.get(row.service)
-            if service is None or self.failed_if_damaged(row):
+            # Unrouted, its sidecar waits (its folder is reached through its watch).
+            if not self.routes(row.path, row.service) or self.failed_if_damaged(row):
                 continue
-            if not self.finisher.finish(row, service):
+            if not self.finisher.finish(row, self.services[row.service]):
                 return
         self.finisher.mended()
 

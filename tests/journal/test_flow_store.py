@@ -4,13 +4,14 @@ skipped services, held rows and the values kept across restarts."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
 
 from syncd.journal.states import IllegalTransition, State
 from syncd.journal.store import Decision, Store
 
-from .test_store import FAR, always_valid, hashed, ident, uploaded
+from .test_store import FAR, always_valid, claimed, hashed, ident, uploaded
 
 
 def test_claims_follow_priority_then_rank_then_arrival(store: Store) -> None:
@@ -110,3 +111,44 @@ def test_flow_state_changes_from_two_hosts_take_turns(open_store) -> None:
     assert hosts[0].flow_state("quota:ads") == 50
     hosts[1].change_flow_state("quota:ads", lambda n: n)
     assert hosts[1].flow_state("quota:ads") == 50
+
+
+def test_rows_held_for_a_route_go_on_where_they_were_once_routed(
+    open_store: Callable[..., Store],
+) -> None:
+    """Only rows held for that reason, and only those the asking host routes: another
+    host's (in a fleet) and rows held for a pause stay held; progress is kept."""
+    store = open_store()
+    unrouted = "no route"
+    decision = store.begin_upload(hashed(store, b"/w/a"), always_valid)
+    assert decision is not None and decision[0] is Decision.UPLOAD
+    assert store.save_progress(decision[1], {"offset": 4096})
+    assert store.mark_held(decision[1], unrouted, None)
+    store.release(decision[1].id)
+    store.record_seen(b"/w/b", "ads", ident(2))
+    store.record_seen(b"/other/c", "ads", ident(3))
+    assert store.hold_waiting("ads", unrouted, None) == 2
+    paused = claimed(store, b"/w/d", n=4)
+    assert store.mark_held(paused, "paused", None)
+    store.release(paused.id)
+    asked: list[tuple[bytes, str]] = []
+
+    def routes(path: bytes, service: str) -> bool:
+        asked.append((path, service))
+        return path.startswith(b"/w/")
+
+    other_host = open_store(owner="host-b")
+    assert other_host.release_routed(unrouted, lambda path, service: False) == 0
+    assert store.release_routed(unrouted, routes) == 2
+    assert sorted(asked) == [(b"/other/c", "ads"), (b"/w/a", "ads"), (b"/w/b", "ads")]
+    assert store.release_routed(unrouted, routes) == 0
+    assert {(r.path, r.error) for r in store.held(10)} == {
+        (b"/other/c", unrouted),
+        (b"/w/d", "paused"),
+    }
+    resumed = store.get(decision[1].id)
+    assert resumed is not None and resumed.state is State.HASHED and resumed.error is None
+    assert store.load_progress(resumed) == {"offset": 4096}
+    assert {r.path for r in store.in_state(State.SEEN)} == {b"/w/b"}
+    again = store.claim(FAR)
+    assert again is not None and again.path == b"/w/a"

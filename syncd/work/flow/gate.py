@@ -154,10 +154,12 @@ class Flow:
         self._requota(
             lambda name: name in before and _quota(before[name]) != _quota(self._services[name])
         )
-        if not before:  # at start: files a crash left held by a hold that had just ended
-            for name in self._services:
-                if self.hold_of(name) is None:
-                    self._store.release_held(name)
+        # A service new at this load (at start, every one): its files a crash left held by a
+        # hold that had just ended, or that a pause's end did not release while a reload had
+        # taken the service away, go on (those still held are held by the hold in force).
+        for name in sorted(self._services.keys() - before.keys()):
+            if self.hold_of(name) is None:
+                self._store.release_held(name)
         self._wake()
 
     def _requota(self, changed: Callable[[str], bool]) -> None:
