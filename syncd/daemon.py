@@ -153,6 +153,7 @@ class Daemon:
             self.journal.known,
             queue.together,
             self.faults,
+            config.daemon.rescan_interval,
         )
         self.workers = Workers(
             config.daemon.workers,
@@ -241,12 +242,8 @@ class Daemon:
         if self.healthcheck is not None:
             self.healthcheck.start()
         self.notifier.ready()
-        log.info(
-            "syncd %s watching %d folders; status on %s",
-            __version__,
-            len(self.config.watches),
-            self.config.daemon.status_socket,
-        )
+        folders, status_on = len(self.config.watches), self.config.daemon.status_socket
+        log.info("syncd %s watching %d folders; status on %s", __version__, folders, status_on)
         try:
             self._main_loop()
         except JournalDamaged:  # nothing it says can be trusted: stop, then say why (exit 1)
@@ -275,7 +272,6 @@ class Daemon:
         tick = min(TICK, interval) if interval else TICK
         last_changes: tuple[int, int, bool, int] = (-1, -1, False, -1)
         limit_checked = False
-        next_rescan = time.monotonic() + (self.config.daemon.rescan_interval or float("inf"))
         while not self.stopping.is_set():
             self._wake.wait(tick)
             self._wake.clear()
@@ -295,18 +291,13 @@ class Daemon:
                 )
                 if changes != last_changes:
                     self.notifier.status(self.control.status_line())
+                    self._catch_up |= changes[1] != last_changes[1]  # after every full scan
                     last_changes = changes
             except StorageFault:
                 pass  # the journal cannot be reached: degraded says so; the next tick tries again
             if not limit_checked and self.watcher.scans.count:
                 limit_checked = True
                 self._warn_inotify_limit()
-            if time.monotonic() >= next_rescan:
-                next_rescan = time.monotonic() + (
-                    self.config.daemon.rescan_interval or float("inf")
-                )
-                self.watcher.request_rescan()
-                self._catch_up = True
             self._journal_chores()
             if self.once is not None and self.once.finished():
                 break
@@ -357,21 +348,20 @@ class Daemon:
 
     def _parts(self) -> dict[str, Callable[[], bool]]:
         """What must be alive for the daemon to be healthy (control/health.py)."""
-        parts = {
+        optional = {
+            "media server": self.media,
+            "metrics": self.metrics_server,
+            "webhooks": self.webhooks if self.config.webhooks else None,
+        }
+        return {
             "watcher": self.watcher.alive,
             "workers": self.workers.alive,
             "status socket": self.status.alive,
             "after-upload actions": self.after.loop.alive,
             "hooks": self.hooks.loop.alive,
             "journal": lambda: answers(self.journal.ping),
+            **{name: part.alive for name, part in optional.items() if part is not None},
         }
-        if self.media is not None:
-            parts["media server"] = self.media.alive
-        if self.metrics_server is not None:
-            parts["metrics"] = self.metrics_server.alive
-        if self.config.webhooks:
-            parts["webhooks"] = self.webhooks.alive
-        return parts
 
     def _warn_inotify_limit(self) -> None:
         """Once the start-up scan has counted the folders (a walk of its own would double
@@ -404,6 +394,7 @@ class Daemon:
         self.config = config
         self.flow.use(config)
         self.watcher.settle_seconds = config.daemon.settle_seconds
+        self.watcher.rescan_interval = config.daemon.rescan_interval
         self.watcher.apply(config.watches)
         self._catch_up = True
         log.info("configuration reloaded from %s", self.config_path)

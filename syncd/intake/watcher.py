@@ -62,10 +62,14 @@ class Watcher:
         known: Known,
         batch: Batch = lambda work: work(),
         faults: Degraded | None = None,
+        rescan_interval: float = 0.0,
     ) -> None:
         self.watches = watches
         self._faults = faults or Degraded()
         self._roots_looked = 0.0
+        self.rescan_interval = rescan_interval
+        """A full scan this often (0: only at start and after an inotify queue overflow)."""
+        self._scanned = time.monotonic()
         self._complete = complete
         self._batch = batch
         self._cond = threading.Condition()
@@ -177,6 +181,7 @@ class Watcher:
                 rescan, self._rescan = self._rescan, False
             try:
                 if rescan:
+                    self._scanned = time.monotonic()
                     self._scanner.full(self.watches, self._found)
                 if folders:
                     self._scanner.folders(self.watches, sorted(folders), self._found)
@@ -185,6 +190,9 @@ class Watcher:
                 self._settle_due()
                 if time.monotonic() >= self._roots_looked + ROOT_LOOK:
                     self._look_at_roots()
+                    interval = self.rescan_interval
+                    if interval and time.monotonic() >= self._scanned + interval:
+                        self.request_rescan()
             except StorageFault:  # the journal cannot be read or written: look again later
                 with self._cond:
                     self._rescan = self._rescan or rescan
