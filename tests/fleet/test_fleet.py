@@ -235,7 +235,11 @@ def test_a_oneall_video_waiting_for_its_callback_is_completed_by_another_host(ma
     uploader.kill()
     fleet.wait_sidecars([clip], timeout=60)
     [pushed] = sandbox.get("oneall/videos")
-    completed_by = [d for d in fleet.daemons if f"uploaded {clip}" in d.log()]
+    completed_by = wait_until(  # logged once the sidecar's batch commits, just after it
+        lambda: [d for d in fleet.daemons if f"uploaded {clip}" in d.log()],
+        30,
+        "the uploaded line",
+    )
     assert len(completed_by) == 1 and completed_by[0] is not uploader
     assert read_sidecar(clip)["result"]["video_id"] == pushed["video_id"]
 

@@ -208,7 +208,11 @@ def test_a_start_while_the_database_is_out_waits_for_it(
             "STATUS= saying what the start waits for",
         )
         assert "not currently accepting connections" in waiting[0], waiting
-        assert [m for _, m in notify.messages if m.startswith("EXTEND_TIMEOUT_USEC=")]
+        wait_until(  # its own datagram, right after STATUS=
+            lambda: [m for _, m in notify.messages if m.startswith("EXTEND_TIMEOUT_USEC=")],
+            10,
+            "the start timeout pushed back",
+        )
         assert not notify.with_line("READY=1")
         assert daemon.process is not None and daemon.process.poll() is None, daemon.log()
         assert "waiting for it" in daemon.log()
