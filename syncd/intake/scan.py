@@ -61,9 +61,13 @@ class ScanStats:
 class Scanner:
     """Runs the scans for the watcher's thread and keeps the full scans' figures."""
 
-    def __init__(self, known: Known, watch_folder: WatchFolder) -> None:
+    def __init__(
+        self, known: Known, watch_folder: WatchFolder, stopped: Callable[[], bool] = lambda: False
+    ) -> None:
         self._known = known
         self._watch_folder = watch_folder
+        self._stopped = stopped
+        """The daemon stops: a scan ends at the next folder (the next start scans again)."""
         self.stats = ScanStats()
         self.roots: dict[bytes, tuple[int, int]] = {}
         """Each watch's own folder as last listed (device, inode): nothing above a watch is
@@ -104,7 +108,7 @@ class Scanner:
         known = known or {}
         new = seen = watched = 0
         stack = [os.fsencode(f) for f in folders]
-        while stack:
+        while stack and not self._stopped():
             folder = stack.pop()
             folder_takers = takers(watches, os.fsdecode(folder))
             if not folder_takers:

@@ -79,7 +79,7 @@ class Watcher:
         self._settler = Settler(settle_seconds)
         """Only the settler thread touches it, but for `forget` and `pending` (locked)."""
         self._inotify = InotifyWatches(self, self.request_rescan)
-        self._scanner = Scanner(known, self._inotify.add)
+        self._scanner = Scanner(known, self._inotify.add, lambda: self._stopped)
         self._stopped = False
         self._pollers = Pollers(self)
         self._thread = threading.Thread(target=self._settle_loop, name="settler", daemon=True)
@@ -257,6 +257,8 @@ class Watcher:
             due = self._settler.due(time.monotonic())
         complete: list[tuple[Path, WatchConfig, Identity, Seen]] = []
         for path in due:
+            if self._stopped:  # what is not journaled yet, the next start's scan finds
+                return
             try:
                 st: os.stat_result | None = os.lstat(path)
             except OSError:
@@ -280,6 +282,8 @@ class Watcher:
         # the same files then insert them in the same order, which cannot deadlock.
         complete.sort(key=lambda found: os.fsencode(found[0]))
         for start in range(0, len(complete), BATCH):
+            if self._stopped:
+                return
             try:
                 self._batch(partial(self._complete_each, complete[start : start + BATCH]))
             except StorageFault:

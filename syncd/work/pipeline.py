@@ -144,6 +144,8 @@ class Pipeline:
                 self._hold_unrouted(row)
         except FileChanged:
             log.info("%s changed while it was being handled; starting over", path, extra=fields)
+        except Interrupted:  # nothing journaled of the hash: the next start hashes it again
+            log.info("%s: hashing stopped by the shutdown", path, extra=fields)
         except PermanentError as exc:
             log.warning("%s", exc, extra=fields)
             self.mark_failed(row, str(exc))
@@ -236,8 +238,15 @@ class Pipeline:
         digest = None
         if row.sha256 is None or not identity.same_version(row.identity):
             tracked = Upload(str(path), row.service, identity.size)
+            report = self.hashing.begin(row.id, tracked)
+
+            def progress(done: int) -> None:
+                if self.stopping.is_set():  # a hash of 100 GiB must not hold a stop for minutes
+                    raise Interrupted
+                report(done)
+
             try:
-                digest = sha256_of(file, self.hashing.begin(row.id, tracked))
+                digest = sha256_of(file, progress)
             finally:
                 self.hashing.end(row.id)
             if identity_of(file) != identity:
