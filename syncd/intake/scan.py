@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from syncd.config import WatchConfig
-from syncd.files import GONE, open_folder
+from syncd.files import GONE, SCARCE, open_folder
 from syncd.intake.routing import (
     IGNORED_PREFIXES,
     IGNORED_SUFFIXES,
@@ -69,6 +69,9 @@ class Scanner:
         self._stopped = stopped
         """The daemon stops: a scan ends at the next folder (the next start scans again)."""
         self.stats = ScanStats()
+        self.missed = False
+        """A folder could not be listed for want of descriptors (files.SCARCE): the watcher
+        scans again a little later, for nothing else would find what it holds."""
         self.roots: dict[bytes, tuple[int, int]] = {}
         """Each watch's own folder as last listed (device, inode): nothing above a watch is
         watched, so only a look at these tells that one was replaced (see Watcher)."""
@@ -116,6 +119,7 @@ class Scanner:
             try:
                 opened = open_folder(folder)
             except OSError as exc:
+                self.missed |= exc.errno in SCARCE
                 if exc.errno not in GONE or any(not below for _, below in folder_takers):
                     log.warning("cannot read folder %s: %s", os.fsdecode(folder), exc.strerror)
                 continue  # a folder below a watch gone (or swapped) since it was seen
@@ -153,6 +157,7 @@ class Scanner:
                     if found(Path(os.fsdecode(path)), st):
                         new += 1
             except OSError as exc:
+                self.missed |= exc.errno in SCARCE
                 log.warning("cannot read folder %s: %s", os.fsdecode(folder), exc.strerror)
             finally:
                 os.close(opened)

@@ -43,6 +43,9 @@ STILL_WRITTEN_LOOK = 1.0
 """Seconds at least between looks at a file a process holds open for writing; its close,
 an event, usually ends the wait before."""
 
+MISSED = 10.0
+"""Seconds after a scan that missed folders for want of descriptors before the next."""
+
 Complete = Callable[[Path, WatchConfig, Identity], None]
 """Told of each file that is complete; the journal decides whether it is new."""
 Batch = Callable[[Callable[[], None]], None]
@@ -193,6 +196,9 @@ class Watcher:
                     interval = self.rescan_interval
                     if interval and time.monotonic() >= self._scanned + interval:
                         self.request_rescan()
+                    elif self._scanner.missed and time.monotonic() >= self._scanned + MISSED:
+                        self._scanner.missed = False
+                        self.request_rescan()
             except StorageFault:  # the journal cannot be read or written: look again later
                 with self._cond:
                     self._rescan = self._rescan or rescan
@@ -312,3 +318,5 @@ def _being_written(watch: WatchConfig, path: Path) -> bool:
             return place.being_written()
     except (Vanished, PermanentError):
         return False  # gone, or not ours to open: the worker will say which
+    except OSError:  # no descriptor to spare (files.SCARCE): cannot tell yet, look again
+        return True
