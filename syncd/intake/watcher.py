@@ -107,6 +107,8 @@ class Watcher:
         lists it: a change during the scan is caught by one of them."""
         self._inotify.roots = {os.fsencode(w.path) for w in self.watches}
         self._inotify.start()
+        if self._inotify.unavailable:
+            self._faults.set("inotify", self._inotify.unavailable)
         self._pollers.start(self.watches)
         self._thread.start()
         self.request_rescan()
