@@ -22,7 +22,7 @@ from syncd.outputs.alerts import PAUSED as PAUSED_EVENT
 from syncd.outputs.alerts import QUOTA_EXHAUSTED, RESUMED
 from syncd.outputs.webhooks import rfc3339
 from syncd.work.flow.bandwidth import Bandwidth
-from syncd.work.flow.clock import Clock
+from syncd.work.flow.clock import Clock, Steps
 from syncd.work.flow.quota import Quotas, StateStore
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,10 @@ class FlowStore(StateStore, Protocol):
 
     def release_held(self, service: str) -> int:
         """Every held file of `service` waits for a worker again."""
+        ...
+
+    def shift_retries(self, seconds: float) -> int:
+        """The wall clock stepped by `seconds`: retry due times move as much."""
         ...
 
 
@@ -119,6 +123,7 @@ class Flow:
     ) -> None:
         """`announce`: the webhook events paused, resumed and quota_exhausted."""
         self.clock = clock
+        self.steps = Steps()
         self._announce = announce
         self.bandwidth = Bandwidth(clock)
         self.quotas = Quotas(store, clock)
@@ -267,6 +272,10 @@ class Flow:
         """Take in what other hosts of a fleet decided, and end the holds whose time has
         come; called from the daemon's main loop."""
         self._load()
+        stepped = self.steps.stepped()
+        if stepped < 0 and self._store.shift_retries(stepped):  # (forward: due sooner, no harm)
+            log.warning("the wall clock stepped back %.0f s: retries keep their delays", -stepped)
+            self._wake()
         now = self.clock.now()
         self._end_holds(lambda _, hold: hold.until is not None and hold.until <= now, "hold ended")
         self.bandwidth.refresh()
