@@ -48,3 +48,23 @@ def test_a_step_back_of_an_hour_does_not_freeze_a_retry_for_an_hour(
     daemon.wait_counts(done=1)  # an hour later without the fix; the deadline is a minute
     assert "the wall clock stepped back 3600 s" in daemon.log()
     assert daemon.stop() == 0
+
+
+def test_a_clock_off_from_the_services_makes_files_wait_not_fail(
+    tmp_path: Path, sandbox: SandboxClient, make_daemon: Callable[..., RunningDaemon]
+) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    sandbox.post("clock", {"skew": STEP})  # the service sees OAuth timestamps an hour off
+    daemon = make_daemon(base_config(tmp_path, sandbox.url, [{"path": str(drop)}])).start()
+    daemon.wait_scan()
+    (drop / "a.bin").write_bytes(os.urandom(1000))
+
+    def waiting_for_the_clock() -> list[dict[str, str]]:
+        reply = daemon.poll_status()
+        return [] if reply is None else reply["retrying"]
+
+    [retrying] = wait_until(waiting_for_the_clock, what="the retry after a 401")
+    assert "the clock is off: check NTP" in retrying["error"]
+    sandbox.post("clock", {"skew": 0.0})  # NTP set the clock right
+    daemon.wait_counts(done=1)
