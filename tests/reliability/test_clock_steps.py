@@ -20,9 +20,17 @@ STEP = -3600.0
 
 
 @pytest.mark.skipif(not LIBFAKETIME.exists(), reason="libfaketime is not installed (faketime)")
-def test_a_step_back_of_an_hour_does_not_freeze_a_retry_for_an_hour(
-    tmp_path: Path, sandbox: SandboxClient, make_daemon: Callable[..., RunningDaemon]
+@pytest.mark.parametrize(
+    ("status", "waiting"), [(503, "retry_wait"), (429, "held")], ids=["retry", "rate-limit"]
+)
+def test_a_step_back_of_an_hour_does_not_freeze_a_wait_for_an_hour(
+    tmp_path: Path,
+    sandbox: SandboxClient,
+    make_daemon: Callable[..., RunningDaemon],
+    status: int,
+    waiting: str,
 ) -> None:
+    """A retry after a 503 (1 s), and the whole service's hold after a 429 (5 s)."""
     drop = tmp_path / "drop"
     drop.mkdir()
     clock = tmp_path / "faketime"
@@ -35,14 +43,14 @@ def test_a_step_back_of_an_hour_does_not_freeze_a_retry_for_an_hour(
         FAKETIME_DONT_FAKE_MONOTONIC="1",
     ).start()
     daemon.wait_scan()
-    sandbox.fault(method="POST", path="/1.1/ton/", status=503, count=1)
+    sandbox.fault(method="POST", path="/1.1/ton/", status=status, retry_after=5, count=1)
     (drop / "a.bin").write_bytes(os.urandom(1000))
 
-    def retrying() -> bool:
+    def waits() -> bool:
         reply = daemon.poll_status()
-        return bool(reply and reply["counts"]["retry_wait"] == 1)
+        return bool(reply and reply["counts"][waiting] == 1)
 
-    wait_until(retrying, what="the retry after a 503")
+    wait_until(waits, what=f"the wait after a {status}")
     clock.write_text(f"{STEP:+.0f}\n")
     sandbox.post("clock", {"skew": STEP})
     daemon.wait_counts(done=1)  # an hour later without the fix; the deadline is a minute

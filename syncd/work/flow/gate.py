@@ -13,7 +13,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
 from syncd.config import Config, ServiceConfig
@@ -273,12 +273,30 @@ class Flow:
         come; called from the daemon's main loop."""
         self._load()
         stepped = self.steps.stepped()
-        if stepped < 0 and self._store.shift_retries(stepped):  # (forward: due sooner, no harm)
-            log.warning("the wall clock stepped back %.0f s: retries keep their delays", -stepped)
-            self._wake()
+        if stepped < 0:  # (forward: what waits is due sooner; nothing is lost)
+            self._stepped_back(stepped)
         now = self.clock.now()
         self._end_holds(lambda _, hold: hold.until is not None and hold.until <= now, "hold ended")
         self.bandwidth.refresh()
+
+    def _stepped_back(self, seconds: float) -> None:
+        """Retries and rate limits are delays counted from when they were given: they move
+        with the clock (quota days and timetables are the wall clock's own: they stay)."""
+        with self._lock:
+            moved = {
+                name: replace(hold, until=hold.until + seconds)
+                for name, hold in self._holds.items()
+                if hold.stops_requests and hold.until is not None
+            }
+            self._holds.update(moved)
+            if moved:
+                self._save_holds()
+        if self._store.shift_retries(seconds) or moved:
+            log.warning(
+                "the wall clock stepped back %.0f s: retries and rate limits keep their delays",
+                -seconds,
+            )
+            self._wake()
 
     def _release(self, service: str) -> None:
         """One hold of `service` ended: its held files wait for a worker again, or, while
