@@ -320,8 +320,8 @@ class Daemon:
     def _shutdown(self) -> int:
         self.notifier.stopping()
         log.info("stopping: letting in-flight requests finish")
+        self.workers.stop()  # first: no new work while the watcher winds down
         self.watcher.stop()
-        self.workers.stop()
         self.hooks.stop()
         self.after.loop.stop(ACTION_STOP_TIMEOUT)
         deadline = time.monotonic() + STOP_TIMEOUT

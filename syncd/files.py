@@ -57,6 +57,9 @@ default, where the default signal, SIGIO, would end the process."""
 FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 """A folder on the way down from a watch root: a symlink in its place fails with ELOOP."""
 GONE = (errno.ENOENT, errno.ELOOP, errno.ENOTDIR)
+SCARCE = frozenset({errno.EMFILE, errno.ENFILE})
+"""No descriptor to spare, in the process (EMFILE: LimitNOFILE=, ulimit -n) or the system
+(ENFILE): passes once others are closed, so a file that meets it waits, never fails."""
 """What opening a name fails with when it is missing, a symlink, or not what it should be."""
 
 
@@ -90,13 +93,15 @@ class Place:
         """The file opened for reading, blocking reads restored once it is known to be a file.
 
         Vanished when it is gone, a symlink, or not a regular file; PermanentError when it
-        exists but cannot be read (permissions, I/O).
+        exists but cannot be read (permissions, I/O); OSError when SCARCE.
         """
         try:
             fd = os.open(self.name, OPEN_FLAGS, dir_fd=self.folder)
         except OSError as exc:
             if exc.errno in GONE:
                 raise Vanished(self.path) from None
+            if exc.errno in SCARCE:
+                raise
             raise PermanentError(f"{self.path}: cannot read: {exc.strerror}") from None
         file = os.fdopen(fd, "rb")
         if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -192,7 +197,8 @@ def locate(root: Path, path: Path) -> Place:
     """`path`'s folder opened from `root` down, never through a symlink (see Place).
 
     Vanished when `path` does not lie below `root` or a folder on the way is missing, a
-    symlink or not a folder; PermanentError when one exists but cannot be opened.
+    symlink or not a folder; PermanentError when one exists but cannot be opened; OSError
+    when SCARCE.
     """
     try:
         parts = path.relative_to(root).parts
@@ -210,6 +216,8 @@ def locate(root: Path, path: Path) -> Place:
 def _refusal(path: Path, exc: OSError) -> Exception:
     if exc.errno in GONE:
         return Vanished(path)
+    if exc.errno in SCARCE:
+        return exc
     return PermanentError(f"{path}: cannot open its folder: {exc.strerror}")
 
 

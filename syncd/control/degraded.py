@@ -21,6 +21,8 @@ JOURNAL = "journal"
 """The journal cannot be written (SQLite reports the disk full, or an I/O error)."""
 SIDECARS = "sidecars"
 """A sidecar cannot be written for a passing reason (disk full, I/O error)."""
+DESCRIPTORS = "open files"
+"""Files cannot be opened for want of descriptors (files.SCARCE): they wait, then go on."""
 FLEET = "fleet"
 """Another process took this one's host_id over (journal/pg_hosts.py): no new work here."""
 
@@ -50,7 +52,10 @@ class Degraded:
         if old is None:
             log.warning("%s degraded: %s; pausing and trying again", component, reason)
             for listener in self._listeners:
-                listener(component, reason)
+                try:  # whoever reports the fault must not fail for want of an alert
+                    listener(component, reason)
+                except Exception:
+                    log.exception("cannot announce that %s is degraded", component)
 
     def clear(self, component: str) -> None:
         with self._lock:

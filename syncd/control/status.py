@@ -42,6 +42,9 @@ MAX_CLIENTS = 64
 BACKLOG = 64
 CONNECT_RETRY = 0.05
 """Seconds between connection attempts while the daemon's backlog is full."""
+ACCEPT_PAUSE = 1.0
+"""Seconds the socket is not listened to after an accept failed for want of descriptors
+(EMFILE): the waiting client stays ready, so listening on would spin and flood the log."""
 TOO_LONG = f"request refused: longer than {MAX_REQUEST} bytes"
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
@@ -58,6 +61,10 @@ class StatusServer:
         self._woken, self._waker = socket.socketpair()
         """A byte on `_waker` wakes the selector, for close()."""
         self._clients: dict[int, _Client] = {}
+        self._accept_paused_until = 0.0
+        """While accepts fail (see ACCEPT_PAUSE): when to listen again; 0.0 when listening."""
+        self._accept_failing = False
+        """Said once per spell of failures, not once per client."""
         self._closing = False
         self._owned = False
         """A socket we bound is removed at close; one systemd passed belongs to systemd."""
@@ -176,8 +183,10 @@ class StatusServer:
             selector.register(self._socket, selectors.EVENT_READ)
             selector.register(self._woken, selectors.EVENT_READ)
             while not self._closing:
-                soonest = min((c.deadline for c in self._clients.values()), default=None)
-                wait = None if soonest is None else max(0.0, soonest - time.monotonic())
+                ends = [c.deadline for c in self._clients.values()]
+                if self._accept_paused_until:
+                    ends.append(self._accept_paused_until)
+                wait = max(0.0, min(ends) - time.monotonic()) if ends else None
                 for key, _ in selector.select(wait):
                     if key.fileobj is self._socket:
                         self._accept(selector)
@@ -185,6 +194,9 @@ class StatusServer:
                         self._clients[key.fd].step(self._answer)
                         self._follow(selector, self._clients[key.fd])
                 now = time.monotonic()
+                if self._accept_paused_until and now >= self._accept_paused_until:
+                    self._accept_paused_until = 0.0
+                    selector.register(self._socket, selectors.EVENT_READ)
                 for client in [c for c in self._clients.values() if c.deadline <= now]:
                     client.close()
                     self._follow(selector, client)
@@ -202,9 +214,17 @@ class StatusServer:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                if exc.errno not in (errno.ECONNABORTED, errno.EPROTO):
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    return  # that client gave up; the next one is served
+                if not self._accept_failing:
                     log.warning("status socket: cannot accept a client: %s", exc.strerror)
+                self._accept_failing = True
+                selector.unregister(self._socket)
+                self._accept_paused_until = time.monotonic() + ACCEPT_PAUSE
                 return
+            if self._accept_failing:
+                self._accept_failing = False
+                log.info("status socket: accepting clients again")
             if len(self._clients) >= MAX_CLIENTS:
                 oldest = min(self._clients.values(), key=lambda c: c.deadline)
                 oldest.close()

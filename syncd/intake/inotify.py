@@ -69,9 +69,19 @@ class InotifyWatches:
         whether the kernel `dropped` theirs."""
         self._dropped: set[bytes] = set()
         self._limit_told = False
+        self.unavailable = ""
 
     def start(self) -> None:
-        self._inotify = InotifyFD()
+        """Without an inotify instance to spare (fs.inotify.max_user_instances, EMFILE) the
+        daemon runs on: rescans find every change (`unavailable` says why, for degraded)."""
+        try:
+            self._inotify = InotifyFD()
+        except OSError as exc:
+            self.unavailable = (
+                f"cannot start inotify ({exc.strerror}): changes are found by"
+                " rescans only, every rescan_interval; raise fs.inotify.max_user_instances"
+            )
+            return
         self._inotify.name = "inotify"
         self._inotify.start()
 
@@ -86,7 +96,7 @@ class InotifyWatches:
             self._watch_of.clear()
 
     def alive(self) -> bool:
-        return self._inotify is not None and self._inotify.is_alive()
+        return bool(self.unavailable) or (self._inotify is not None and self._inotify.is_alive())
 
     def watching(self) -> int:
         with self._lock:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from syncd.config import WatchConfig
-from syncd.files import GONE, open_folder
+from syncd.files import GONE, SCARCE, open_folder
 from syncd.intake.routing import (
     IGNORED_PREFIXES,
     IGNORED_SUFFIXES,
@@ -61,10 +61,17 @@ class ScanStats:
 class Scanner:
     """Runs the scans for the watcher's thread and keeps the full scans' figures."""
 
-    def __init__(self, known: Known, watch_folder: WatchFolder) -> None:
+    def __init__(
+        self, known: Known, watch_folder: WatchFolder, stopped: Callable[[], bool] = lambda: False
+    ) -> None:
         self._known = known
         self._watch_folder = watch_folder
+        self._stopped = stopped
+        """The daemon stops: a scan ends at the next folder (the next start scans again)."""
         self.stats = ScanStats()
+        self.missed = False
+        """A folder could not be listed for want of descriptors (files.SCARCE): the watcher
+        scans again a little later, for nothing else would find what it holds."""
         self.roots: dict[bytes, tuple[int, int]] = {}
         """Each watch's own folder as last listed (device, inode): nothing above a watch is
         watched, so only a look at these tells that one was replaced (see Watcher)."""
@@ -104,7 +111,7 @@ class Scanner:
         known = known or {}
         new = seen = watched = 0
         stack = [os.fsencode(f) for f in folders]
-        while stack:
+        while stack and not self._stopped():
             folder = stack.pop()
             folder_takers = takers(watches, os.fsdecode(folder))
             if not folder_takers:
@@ -112,6 +119,7 @@ class Scanner:
             try:
                 opened = open_folder(folder)
             except OSError as exc:
+                self.missed |= exc.errno in SCARCE
                 if exc.errno not in GONE or any(not below for _, below in folder_takers):
                     log.warning("cannot read folder %s: %s", os.fsdecode(folder), exc.strerror)
                 continue  # a folder below a watch gone (or swapped) since it was seen
@@ -149,6 +157,7 @@ class Scanner:
                     if found(Path(os.fsdecode(path)), st):
                         new += 1
             except OSError as exc:
+                self.missed |= exc.errno in SCARCE
                 log.warning("cannot read folder %s: %s", os.fsdecode(folder), exc.strerror)
             finally:
                 os.close(opened)

@@ -43,6 +43,9 @@ STILL_WRITTEN_LOOK = 1.0
 """Seconds at least between looks at a file a process holds open for writing; its close,
 an event, usually ends the wait before."""
 
+MISSED = 10.0
+"""Seconds after a scan that missed folders for want of descriptors before the next."""
+
 Complete = Callable[[Path, WatchConfig, Identity], None]
 """Told of each file that is complete; the journal decides whether it is new."""
 Batch = Callable[[Callable[[], None]], None]
@@ -79,7 +82,7 @@ class Watcher:
         self._settler = Settler(settle_seconds)
         """Only the settler thread touches it, but for `forget` and `pending` (locked)."""
         self._inotify = InotifyWatches(self, self.request_rescan)
-        self._scanner = Scanner(known, self._inotify.add)
+        self._scanner = Scanner(known, self._inotify.add, lambda: self._stopped)
         self._stopped = False
         self._pollers = Pollers(self)
         self._thread = threading.Thread(target=self._settle_loop, name="settler", daemon=True)
@@ -104,6 +107,8 @@ class Watcher:
         lists it: a change during the scan is caught by one of them."""
         self._inotify.roots = {os.fsencode(w.path) for w in self.watches}
         self._inotify.start()
+        if self._inotify.unavailable:
+            self._faults.set("inotify", self._inotify.unavailable)
         self._pollers.start(self.watches)
         self._thread.start()
         self.request_rescan()
@@ -193,6 +198,9 @@ class Watcher:
                     interval = self.rescan_interval
                     if interval and time.monotonic() >= self._scanned + interval:
                         self.request_rescan()
+                    elif self._scanner.missed and time.monotonic() >= self._scanned + MISSED:
+                        self._scanner.missed = False
+                        self.request_rescan()
             except StorageFault:  # the journal cannot be read or written: look again later
                 with self._cond:
                     self._rescan = self._rescan or rescan
@@ -257,6 +265,8 @@ class Watcher:
             due = self._settler.due(time.monotonic())
         complete: list[tuple[Path, WatchConfig, Identity, Seen]] = []
         for path in due:
+            if self._stopped:  # what is not journaled yet, the next start's scan finds
+                return
             try:
                 st: os.stat_result | None = os.lstat(path)
             except OSError:
@@ -280,6 +290,8 @@ class Watcher:
         # the same files then insert them in the same order, which cannot deadlock.
         complete.sort(key=lambda found: os.fsencode(found[0]))
         for start in range(0, len(complete), BATCH):
+            if self._stopped:
+                return
             try:
                 self._batch(partial(self._complete_each, complete[start : start + BATCH]))
             except StorageFault:
@@ -308,3 +320,5 @@ def _being_written(watch: WatchConfig, path: Path) -> bool:
             return place.being_written()
     except (Vanished, PermanentError):
         return False  # gone, or not ours to open: the worker will say which
+    except OSError:  # no descriptor to spare (files.SCARCE): cannot tell yet, look again
+        return True

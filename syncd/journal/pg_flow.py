@@ -58,6 +58,12 @@ class PostgresFlow(Connected):
                 (time.time(), service),
             ).rowcount
 
+    def shift_retries(self, seconds: float) -> int:
+        with self._write() as db:
+            return db.execute(
+                "UPDATE files SET due=due+%s WHERE state='retry_wait'", (seconds,)
+            ).rowcount
+
     def release_routed(self, reason: str, routes: Callable[[bytes, str], bool]) -> int:
         rules.check_release()
         with self._write() as db:

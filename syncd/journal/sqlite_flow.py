@@ -54,6 +54,12 @@ class SqliteFlow:
                 (time.time(), State.HELD, service),
             ).rowcount
 
+    def shift_retries(self: _Base, seconds: float) -> int:
+        with self._write() as db:
+            return db.execute(
+                "UPDATE files SET due=due+? WHERE state=?", (seconds, State.RETRY_WAIT)
+            ).rowcount
+
     def release_routed(self: _Base, reason: str, routes: Callable[[bytes, str], bool]) -> int:
         rules.check_release()
         with self._write() as db:

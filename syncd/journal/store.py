@@ -257,6 +257,10 @@ class Store(AfterUploadStore, Protocol):
     def release_held(self, service: str) -> int:
         """Every held row of `service` waits for a worker again."""
 
+    def shift_retries(self, seconds: float) -> int:
+        """The wall clock stepped by `seconds`: every `retry_wait` row's due time moves as
+        much, so each waits the delay it was given, not that plus the step."""
+
     def held(self, limit: int) -> list[Row]:
         """Held rows, those released soonest first."""
 

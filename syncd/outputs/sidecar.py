@@ -23,12 +23,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from syncd.files import Place
+from syncd.files import SCARCE, Place
 
 SUFFIX = ".syncd.toml"
 MAX_MODE = 0o644
 """Never more than this, whatever the file's own mode: a sidecar nobody else may change."""
-TRANSIENT = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM, errno.EAGAIN})
+TRANSIENT = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM, errno.EAGAIN}) | SCARCE
 """Errors that pass by themselves (space freed, the device back); any other needs a person."""
 
 

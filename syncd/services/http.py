@@ -173,8 +173,10 @@ def raise_for(
             retry_after_of(reply.headers, rate_limited=reply.status == 429, cap=max_retry_after),
         )
     if reply.status == 401:
-        hint = " (the clock is off: check NTP)" if "code 135" in reason else ""
-        raise PermanentError(f"{service}: authentication failed (HTTP 401: {reason}){hint}")
+        failed = f"{service}: authentication failed (HTTP 401: {reason})"
+        if "code 135" in reason:  # the clock is wrong, not the file: once NTP mends it, it goes
+            raise RetryableError(f"{failed} (the clock is off: check NTP)")
+        raise PermanentError(failed)
     raise PermanentError(f"{service}: HTTP {reply.status}: {reason}")
 
 

@@ -18,13 +18,22 @@ import time
 from collections.abc import Callable
 from io import BufferedReader
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from syncd.config import ServiceConfig, WatchConfig
-from syncd.control.degraded import Degraded
+from syncd.control.degraded import DESCRIPTORS, Degraded
 from syncd.control.logs import log_fields
 from syncd.errors import PermanentError, RateLimited, RetryableError
-from syncd.files import Identity, Place, Vanished, identity_of, locate, media_type, sha256_of
+from syncd.files import (
+    SCARCE,
+    Identity,
+    Place,
+    Vanished,
+    identity_of,
+    locate,
+    media_type,
+    sha256_of,
+)
 from syncd.intake.routing import route
 from syncd.journal.codec import storable
 from syncd.journal.states import State, allowed
@@ -44,6 +53,15 @@ UNROUTED = "no [[watch]] routes it to its service now; it goes on once one does"
 """The reason a file is held while the configuration does not route it (a reload removed
 its [[watch]] or its service): not a failure, for a config written in two steps is soon
 whole again; not forgotten, for its progress (a TON session, a posted note) must survive."""
+
+
+DESCRIPTORS_QUIET = 30.0
+"""Seconds without a file short of descriptors before `degraded` stops saying so: at the
+edge of the limit files fail and pass in turns, and that is one spell, said once."""
+
+
+class OutOfDescriptors(Exception):
+    """The process or the system has no file descriptor to spare (files.SCARCE)."""
 
 
 class FileChanged(Exception):
@@ -108,6 +126,7 @@ class Pipeline:
         self.flow = flow
         self.in_flight = InFlight()
         self.hashing = InFlight()
+        self._short_of_descriptors_at = -DESCRIPTORS_QUIET
         self.services: dict[str, ServiceConfig] = {}
         self.uploaders: dict[str, Uploader] = {}
 
@@ -135,6 +154,8 @@ class Pipeline:
             return
         try:
             with self.place(path) as place, place.open_regular() as file:
+                if time.monotonic() > self._short_of_descriptors_at + DESCRIPTORS_QUIET:
+                    self.faults.clear(DESCRIPTORS)
                 self._check_links(path, file)
                 self._process_open(row, place, file, fields)
         except Vanished:
@@ -144,11 +165,26 @@ class Pipeline:
                 self._hold_unrouted(row)
         except FileChanged:
             log.info("%s changed while it was being handled; starting over", path, extra=fields)
+        except Interrupted:  # nothing journaled of the hash: the next start hashes it again
+            log.info("%s: hashing stopped by the shutdown", path, extra=fields)
         except PermanentError as exc:
             log.warning("%s", exc, extra=fields)
             self.mark_failed(row, str(exc))
         except OSError as exc:
+            if exc.errno in SCARCE:
+                self._short_of_descriptors(row, exc)
             self.fail(row, f"{path}: cannot read: {exc.strerror or exc}")
+
+    def _short_of_descriptors(self, row: Row, exc: OSError) -> NoReturn:
+        """Opening the file, its folder, a socket or a module found no descriptor to spare:
+        said once (degraded), not once a file. The file is not failed: it stays claimable
+        (an upload under way waits as a retry) and the worker waits (work/pool.py)."""
+        self.faults.set(DESCRIPTORS, f"{exc.strerror}: raise LimitNOFILE= (ulimit -n)")
+        self._short_of_descriptors_at = time.monotonic()
+        current = self.journal.get(row.id)
+        if current is not None and allowed(current.state, State.RETRY_WAIT):
+            self.journal.mark_retry(current, f"{os.fsdecode(row.path)}: {exc.strerror}", 0.0)
+        raise OutOfDescriptors from exc
 
     def _check_links(self, path: Path, file: BufferedReader) -> None:
         """A file with other names may be one from outside every watch, linked in."""
@@ -236,8 +272,15 @@ class Pipeline:
         digest = None
         if row.sha256 is None or not identity.same_version(row.identity):
             tracked = Upload(str(path), row.service, identity.size)
+            report = self.hashing.begin(row.id, tracked)
+
+            def progress(done: int) -> None:
+                if self.stopping.is_set():  # a hash of 100 GiB must not hold a stop for minutes
+                    raise Interrupted
+                report(done)
+
             try:
-                digest = sha256_of(file, self.hashing.begin(row.id, tracked))
+                digest = sha256_of(file, progress)
             finally:
                 self.hashing.end(row.id)
             if identity_of(file) != identity:

@@ -15,7 +15,7 @@ from syncd.control.degraded import SIDECARS, Backoff, Degraded
 from syncd.journal.patience import StorageFault, patiently
 from syncd.journal.store import Row, Store
 from syncd.work.flow import Flow
-from syncd.work.pipeline import Pipeline
+from syncd.work.pipeline import OutOfDescriptors, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,8 @@ class Workers:
                     continue  # sidecars cannot be written: take no new file until they can
                 try:
                     self._turn(held)
-                except StorageFault:  # met only by a store that does not persevere by itself
+                except (StorageFault, OutOfDescriptors):  # (the first: a store that does not
+                    # persevere by itself) the row stays as the journal last recorded it
                     with self._cond:
                         if not self._stop:
                             self._cond.wait(backoff.failed())
@@ -127,8 +128,8 @@ class Workers:
         self.wake()  # pass the baton: if more rows are due, the next idle worker takes one
         try:
             self._pipeline.process(row)
-        except StorageFault:
-            raise  # the row stays as the journal last recorded it
+        except (StorageFault, OutOfDescriptors):
+            raise
         except Exception as exc:
             log.exception("unexpected error on %s", os.fsdecode(row.path))
             self._pipeline.fail(row, f"internal error: {type(exc).__name__}: {exc}")

@@ -152,3 +152,19 @@ def test_rows_held_for_a_route_go_on_where_they_were_once_routed(
     assert {r.path for r in store.in_state(State.SEEN)} == {b"/w/b"}
     again = store.claim(FAR)
     assert again is not None and again.path == b"/w/a"
+
+
+def test_a_clock_step_moves_retry_due_times_and_nothing_else(store: Store) -> None:
+    held = claimed(store, b"/w/held", n=2)
+    assert store.mark_held(held, "quota", 9_000.0)
+    store.release(held.id)
+    decision = store.begin_upload(hashed(store, b"/w/retry"), always_valid)
+    assert decision is not None
+    assert store.mark_retry(decision[1], "HTTP 503", 5_000.0)
+    store.release(decision[1].id)
+    assert store.shift_retries(-3_600.0) == 1
+    assert store.next_due() == 1_400.0
+    assert store.claim(1_399.0) is None
+    again = store.claim(1_400.0)
+    assert again is not None and again.path == b"/w/retry"
+    assert [r.due for r in store.held(10)] == [9_000.0]

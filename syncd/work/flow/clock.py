@@ -15,6 +15,25 @@ OFFSET_FILE = "SYNCD_CLOCK_OFFSET_FILE"
 DAY = 86400.0
 
 
+STEP = 5.0
+"""Seconds the wall clock must jump against the monotonic one to count as a step (NTP
+slews far slower; a suspend moves both)."""
+
+
+class Steps:
+    """Tells of wall-clock steps (an admin's `date -s`, an NTP step, a VM restored): due
+    times kept as epoch seconds (they survive restarts) would otherwise wait the step out."""
+
+    def __init__(self) -> None:
+        self._offset = time.time() - time.monotonic()
+
+    def stepped(self) -> float:
+        """Seconds the wall clock jumped since the last look (negative: back), or 0.0."""
+        offset = time.time() - time.monotonic()
+        step, self._offset = offset - self._offset, offset  # (a slow slew never adds up)
+        return step if abs(step) >= STEP else 0.0
+
+
 class Clock:
     def __init__(self, offset_file: str | None = None) -> None:
         self._file = offset_file if offset_file is not None else os.environ.get(OFFSET_FILE)

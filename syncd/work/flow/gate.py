@@ -13,7 +13,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
 from syncd.config import Config, ServiceConfig
@@ -22,7 +22,7 @@ from syncd.outputs.alerts import PAUSED as PAUSED_EVENT
 from syncd.outputs.alerts import QUOTA_EXHAUSTED, RESUMED
 from syncd.outputs.webhooks import rfc3339
 from syncd.work.flow.bandwidth import Bandwidth
-from syncd.work.flow.clock import Clock
+from syncd.work.flow.clock import Clock, Steps
 from syncd.work.flow.quota import Quotas, StateStore
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,10 @@ class FlowStore(StateStore, Protocol):
 
     def release_held(self, service: str) -> int:
         """Every held file of `service` waits for a worker again."""
+        ...
+
+    def shift_retries(self, seconds: float) -> int:
+        """The wall clock stepped by `seconds`: retry due times move as much."""
         ...
 
 
@@ -119,6 +123,7 @@ class Flow:
     ) -> None:
         """`announce`: the webhook events paused, resumed and quota_exhausted."""
         self.clock = clock
+        self.steps = Steps()
         self._announce = announce
         self.bandwidth = Bandwidth(clock)
         self.quotas = Quotas(store, clock)
@@ -267,9 +272,31 @@ class Flow:
         """Take in what other hosts of a fleet decided, and end the holds whose time has
         come; called from the daemon's main loop."""
         self._load()
+        stepped = self.steps.stepped()
+        if stepped < 0:  # (forward: what waits is due sooner; nothing is lost)
+            self._stepped_back(stepped)
         now = self.clock.now()
         self._end_holds(lambda _, hold: hold.until is not None and hold.until <= now, "hold ended")
         self.bandwidth.refresh()
+
+    def _stepped_back(self, seconds: float) -> None:
+        """Retries and rate limits are delays counted from when they were given: they move
+        with the clock (quota days and timetables are the wall clock's own: they stay)."""
+        with self._lock:
+            moved = {
+                name: replace(hold, until=hold.until + seconds)
+                for name, hold in self._holds.items()
+                if hold.stops_requests and hold.until is not None
+            }
+            self._holds.update(moved)
+            if moved:
+                self._save_holds()
+        if self._store.shift_retries(seconds) or moved:
+            log.warning(
+                "the wall clock stepped back %.0f s: retries and rate limits keep their delays",
+                -seconds,
+            )
+            self._wake()
 
     def _release(self, service: str) -> None:
         """One hold of `service` ended: its held files wait for a worker again, or, while
