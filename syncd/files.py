@@ -57,10 +57,10 @@ default, where the default signal, SIGIO, would end the process."""
 FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 """A folder on the way down from a watch root: a symlink in its place fails with ELOOP."""
 GONE = (errno.ENOENT, errno.ELOOP, errno.ENOTDIR)
+"""What opening a name fails with when it is missing, a symlink, or not what it should be."""
 SCARCE = frozenset({errno.EMFILE, errno.ENFILE})
 """No descriptor to spare, in the process (EMFILE: LimitNOFILE=, ulimit -n) or the system
 (ENFILE): passes once others are closed, so a file that meets it waits, never fails."""
-"""What opening a name fails with when it is missing, a symlink, or not what it should be."""
 
 
 class Place:

@@ -18,10 +18,10 @@ import time
 from collections.abc import Callable
 from io import BufferedReader
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from syncd.config import ServiceConfig, WatchConfig
-from syncd.control.degraded import DESCRIPTORS, Degraded
+from syncd.control.degraded import Degraded
 from syncd.control.logs import log_fields
 from syncd.errors import PermanentError, RateLimited, RetryableError
 from syncd.files import (
@@ -42,6 +42,7 @@ from syncd.services import ready
 from syncd.services.base import AwaitCallback, Interrupted, Job, Uploader
 from syncd.services.loading import load
 from syncd.services.metering import metered
+from syncd.work.descriptors import Shortage
 from syncd.work.finish import Finisher
 from syncd.work.flow import Flow, Hold, TooLarge
 from syncd.work.outcomes import DUPLICATE, FAILED, Outcomes
@@ -53,15 +54,6 @@ UNROUTED = "no [[watch]] routes it to its service now; it goes on once one does"
 """The reason a file is held while the configuration does not route it (a reload removed
 its [[watch]] or its service): not a failure, for a config written in two steps is soon
 whole again; not forgotten, for its progress (a TON session, a posted note) must survive."""
-
-
-DESCRIPTORS_QUIET = 30.0
-"""Seconds without a file short of descriptors before `degraded` stops saying so: at the
-edge of the limit files fail and pass in turns, and that is one spell, said once."""
-
-
-class OutOfDescriptors(Exception):
-    """The process or the system has no file descriptor to spare (files.SCARCE)."""
 
 
 class FileChanged(Exception):
@@ -126,7 +118,7 @@ class Pipeline:
         self.flow = flow
         self.in_flight = InFlight()
         self.hashing = InFlight()
-        self._short_of_descriptors_at = -DESCRIPTORS_QUIET
+        self.shortage = Shortage(journal, self.faults)
         self.services: dict[str, ServiceConfig] = {}
         self.uploaders: dict[str, Uploader] = {}
 
@@ -154,8 +146,7 @@ class Pipeline:
             return
         try:
             with self.place(path) as place, place.open_regular() as file:
-                if time.monotonic() > self._short_of_descriptors_at + DESCRIPTORS_QUIET:
-                    self.faults.clear(DESCRIPTORS)
+                self.shortage.opened()
                 self._check_links(path, file)
                 self._process_open(row, place, file, fields)
         except Vanished:
@@ -172,19 +163,8 @@ class Pipeline:
             self.mark_failed(row, str(exc))
         except OSError as exc:
             if exc.errno in SCARCE:
-                self._short_of_descriptors(row, exc)
+                self.shortage.met(row, exc)
             self.fail(row, f"{path}: cannot read: {exc.strerror or exc}")
-
-    def _short_of_descriptors(self, row: Row, exc: OSError) -> NoReturn:
-        """Opening the file, its folder, a socket or a module found no descriptor to spare:
-        said once (degraded), not once a file. The file is not failed: it stays claimable
-        (an upload under way waits as a retry) and the worker waits (work/pool.py)."""
-        self.faults.set(DESCRIPTORS, f"{exc.strerror}: raise LimitNOFILE= (ulimit -n)")
-        self._short_of_descriptors_at = time.monotonic()
-        current = self.journal.get(row.id)
-        if current is not None and allowed(current.state, State.RETRY_WAIT):
-            self.journal.mark_retry(current, f"{os.fsdecode(row.path)}: {exc.strerror}", 0.0)
-        raise OutOfDescriptors from exc
 
     def _check_links(self, path: Path, file: BufferedReader) -> None:
         """A file with other names may be one from outside every watch, linked in."""

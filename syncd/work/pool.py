@@ -14,8 +14,9 @@ import time
 from syncd.control.degraded import SIDECARS, Backoff, Degraded
 from syncd.journal.patience import StorageFault, patiently
 from syncd.journal.store import Row, Store
+from syncd.work.descriptors import OutOfDescriptors
 from syncd.work.flow import Flow
-from syncd.work.pipeline import OutOfDescriptors, Pipeline
+from syncd.work.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
