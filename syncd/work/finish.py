@@ -62,6 +62,11 @@ class Finisher:
         self._next_mend = 0.0
         self.committer = SidecarCommitter(self._done, self._unsynced)
         self._handed = threading.local()
+        self._lock = threading.Lock()
+        self._finishing: set[int] = set()
+        """Rows whose sidecar is being put or is on its way to `done` with the committer: a
+        catch-up (start, reload, rescan, mend) meeting a worker's row leaves it to it, so
+        the sidecar, `done` and the row's hooks and webhooks come once."""
 
     def finish(
         self, row: Row, service: ServiceConfig, place: Place | None = None, outcome: str = DONE
@@ -72,6 +77,20 @@ class Finisher:
         False when the sidecar must wait for a passing fault (disk full, I/O) to clear: the
         row stays `uploaded`, and `mend` tries every such row again until all are written.
         """
+        with self._lock:
+            if row.id in self._finishing:
+                self._handed.row = row.id  # on its way to `done` already
+                return True
+            self._finishing.add(row.id)
+        self._handed.row = None
+        try:
+            return self._finish(row, service, place, outcome)
+        finally:
+            if getattr(self._handed, "row", None) != row.id:
+                with self._lock:
+                    self._finishing.discard(row.id)
+
+    def _finish(self, row: Row, service: ServiceConfig, place: Place | None, outcome: str) -> bool:
         path = Path(os.fsdecode(row.path))
         try:
             if place is None:
@@ -141,12 +160,18 @@ class Finisher:
     # -- the committer's side ------------------------------------------------------------
 
     def _unsynced(self, finished: Finished, exc: sidecar.SidecarError) -> None:
+        with self._lock:
+            self._finishing.discard(finished.row.id)
         self._failed(finished.row, exc)
 
     def _done(self, batch: list[Finished]) -> None:
         """Every sidecar of `batch` is durable: their actions, `done` and the claims'
         release, in one commit."""
-        self._journal.batch(lambda: self._complete(batch))
+        try:
+            self._journal.batch(lambda: self._complete(batch))
+        finally:
+            with self._lock:
+                self._finishing.difference_update(item.row.id for item in batch)
         now = time.time()
         for item in batch:
             row = item.row
