@@ -379,7 +379,10 @@ class Pipeline:
     def finish_uploaded(self) -> None:
         """Rows uploaded but without their sidecar (a crash, a full disk) get it now: at start,
         with every periodic rescan, and while sidecars are degraded, with backoff."""
-        for row in self.journal.in_state(State.UPLOADED):
+        for listed in self.journal.in_state(State.UPLOADED):
+            row = self.journal.get(listed.id)  # a worker may have finished it since the list
+            if row is None or row.state is not State.UPLOADED:
+                continue
             # Unrouted, its sidecar waits (its folder is reached through its watch).
             if not self.routes(row.path, row.service) or self.failed_if_damaged(row):
                 continue
