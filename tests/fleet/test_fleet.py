@@ -196,11 +196,15 @@ def test_a_host_frozen_past_its_lease_writes_nothing_for_what_it_lost(
         60,
         "the frozen host to notice its lost claims",
     )
+    wait_until(  # logged once each sidecar's batch commits `done`, just after the sidecar
+        lambda: all(any(f"uploaded {p}" in d.log() for d in others) for p in held),
+        30,
+        "the others' uploaded lines",
+    )
     before = {p: sidecar_of(p).stat() for p in held}
     rows = journal_rows(fleet, postgres_cluster.password)
     for path in held:
         assert f"uploaded {path}" not in frozen.log()
-        assert any(f"uploaded {path}" in d.log() for d in others)
     # Once it knows, it writes nothing more for them: rows and sidecars stay as they are.
     frozen_pid = frozen.pid
     assert frozen.poll_status() is not None and frozen.pid == frozen_pid
