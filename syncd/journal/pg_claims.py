@@ -68,7 +68,7 @@ class Claims(Connected):
             return False
         taken = self.execute(
             "UPDATE files SET claim_owner=%(owner)s, claim_expires=%(expires)s::float8"
-            " WHERE id=%(id)s AND claim_fence=%(fence)s"
+            " WHERE id=%(id)s AND claim_fence=%(fence)s AND state<>'done'"  # done: another's
             f" AND (claim_owner IS NULL OR claim_owner=%(owner)s) AND {SEATED} RETURNING id",
             self.seat.values(expires=self.expiry(time.time()), id=row.id, fence=row.fence),
         )
