@@ -364,8 +364,7 @@ class Daemon:
         }
 
     def _warn_inotify_limit(self) -> None:
-        """Once the start-up scan has counted the folders (a walk of its own would double
-        a restart's work over a large tree)."""
+        """Once the start-up scan has counted the folders (no walk of its own)."""
         message = inotify_shortfall(self.watcher.scans.folders)
         if message is not None:
             log.warning("%s", message)

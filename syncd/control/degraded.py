@@ -23,6 +23,8 @@ SIDECARS = "sidecars"
 """A sidecar cannot be written for a passing reason (disk full, I/O error)."""
 DESCRIPTORS = "open files"
 """Files cannot be opened for want of descriptors (files.SCARCE): they wait, then go on."""
+INOTIFY = "inotify"
+"""No inotify instance to spare: changes are found by rescans only."""
 FLEET = "fleet"
 """Another process took this one's host_id over (journal/pg_hosts.py): no new work here."""
 

@@ -116,15 +116,16 @@ class Scanner:
             folder_takers = takers(watches, os.fsdecode(folder))
             if not folder_takers:
                 continue
+            a_root = any(not below for _, below in folder_takers)  # a watch's own folder
             try:
                 opened = open_folder(folder)
             except OSError as exc:
                 self.missed |= exc.errno in SCARCE
-                if exc.errno not in GONE or any(not below for _, below in folder_takers):
+                if exc.errno not in GONE or a_root:
                     log.warning("cannot read folder %s: %s", os.fsdecode(folder), exc.strerror)
                 continue  # a folder below a watch gone (or swapped) since it was seen
             try:
-                if any(not below for _, below in folder_takers):
+                if a_root:
                     listed = os.fstat(opened)
                     self.roots[folder] = (listed.st_dev, listed.st_ino)
                 if inotify_takes(folder_takers):

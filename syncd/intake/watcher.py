@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 
 from syncd.config import WatchConfig
-from syncd.control.degraded import Backoff, Degraded
+from syncd.control.degraded import INOTIFY, Backoff, Degraded
 from syncd.errors import PermanentError
 from syncd.files import Identity, Vanished, locate
 from syncd.intake.events import Pollers
@@ -108,7 +108,7 @@ class Watcher:
         self._inotify.roots = {os.fsencode(w.path) for w in self.watches}
         self._inotify.start()
         if self._inotify.unavailable:
-            self._faults.set("inotify", self._inotify.unavailable)
+            self._faults.set(INOTIFY, self._inotify.unavailable)
         self._pollers.start(self.watches)
         self._thread.start()
         self.request_rescan()
@@ -219,7 +219,7 @@ class Watcher:
         made again, mounted on): then its old watches go first."""
         self._roots_looked = time.monotonic()
         replaced = []
-        for root in dict.fromkeys(os.fsencode(w.path) for w in self.watches):
+        for root in sorted(self._inotify.roots):
             try:
                 st = os.stat(root)
             except OSError:
