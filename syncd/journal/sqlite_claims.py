@@ -8,7 +8,7 @@ import time
 
 from syncd.journal.codec import row_from
 from syncd.journal.sqlite_base import SqlitePart
-from syncd.journal.states import CLAIMABLE
+from syncd.journal.states import CLAIMABLE, State
 from syncd.journal.store import Row
 
 _CLAIMABLE = ", ".join(f"'{s}'" for s in sorted(CLAIMABLE))
@@ -47,12 +47,14 @@ class SqliteClaims(SqlitePart):
 
     def holds(self, row: Row) -> bool:
         """One host writes this journal: a read suffices (no other store takes the row over
-        between this answer and the write that follows)."""
+        between this answer and the write that follows). A row already done is nobody's to
+        write for, as in the PostgreSQL store: its sidecar and its completion happened."""
         found = self._read(
-            "SELECT 1 FROM files WHERE id=? AND claim_fence=?"
+            "SELECT 1 FROM files WHERE id=? AND claim_fence=? AND state<>?"
             " AND (claim_owner IS NULL OR claim_owner=?)",
             row.id,
             row.fence,
+            State.DONE,
             self._owner,
         )
         return bool(found)

@@ -108,6 +108,16 @@ def test_a_claimed_row_is_nobody_elses_until_released(open_store: Callable[..., 
     assert again is not None and again.id == row.id and again.fence > row.fence
 
 
+def test_a_row_done_is_held_by_nobody(store: Store) -> None:
+    """A finisher that read the row while it was `uploaded` must not write its sidecar or
+    complete it again once another finisher (or host) made it `done`."""
+    row = uploaded(store, b"/w/a", {"url": "u"})
+    assert store.holds(row)
+    store.mark_done(row.id)
+    store.release(row.id)
+    assert not store.holds(row)
+
+
 def test_rows_are_claimed_only_once_due(store: Store) -> None:
     decision = store.begin_upload(hashed(store, b"/w/a"), always_valid)
     assert decision is not None
