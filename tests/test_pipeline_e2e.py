@@ -176,6 +176,38 @@ def test_kill_during_burst_leaves_every_file_with_one_sidecar(tmp_path, sandbox,
     assert "uploading" not in journal_states(tmp_path)
 
 
+def test_a_sidecar_temp_file_a_cut_short_write_left_is_removed_by_the_next_scan(
+    tmp_path, sandbox, make_daemon
+):
+    """A kill -9 or a power loss between a sidecar's temp file and its rename leaves a
+    hidden `.syncd-HEX.tmp` beside the file; the next start's scan removes it, and only it:
+    not one a write may still hold (younger than a minute), not a name or kind not ours."""
+    folder = tmp_path / "drop" / "sub"
+    folder.mkdir(parents=True)
+    a_minute_ago = time.time() - 120
+
+    def made(name: str, old: bool = True, folder_kind: bool = False) -> Path:
+        path = folder / name
+        path.mkdir() if folder_kind else path.write_bytes(b'service = "ads"\n')
+        if old:
+            os.utime(path, (a_minute_ago, a_minute_ago))
+        return path
+
+    left = made(".syncd-0123456789abcdef.tmp")
+    in_use = made(".syncd-fedcba9876543210.tmp", old=False)
+    not_ours = [
+        made(".syncd-notahexname.tmp"),
+        made(".syncd-0123456789abcdef.tmp.keep"),
+        made(".syncd-00000000000000aa.tmp", folder_kind=True),
+    ]
+    daemon = make_daemon(ton_config(tmp_path, sandbox)).start()
+    daemon.wait_scan()
+    assert not left.exists()
+    assert in_use.exists() and all(path.exists() for path in not_ours)
+    assert f"removed {left}, left by a sidecar write cut short" in daemon.log()
+    assert sandbox.ton_objects() == [], "nothing of the kind is uploaded"
+
+
 def test_retries_503_then_succeeds_once(tmp_path, sandbox, make_daemon):
     daemon = make_daemon(ton_config(tmp_path, sandbox)).start()
     sandbox.fault(method="POST", path="/1.1/ton/", status=503, count=3)

@@ -30,6 +30,7 @@ from syncd.intake.routing import (
     takers,
     takes_every_name,
 )
+from syncd.outputs.sidecar import remove_left_temp
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,19 @@ class Scanner:
     """Runs the scans for the watcher's thread and keeps the full scans' figures."""
 
     def __init__(
-        self, known: Known, watch_folder: WatchFolder, stopped: Callable[[], bool] = lambda: False
+        self,
+        known: Known,
+        watch_folder: WatchFolder,
+        stopped: Callable[[], bool] = lambda: False,
+        tidy: bool = False,
     ) -> None:
         self._known = known
         self._watch_folder = watch_folder
         self._stopped = stopped
         """The daemon stops: a scan ends at the next folder (the next start scans again)."""
+        self._tidy = tidy
+        """Remove the sidecar temp files that writes cut short left (not in a dry run, which
+        writes nothing): the scans are what walks every folder."""
         self.stats = ScanStats()
         self.missed = False
         """A folder could not be listed for want of descriptors (files.SCARCE): the watcher
@@ -138,6 +146,11 @@ class Scanner:
                 for entry in entries:
                     name = _encode(entry.name, ENCODING, ERRORS)
                     if name.endswith(IGNORED_SUFFIXES) or name.startswith(IGNORED_PREFIXES):
+                        if self._tidy and name[:1] == b"." and remove_left_temp(opened, name):
+                            log.info(
+                                "removed %s, left by a sidecar write cut short",
+                                os.fsdecode(prefix + name),
+                            )
                         continue
                     if not entry.is_file(follow_symlinks=False):
                         if entry.is_dir(follow_symlinks=False):

@@ -82,7 +82,7 @@ class Watcher:
         self._settler = Settler(settle_seconds)
         """Only the settler thread touches it, but for `forget` and `pending` (locked)."""
         self._inotify = InotifyWatches(self, self.request_rescan)
-        self._scanner = Scanner(known, self._inotify.add, lambda: self._stopped)
+        self._scanner = Scanner(known, self._inotify.add, lambda: self._stopped, tidy=True)
         self._stopped = False
         self._pollers = Pollers(self)
         self._thread = threading.Thread(target=self._settle_loop, name="settler", daemon=True)

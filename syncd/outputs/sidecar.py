@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
+import stat
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,11 @@ from typing import Any
 from syncd.files import SCARCE, Place
 
 SUFFIX = ".syncd.toml"
+TEMP_NAME = re.compile(rb"\.syncd-[0-9a-f]{16}\.tmp")
+"""The named temp file a sidecar is written in where O_TMPFILE cannot serve."""
+LEFT_AFTER = 60.0
+"""Seconds a temp file is left alone before a scan may take it for one a write that was cut
+short (kill -9, power loss) left behind: a write holds its temp for milliseconds."""
 MAX_MODE = 0o644
 """Never more than this, whatever the file's own mode: a sidecar nobody else may change."""
 TRANSIENT = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM, errno.EAGAIN}) | SCARCE
@@ -167,12 +175,32 @@ def _create_temp(folder: int) -> tuple[str, int]:
     Short whatever the file's name: the file's own name may leave no room for a suffix.
     """
     while True:
-        name = f".syncd-{secrets.token_hex(8)}.tmp"
+        name = f".syncd-{secrets.token_hex(8)}.tmp"  # TEMP_NAME
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             return name, os.open(name, flags, 0o600, dir_fd=folder)
         except FileExistsError:
             continue
+
+
+def remove_left_temp(folder: int, name: bytes) -> bool:
+    """Removes `name` from `folder` when it is a sidecar's temp file that a cut-short write
+    left: ours by its name and owner, a regular file, untouched for `LEFT_AFTER`. Otherwise
+    it stays, whatever it is (the scans ignore it as a dot-file). True when removed."""
+    if not TEMP_NAME.fullmatch(name):
+        return False
+    try:
+        st = os.stat(name, dir_fd=folder, follow_symlinks=False)
+        if (
+            not stat.S_ISREG(st.st_mode)
+            or st.st_uid != os.geteuid()
+            or time.time() - st.st_mtime < LEFT_AFTER
+        ):
+            return False
+        os.unlink(name, dir_fd=folder)
+    except OSError:
+        return False
+    return True
 
 
 def _error(path: Path, exc: OSError) -> SidecarError:

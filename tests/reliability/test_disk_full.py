@@ -13,6 +13,7 @@ import errno
 import hashlib
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -167,3 +168,50 @@ def test_sidecars_on_a_full_disk_wait_and_resume(tmp_path, small_disk, sandbox, 
         assert read_sidecar(path)["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert len(sandbox.ton_objects()) == len(files)
     assert not [p for p in drop.iterdir() if p.name.startswith(".syncd-")]  # no temp left
+
+
+def test_a_rate_limit_met_while_the_journal_is_full_blocks_no_one(
+    tmp_path, small_disk, sandbox, make_daemon
+):
+    """A worker saves the 429's hold of the whole service and waits for the disk; `syncd
+    pause`, `syncd status` and the main loop's WATCHDOG=1 pings go on meanwhile (systemd
+    would otherwise kill a daemon that only waits), and the hold, once saved, is kept."""
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    config = base_config(tmp_path, sandbox.url, [{"path": str(drop)}])
+    config["daemon"]["state_dir"] = str(small_disk / "state")
+    notify = NotifyListener(tmp_path / "notify.sock")
+    try:
+        daemon = make_daemon(
+            config, NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="1000000"
+        ).start()
+        daemon.wait_scan()
+        sandbox.fault(
+            method="POST", path="/1.1/ton/", status=429, retry_after=3, trickle_ms=15, count=1
+        )
+        (drop / "limited.bin").write_bytes(os.urandom(5000))
+        wait_until(
+            lambda: any(r["path"].startswith("/1.1/ton/") for r in sandbox.requests()),
+            30,
+            "the POST that will meet the 429",
+        )
+        filler = fill(small_disk)
+        wait_until(lambda: degraded(daemon, "journal"), 30, "the journal reported degraded")
+        pings = len(notify.with_line("WATCHDOG=1"))
+        started = time.monotonic()
+        paused = daemon.cli("pause")
+        assert time.monotonic() - started < 4.0, "pause waited for the disk"
+        assert "journal" in paused.stdout + paused.stderr, paused
+        assert daemon.cli("status").returncode == 0
+        wait_until(
+            lambda: len(notify.with_line("WATCHDOG=1")) >= pings + 3, 10, "the pings meanwhile"
+        )
+        filler.unlink()
+        wait_until(lambda: not daemon.status()["degraded"], 60, "the disk taken again")
+        daemon.wait_counts(done=1, timeout=60)
+        assert daemon.status()["paused"] == []
+        assert len(sandbox.ton_objects()) == 1
+        assert "held until" in daemon.log()
+        assert "Traceback" not in daemon.log()
+    finally:
+        notify.close()

@@ -131,6 +131,10 @@ class Flow:
         self._wake = wake
         self._lock = threading.Lock()
         self._claiming = threading.Lock()
+        self._writing = threading.Lock()
+        """Held by the one thread writing the holds to the journal (see `_change_holds`)."""
+        self._changes = 0
+        """Changes made to `_holds` so far; the writer writes until it has written the last."""
         self._services: dict[str, ServiceConfig] = {}
         self._active: Counter[str] = Counter()
         self._paused: set[str] = set()
@@ -142,6 +146,8 @@ class Flow:
         journal every host shares) another host's."""
         with self._lock:  # as pause, resume and hold write them
             self._paused = set(self._store.flow_state(PAUSED_KEY) or ())
+            if self._writing.locked():
+                return  # the journal has not got this host's latest holds yet
             self._holds = {
                 name: Hold(str(reason), until, bool(stops))
                 for name, (reason, until, stops) in (
@@ -184,12 +190,14 @@ class Flow:
     def _end_holds(self, ends: Callable[[str, Hold], bool], why: str) -> None:
         """The holds `ends` picks are over: their services' held files are released (or
         held by what still holds them)."""
-        with self._lock:
-            ended = [name for name, hold in self._holds.items() if ends(name, hold)]
+
+        def end(holds: dict[str, Hold]) -> list[str]:
+            ended = [name for name, hold in holds.items() if ends(name, hold)]
             for name in ended:
-                del self._holds[name]
-            if ended:
-                self._save_holds()
+                del holds[name]
+            return ended
+
+        ended = self._change_holds(end)
         for name in ended:
             log.info("%s: %s", name, why)
             self._release(name)
@@ -261,9 +269,12 @@ class Flow:
     def hold(self, service: str, reason: str, until: float, stops_requests: bool = False) -> Hold:
         """Hold the whole of `service` until `until` (flow clock)."""
         hold = Hold(reason, until, stops_requests)
-        with self._lock:
-            self._holds[service] = hold
-            self._save_holds()
+
+        def put(holds: dict[str, Hold]) -> list[str]:
+            holds[service] = hold
+            return [service]
+
+        self._change_holds(put)
         self._store.hold_waiting(service, reason, until)
         log.warning("%s held until %s: %s", service, self.clock.local(until).isoformat(), reason)
         return hold
@@ -282,15 +293,17 @@ class Flow:
     def _stepped_back(self, seconds: float) -> None:
         """Retries and rate limits are delays counted from when they were given: they move
         with the clock (quota days and timetables are the wall clock's own: they stay)."""
-        with self._lock:
+
+        def move(holds: dict[str, Hold]) -> list[str]:
             moved = {
                 name: replace(hold, until=hold.until + seconds)
-                for name, hold in self._holds.items()
+                for name, hold in holds.items()
                 if hold.stops_requests and hold.until is not None
             }
-            self._holds.update(moved)
-            if moved:
-                self._save_holds()
+            holds.update(moved)
+            return list(moved)
+
+        moved = self._change_holds(move)
         if self._store.shift_retries(seconds) or moved:
             log.warning(
                 "the wall clock stepped back %.0f s: retries and rate limits keep their delays",
@@ -307,11 +320,34 @@ class Flow:
         if still is not None:
             self._store.hold_waiting(service, still.reason, still.until)
 
-    def _save_holds(self) -> None:
-        self._store.save_flow_state(
-            HOLDS_KEY,
-            {name: [h.reason, h.until, h.stops_requests] for name, h in self._holds.items()},
-        )
+    def _change_holds(self, change: Callable[[dict[str, Hold]], list[str]]) -> list[str]:
+        """`change` the holds (it returns the services it changed), then write them to the
+        journal outside `_lock`: a worker's write may wait out a journal outage (a 429 on a
+        full disk), and pause, resume and the main loop's tick, which the watchdog's pings
+        depend on, must not wait with it. One thread writes at a time; a change made while
+        it writes is left to it, and it writes again until it has written the latest."""
+        with self._lock:
+            changed = change(self._holds)
+            if not changed:
+                return changed
+            self._changes += 1
+            if not self._writing.acquire(blocking=False):
+                return changed
+        try:
+            while True:
+                with self._lock:
+                    written = self._changes
+                    holds = {
+                        n: [h.reason, h.until, h.stops_requests] for n, h in self._holds.items()
+                    }
+                self._store.save_flow_state(HOLDS_KEY, holds)
+                with self._lock:
+                    if self._changes == written:
+                        self._writing.release()
+                        return changed
+        except BaseException:
+            self._writing.release()
+            raise
 
     # -- pause and resume ----------------------------------------------------------------
 
