@@ -49,6 +49,9 @@ TRASH = ".syncd-trash"
 RETRY_AFTER = 30.0
 """An action that hit an error (a full disk, an unwritable archive) is tried again then."""
 PURGE_EVERY = 1.0
+RESTORE_WAIT = 1.0
+"""Seconds a restore (on the status socket's one thread) waits for a purge under way: a
+purge's journal writes wait out a full disk, and no status reply may wait with them."""
 HISTORY_KEPT = 7 * 86400.0
 """Finished actions stay in the journal this long (looked at every HISTORY_KEPT / 24)."""
 NOT_YET = 0.2
@@ -263,28 +266,35 @@ class AfterUpload:
 
     def restore(self, path: str) -> str | None:
         """Put a trashed file back where it was, not to be uploaded again; an error or None."""
-        with self._lock:
-            action = self._journal.trashed(os.fsencode(os.path.abspath(path)))
-            if action is None or action.target is None:
-                return f"{path}: not in the trash"
-            source = Path(os.fsdecode(action.source))
-            target = Path(os.fsdecode(action.target))
-            if os.path.lexists(source) or os.path.lexists(sidecar_path(source)):
-                return f"{source}: a file is there now; move it away first"
-            try:
-                identity = Identity.of(os.lstat(target))
-            except OSError:
-                return f"{target}: gone from the trash"
-            refused = self._journal.restore_intent(action, identity)
-            if refused is not None:
-                return f"{source}: not restored: its path is {refused}"
-            try:
-                self._put_back(action)
-            except OSError as exc:
-                return f"{source}: cannot restore: {exc.strerror or exc}"
-            except PermanentError as exc:
-                return f"{source}: cannot restore: {exc}"
-            return None
+        if not self._lock.acquire(timeout=RESTORE_WAIT):
+            return f"{path}: the trash is being purged and the journal is slow to answer; try again"
+        try:
+            return self._restore(path)
+        finally:
+            self._lock.release()
+
+    def _restore(self, path: str) -> str | None:
+        action = self._journal.trashed(os.fsencode(os.path.abspath(path)))
+        if action is None or action.target is None:
+            return f"{path}: not in the trash"
+        source = Path(os.fsdecode(action.source))
+        target = Path(os.fsdecode(action.target))
+        if os.path.lexists(source) or os.path.lexists(sidecar_path(source)):
+            return f"{source}: a file is there now; move it away first"
+        try:
+            identity = Identity.of(os.lstat(target))
+        except OSError:
+            return f"{target}: gone from the trash"
+        refused = self._journal.restore_intent(action, identity)
+        if refused is not None:
+            return f"{source}: not restored: its path is {refused}"
+        try:
+            self._put_back(action)
+        except OSError as exc:
+            return f"{source}: cannot restore: {exc.strerror or exc}"
+        except PermanentError as exc:
+            return f"{source}: cannot restore: {exc}"
+        return None
 
     def _put_back(self, action: Action) -> None:
         assert action.target is not None

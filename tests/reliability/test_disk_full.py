@@ -215,3 +215,42 @@ def test_a_rate_limit_met_while_the_journal_is_full_blocks_no_one(
         assert "Traceback" not in daemon.log()
     finally:
         notify.close()
+
+
+def test_a_purge_met_by_a_full_journal_disk_blocks_no_status_reply(
+    tmp_path, small_disk, sandbox, make_daemon
+):
+    """The purge's journal write waits for the disk; a `syncd restore` meanwhile says to try
+    again instead of holding the status socket's one thread (and every `syncd status`)."""
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    config = base_config(
+        tmp_path,
+        sandbox.url,
+        [{"path": str(drop), "after_upload": "delete", "trash_retention": "4s"}],
+    )
+    config["daemon"]["state_dir"] = str(small_disk / "state")
+    daemon = make_daemon(config).start()
+    daemon.wait_scan()
+    for name in ("one.bin", "two.bin"):
+        (drop / name).write_bytes(os.urandom(5000))
+    trash = drop / ".syncd-trash"
+    wait_until(
+        lambda: all((trash / name).exists() for name in ("one.bin", "two.bin")), 60, "the trash"
+    )
+    filler = fill(small_disk)
+
+    def in_trash() -> list[str]:
+        return [name for name in ("one.bin", "two.bin") if (trash / name).exists()]
+
+    wait_until(lambda: len(in_trash()) == 1, 30, "one file purged, the journal write waiting")
+    [left] = in_trash()
+    started = time.monotonic()
+    restore = daemon.cli("restore", str(drop / left))
+    assert time.monotonic() - started < 4.0, "restore waited for the disk"
+    assert restore.returncode == 1 and "try again" in restore.stderr, restore
+    assert daemon.cli("status").returncode == 0
+    filler.unlink()
+    wait_until(lambda: not any(trash.glob("*.bin")), 60, "the rest of the purge")
+    wait_until(lambda: not daemon.status()["degraded"], 60, "the disk taken again")
+    assert "Traceback" not in daemon.log()
