@@ -18,12 +18,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
 from syncd import __version__
 from syncd.config import Config, MetricsConfig
 from syncd.config.restart import reloaded, restart_only
+from syncd.control import signals
 from syncd.control.counters import Counters, Uncounted
 from syncd.control.degraded import FLEET, Degraded
 from syncd.control.health import Health, inotify_shortfall
@@ -254,17 +254,16 @@ class Daemon:
         return EXIT_FAILED if code == 0 and failed else code
 
     def _install_signals(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_stop_signal)
-        signal.signal(signal.SIGINT, self._on_stop_signal)
-        signal.signal(signal.SIGHUP, self._on_reload_signal)
+        signals.take((signal.SIGTERM, signal.SIGINT, signal.SIGHUP), self._on_signal)
 
-    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._signals += 1
-        self.stopping.set()
-        self._wake.set()
-
-    def _on_reload_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._reload = True
+    def _on_signal(self, signum: int) -> None:
+        """On the signals thread (control/signals.py): SIGHUP reloads, the others stop (a
+        second one gives up waiting for the requests in flight)."""
+        if signum == signal.SIGHUP:
+            self._reload = True
+        else:
+            self._signals += 1
+            self.stopping.set()
         self._wake.set()
 
     def _main_loop(self) -> None:

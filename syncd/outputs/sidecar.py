@@ -114,7 +114,7 @@ def put(place: Place, text: str, mode: int = MAX_MODE) -> Path:
         if not _link_unnamed(place.folder, name, data, mode & MAX_MODE):
             _rename_temp(place.folder, name, data, mode & MAX_MODE)
     except OSError as exc:
-        raise _error(place.path, exc) from None
+        raise failure(place.path, exc) from None
     return sidecar_path(place.path)
 
 
@@ -123,7 +123,7 @@ def sync_folder(folder: int, path: Path) -> None:
     try:
         os.fsync(folder)
     except OSError as exc:
-        raise _error(path, exc) from None
+        raise failure(path, exc) from None
 
 
 def _link_unnamed(folder: int, name: str, data: bytes, mode: int) -> bool:
@@ -203,7 +203,9 @@ def remove_left_temp(folder: int, name: bytes) -> bool:
     return True
 
 
-def _error(path: Path, exc: OSError) -> SidecarError:
+def failure(path: Path, exc: OSError) -> SidecarError:
+    """What stopped the sidecar of `path` from being written, for status, and whether it
+    passes by itself."""
     target = sidecar_path(path)
     if exc.errno == errno.ENAMETOOLONG:
         why = "its name is too long for the file system (rename the file)"

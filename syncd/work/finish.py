@@ -108,6 +108,8 @@ class Finisher:
             return True
         except sidecar.SidecarError as exc:
             return self._failed(row, exc)
+        except OSError as exc:  # the folder's descriptor: out of them, say (files.SCARCE)
+            return self._failed(row, sidecar.failure(path, exc))
         self.committer.submit(Finished(row, outcome, folder))
         self._handed.row = row.id
         return True

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
+from syncd.journal.codec import new_event_id
 from syncd.journal.store import ServiceEvent, Store
 
 from .test_store import FAR
@@ -71,3 +72,12 @@ def test_service_events_outlive_a_restart(open_store: Callable[..., Store]) -> N
         "resumed",
         "ads",
     )
+
+
+def test_event_ids_are_random_version_4_uuids() -> None:
+    ids = [new_event_id() for _ in range(1000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122

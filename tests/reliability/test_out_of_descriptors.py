@@ -13,7 +13,7 @@ import resource
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import SCALE, base_config
+from conftest import SCALE, base_config, wait_until
 from harness import RunningDaemon, SandboxClient
 
 from syncd.control.status import ask
@@ -56,3 +56,36 @@ def test_files_wait_out_a_shortage_of_descriptors_and_none_fails(
     log = daemon.log()
     assert 1 <= log.count("status socket: cannot accept a client: Too many open files") <= 3
     assert "status socket: accepting clients again" in log
+
+
+def test_a_shortage_met_while_the_services_load_fails_no_file(
+    tmp_path: Path, sandbox: SandboxClient, make_daemon: Callable[..., RunningDaemon]
+) -> None:
+    """A few descriptors to spare, not none: eight workers load requests (a file for each
+    module), open files, folders and connections, and meet the limit at any step of it, the
+    loading of the services and the sidecar's included. Once there is room again every file
+    goes: none failed ("internal error: module 'requests' has no attribute ..."), none left
+    `uploaded` without its sidecar until some later rescan."""
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    config = base_config(tmp_path, sandbox.url, [{"path": str(drop)}], workers=8)
+    daemon = make_daemon(config).start()
+    daemon.wait_scan()
+    old = resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE)
+    held = {int(fd) for fd in os.listdir(f"/proc/{daemon.pid}/fd")}
+    lowest_free = min(set(range(len(held) + 1)) - held)
+    resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE, (lowest_free + 5, old[1]))
+    count = 10 * SCALE
+    for n in range(count):
+        (drop / f"file-{n}.bin").write_bytes(os.urandom(1000))
+
+    def worked_through() -> bool:  # the log, not the status: its socket may be starved too
+        log = daemon.log()
+        return log.count(" INFO uploaded ") + log.count("internal error") >= count // 2
+
+    # At most a while: the limit can leave no descriptor free at all, and nothing moves.
+    with contextlib.suppress(AssertionError):
+        wait_until(worked_through, 15, "half the files worked through while short")
+    assert "open files degraded: Too many open files" in daemon.log()
+    resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE, old)
+    daemon.wait_counts(done=count, timeout=150)  # any failed ends it; backoffs reach 60 s

@@ -74,3 +74,21 @@ def test_sigterm_while_hashing_a_huge_file_stops_the_hash(
     assert "hashing stopped by the shutdown" in daemon.log()
     assert journal_states(tmp_path) == {"seen": 1}  # no digest of a hash not finished
     assert not [r for r in sandbox.requests() if r["path"].startswith("/1.1/ton/")]
+
+
+def test_signals_in_a_storm_then_sigterm_stop_the_daemon(
+    tmp_path: Path, sandbox: SandboxClient, make_daemon: Callable[..., RunningDaemon]
+) -> None:
+    """A Python signal handler runs in the main thread between any two of its steps, also
+    while that thread holds a lock or runs another handler: one that took a lock (an Event's
+    `set`) deadlocked the daemon when a signal came at such a moment, and it never stopped.
+    A storm of SIGHUPs (a configuration tool reloading in a loop) makes that moment come."""
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    daemon = make_daemon(base_config(tmp_path, sandbox.url, [{"path": str(drop)}])).start()
+    daemon.wait_scan()
+    for _ in range(3000):
+        daemon.signal(signal.SIGHUP)
+    (drop / "after-the-storm.bin").write_bytes(b"still working")
+    daemon.wait_counts(done=1)
+    assert daemon.stop(timeout=20) == 0
