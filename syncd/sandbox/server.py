@@ -19,9 +19,10 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from tempfile import TemporaryDirectory
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any
 
+from syncd.control import signals
 from syncd.sandbox import credentials
 from syncd.sandbox.app import App
 from syncd.sandbox.web import PIECE, Body, ConnectionDropped, Exchange, HttpError, Reply, http_date
@@ -315,11 +316,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"syncd sandbox: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         return 1
     stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stopping = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.getsignal(sig) for sig in stopping}
+    signals.take(stopping, lambda signum: stop.set())  # never in a handler: see there
     try:
         print(banner(sandbox.url, args.data_dir), flush=True)
         stop.wait()
