@@ -44,6 +44,7 @@ just before the scan lists it: one walk does both, and whatever appears after th
 raises an event."""
 ENCODING, ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 _encode = str.encode
+DOT = ord(".")
 """`os.fsencode` without its Python-level call: a scan encodes every name of every folder."""
 
 
@@ -117,6 +118,7 @@ class Scanner:
         become Path objects.
         """
         known = known or {}
+        tidy = self._tidy
         new = seen = watched = 0
         stack = [os.fsencode(f) for f in folders]
         while stack and not self._stopped():
@@ -146,7 +148,7 @@ class Scanner:
                 for entry in entries:
                     name = _encode(entry.name, ENCODING, ERRORS)
                     if name.endswith(IGNORED_SUFFIXES) or name.startswith(IGNORED_PREFIXES):
-                        if self._tidy and name[:1] == b"." and remove_left_temp(opened, name):
+                        if tidy and name[0] == DOT and remove_left_temp(opened, name):
                             log.info(
                                 "removed %s, left by a sidecar write cut short",
                                 os.fsdecode(prefix + name),
