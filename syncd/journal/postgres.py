@@ -79,7 +79,14 @@ class PostgresStore(
             "row_factory": dict_row,
             "connect_timeout": 10,
             "application_name": f"syncd {owner}"[:63],
+            # A database cut off without a word (a partition, a firewall dropping packets):
+            # an idle connection is known dead after 10 + 3 x 5 s, one waiting for its
+            # request to be acknowledged after 20 s, not TCP's ~15 minutes, so callers
+            # ride the outage out (pg_pool.py) instead of hanging, the main loop included.
             "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 20_000,
         }
         if password:
             params["password"] = password
