@@ -44,8 +44,9 @@ just before the scan lists it: one walk does both, and whatever appears after th
 raises an event."""
 ENCODING, ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 _encode = str.encode
-DOT = ord(".")
 """`os.fsencode` without its Python-level call: a scan encodes every name of every folder."""
+DOT = ord(".")
+"""A name's first byte when it is a dot-file (as a sidecar's temp file is)."""
 
 
 @dataclass(slots=True)

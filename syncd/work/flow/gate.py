@@ -13,7 +13,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
 from syncd.config import Config, ServiceConfig
@@ -23,6 +23,7 @@ from syncd.outputs.alerts import QUOTA_EXHAUSTED, RESUMED
 from syncd.outputs.webhooks import rfc3339
 from syncd.work.flow.bandwidth import Bandwidth
 from syncd.work.flow.clock import Clock, Steps
+from syncd.work.flow.holds import Hold, Holds
 from syncd.work.flow.quota import Quotas, StateStore
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,6 @@ EVERY = "*"
 PAUSED = "paused"
 PAUSED_KEY = "paused"
 """The journal's flow value of the services paused (EVERY: all)."""
-HOLDS_KEY = "holds"
-"""The journal's flow value of the service-wide holds: name -> [reason, until, stops]."""
 QUOTA_HOLD = "quota:"
 """How the reason of a quota's hold begins."""
 
@@ -62,16 +61,6 @@ class HasService(Protocol):
 
 
 R = TypeVar("R", bound=HasService)
-
-
-@dataclass(frozen=True, slots=True)
-class Hold:
-    reason: str
-    until: float | None
-    """Epoch seconds on the flow clock; None until someone resumes it (a pause)."""
-    stops_requests: bool = False
-    """A rate limit: even the next request of an upload under way waits. A quota stops only
-    uploads that have not started (one it let through goes on to the end)."""
 
 
 class ServiceMeter:
@@ -131,29 +120,18 @@ class Flow:
         self._wake = wake
         self._lock = threading.Lock()
         self._claiming = threading.Lock()
-        self._writing = threading.Lock()
-        """Held by the one thread writing the holds to the journal (see `_change_holds`)."""
-        self._changes = 0
-        """Changes made to `_holds` so far; the writer writes until it has written the last."""
         self._services: dict[str, ServiceConfig] = {}
         self._active: Counter[str] = Counter()
         self._paused: set[str] = set()
-        self._holds: dict[str, Hold] = {}
+        self._holds = Holds(store)
         self._load()
 
     def _load(self) -> None:
         """Pauses and holds as the journal keeps them: a restart's, or (in a fleet, whose
         journal every host shares) another host's."""
-        with self._lock:  # as pause, resume and hold write them
+        with self._lock:  # as pause and resume write them
             self._paused = set(self._store.flow_state(PAUSED_KEY) or ())
-            if self._writing.locked():
-                return  # the journal has not got this host's latest holds yet
-            self._holds = {
-                name: Hold(str(reason), until, bool(stops))
-                for name, (reason, until, stops) in (
-                    self._store.flow_state(HOLDS_KEY) or {}
-                ).items()
-            }
+        self._holds.load()
 
     def meter(self, service: str) -> ServiceMeter:
         return ServiceMeter(self, service)
@@ -197,7 +175,7 @@ class Flow:
                 del holds[name]
             return ended
 
-        ended = self._change_holds(end)
+        ended = self._holds.change(end)
         for name in ended:
             log.info("%s: %s", name, why)
             self._release(name)
@@ -207,7 +185,7 @@ class Flow:
     def claim(self, take: Callable[[frozenset[str]], R | None]) -> R | None:
         """`take` the next row, skipping services whose `max_parallel` is reached. Claims
         are one at a time; `take` may wait out a journal outage, so `_lock` (which pause,
-        resume, holds and the main loop's tick take) is not held across it."""
+        resume and the main loop's tick take) is not held across it."""
         with self._claiming:
             with self._lock:
                 full = self.full()
@@ -274,7 +252,7 @@ class Flow:
             holds[service] = hold
             return [service]
 
-        self._change_holds(put)
+        self._holds.change(put)
         self._store.hold_waiting(service, reason, until)
         log.warning("%s held until %s: %s", service, self.clock.local(until).isoformat(), reason)
         return hold
@@ -303,7 +281,7 @@ class Flow:
             holds.update(moved)
             return list(moved)
 
-        moved = self._change_holds(move)
+        moved = self._holds.change(move)
         if self._store.shift_retries(seconds) or moved:
             log.warning(
                 "the wall clock stepped back %.0f s: retries and rate limits keep their delays",
@@ -319,35 +297,6 @@ class Flow:
             self._wake()
         if still is not None:
             self._store.hold_waiting(service, still.reason, still.until)
-
-    def _change_holds(self, change: Callable[[dict[str, Hold]], list[str]]) -> list[str]:
-        """`change` the holds (it returns the services it changed), then write them to the
-        journal outside `_lock`: a worker's write may wait out a journal outage (a 429 on a
-        full disk), and pause, resume and the main loop's tick, which the watchdog's pings
-        depend on, must not wait with it. One thread writes at a time; a change made while
-        it writes is left to it, and it writes again until it has written the latest."""
-        with self._lock:
-            changed = change(self._holds)
-            if not changed:
-                return changed
-            self._changes += 1
-            if not self._writing.acquire(blocking=False):
-                return changed
-        try:
-            while True:
-                with self._lock:
-                    written = self._changes
-                    holds = {
-                        n: [h.reason, h.until, h.stops_requests] for n, h in self._holds.items()
-                    }
-                self._store.save_flow_state(HOLDS_KEY, holds)
-                with self._lock:
-                    if self._changes == written:
-                        self._writing.release()
-                        return changed
-        except BaseException:
-            self._writing.release()
-            raise
 
     # -- pause and resume ----------------------------------------------------------------
 
@@ -421,7 +370,7 @@ class Flow:
             },
             "service_holds": [
                 {"service": name, "reason": h.reason, "until": h.until}
-                for name, h in sorted(self._holds.items())
+                for name, h in self._holds.items()
             ],
             "quota_remaining": {
                 name: left

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from syncd.work.flow.gate import HOLDS_KEY, PAUSED_KEY
+from syncd.work.flow.gate import PAUSED_KEY
+from syncd.work.flow.holds import HOLDS_KEY
 from syncd.work.flow.quota import QUOTA_PREFIX
 
 
