@@ -177,6 +177,43 @@ def test_a_reload_while_the_database_is_out_keeps_the_daemon_and_takes_hold(
     assert daemon.stop() == 0
 
 
+def test_a_reload_asked_while_the_start_waits_for_the_database_is_done_once_it_is_reached(
+    tmp_path, sandbox, make_daemon, postgres_cluster, postgres_url
+):
+    """SIGHUP to a daemon still starting (here waiting at boot for its database; as much,
+    for a moment, any start) was the signal's default: the end of the process. It is kept
+    instead, and done once the daemon can act: the configuration written meanwhile is in
+    force."""
+    import signal
+
+    for name in ("drop", "more"):
+        (tmp_path / name).mkdir()
+    config = base_config(tmp_path, sandbox.url, [{"path": str(tmp_path / "drop")}])
+    config["journal"] = {"url": postgres_url, "password_file": str(postgres_cluster.password_file)}
+    daemon = make_daemon(config)
+    try:
+        outage(postgres_cluster, postgres_url, on=True)
+        daemon.start(wait=False)
+        wait_until(lambda: "waiting for it" in daemon.log(), 30, "the start waiting")
+        config["watch"].append({"path": str(tmp_path / "more"), "service": "ads"})
+        daemon.write_config(config)
+        daemon.signal(signal.SIGHUP)
+        daemon.signal(signal.SIGHUP)
+    finally:
+        outage(postgres_cluster, postgres_url, on=False)
+    wait_until(  # poll_status: an AssertionError at once if the daemon is gone
+        lambda: daemon.poll_status() and "configuration reloaded" in daemon.log(),
+        60,
+        "the reload, once started",
+    )
+    watched = {w["path"] for w in daemon.status()["watches"]}
+    assert watched == {str(tmp_path / "drop"), str(tmp_path / "more")}, watched
+    dropped = tmp_path / "more" / "new.bin"
+    dropped.write_bytes(os.urandom(1024))
+    wait_until(lambda: sidecar_of(dropped).exists(), 60, "the new watch's file uploaded")
+    assert daemon.stop() == 0
+
+
 def test_a_start_while_the_database_is_out_waits_for_it(
     tmp_path, sandbox, make_daemon, postgres_cluster, postgres_url
 ):
