@@ -7,8 +7,10 @@ or 0660 with `status_group`; systemd may pass it already bound (socket activatio
 Whoever may connect is still not trusted with the daemon's time or memory: one thread
 serves every client at once through a selector (a slow client holds nobody up), at most
 `MAX_CLIENTS` at a time (the oldest makes way for a newcomer; a client whose request is
-already there is answered as it is accepted), each with `TIMEOUT` seconds for its whole
+already there is taken up as it is accepted), each with `TIMEOUT` seconds for its whole
 exchange, and a request longer than `MAX_REQUEST` is refused before any of it is parsed.
+Requests are answered on a thread of their own (control/exchange.py): one whose answer
+waits on a stuck journal is told so, and holds up no other client.
 `ask` waits out a full backlog within its timeout.
 """
 
@@ -29,14 +31,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from syncd.control.exchange import TIMEOUT, Answers, Exchange, reply_line
 from syncd.errors import DaemonNotRunning, SyncdError
 
 log = logging.getLogger(__name__)
 
-MAX_REQUEST = 64 * 1024
-"""The longest request line: a retry of a few hundred paths fits, and parsing it is cheap."""
-TIMEOUT = 5.0
-"""Seconds a client has for its whole exchange, request and reply."""
 MAX_CLIENTS = 64
 """Connections held at once (each buffers at most MAX_REQUEST): a bound on memory."""
 BACKLOG = 64
@@ -45,10 +44,8 @@ CONNECT_RETRY = 0.05
 ACCEPT_PAUSE = 1.0
 """Seconds the socket is not listened to after an accept failed for want of descriptors
 (EMFILE): the waiting client stays ready, so listening on would spin and flood the log."""
-TOO_LONG = f"request refused: longer than {MAX_REQUEST} bytes"
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
-Answer = Callable[[bytes], bytes]
 
 
 class StatusServer:
@@ -59,8 +56,11 @@ class StatusServer:
         self._socket: socket.socket | None = None
         self._thread = threading.Thread(target=self._serve, name="status", daemon=True)
         self._woken, self._waker = socket.socketpair()
-        """A byte on `_waker` wakes the selector, for close()."""
-        self._clients: dict[int, _Client] = {}
+        """A byte on `_waker` wakes the selector: an answer came, or close()."""
+        self._woken.setblocking(False)
+        self._waker.setblocking(False)  # a full pipe: a wake is pending already
+        self._answers = Answers(self._answer, self._wake)
+        self._clients: dict[int, Exchange] = {}
         self._accept_paused_until = 0.0
         """While accepts fail (see ACCEPT_PAUSE): when to listen again; 0.0 when listening."""
         self._accept_failing = False
@@ -74,6 +74,7 @@ class StatusServer:
         self._owned = passed is None
         self._socket = passed if passed is not None else self._bind()
         self._socket.setblocking(False)
+        self._answers.start()
         self._thread.start()
 
     def _bind(self) -> socket.socket:
@@ -161,10 +162,14 @@ class StatusServer:
             return
         raise SyncdError(f"{self.path}: another syncd is already running")
 
-    def close(self) -> None:
-        self._closing = True
+    def _wake(self) -> None:
         with contextlib.suppress(OSError):
             self._waker.send(b"x")
+
+    def close(self) -> None:
+        self._closing = True
+        self._answers.stop()
+        self._wake()
         if self._thread.is_alive():
             self._thread.join(timeout=2)
         if self._socket is not None:
@@ -175,7 +180,7 @@ class StatusServer:
         self._woken.close()
 
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        return self._thread.is_alive() and self._answers.alive()
 
     def _serve(self) -> None:
         assert self._socket is not None
@@ -183,17 +188,26 @@ class StatusServer:
             selector.register(self._socket, selectors.EVENT_READ)
             selector.register(self._woken, selectors.EVENT_READ)
             while not self._closing:
+                waiting = [c for c in self._clients.values() if c.asked is not None]
                 ends = [c.deadline for c in self._clients.values()]
+                ends += [c.answer_by for c in waiting]
                 if self._accept_paused_until:
                     ends.append(self._accept_paused_until)
                 wait = max(0.0, min(ends) - time.monotonic()) if ends else None
                 for key, _ in selector.select(wait):
                     if key.fileobj is self._socket:
                         self._accept(selector)
+                    elif key.fileobj is self._woken:
+                        with contextlib.suppress(BlockingIOError):
+                            self._woken.recv(4096)
                     elif key.fd in self._clients:
-                        self._clients[key.fd].step(self._answer)
+                        self._clients[key.fd].step(self._answers)
                         self._follow(selector, self._clients[key.fd])
                 now = time.monotonic()
+                for client, reply in self._answers.done(now, waiting):
+                    if not client.closed:
+                        client.answered(reply, self._answers)
+                        self._follow(selector, client)
                 if self._accept_paused_until and now >= self._accept_paused_until:
                     self._accept_paused_until = 0.0
                     selector.register(self._socket, selectors.EVENT_READ)
@@ -205,8 +219,9 @@ class StatusServer:
             self._clients.clear()
 
     def _accept(self, selector: selectors.BaseSelector) -> None:
-        """Take every waiting client; when full, the oldest one makes room for a newcomer:
-        a real client is done in milliseconds, so the oldest is the likeliest to stall."""
+        """Take every waiting client; when full, one makes room for a newcomer (see
+        `_make_room`): a real client sends its request in milliseconds, so the oldest still
+        sending is the likeliest to stall."""
         assert self._socket is not None
         while True:
             try:
@@ -226,27 +241,45 @@ class StatusServer:
                 self._accept_failing = False
                 log.info("status socket: accepting clients again")
             if len(self._clients) >= MAX_CLIENTS:
-                oldest = min(self._clients.values(), key=lambda c: c.deadline)
-                oldest.close()
-                self._follow(selector, oldest)
+                self._make_room(selector)
             conn.setblocking(False)
-            client = _Client(conn)
+            client = Exchange(conn)
             self._clients[client.fd] = client
-            selector.register(conn, selectors.EVENT_READ)
-            # A real client has sent its request by now: answered at once, it never holds a
+            # A real client has sent its request by now: taken up at once, it never holds a
             # place that the rest of a flood's burst, accepted in this loop, would evict.
-            client.step(self._answer)
+            client.step(self._answers)
             self._follow(selector, client)
 
-    def _follow(self, selector: selectors.BaseSelector, client: _Client) -> None:
-        """Watch the client for what it waits for next; forget it once it is done."""
-        if not client.closed:
-            events = selectors.EVENT_WRITE if client.reply else selectors.EVENT_READ
-            selector.modify(client.conn, events)
+    def _make_room(self, selector: selectors.BaseSelector) -> None:
+        """The oldest client still sending its request makes way for a newcomer; one whose
+        request has come meanwhile (a burst of accepts keeps the selector from reading it)
+        is taken up instead, and the next oldest looked at."""
+        while True:
+            oldest = min(self._clients.values(), key=_eviction_order)
+            if oldest.wanted == selectors.EVENT_READ:
+                oldest.step(self._answers)
+                if oldest.wanted != selectors.EVENT_READ and not oldest.closed:
+                    self._follow(selector, oldest)
+                    continue
+            oldest.close()
+            self._follow(selector, oldest)
             return
-        selector.unregister(client.conn)
-        client.conn.close()
-        del self._clients[client.fd]
+
+    def _follow(self, selector: selectors.BaseSelector, client: Exchange) -> None:
+        """Watch the client for what it waits for next (nothing while it is answered);
+        forget it once it is done."""
+        wanted = 0 if client.closed else client.wanted
+        if wanted != client.events:
+            if not client.events:
+                selector.register(client.conn, wanted)
+            elif not wanted:
+                selector.unregister(client.conn)
+            else:
+                selector.modify(client.conn, wanted)
+            client.events = wanted
+        if client.closed:
+            client.conn.close()
+            del self._clients[client.fd]
 
     def _answer(self, line: bytes) -> bytes:
         try:
@@ -261,66 +294,12 @@ class StatusServer:
         except Exception as exc:
             log.exception("the status handler failed")
             reply = {"error": f"internal error: {type(exc).__name__}"}
-        return json.dumps(reply).encode() + b"\n"
+        return reply_line(reply)
 
 
-class _Client:
-    """One connection: its request so far (at most MAX_REQUEST bytes), then its reply."""
-
-    def __init__(self, conn: socket.socket) -> None:
-        self.conn = conn
-        self.fd = conn.fileno()
-        self.deadline = time.monotonic() + TIMEOUT
-        self.request = bytearray()
-        self.reply = b""
-        self.closed = False
-
-    def step(self, answer: Answer) -> None:
-        """Read what has come, or write what is due; never blocks."""
-        try:
-            if self.reply:
-                self._write()
-            else:
-                self._read(answer)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self.close()
-
-    def _read(self, answer: Answer) -> None:
-        piece = self.conn.recv(MAX_REQUEST + 1 - len(self.request))
-        self.request += piece
-        end = self.request.find(b"\n")
-        if end >= 0 or not piece or _whole_object(self.request):
-            line = bytes(self.request if end < 0 else self.request[:end])
-            self.reply = answer(line)
-        elif len(self.request) > MAX_REQUEST:
-            self.reply = json.dumps({"error": TOO_LONG}).encode() + b"\n"
-        else:
-            return
-        self.request = bytearray()
-        self._write()
-
-    def _write(self) -> None:
-        sent = self.conn.send(self.reply)
-        self.reply = self.reply[sent:]
-        if not self.reply:
-            self.close()
-
-    def close(self) -> None:
-        """Done with; the server unregisters and closes the connection."""
-        self.closed = True
-
-
-def _whole_object(request: bytearray) -> bool:
-    """A JSON object sent without its newline (and the connection kept open) is a request
-    too: a client waiting for the reply would otherwise wait for nothing."""
-    if not request.rstrip().endswith(b"}"):
-        return False
-    try:
-        return isinstance(json.loads(request), dict)
-    except (ValueError, RecursionError):
-        return False
+def _eviction_order(client: Exchange) -> tuple[bool, float]:
+    """Clients still sending their request first, the oldest first."""
+    return client.wanted != selectors.EVENT_READ, client.deadline
 
 
 def _closed_to(folder: Path, gid: int) -> Path | None:

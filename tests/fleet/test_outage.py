@@ -280,3 +280,44 @@ def test_a_start_while_the_database_is_out_waits_for_it(
     finally:
         outage(postgres_cluster, postgres_url, on=False)
         notify.close()
+
+
+def test_status_is_answered_while_the_database_is_frozen(
+    tmp_path, sandbox, make_daemon, postgres_cluster, postgres_url
+):
+    """A database backend stopped dead (SIGSTOP here; a hung server or storage alike) gives
+    no error and no timeout: its kernel acknowledges every byte, and a journal read waits
+    for ever. `syncd status` is still answered, each time, within its client's timeout: it
+    says the journal is not answering (exit 1, not 3 "no daemon"), and answers as before
+    once the database moves again."""
+    import signal
+
+    import psycopg
+
+    (tmp_path / "drop").mkdir()
+    config = base_config(tmp_path, sandbox.url, [{"path": str(tmp_path / "drop")}])
+    config["journal"] = {"url": postgres_url, "password_file": str(postgres_cluster.password_file)}
+    daemon = make_daemon(config).start()
+    name = postgres_url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_cluster.dsn(), autocommit=True) as admin:
+        backends = [
+            pid
+            for (pid,) in admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+        ]
+    assert backends
+    for pid in backends:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        for _ in range(3):  # the first waits on the journal; the next ones behind it
+            shown = daemon.cli("status")
+            assert shown.returncode == 1, shown
+            assert shown.stdout.startswith("error: syncd is running but has not answered"), shown
+            assert "its journal is not answering" in shown.stdout
+    finally:
+        for pid in backends:
+            os.kill(pid, signal.SIGCONT)
+    wait_until(lambda: daemon.cli("status").returncode == 0, 30, "status answered again")
+    assert daemon.stop() == 0

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from conftest import SCALE, base_config
 
-from syncd.control.status import MAX_CLIENTS, MAX_REQUEST, TIMEOUT, ask
+from syncd.control.exchange import MAX_REQUEST, TIMEOUT
+from syncd.control.status import MAX_CLIENTS, ask
 
 HUGE = b"[" + b"{}," * 350_000 + b"{}]\n"
 """About 1 MiB: 350,000 JSON objects on one line."""
