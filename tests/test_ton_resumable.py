@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import random
 from pathlib import Path
@@ -11,6 +12,10 @@ import pytest
 from conftest import SandboxClient, base_config, read_sidecar, wait_until
 
 MiB = 1024 * 1024
+NOTHING_HELD = base64.b64encode(
+    b"HTTP/1.1 308 Resume Incomplete\r\nContent-Length: 0\r\n\r\n"
+).decode()
+"""A chunk's answer from a server that holds nothing of the upload (no Range)."""
 
 
 def write_random(path: Path, size: int, seed: int) -> str:
@@ -242,3 +247,46 @@ def test_the_server_variants_protocols_md_leaves_open(tmp_path, sandbox, make_da
     side = read_sidecar(path)
     stored = {o["location"]: o for o in sandbox.ton_objects()}[side["result"]["location"]]
     assert stored["sha256"] == side["sha256"] == digest
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_a_chunk_answered_308_without_range_is_not_taken_as_stored(
+    tmp_path, sandbox, make_daemon, strict
+):
+    """A 308 without `Range` says the server holds nothing (protocols.md 2.5, after Google's
+    resumable protocol): here its first chunk was lost (a proxy answered, say). The upload
+    goes on from what the server holds, not past a chunk it never took, whether the server
+    then refuses a chunk at the wrong offset (400, no Range: it holds nothing) or answers it
+    308 (no Range again)."""
+    sandbox.post("settings", {"ton": {"min_chunk": 64 * 1024, "strict_offsets": strict}})
+    config = resumable_config(tmp_path, sandbox, chunk_size="64KiB", resumable_threshold="1MiB")
+    daemon = make_daemon(config).start()
+    sandbox.fault(method="PUT", path="/1.1/ton/", raw_reply=NOTHING_HELD, count=1)
+    path = tmp_path / "drop" / "lost-chunk.bin"
+    digest = write_random(path, MiB, 11)
+    daemon.wait_counts(done=1)
+    session = only_session(sandbox)
+    assert session["complete"] and session["received"] == MiB
+    assert read_sidecar(path)["sha256"] == digest
+    stored = {o["location"]: o for o in sandbox.ton_objects()}
+    assert stored[read_sidecar(path)["result"]["location"]]["sha256"] == digest
+
+
+def test_a_server_that_takes_no_chunk_is_retried_later_not_fed_for_ever(
+    tmp_path, sandbox, make_daemon
+):
+    """Every chunk answered 308 without Range (nothing held): after three the upload waits
+    to be retried (status says why) instead of sending the same chunk round for ever, and
+    goes through once the server takes chunks again."""
+    sandbox.post("settings", {"ton": {"min_chunk": 64 * 1024}})
+    config = resumable_config(tmp_path, sandbox, chunk_size="64KiB", resumable_threshold="1MiB")
+    daemon = make_daemon(config).start()
+    sandbox.fault(method="PUT", path="/1.1/ton/", raw_reply=NOTHING_HELD, count=1000)
+    path = tmp_path / "drop" / "refused.bin"
+    digest = write_random(path, MiB, 12)
+    daemon.wait_counts(retry_wait=1)
+    retrying = daemon.status()["retrying"]
+    assert "TON took none of the last 3 chunks sent" in retrying[0]["error"], retrying
+    sandbox.clear_faults()
+    daemon.wait_counts(done=1, timeout=120)
+    assert read_sidecar(path)["sha256"] == digest

@@ -36,6 +36,9 @@ RESULT_MARGIN = 3600.0
 """A duplicate reuses an earlier TON object only while it has this long left to live."""
 SMALL_BODY = 64 * 1024
 """A body up to this size is sent as bytes: headers and body go out in one write."""
+STALLS = 3
+"""Chunks in a row that the server answers without holding more: the upload is retried
+later (from a status query) rather than send the same bytes round for ever."""
 RANGE = re.compile(r"\s*(?:bytes=)?([0-9]{1,18})-([0-9]{1,18})\s*")
 
 
@@ -262,6 +265,7 @@ class TonUploader:
         # One buffer for every chunk of this upload: memory stays at one chunk, and no
         # chunk pays for fresh pages (protocols.md 2.4: chunks go one at a time, in order).
         buffer = memoryview(bytearray(min(int(session["chunk"]), total)))
+        stalls = 0
         job.progress(offset)
         while True:
             if job.stopping.is_set():
@@ -291,7 +295,13 @@ class TonUploader:
             end = self._within(job, confirmed_end(reply))
             if reply.status == 400 and (end is None or end == offset):
                 raise_for(self.config.name, reply)
-            offset = last + 1 if end is None else end
+            held = end or 0  # a 308 without Range: the server holds nothing (protocols.md 2.5)
+            stalls = stalls + 1 if held <= offset else 0
+            if stalls >= STALLS:
+                raise RetryableError(
+                    f"{self.config.name}: TON took none of the last {STALLS} chunks sent"
+                )
+            offset = held
             session["offset"] = offset
             job.store.save(session)
             job.progress(offset)
