@@ -249,6 +249,17 @@ def test_the_server_variants_protocols_md_leaves_open(tmp_path, sandbox, make_da
     assert stored["sha256"] == side["sha256"] == digest
 
 
+def chunks_lost(
+    tmp_path: Path, sandbox: SandboxClient, make_daemon: Any, count: int, **ton: Any
+) -> Any:
+    """A daemon on 64 KiB chunks whose next `count` chunks are answered NOTHING_HELD."""
+    sandbox.post("settings", {"ton": {"min_chunk": 64 * 1024, **ton}})
+    config = resumable_config(tmp_path, sandbox, chunk_size="64KiB", resumable_threshold="1MiB")
+    daemon = make_daemon(config).start()
+    sandbox.fault(method="PUT", path="/1.1/ton/", raw_reply=NOTHING_HELD, count=count)
+    return daemon
+
+
 @pytest.mark.parametrize("strict", [True, False])
 def test_a_chunk_answered_308_without_range_is_not_taken_as_stored(
     tmp_path, sandbox, make_daemon, strict
@@ -258,10 +269,7 @@ def test_a_chunk_answered_308_without_range_is_not_taken_as_stored(
     goes on from what the server holds, not past a chunk it never took, whether the server
     then refuses a chunk at the wrong offset (400, no Range: it holds nothing) or answers it
     308 (no Range again)."""
-    sandbox.post("settings", {"ton": {"min_chunk": 64 * 1024, "strict_offsets": strict}})
-    config = resumable_config(tmp_path, sandbox, chunk_size="64KiB", resumable_threshold="1MiB")
-    daemon = make_daemon(config).start()
-    sandbox.fault(method="PUT", path="/1.1/ton/", raw_reply=NOTHING_HELD, count=1)
+    daemon = chunks_lost(tmp_path, sandbox, make_daemon, 1, strict_offsets=strict)
     path = tmp_path / "drop" / "lost-chunk.bin"
     digest = write_random(path, MiB, 11)
     daemon.wait_counts(done=1)
@@ -278,10 +286,7 @@ def test_a_server_that_takes_no_chunk_is_retried_later_not_fed_for_ever(
     """Every chunk answered 308 without Range (nothing held): after three the upload waits
     to be retried (status says why) instead of sending the same chunk round for ever, and
     goes through once the server takes chunks again."""
-    sandbox.post("settings", {"ton": {"min_chunk": 64 * 1024}})
-    config = resumable_config(tmp_path, sandbox, chunk_size="64KiB", resumable_threshold="1MiB")
-    daemon = make_daemon(config).start()
-    sandbox.fault(method="PUT", path="/1.1/ton/", raw_reply=NOTHING_HELD, count=1000)
+    daemon = chunks_lost(tmp_path, sandbox, make_daemon, 1000)
     path = tmp_path / "drop" / "refused.bin"
     digest = write_random(path, MiB, 12)
     daemon.wait_counts(retry_wait=1)
