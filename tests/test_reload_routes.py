@@ -198,6 +198,30 @@ def test_a_reload_of_an_empty_file_is_refused_and_the_watches_go_on(tmp_path, sa
     assert "configuration reloaded" in daemon.log()
 
 
+def test_a_reload_met_by_a_file_still_being_written_reads_it_again(tmp_path, sandbox, make_daemon):
+    """A config tool that truncates the file, signals (SIGHUP), and only then writes the
+    rest: the reload does not refuse for good the file it met half-written; it reads it
+    again while it is still changing, and takes the whole file."""
+    config = ton_config(tmp_path, sandbox)
+    daemon = make_daemon(config).start()
+    daemon.wait_scan()
+    (tmp_path / "more").mkdir()
+    edited = copy.deepcopy(config)
+    edited["watch"].append({"path": str(tmp_path / "more"), "service": "ads"})
+    daemon.config_path.write_text("")
+    daemon.signal(signal.SIGHUP)
+    time.sleep(0.5)  # the slow writer: the reload meets the empty file first
+    daemon.write_config(edited)
+    wait_until(
+        lambda: "configuration reloaded" in daemon.log() or "reload refused" in daemon.log(),
+        20,
+        "the reload",
+    )
+    assert "reload refused" not in daemon.log()
+    watched = {w["path"] for w in daemon.status()["watches"]}
+    assert watched == {str(tmp_path / "drop"), str(tmp_path / "more")}, watched
+
+
 def test_a_callback_that_comes_while_a_reload_left_its_video_unrouted_is_kept(
     tmp_path, sandbox, make_daemon
 ):

@@ -4,12 +4,20 @@ named in a warning so that an operator is not left believing a change took hold.
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 from syncd.config.load import load
 from syncd.config.model import Config
 from syncd.errors import ConfigError
 
+BEING_WRITTEN = 2.0
+"""Seconds since its last change during which a refused file is read again: a config tool
+(or an editor saving in place) that truncates the file, is signalled, then writes the rest
+would otherwise have its change refused, and never reloaded."""
+REREAD = 0.1
+"""Seconds between those reads."""
 DAEMON_KEYS = ("state_dir", "status_socket", "workers", "status_group")
 """[daemon] keys read once at start."""
 
@@ -34,7 +42,26 @@ def reloaded(running: Config, path: Path) -> Config:
     """The configuration a reload reads, checked as at start; a ConfigError too for a file
     with no [[watch]] at all while watches are running: an editor or a config tool that
     truncates the file before writing it, with a SIGHUP in between, would otherwise stop
-    every watch until the next reload. (At start such a file is accepted, as it always was.)"""
+    every watch until the next reload. (At start such a file is accepted, as it always was.)
+    A file refused while it is still being written is read again (see BEING_WRITTEN)."""
+    deadline = time.monotonic() + BEING_WRITTEN
+    while True:
+        try:
+            return _checked(running, path)
+        except ConfigError:
+            if time.monotonic() >= deadline or not _just_changed(path):
+                raise
+            time.sleep(REREAD)
+
+
+def _just_changed(path: Path) -> bool:
+    try:
+        return time.time() - os.stat(path).st_mtime < BEING_WRITTEN
+    except OSError:
+        return False
+
+
+def _checked(running: Config, path: Path) -> Config:
     loaded = load(path)
     if running.watches and not loaded.watches:
         raise ConfigError(
