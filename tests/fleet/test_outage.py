@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from fleet_harness import Fleet
@@ -285,11 +286,12 @@ def test_a_start_while_the_database_is_out_waits_for_it(
 def test_status_is_answered_while_the_database_is_frozen(
     tmp_path, sandbox, make_daemon, postgres_cluster, postgres_url
 ):
-    """A database backend stopped dead (SIGSTOP here; a hung server or storage alike) gives
-    no error and no timeout: its kernel acknowledges every byte, and a journal read waits
-    for ever. `syncd status` is still answered, each time, within its client's timeout: it
-    says the journal is not answering (exit 1, not 3 "no daemon"), and answers as before
-    once the database moves again."""
+    """A database server stopped dead (SIGSTOP of its processes here; a hung host alike)
+    gives no error and no timeout: its kernel acknowledges every byte, and a journal read
+    waits for ever (a new connection, for its 10 s connect timeout, then the pool's 30 s).
+    `syncd status` is still answered, each time, within its client's timeout: it says the
+    journal is not answering (exit 1, not 3 "no daemon"), and answers as before once the
+    database moves again."""
     import signal
 
     import psycopg
@@ -299,25 +301,28 @@ def test_status_is_answered_while_the_database_is_frozen(
     config["journal"] = {"url": postgres_url, "password_file": str(postgres_cluster.password_file)}
     daemon = make_daemon(config).start()
     name = postgres_url.rsplit("/", 1)[1]
-    with psycopg.connect(postgres_cluster.dsn(), autocommit=True) as admin:
-        backends = [
-            pid
-            for (pid,) in admin.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                (name,),
-            )
-        ]
-    assert backends
-    for pid in backends:
-        os.kill(pid, signal.SIGSTOP)
+    frozen: list[int] = []
     try:
+        with psycopg.connect(postgres_cluster.dsn(), autocommit=True) as admin:
+            own = admin.execute("SELECT pg_backend_pid()").fetchone()[0]
+            stat = Path(f"/proc/{own}/stat").read_text()
+            postmaster = int(stat.rsplit(")", 1)[1].split()[1])  # no new connection either
+            os.kill(postmaster, signal.SIGSTOP)
+            frozen.append(postmaster)
+            backends = admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,)
+            ).fetchall()
+            for (pid,) in backends:
+                os.kill(pid, signal.SIGSTOP)
+                frozen.append(pid)
+        assert len(frozen) > 1
         for _ in range(3):  # the first waits on the journal; the next ones behind it
             shown = daemon.cli("status")
             assert shown.returncode == 1, shown
             assert shown.stdout.startswith("error: syncd is running but has not answered"), shown
             assert "its journal is not answering" in shown.stdout
     finally:
-        for pid in backends:
+        for pid in frozen:
             os.kill(pid, signal.SIGCONT)
-    wait_until(lambda: daemon.cli("status").returncode == 0, 30, "status answered again")
+    wait_until(lambda: daemon.cli("status").returncode == 0, 60, "status answered again")
     assert daemon.stop() == 0
