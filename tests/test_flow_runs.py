@@ -88,6 +88,24 @@ def test_once_exits_4_after_the_others_are_done(tmp_path, sandbox, make_daemon):
     assert run_once(daemon.config_path).returncode == 0
 
 
+def test_once_says_which_files_it_left_held(tmp_path, sandbox, make_daemon):
+    """A paused service: `run --once` does not wait for a resume that will not come, and
+    ends with exit 0 (nothing failed), but says that files were left held, not uploaded."""
+    config = base_config(tmp_path, sandbox.url)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    config["watch"] = [{"path": str(drop), "service": "ads"}]
+    daemon = make_daemon(config).start()
+    assert daemon.cli("pause", "ads").returncode == 0  # kept in the journal
+    daemon.stop()
+    files = [make_file(drop / f"f{n}.txt", 1000, seed=n) for n in range(2)]
+    finished = run_once(daemon.config_path)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "run --once: 2 files held, not uploaded" in finished.stderr
+    assert not any(sidecar_exists(f) for f in files)
+    assert sandbox.ton_objects() == []
+
+
 def test_dry_run_sends_nothing_writes_nothing_and_names_duplicates(tmp_path, sandbox, make_daemon):
     config = base_config(tmp_path, sandbox.url)
     config["services"]["ads"]["resumable_threshold"] = "1MiB"

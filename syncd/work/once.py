@@ -7,6 +7,7 @@ import logging
 from typing import Protocol
 
 from syncd.journal.patience import StorageFault
+from syncd.journal.states import State
 
 log = logging.getLogger(__name__)
 
@@ -16,6 +17,8 @@ EXIT_FAILED = 4
 
 class OnceStore(Protocol):
     def once_outcome(self, retries: int) -> tuple[int, int]: ...
+
+    def counts(self) -> dict[State, int]: ...
 
 
 class Scans(Protocol):
@@ -53,6 +56,15 @@ class OnceRun:
         return self._quiet >= 2
 
     def failed(self) -> int:
+        """How many failed; files held are said too, since a run that ends with them has
+        not uploaded everything, though nothing failed."""
         _, failed = self._journal.once_outcome(self._retries)
         log.info("run --once finished: %d files failed", failed)
+        held = self._journal.counts()[State.HELD]
+        if held:
+            log.warning(
+                "run --once: %d files held, not uploaded (a paused service, a quota used up,"
+                " or no [[watch]] routing them any more); they go on a later run",
+                held,
+            )
         return failed
