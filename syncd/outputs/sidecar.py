@@ -29,8 +29,14 @@ from typing import Any
 from syncd.files import SCARCE, Place
 
 SUFFIX = ".syncd.toml"
-TEMP_NAME = re.compile(rb"\.syncd-[0-9a-f]{16}\.tmp")
+TEMP_PREFIX, TEMP_SUFFIX, TEMP_HEX_BYTES = ".syncd-", ".tmp", 8
 """The named temp file a sidecar is written in where O_TMPFILE cannot serve."""
+TEMP_NAME = re.compile(
+    re.escape(TEMP_PREFIX.encode())
+    + rb"[0-9a-f]{%d}" % (2 * TEMP_HEX_BYTES)
+    + re.escape(TEMP_SUFFIX.encode())
+)
+"""Such a file's name, as a scan meets it."""
 LEFT_AFTER = 60.0
 """Seconds a temp file is left alone before a scan may take it for one a write that was cut
 short (kill -9, power loss) left behind: a write holds its temp for milliseconds."""
@@ -175,7 +181,7 @@ def _create_temp(folder: int) -> tuple[str, int]:
     Short whatever the file's name: the file's own name may leave no room for a suffix.
     """
     while True:
-        name = f".syncd-{secrets.token_hex(8)}.tmp"  # TEMP_NAME
+        name = f"{TEMP_PREFIX}{secrets.token_hex(TEMP_HEX_BYTES)}{TEMP_SUFFIX}"
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             return name, os.open(name, flags, 0o600, dir_fd=folder)
