@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from syncd import __version__
 from syncd.config import Config, MetricsConfig
 from syncd.config.restart import reloaded, restart_only
-from syncd.control import signals
+from syncd.control import collector, signals
 from syncd.control.counters import Counters, Uncounted
 from syncd.control.degraded import FLEET, Degraded
 from syncd.control.health import Health, inotify_shortfall
@@ -294,6 +294,7 @@ class Daemon:
                     last_changes = changes
             except StorageFault:
                 pass  # the journal cannot be reached: degraded says so; the next tick tries again
+            collector.resume_once_started(self.watcher.scans.count > 0)
             if not limit_checked and self.watcher.scans.count:
                 limit_checked = True
                 self._warn_inotify_limit()

@@ -15,7 +15,7 @@ from typing import Any
 
 from syncd import __version__
 from syncd.config import default_config_path, default_status_socket, load, load_daemon
-from syncd.control import signals
+from syncd.control import collector, signals
 from syncd.control.printable import printable
 from syncd.control.status import ask
 from syncd.errors import DaemonNotRunning, SyncdError, UsageError
@@ -147,6 +147,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     command: str = args.command
     if command != "run" or args.dry_run:
         signals.release()  # not the daemon: a SIGHUP ends it, as it ends any command
+    else:
+        collector.pause()  # till the start-up scan is done (control/collector.py)
     if command == "run":
         return _run(args)
     if command == "status":

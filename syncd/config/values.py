@@ -11,7 +11,6 @@ import os
 import re
 from collections.abc import Callable
 from datetime import date, datetime, time
-from fractions import Fraction
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -78,6 +77,8 @@ def parse_size(value: object) -> int:
         unit = _SIZE_UNITS.get(match[2].lower()) if match else None
         if match is None or unit is None:
             raise ValueError(f'expected a size such as "8MiB", "10MB" or "512B", got {value!r}')
+        from fractions import Fraction  # only for a size written as a string
+
         size = math.floor(Fraction(match[1]) * unit)
     elif isinstance(value, int) and not isinstance(value, bool):
         if value < 0:

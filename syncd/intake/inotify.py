@@ -1,12 +1,12 @@
-"""inotify watches that the scans add folder by folder, read by watchdog's `InotifyFD`.
+"""inotify watches that the scans add folder by folder, read by the `InotifyFD` thread.
 
 watchdog's observer walks a recursive watch's whole tree to add its watches, and the
 start-up scan then walks the same tree again: over 20,000 done files that first walk was
 ~50 ms of a restart's CPU. Here a scan adds each folder's watch just before it lists the
 folder (so whatever appears after the listing raises an event), a folder created or moved
 in gets its watch from the folder scan its event asks for, and a folder deleted or moved
-away loses the watches below it. watchdog's reader thread hands each raw event to
-`on_event` (its `WatchCallback` protocol), with no emitter or dispatcher thread between.
+away loses the watches below it. The reader thread hands each raw event to `on_event`,
+with no emitter or dispatcher thread between.
 """
 
 from __future__ import annotations
@@ -18,51 +18,47 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from watchdog.observers.inotify_c import (
-    CallbackId,
-    InotifyConstants,
-    InotifyEvent,
-    InotifyFD,
-    Mask,
-    WatchDescriptor,
-)
-
 from syncd.files import PROC_FD
 from syncd.intake.events import Hints
+from syncd.intake.inotify_fd import (
+    IN_CLOSE_WRITE,
+    IN_CREATE,
+    IN_DELETE,
+    IN_DONT_FOLLOW,
+    IN_ISDIR,
+    IN_MOVED_FROM,
+    IN_MOVED_TO,
+    IN_ONLYDIR,
+    InotifyFD,
+)
 from syncd.intake.routing import ignored_name
 
 log = logging.getLogger(__name__)
 
-MASK = Mask(
-    InotifyConstants.IN_CREATE
-    | InotifyConstants.IN_MOVED_FROM
-    | InotifyConstants.IN_MOVED_TO
-    | InotifyConstants.IN_CLOSE_WRITE
-    | InotifyConstants.IN_DELETE
-    | InotifyConstants.IN_ONLYDIR
-)
+MASK = IN_CREATE | IN_MOVED_FROM | IN_MOVED_TO | IN_CLOSE_WRITE | IN_DELETE | IN_ONLYDIR
 """Not opens, reads or every write: our own hashing, uploads and sidecars would each cost
 events, and a write without a close is caught by the stability check anyway (which a
 created file always gets). A watched folder's own deletion comes as IN_IGNORED."""
-BY_PATH = Mask(MASK | InotifyConstants.IN_DONT_FOLLOW)
+BY_PATH = MASK | IN_DONT_FOLLOW
 PROC_MOUNTED = os.path.isdir(PROC_FD)
 """A watch is added through the scan's descriptor of the folder (/proc/self/fd/N, a link
 to follow); without /proc, by the folder's path, its last component never a symlink."""
-VANISHED = (errno.ENOENT, errno.ENOTDIR)
-"""A folder gone (or replaced by a file) between its listing's parent and its watch."""
+UNWATCHABLE = (errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EBADF)
+"""Passed over in silence: a folder gone (or replaced by a file) between its listing's
+parent and its watch, one we may not read (the listing that follows says so), or the
+instance closed under a scan (the daemon stops)."""
 
 
 class InotifyWatches:
-    """One inotify instance and the folders it watches; implements watchdog's
-    `WatchCallback` (its methods run on the reader thread, so they only enqueue)."""
+    """One inotify instance and the folders it watches; its `Listener` (those methods
+    run on the reader thread, so they only enqueue)."""
 
     def __init__(self, hints: Hints, rescan: Callable[[], None]) -> None:
         self._hints = hints
         self._rescan = rescan
         self._lock = threading.Lock()
-        self._folder_of: dict[WatchDescriptor, bytes] = {}
-        self._watch_of: dict[bytes, WatchDescriptor] = {}
-        self._id = CallbackId(id(self))
+        self._folder_of: dict[int, bytes] = {}
+        self._watch_of: dict[bytes, int] = {}
         self._inotify: InotifyFD | None = None
         self.roots: set[bytes] = set()
         """The watches' own folders: nothing above them is watched, so the watcher asks
@@ -75,14 +71,13 @@ class InotifyWatches:
         """Without an inotify instance to spare (fs.inotify.max_user_instances, EMFILE) the
         daemon runs on: rescans find every change (`unavailable` says why, for degraded)."""
         try:
-            self._inotify = InotifyFD()
+            self._inotify = InotifyFD(self)
         except OSError as exc:
             self.unavailable = (
                 f"cannot start inotify ({exc.strerror}): changes are found by"
                 " rescans only, every rescan_interval; raise fs.inotify.max_user_instances"
             )
             return
-        self._inotify.name = "inotify"
         self._inotify.start()
 
     def stop(self) -> None:
@@ -112,13 +107,11 @@ class InotifyWatches:
                 return
         try:
             if PROC_MOUNTED:
-                wd = inotify.add_callback(PROC_FD + b"%d" % opened, MASK, self, self._id)
+                wd = inotify.add_watch(PROC_FD + b"%d" % opened, MASK)
             else:
-                wd = inotify.add_callback(folder, BY_PATH, self, self._id)
+                wd = inotify.add_watch(folder, BY_PATH)
         except OSError as exc:
             self._not_watched(folder, exc)
-            return
-        if wd == -1:  # watchdog passes EACCES over; the listing that follows says why
             return
         with self._lock:
             self._folder_of[wd] = folder
@@ -144,7 +137,7 @@ class InotifyWatches:
             self._unwatch(folder, below=False)
 
     def _not_watched(self, folder: bytes, exc: OSError) -> None:
-        if exc.errno in VANISHED:
+        if exc.errno in UNWATCHABLE:
             return
         if exc.errno == errno.ENOSPC:
             if not self._limit_told:  # once: the shortfall warning at start says what to raise
@@ -166,28 +159,29 @@ class InotifyWatches:
             for wd in wds:
                 self._folder_of.pop(wd, None)
         inotify = self._inotify
-        if inotify is not None and wds:
-            inotify.remove_callbacks([(wd, self._id) for wd in wds])
+        if inotify is not None:
+            for wd in wds:
+                inotify.rm_watch(wd)
 
-    # -- watchdog's WatchCallback, on its reader thread ---------------------------------
+    # -- the Listener, on the reader thread ---------------------------------------------
 
-    def on_event(self, event: InotifyEvent) -> None:
+    def on_event(self, wd: int, mask: int, name: bytes) -> None:
         with self._lock:
-            folder = self._folder_of.get(event.wd)
-        if folder is None or not event.name or ignored_name(event.name):
+            folder = self._folder_of.get(wd)
+        if folder is None or not name or ignored_name(name):
             return
-        path = folder + b"/" + event.name
-        if event.is_directory:
-            if event.is_create or event.is_moved_to:
+        path = folder + b"/" + name
+        if mask & IN_ISDIR:
+            if mask & (IN_CREATE | IN_MOVED_TO):
                 self._hints.hint_folder(Path(os.fsdecode(path)))
-            elif event.is_moved_from or event.is_delete:
+            elif mask & (IN_MOVED_FROM | IN_DELETE):
                 self._unwatch(path, below=True)
-        elif event.is_moved_from or event.is_delete:
+        elif mask & (IN_MOVED_FROM | IN_DELETE):
             self._hints.forget(Path(os.fsdecode(path)))
         else:  # closed after writing, or moved into place: a short settle; created: a full one
-            self._hints.hint(Path(os.fsdecode(path)), quick=not event.is_create)
+            self._hints.hint(Path(os.fsdecode(path)), quick=not mask & IN_CREATE)
 
-    def on_watch_deleted(self, wd: WatchDescriptor) -> None:
+    def on_watch_deleted(self, wd: int) -> None:
         with self._lock:
             folder = self._folder_of.pop(wd, None)
             if folder is not None and self._watch_of.get(folder) == wd:

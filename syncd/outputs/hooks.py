@@ -15,13 +15,12 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from syncd.config import ServiceConfig, WatchConfig
 from syncd.control.logs import log_fields
@@ -30,6 +29,11 @@ from syncd.journal.after import HookEvent, HookRow
 from syncd.journal.store import Row, Store
 from syncd.outputs.sidecar import sidecar_path
 from syncd.work.loop import Loop
+
+if TYPE_CHECKING:
+    from subprocess import Popen
+
+    Process = Popen[bytes]
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +113,11 @@ def failed_event(row: Row, watch: WatchConfig, service_type: str) -> HookEvent |
     )
 
 
-Process = subprocess.Popen[bytes]
-
-
 def run(event: HookEvent, started: Callable[[Process], None]) -> str | None:
     """Run one hook to its end or its timeout; None when it succeeded, else why not.
     `started` is told of the process (to be killed at stop)."""
+    import subprocess  # at the first hook: most daemons run none, and it is 4 ms of a start
+
     fields = log_fields(event.path, event.env["SYNCD_SERVICE"])
     try:
         process = subprocess.Popen(

@@ -19,7 +19,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import secrets
 import stat
 import time
 from datetime import UTC, datetime
@@ -181,7 +180,7 @@ def _create_temp(folder: int) -> tuple[str, int]:
     Short whatever the file's name: the file's own name may leave no room for a suffix.
     """
     while True:
-        name = f"{TEMP_PREFIX}{secrets.token_hex(TEMP_HEX_BYTES)}{TEMP_SUFFIX}"
+        name = f"{TEMP_PREFIX}{os.urandom(TEMP_HEX_BYTES).hex()}{TEMP_SUFFIX}"
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             return name, os.open(name, flags, 0o600, dir_fd=folder)
