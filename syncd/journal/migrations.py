@@ -151,4 +151,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX files_identity ON files(path, dev, inode, size, mtime_ns)
     """,
+    # 10: the claims a start drops, in an index of the claimed rows alone (PostgreSQL's
+    # schema has had it from the first): the start found them by reading every row of
+    # `files`, ~15 ms of a restart over 20,000 done files and a second over a million.
+    """
+    CREATE INDEX files_claims ON files(claim_owner) WHERE claim_owner IS NOT NULL
+    """,
 )

@@ -39,6 +39,8 @@ from syncd.journal.store import Decision, Row
 T = TypeVar("T")
 KNOWN = "SELECT path, dev, inode, size, mtime_ns FROM files"
 """Every identity, for a rescan: read from the `files_identity` index alone (migration 9)."""
+DROP_CLAIMS = "UPDATE files SET claim_owner=NULL, claim_expires=NULL WHERE claim_owner IS NOT NULL"
+"""A start's: through the `files_claims` index of claimed rows alone (migration 10)."""
 STORAGE_FAULTS = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
 """SQLite's primary codes for a full disk and for I/O errors: they pass by themselves."""
 _CLAIMABLE = ", ".join(f"'{s}'" for s in sorted(CLAIMABLE))
@@ -174,10 +176,7 @@ class SqliteStore(SqliteClaims, SqliteReads, SqliteFlow, SqliteAfterUpload):
         one's, whatever host name it was taken under (a container's changes at each start)."""
         check_move(State.UPLOADING, State.HASHED)
         with self._write() as db:
-            db.execute(
-                "UPDATE files SET claim_owner=NULL, claim_expires=NULL"
-                " WHERE claim_owner IS NOT NULL"
-            )
+            db.execute(DROP_CLAIMS)
             return db.execute(
                 "UPDATE files SET state=?, updated_at=? WHERE state=?",
                 (State.HASHED, time.time(), State.UPLOADING),

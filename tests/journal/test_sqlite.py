@@ -9,7 +9,7 @@ import pytest
 from syncd.errors import SyncdError
 from syncd.files import Identity
 from syncd.journal.migrations import MIGRATIONS
-from syncd.journal.sqlite import KNOWN, SqliteStore
+from syncd.journal.sqlite import DROP_CLAIMS, KNOWN, SqliteStore
 from syncd.journal.states import State
 
 
@@ -126,3 +126,13 @@ def test_a_rescan_reads_the_identities_from_their_index_not_the_rows(tmp_path):
     with sqlite3.connect(path) as db:
         plan = " ".join(row[-1] for row in db.execute(f"EXPLAIN QUERY PLAN {KNOWN}"))
     assert "COVERING INDEX files_identity" in plan
+
+
+def test_a_start_finds_the_claims_to_drop_through_their_index_not_every_row(tmp_path):
+    """A start drops the claims a dead daemon left: a search of the few claimed rows, not a
+    read of every row (~15 ms over 20,000 done files, a second over a million)."""
+    path = tmp_path / "journal.sqlite"
+    SqliteStore(path).close()
+    with sqlite3.connect(path) as db:
+        plan = " ".join(row[-1] for row in db.execute(f"EXPLAIN QUERY PLAN {DROP_CLAIMS}"))
+    assert "USING INDEX files_claims" in plan and "SCAN" not in plan
