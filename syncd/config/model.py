@@ -18,6 +18,8 @@ TWITTER_VERIFY_CREDENTIALS = "https://api.twitter.com/1.1/account/verify_credent
 
 @dataclass(frozen=True, slots=True)
 class DaemonConfig:
+    """[daemon]: the process as a whole."""
+
     state_dir: Path
     """journal.sqlite and the media server's key live here."""
     status_socket: Path
@@ -78,6 +80,8 @@ class ServiceConfig:
 
 @dataclass(frozen=True, slots=True)
 class TonService(ServiceConfig):
+    """A [services.NAME] of type "ton": a TON bucket, single POST or resumable by size."""
+
     type: ClassVar[str] = "ton"
     account: Account
     bucket: str
@@ -101,6 +105,8 @@ class EchoService(ServiceConfig):
 
 @dataclass(frozen=True, slots=True)
 class TwitPicService(EchoService):
+    """A [services.NAME] of type "twitpic": images through OAuth Echo."""
+
     type: ClassVar[str] = "twitpic"
     message: str = ""
     """The caption when no NAME.caption lies beside the file."""
@@ -108,6 +114,8 @@ class TwitPicService(EchoService):
 
 @dataclass(frozen=True, slots=True)
 class TwitLongerService(EchoService):
+    """A [services.NAME] of type "twitlonger": text files become posts."""
+
     type: ClassVar[str] = "twitlonger"
     tweet: bool = True
     """Tweet the post's tweet_content and attach the status id back."""
@@ -116,6 +124,8 @@ class TwitLongerService(EchoService):
 
 @dataclass(frozen=True, slots=True)
 class OneAllService(ServiceConfig):
+    """A [services.NAME] of type "oneall": the Push API, media fetched from our server."""
+
     type: ClassVar[str] = "oneall"
     public_key: str
     private_key: str = field(repr=False)
@@ -162,6 +172,8 @@ class WebhookConfig:
 
 @dataclass(frozen=True, slots=True)
 class WatchConfig:
+    """A [[watch]]: a folder, the service its files go to, and what happens after."""
+
     path: Path
     """Absolute, symlinks resolved."""
     service: str
@@ -208,6 +220,8 @@ class JournalConfig:
 
 @dataclass(frozen=True, slots=True)
 class Config:
+    """The whole file, checked: what the daemon runs on until a reload replaces it."""
+
     source: Path
     daemon: DaemonConfig
     accounts: dict[str, Account]

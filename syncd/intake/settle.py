@@ -41,6 +41,8 @@ class Seen:
 
 @dataclass(slots=True)
 class _Candidate:
+    """A file being watched until it holds still."""
+
     signature: Signature
     still_since: float
     """Monotonic time since when the signature has not changed."""

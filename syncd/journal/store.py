@@ -42,6 +42,8 @@ class JournalUnavailable(StorageFault):
 
 @dataclass(frozen=True, slots=True)
 class Row:
+    """One file's row, by column name."""
+
     id: int
     path: bytes
     service: str

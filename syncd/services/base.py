@@ -32,6 +32,8 @@ class StepStore(Protocol):
 
 @dataclass(slots=True)
 class Job:
+    """One upload, as a service module gets it: no journal, no paths to reopen."""
+
     path: Path
     file: BufferedReader
     """Open for reading at offset 0; the service may seek."""

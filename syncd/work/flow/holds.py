@@ -22,6 +22,8 @@ HOLDS_KEY = "holds"
 
 @dataclass(frozen=True, slots=True)
 class Hold:
+    """Why a service takes no uploads, and till when."""
+
     reason: str
     until: float | None
     """Epoch seconds on the flow clock; None until someone resumes it (a pause)."""
