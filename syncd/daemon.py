@@ -42,7 +42,6 @@ from syncd.outputs.hooks import Hooks
 from syncd.outputs.webhooks import Webhooks
 from syncd.services import make_uploader
 from syncd.services.base import HttpLimits, Uploader
-from syncd.services.oneall.signer import Signer
 from syncd.work.actions import AfterUpload
 from syncd.work.buffers import return_large_buffers
 from syncd.work.callbacks import Callbacks
@@ -52,8 +51,9 @@ from syncd.work.pipeline import Pipeline
 from syncd.work.pool import Workers
 from syncd.work.queue import Queue
 
-if TYPE_CHECKING:  # waitress is loaded only with [media_server] or [metrics]
-    from syncd.httpserver import WaitressServer
+if TYPE_CHECKING:  # waitress is loaded only with [media_server] or [metrics], the signer
+    from syncd.httpserver import WaitressServer  # with [media_server]
+    from syncd.services.oneall.signer import Signer
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,7 @@ class Daemon:
         self.signer: Signer | None = None
         if config.media_server is not None:
             from syncd.services.oneall.mediaserver import MediaServer  # waitress: OneAll only
+            from syncd.services.oneall.signer import Signer
 
             url = config.media_server.public_url
             self.signer = (

@@ -12,8 +12,6 @@ Delivery is at least once: a receiver dedups on `id`.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
 import threading
@@ -41,6 +39,9 @@ IDLE_WAIT = 1.0
 
 
 def signature(secret: str, body: bytes) -> str:
+    import hashlib  # OpenSSL's: loaded by the first signed delivery, not at every start
+    import hmac
+
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 

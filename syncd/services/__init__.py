@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from syncd.config import (
     OneAllService,
@@ -20,7 +21,9 @@ from syncd.config import (
 from syncd.errors import SyncdError
 from syncd.services.base import AwaitCallback, HttpLimits, Job, RequestObserver, Result, Uploader
 from syncd.services.loading import load
-from syncd.services.oneall.signer import Signer
+
+if TYPE_CHECKING:  # loaded with [media_server] only
+    from syncd.services.oneall.signer import Signer
 
 
 def make_uploader(

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import hashlib
 import os
 import stat
 from pathlib import Path
@@ -141,6 +140,8 @@ def _unlink(place: Place) -> None:
 
 def _copy_verified(source: Place, target: Place, sha256: str) -> None:
     """Copy, fsync, read back and compare, then rename into place (never over a file)."""
+    import hashlib  # OpenSSL takes a while to load, and most starts move nothing
+
     partial = beside(target, f".{target.name}{PARTIAL_SUFFIX}")
     with os.fdopen(os.open(source.name, OPEN_FLAGS, dir_fd=source.folder), "rb") as src:
         os.set_blocking(src.fileno(), True)
