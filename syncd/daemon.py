@@ -295,9 +295,9 @@ class Daemon:
                     last_changes = changes
             except StorageFault:
                 pass  # the journal cannot be reached: degraded says so; the next tick tries again
-            collector.resume_once_started(self.watcher.scans.count > 0)
             if not limit_checked and self.watcher.scans.count:
                 limit_checked = True
+                collector.resume()  # the start is over (control/collector.py)
                 self._warn_inotify_limit()
             self._journal_chores()
             if self.once is not None and self.once.finished():

@@ -88,17 +88,17 @@ def test_importing_the_command_line_leaves_the_collector_running(tmp_path):
 def test_a_start_that_takes_start_limit_resumes_it_even_so(tmp_path):
     script = textwrap.dedent(
         """
-        import gc
+        import gc, time
         from syncd.control import collector
-        collector.pause()
-        collector.resume_once_started(scanned=False)
-        paused_before_the_limit = not gc.isenabled()
-        collector.START_LIMIT = 0.0
-        collector.resume_once_started(scanned=False)
-        print(paused_before_the_limit, gc.isenabled())
+        collector.pause(0.2)
+        paused = not gc.isenabled()
+        deadline = time.monotonic() + 10
+        while not gc.isenabled() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        print(paused, gc.isenabled(), gc.get_freeze_count() > 0)
         """
     )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
     )
-    assert done.stdout.split() == ["True", "True"], done.stderr
+    assert done.stdout.split() == ["True", "True", "True"], done.stderr

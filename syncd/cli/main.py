@@ -148,7 +148,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command != "run" or args.dry_run:
         signals.release()  # not the daemon: a SIGHUP ends it, as it ends any command
     else:
-        collector.pause()  # till the start-up scan is done (control/collector.py)
+        collector.pause(collector.START_LIMIT)  # till the start-up scan is done
     if command == "run":
         return _run(args)
     if command == "status":

@@ -5,39 +5,40 @@ allocate a few hundred thousand containers and next to no garbage, and the colle
 every 700 allocations, walks them again and again: over 20,000 done files, ~75 collections
 and 20-25 ms of a restart whose whole budget is twice what `find` takes. So it is paused
 while the command line's modules load (anyone importing them gets it back at the end), and
-again from `syncd run` until the daemon's start-up scan is done, or the start has taken
-`START_LIMIT` (the daemon's main loop asks, `resume_once_started`). What was built by then
-stays for the process's life, so it is moved out of later full collections (`gc.freeze`).
-Reference counting frees everything acyclic meanwhile, as always.
+again from `syncd run` until the daemon's start-up scan is done, or `START_LIMIT` has passed
+(a scan of millions of files, a fleet host waiting at boot for its database). What was
+built by then stays for the process's life, so it is moved out of later full collections
+(`gc.freeze`). Reference counting frees everything acyclic meanwhile, as always.
 """
 
 from __future__ import annotations
 
 import gc
-import time
+import threading
 
 START_LIMIT = 10.0
-"""A start-up scan of millions of files takes minutes: the collector resumes after this
-many seconds even so, uploads being under way by then."""
+"""The longest pause of `syncd run`, in seconds."""
 
-_paused_at: float | None = None
+_lock = threading.Lock()
+_paused = False
 
 
-def pause() -> None:
-    global _paused_at
-    gc.disable()
-    _paused_at = time.monotonic()
+def pause(limit: float | None = None) -> None:
+    """Until `resume`, or for `limit` seconds at most (a timer thread resumes it then)."""
+    global _paused
+    with _lock:
+        gc.disable()
+        _paused = True
+    if limit is not None:
+        timer = threading.Timer(limit, resume)
+        timer.daemon = True
+        timer.start()
 
 
 def resume() -> None:
-    global _paused_at
-    if _paused_at is not None:
-        _paused_at = None
-        gc.freeze()
-        gc.enable()
-
-
-def resume_once_started(scanned: bool) -> None:
-    """Resume once the start-up scan is done (`scanned`) or the start took `START_LIMIT`."""
-    if _paused_at is not None and (scanned or time.monotonic() - _paused_at >= START_LIMIT):
-        resume()
+    global _paused
+    with _lock:
+        if _paused:
+            _paused = False
+            gc.freeze()
+            gc.enable()
