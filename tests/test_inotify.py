@@ -117,7 +117,7 @@ def test_a_folder_moved_away_or_deleted_loses_its_watches(recorded, tmp_path):
     assert [path for _, path, _ in events] == [marker, marker]
 
 
-def test_a_kernel_queue_overflow_asks_for_a_rescan(recorded):
+def test_a_kernel_queue_overflow_asks_for_a_rescan(recorded, caplog):
     """The reader held in the first hint while more events than the kernel queues come."""
     _, hints, root = recorded
     limit = int(QUEUE_LIMIT.read_text())
@@ -129,3 +129,4 @@ def test_a_kernel_queue_overflow_asks_for_a_rescan(recorded):
     assert hints.rescans == 0
     hints.hold.set()
     wait_until(lambda: hints.rescans == 1, 30, "the rescan an overflow asks for")
+    assert "inotify's queue overflowed" in caplog.text  # an operator learns events were lost

@@ -191,4 +191,8 @@ class InotifyWatches:
 
     def on_queue_overflow(self) -> None:
         """More events than the kernel queues were unread: some are lost, so look again."""
+        log.warning(
+            "inotify's queue overflowed (over fs.inotify.max_queued_events unread): events"
+            " were lost; rescanning every watch"
+        )
         self._rescan()
