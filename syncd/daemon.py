@@ -27,6 +27,7 @@ from syncd.control import collector, signals
 from syncd.control.counters import Counters, Uncounted
 from syncd.control.degraded import FLEET, Degraded
 from syncd.control.health import Health, inotify_shortfall
+from syncd.control.heartbeat import Heartbeat
 from syncd.control.logs import setup_logging
 from syncd.control.notify import Notifier, listen_fds
 from syncd.control.reply import Control
@@ -34,7 +35,7 @@ from syncd.control.status import StatusServer
 from syncd.errors import JournalDamaged, SyncdError
 from syncd.intake.watcher import Watcher
 from syncd.journal.lock import lock_state_dir
-from syncd.journal.patience import StorageFault, answers, opened, patiently, persevering
+from syncd.journal.patience import Calls, StorageFault, answers, opened, patiently, persevering
 from syncd.journal.store import Fleet, open_store
 from syncd.outputs.alerts import Alerts
 from syncd.outputs.healthcheck import HealthCheck
@@ -93,8 +94,9 @@ class Daemon:
         self._lock = lock_state_dir(config.daemon.state_dir)
         self.faults = Degraded()
         store = opened(lambda: open_store(config), self.notifier.waiting, once is None)
-        self.journal = persevering(store, self.faults)
-        outbox = persevering(self.journal.outbox, self.faults)
+        calls = Calls()
+        self.journal = persevering(store, self.faults, calls)
+        outbox = persevering(self.journal.outbox, self.faults, calls)
         self.alerts = Alerts(outbox)
         self.faults.listen(self.alerts.degraded)
         self.flow = Flow(self.journal, Clock(), lambda: self.workers.wake(), self.alerts.announce)
@@ -187,6 +189,7 @@ class Daemon:
         )
         self.once = None if once is None else OnceRun(self.journal, self.watcher, once)
         self.health = Health(self._parts, self.control.problem)
+        self.heartbeat = Heartbeat(self.notifier, calls)
         self.healthcheck: HealthCheck | None = None
         if config.daemon.healthcheck_url:
             self.healthcheck = HealthCheck(
@@ -242,6 +245,7 @@ class Daemon:
             self.webhooks.start()
         if self.healthcheck is not None:
             self.healthcheck.start()
+        self.heartbeat.start()
         self.notifier.ready()
         folders, status_on = len(self.config.watches), self.config.daemon.status_socket
         log.info("syncd %s watching %d folders; status on %s", __version__, folders, status_on)
@@ -281,8 +285,8 @@ class Daemon:
                 self._reload = False
                 self._apply_reload()
             try:  # the status line and the health check read the journal
-                if interval and self.health.healthy():
-                    self.notifier.watchdog()
+                if interval and self.heartbeat.turned(self.health.healthy()):
+                    last_changes = (-1, -1, False, -1)  # STATUS= said the journal was slow
                 changes = (
                     self.journal.changes,
                     self.watcher.scans.count,
@@ -320,6 +324,7 @@ class Daemon:
 
     def _shutdown(self) -> int:
         self.notifier.stopping()
+        self.heartbeat.stop()
         log.info("stopping: letting in-flight requests finish")
         self.workers.stop()  # first: no new work while the watcher winds down
         self.watcher.stop()

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,8 +25,10 @@ import pytest
 
 import syncd
 from syncd.control import logs
+from syncd.control.heartbeat import FRESH, JOURNAL_SLOW, Heartbeat
 from syncd.control.logs import log_fields, setup_logging
 from syncd.control.notify import Notifier, listen_fds
+from syncd.journal.patience import Calls
 
 WAIT = 5.0
 """Upper bound on any single wait for a datagram, connection or child process."""
@@ -242,6 +245,80 @@ def test_watchdog_interval(
 def test_watchdog_interval_needs_a_notify_socket(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WATCHDOG_USEC", "2000000")
     assert Notifier.from_env().watchdog_interval is None
+
+
+def test_the_heartbeat_pings_while_the_main_loop_turns_or_waits_on_the_journal(
+    receiver: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pings while the main loop's turns are recent and healthy, or while it waits on a
+    journal call (a hung database: a restart would not help); none while it is stuck
+    anywhere else (a hang of its own: systemd's restart is the cure) or unhealthy."""
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")  # a ping every 0.2 s
+    notifier = Notifier.from_env(use_systemd_python=False)
+    calls = Calls()
+    heartbeat = Heartbeat(notifier, calls)  # built here: this thread is its main loop
+    heartbeat.start()
+    try:
+        for _ in range(3):
+            heartbeat.turned(True)
+            assert received(receiver) == "WATCHDOG=1"
+        time.sleep(FRESH * 0.2)  # no turn since: stuck, but not on the journal
+        assert_silent(receiver, 0.5)
+        assert calls.begin()  # now waiting on a journal call that does not end
+        assert received(receiver) == "WATCHDOG=1"
+        assert received(receiver) == "WATCHDOG=1"
+        calls.end()
+        heartbeat.turned(False)  # a part stopped
+        assert_silent(receiver, 0.5)
+    finally:
+        heartbeat.stop()
+
+
+def test_the_heartbeat_says_when_a_journal_call_has_waited_too_long(
+    receiver: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WATCHDOG_USEC", "2000000")
+    notifier = Notifier.from_env(use_systemd_python=False)
+    calls = Calls()
+    heartbeat = Heartbeat(notifier, calls)
+    ended = threading.Event()
+
+    def waiting_on_the_journal() -> None:
+        calls.begin()
+        ended.wait(JOURNAL_SLOW + 5)
+        calls.end()
+
+    waiting = threading.Thread(target=waiting_on_the_journal)
+    waiting.start()
+    heartbeat.start()
+    try:
+        deadline = time.monotonic() + JOURNAL_SLOW + 3
+        message = ""
+        while not message.startswith("STATUS=") and time.monotonic() < deadline:
+            message = received(receiver)  # WATCHDOG=1 pings come between
+        assert message.startswith("STATUS=degraded: journal not answering for "), message
+        assert heartbeat.turned(True)  # the main loop then says what it has to say again
+        assert not heartbeat.turned(True)
+    finally:
+        heartbeat.stop()
+        ended.set()
+        waiting.join()
+
+
+def assert_silent(sock: socket.socket, seconds: float) -> None:
+    """Nothing more arrives within `seconds`, once what came already is read."""
+    sock.settimeout(0.05)
+    try:
+        while True:
+            sock.recv(4096)
+    except TimeoutError:
+        pass
+    sock.settimeout(seconds)
+    try:
+        with pytest.raises(TimeoutError):
+            sock.recv(4096)
+    finally:
+        sock.settimeout(WAIT)
 
 
 # --- listen_fds -----------------------------------------------------------------------------

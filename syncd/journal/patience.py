@@ -80,15 +80,44 @@ def answers(ping: Callable[[], bool]) -> bool:
         return True
 
 
-def persevering(store: S, faults: Degraded) -> S:
-    """`store` with every call made to wait out storage faults (see the module docstring)."""
-    return cast(S, _Persevering(store, faults))
+class Calls:
+    """The journal calls under way, by thread and since when: a hung database or disk
+    raises nothing and times nothing out, and shows only as a call that does not end."""
+
+    def __init__(self) -> None:
+        self._since: dict[int, float] = {}
+        """Thread ident -> time.monotonic() its call began (each key written by its own
+        thread only)."""
+
+    def since(self, thread: int) -> float | None:
+        return self._since.get(thread)
+
+    def oldest(self) -> float | None:
+        return min(self._since.copy().values(), default=None)
+
+    def begin(self) -> bool:
+        """False for a call made inside another: the outer one counts, and ends it."""
+        thread = threading.get_ident()
+        if thread in self._since:
+            return False
+        self._since[thread] = time.monotonic()
+        return True
+
+    def end(self) -> None:
+        del self._since[threading.get_ident()]
+
+
+def persevering(store: S, faults: Degraded, calls: Calls | None = None) -> S:
+    """`store` with every call made to wait out storage faults (see the module docstring),
+    and counted in `calls` while under way."""
+    return cast(S, _Persevering(store, faults, calls or Calls()))
 
 
 class _Persevering:
-    def __init__(self, store: object, faults: Degraded) -> None:
+    def __init__(self, store: object, faults: Degraded, calls: Calls) -> None:
         self._store = store
         self._faults = faults
+        self._calls = calls
         self._wrapped: dict[str, Callable[..., Any]] = {}
         self._failing: set[str] = set()
         """Calls that met a fault; a read that works says nothing of writes, so only the
@@ -108,6 +137,14 @@ class _Persevering:
 
         @functools.wraps(method)
         def call(*args: Any, **kwargs: Any) -> Any:
+            outermost = self._calls.begin()
+            try:
+                return attempts(*args, **kwargs)
+            finally:
+                if outermost:
+                    self._calls.end()
+
+        def attempts(*args: Any, **kwargs: Any) -> Any:
             batch: set[str] | None = getattr(_patience, "batch", None)
             if batch is not None:  # inside a batch, which waits and runs again as a whole
                 batch.add(name)

@@ -283,6 +283,38 @@ def test_a_start_while_the_database_is_out_waits_for_it(
         notify.close()
 
 
+def freeze(postgres_cluster: Any, url: str) -> list[int]:
+    """SIGSTOP the server's postmaster (no new connection either) and the backends of
+    `url`'s database: a hung server, which answers nothing and refuses nothing."""
+    import signal
+
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    frozen: list[int] = []
+    with psycopg.connect(postgres_cluster.dsn(), autocommit=True) as admin:
+        own = admin.execute("SELECT pg_backend_pid()").fetchone()[0]
+        stat = Path(f"/proc/{own}/stat").read_text()
+        postmaster = int(stat.rsplit(")", 1)[1].split()[1])
+        os.kill(postmaster, signal.SIGSTOP)
+        frozen.append(postmaster)
+        backends = admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,)
+        ).fetchall()
+        for (pid,) in backends:
+            os.kill(pid, signal.SIGSTOP)
+            frozen.append(pid)
+    assert len(frozen) > 1
+    return frozen
+
+
+def thaw(frozen: list[int]) -> None:
+    import signal
+
+    for pid in frozen:
+        os.kill(pid, signal.SIGCONT)
+
+
 def test_status_is_answered_while_the_database_is_frozen(
     tmp_path, sandbox, make_daemon, postgres_cluster, postgres_url
 ):
@@ -292,37 +324,58 @@ def test_status_is_answered_while_the_database_is_frozen(
     `syncd status` is still answered, each time, within its client's timeout: it says the
     journal is not answering (exit 1, not 3 "no daemon"), and answers as before once the
     database moves again."""
-    import signal
-
-    import psycopg
-
     (tmp_path / "drop").mkdir()
     config = base_config(tmp_path, sandbox.url, [{"path": str(tmp_path / "drop")}])
     config["journal"] = {"url": postgres_url, "password_file": str(postgres_cluster.password_file)}
     daemon = make_daemon(config).start()
-    name = postgres_url.rsplit("/", 1)[1]
-    frozen: list[int] = []
+    frozen = freeze(postgres_cluster, postgres_url)
     try:
-        with psycopg.connect(postgres_cluster.dsn(), autocommit=True) as admin:
-            own = admin.execute("SELECT pg_backend_pid()").fetchone()[0]
-            stat = Path(f"/proc/{own}/stat").read_text()
-            postmaster = int(stat.rsplit(")", 1)[1].split()[1])  # no new connection either
-            os.kill(postmaster, signal.SIGSTOP)
-            frozen.append(postmaster)
-            backends = admin.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,)
-            ).fetchall()
-            for (pid,) in backends:
-                os.kill(pid, signal.SIGSTOP)
-                frozen.append(pid)
-        assert len(frozen) > 1
         for _ in range(3):  # the first waits on the journal; the next ones behind it
             shown = daemon.cli("status")
             assert shown.returncode == 1, shown
             assert shown.stdout.startswith("error: syncd is running but has not answered"), shown
             assert "its journal is not answering" in shown.stdout
     finally:
-        for pid in frozen:
-            os.kill(pid, signal.SIGCONT)
+        thaw(frozen)
     wait_until(lambda: daemon.cli("status").returncode == 0, 60, "status answered again")
     assert daemon.stop() == 0
+
+
+def test_the_watchdog_is_pinged_while_the_database_is_frozen(
+    tmp_path, sandbox, make_daemon, postgres_cluster, postgres_url
+):
+    """A hung database holds the main loop in a journal read, which never ends: systemd's
+    watchdog is pinged on all the same (a restart would not bring the database back, as for
+    a database that refuses), and STATUS= says what the daemon waits for."""
+    (tmp_path / "drop").mkdir()
+    config = base_config(tmp_path, sandbox.url, [{"path": str(tmp_path / "drop")}])
+    config["journal"] = {"url": postgres_url, "password_file": str(postgres_cluster.password_file)}
+    notify = NotifyListener(tmp_path / "notify.sock")
+    try:
+        daemon = make_daemon(config, NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="2000000")
+        daemon.start()
+        wait_until(lambda: notify.with_line("WATCHDOG=1"), 30, "the first WATCHDOG=1")
+        frozen = freeze(postgres_cluster, postgres_url)
+        frozen_at = time.monotonic()
+        try:
+            (tmp_path / "drop" / "new.bin").write_bytes(b"journaled once it moves again")
+            wait_until(
+                lambda: [m for _, m in notify.messages if "journal not answering" in m],
+                15,
+                "STATUS= saying the journal is not answering",
+            )
+            wait_until(
+                lambda: [t for t, _ in notify.with_line("WATCHDOG=1") if t > frozen_at + 8],
+                20,
+                "WATCHDOG=1 pinged on through the freeze",
+            )
+            during = [t for t, _ in notify.with_line("WATCHDOG=1") if t > frozen_at]
+            gaps = [b - a for a, b in zip([frozen_at, *during], during, strict=False)]
+            assert max(gaps) < 2.0, gaps  # never as long as WATCHDOG_USEC
+        finally:
+            thaw(frozen)
+        wait_until(lambda: sidecar_of(tmp_path / "drop" / "new.bin").exists(), 60, "the upload")
+        assert daemon.process is not None and daemon.process.poll() is None
+        assert daemon.stop() == 0
+    finally:
+        notify.close()
