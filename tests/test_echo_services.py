@@ -106,6 +106,20 @@ def test_text_file_becomes_post_tweet_and_link(tmp_path, sandbox, make_daemon):
     }
 
 
+def test_a_post_of_several_paragraphs_keeps_its_lines(tmp_path, sandbox, make_daemon):
+    """Most notes have more than one line: TwitLonger's tweet_content then has line breaks
+    too, and it is text for people, not an id (a Windows file's CR LF as well)."""
+    daemon = make_daemon(echo_config(tmp_path, sandbox)).start()
+    note = tmp_path / "notes" / "paragraphs.txt"
+    paragraphs = "A first paragraph.\r\n\r\nA second one,\r\n\twith a tab.\r\n"
+    note.write_bytes(paragraphs.encode())
+    daemon.wait_counts(done=1)
+    [post], [tweet] = sandbox.get("twitlonger/posts"), sandbox.get("twitter/statuses")
+    assert post["content"] == paragraphs.rstrip() and "\n" in post["tweet_content"]
+    assert tweet["text"] == post["tweet_content"]
+    assert read_sidecar(note)["result"]["tweet_content"] == post["tweet_content"]
+
+
 def test_no_tweet_when_the_front_matter_says_so(tmp_path, sandbox, make_daemon):
     daemon = make_daemon(echo_config(tmp_path, sandbox)).start()
     note = tmp_path / "notes" / "quiet.txt"

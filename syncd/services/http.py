@@ -91,6 +91,17 @@ def text_of(value: Any, limit: int = TEXT_MAX) -> str | None:
     return None
 
 
+_LAYOUT = str.maketrans("\n\r\t", "   ")
+
+
+def prose_of(value: Any, limit: int = TEXT_MAX) -> str | None:
+    """Text a service wrote for people (a post's tweet), or None: as `text_of`, but its line
+    breaks and tabs kept (a note of several paragraphs); no other control character."""
+    if isinstance(value, str) and value and len(value) <= limit:
+        return value if value.translate(_LAYOUT).isprintable() else None
+    return None
+
+
 def one_line(text: str, limit: int = TEXT_MAX) -> str:
     """Text from outside made fit for an error message: printable, one line, bounded."""
     cleaned = " ".join("".join(c if c.isprintable() else " " for c in text[: limit * 4]).split())

@@ -28,6 +28,7 @@ from syncd.services.http import (
     ServiceHttp,
     dig,
     one_line,
+    prose_of,
     raise_for,
     text_of,
 )
@@ -231,6 +232,7 @@ class TwitLongerUploader:
         )
         data = reply.json()
         created = {key: text_of(dig(data, key), MAX_FIELD) for key in POST_FIELDS}
+        created["tweet_content"] = prose_of(dig(data, "tweet_content"), MAX_FIELD)  # its lines
         if created["id"] is None or created["tweet_content"] is None:
             raise PermanentError(f"{self.config.name}: TwitLonger answered without a post id")
         return created
