@@ -107,10 +107,10 @@ class Calls:
         del self._since[threading.get_ident()]
 
 
-def persevering(store: S, faults: Degraded, calls: Calls | None = None) -> S:
+def persevering(store: S, faults: Degraded, calls: Calls) -> S:
     """`store` with every call made to wait out storage faults (see the module docstring),
     and counted in `calls` while under way."""
-    return cast(S, _Persevering(store, faults, calls or Calls()))
+    return cast(S, _Persevering(store, faults, calls))
 
 
 class _Persevering:

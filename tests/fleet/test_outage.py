@@ -77,14 +77,14 @@ def test_hooks_stop_at_once_while_the_database_is_out(postgres_cluster, postgres
     import threading
 
     from syncd.control.degraded import JOURNAL, Degraded
-    from syncd.journal.patience import persevering
+    from syncd.journal.patience import Calls, persevering
     from syncd.journal.postgres import PostgresStore
     from syncd.outputs.hooks import RUNNERS, Hooks
 
     assert RUNNERS >= 2
     store = PostgresStore(postgres_url, postgres_cluster.password, "host-a", 30.0)
     faults = Degraded()
-    hooks = Hooks(persevering(store, faults), lambda: (), lambda: {})
+    hooks = Hooks(persevering(store, faults, Calls()), lambda: (), lambda: {})
     try:
         outage(postgres_cluster, postgres_url, on=True)
         hooks.loop.start()

@@ -11,7 +11,7 @@ from conftest import base_config
 
 from syncd.control.degraded import JOURNAL, Degraded
 from syncd.files import Identity
-from syncd.journal.patience import StorageFault, patiently, persevering
+from syncd.journal.patience import Calls, StorageFault, patiently, persevering
 from syncd.journal.sqlite import SqliteStore
 
 
@@ -56,7 +56,7 @@ class FlakyStore:
 def test_a_patient_call_waits_out_the_fault_and_clears_it(monkeypatch):
     monkeypatch.setattr(time, "sleep", lambda seconds: None)
     faults = Degraded()
-    store = persevering(FlakyStore(failures=3), faults)
+    store = persevering(FlakyStore(failures=3), faults, Calls())
     seen: list[list[dict[str, str]]] = []
     real_set = faults.set
 
@@ -73,7 +73,7 @@ def test_a_patient_call_waits_out_the_fault_and_clears_it(monkeypatch):
 
 def test_an_impatient_call_fails_fast_and_leaves_the_fault_shown():
     faults = Degraded()
-    store = persevering(FlakyStore(failures=1), faults)
+    store = persevering(FlakyStore(failures=1), faults, Calls())
     with pytest.raises(StorageFault):
         store.record(1)  # the main loop or a socket: never blocks
     assert faults.has(JOURNAL)
