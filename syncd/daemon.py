@@ -52,9 +52,9 @@ from syncd.work.pipeline import Pipeline
 from syncd.work.pool import Workers
 from syncd.work.queue import Queue
 
-if TYPE_CHECKING:  # waitress is loaded only with [media_server] or [metrics], the signer
-    from syncd.httpserver import WaitressServer  # with [media_server]
-    from syncd.services.oneall.signer import Signer
+if TYPE_CHECKING:  # waitress is loaded only with [media_server] or [metrics]
+    from syncd.httpserver import WaitressServer
+    from syncd.services.oneall.mediaserver import MediaServer
 
 log = logging.getLogger(__name__)
 
@@ -123,30 +123,24 @@ class Daemon:
             self.faults,
         )
         self.callbacks = Callbacks(self.journal, self.pipeline)
-        self.media: WaitressServer | None = None
+        self.media: MediaServer | None = None
         self.fleet = self.journal if isinstance(self.journal, Fleet) else None
         if self.fleet is not None:
             self.fleet.watch_host_id(
                 lambda why: self.faults.set(FLEET, why) if why else self.faults.clear(FLEET)
             )
-        self.signer: Signer | None = None
         if config.media_server is not None:
             from syncd.services.oneall.mediaserver import MediaServer  # waitress: OneAll only
-            from syncd.services.oneall.signer import Signer
 
-            url = config.media_server.public_url
-            self.signer = (
-                Signer.shared(self.fleet.shared_key, url)
-                if self.fleet is not None
-                else Signer.from_state_dir(config.daemon.state_dir, url)
-            )
-            self.media = MediaServer(
-                config.media_server.host,
-                config.media_server.port,
-                self.signer,
+            shared_key = None if self.fleet is None else self.fleet.shared_key
+            self.media = MediaServer.configured(
+                config.media_server,
+                config.daemon.state_dir,
+                shared_key,
                 self.callbacks.servable,
                 self.callbacks.receive,
             )
+        self.signer = None if self.media is None else self.media.signer
         self.pipeline.use(config.services, self._uploaders(config))
         queue = Queue(self.journal, lambda: self.workers.wake())
         self.watcher = Watcher(

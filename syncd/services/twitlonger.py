@@ -38,6 +38,8 @@ MAX_TEXT = 1024 * 1024
 FENCE = "+++"
 FRONT_MATTER_KEYS = {"reply_to_id", "reply_to_screen_name", "tweet"}
 POST_FIELDS = ("id", "short_url", "full_url", "tweet_content")
+READERS = {"tweet_content": prose_of}
+"""Text for people, with its lines; every other field is an id or a URL (`text_of`)."""
 MAX_FIELD = 4096
 """A post field longer than this is not taken from a reply (tweet_content is under 280)."""
 
@@ -231,8 +233,7 @@ class TwitLongerUploader:
             "POST", self.posts_url, expect=(200,), headers=self._headers(), data=form
         )
         data = reply.json()
-        created = {key: text_of(dig(data, key), MAX_FIELD) for key in POST_FIELDS}
-        created["tweet_content"] = prose_of(dig(data, "tweet_content"), MAX_FIELD)  # its lines
+        created = {key: READERS.get(key, text_of)(dig(data, key), MAX_FIELD) for key in POST_FIELDS}
         if created["id"] is None or created["tweet_content"] is None:
             raise PermanentError(f"{self.config.name}: TwitLonger answered without a post id")
         return created

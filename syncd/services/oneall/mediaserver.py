@@ -20,12 +20,15 @@ from __future__ import annotations
 import logging
 import resource
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.server import TcpWSGIServer
 
+from syncd.config import MediaServerConfig
 from syncd.httpserver import WaitressServer
 from syncd.services.oneall.mediaapp import Callback, Lookup, MediaApp
 from syncd.services.oneall.signer import Signer
@@ -108,6 +111,25 @@ def connection_budget() -> int:
 
 
 class MediaServer(WaitressServer):
+    @classmethod
+    def configured(
+        cls,
+        config: MediaServerConfig,
+        state_dir: Path,
+        shared_key: Callable[[str, Callable[[], bytes]], bytes] | None,
+        lookup: Lookup,
+        callback: Callback,
+    ) -> MediaServer:
+        """With the signer its URLs need: in a fleet one key for every host (`shared_key`,
+        kept in the journal), else one kept in `state_dir`."""
+        url = config.public_url
+        signer = (
+            Signer.shared(shared_key, url)
+            if shared_key is not None
+            else Signer.from_state_dir(state_dir, url)
+        )
+        return cls(config.host, config.port, signer, lookup, callback)
+
     def __init__(
         self, host: str, port: int, signer: Signer, lookup: Lookup, callback: Callback
     ) -> None:
