@@ -63,6 +63,13 @@ SCARCE = frozenset({errno.EMFILE, errno.ENFILE})
 (ENFILE): passes once others are closed, so a file that meets it waits, never fails."""
 
 
+def scarce_import(exc: ImportError) -> OSError | None:
+    """The shortage an extension module loaded at first use met (OpenSSL's _hashlib, _csv
+    under requests): dlopen says so only in words, as an ImportError. None for any other."""
+    message = str(exc)
+    return next((OSError(c, os.strerror(c)) for c in SCARCE if os.strerror(c) in message), None)
+
+
 class Place:
     """A file's folder, opened from its watch root one component at a time, and its name.
 

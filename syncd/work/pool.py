@@ -12,6 +12,7 @@ import threading
 import time
 
 from syncd.control.degraded import SIDECARS, Backoff, Degraded
+from syncd.files import scarce_import
 from syncd.journal.patience import StorageFault, patiently
 from syncd.journal.store import Row, Store
 from syncd.work.descriptors import OutOfDescriptors
@@ -132,6 +133,9 @@ class Workers:
         except (StorageFault, OutOfDescriptors):
             raise
         except Exception as exc:
+            short = scarce_import(exc) if isinstance(exc, ImportError) else None
+            if short is not None:  # a module loaded at first use, short of descriptors
+                self._pipeline.shortage.met(row, short)
             log.exception("unexpected error on %s", os.fsdecode(row.path))
             self._pipeline.fail(row, f"internal error: {type(exc).__name__}: {exc}")
         finally:

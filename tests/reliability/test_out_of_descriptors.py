@@ -8,8 +8,12 @@ open, accept or socket succeeds; then given room again.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import resource
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -89,3 +93,34 @@ def test_a_shortage_met_while_the_services_load_fails_no_file(
     assert "open files degraded: Too many open files" in daemon.log()
     resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE, old)
     daemon.wait_counts(done=count, timeout=150)  # any failed ends it; backoffs reach 60 s
+
+
+def test_an_extension_module_loaded_at_first_use_short_of_descriptors_is_a_shortage() -> None:
+    """OpenSSL's _hashlib (the first hash) or _csv (under requests, the first upload) is
+    loaded by dlopen, which reports EMFILE only in its message, as an ImportError: that is a
+    shortage (the file waits), not an internal error (the file failed for good)."""
+    probe = textwrap.dedent(
+        """
+        import os, resource, sys
+        from syncd.files import scarce_import
+        assert "_csv" not in sys.modules
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        held = []
+        try:
+            while True:
+                held.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError:
+            pass
+        try:
+            import _csv
+        except ImportError as exc:
+            short = scarce_import(exc)
+            print(short.errno if short is not None else None)
+        print(scarce_import(ModuleNotFoundError("No module named 'nothing_here'")))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.stdout.split() == [str(errno.EMFILE), "None"], done.stdout + done.stderr
