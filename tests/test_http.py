@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import email.utils
 import json
+import socketserver
+import ssl
+import subprocess
+import threading
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from requests.structures import CaseInsensitiveDict
+from urllib3 import HTTPHeaderDict as CaseInsensitiveDict
 
+import syncd
 from syncd.errors import PermanentError, RetryableError
 from syncd.services.http import (
     Reply,
@@ -72,20 +77,18 @@ def test_a_503_without_a_response_object_stays_retryable():
         raise_for("ads", reply(400, b'{"errors": [{"message": "Over\\ncapacity", "code": []}]}'))
 
 
+def _nested(inner: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+    """JSON arrays and objects of `inner` (a named function: hypothesis reads a lambda's
+    source from the file to check that it recurses, which an edit under a run can fool)."""
+    keys = st.sampled_from(["errors", "message", "code", "response", "request", "status", "info"])
+    return st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=3)
+
+
 BODIES = (
     st.binary(max_size=500)
     | st.recursive(
         st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-        lambda inner: (
-            st.lists(inner, max_size=3)
-            | st.dictionaries(
-                st.sampled_from(
-                    ["errors", "message", "code", "response", "request", "status", "info"]
-                ),
-                inner,
-                max_size=3,
-            )
-        ),
+        _nested,
         max_leaves=12,
     ).map(lambda v: json.dumps(v).encode())
     | st.integers(1, 15_000).map(lambda n: b"[" * n + b"]" * n)
@@ -115,3 +118,149 @@ def test_a_header_http_refuses_never_shows_its_value():
             caught.value
         )
     http.close()
+
+
+class _Capture(socketserver.BaseRequestHandler):
+    """Answers one request 200 and keeps its head and body as they came over the wire."""
+
+    def handle(self) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += self.request.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        while not _whole(lines, body):
+            body += self.request.recv(65536)
+        self.server.seen.append((lines, body))  # type: ignore[attr-defined]
+        self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+
+def _whole(lines: list[str], body: bytes) -> bool:
+    if "Transfer-Encoding: chunked" in lines:
+        return body.endswith(b"0\r\n\r\n")
+    lengths = [int(line.partition(": ")[2]) for line in lines if line.startswith("Content-Length")]
+    return len(body) >= sum(lengths)
+
+
+@pytest.fixture
+def wire():
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Capture)
+    server.seen = []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def _stream():
+    yield b"abc"
+    yield b"de"
+
+
+@pytest.mark.parametrize(
+    ("method", "given", "added", "body"),
+    [
+        (
+            "POST",
+            {"data": b"abc", "headers": {"Content-Type": "text/csv"}},
+            ["Content-Type: text/csv", "Content-Length: 3"],
+            b"abc",
+        ),
+        (
+            "POST",
+            {"data": {"a": "b c", "d": None}},
+            ["Content-Length: 5", "Content-Type: application/x-www-form-urlencoded"],
+            b"a=b+c",
+        ),
+        (
+            "POST",
+            {"json_body": {"x": 1}},
+            ["Content-Length: 8", "Content-Type: application/json"],
+            b'{"x": 1}',
+        ),
+        ("PUT", {}, ["Content-Length: 0"], b""),
+        ("GET", {}, [], b""),
+        (
+            "POST",
+            {"data": _stream()},
+            ["Transfer-Encoding: chunked"],
+            b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        ),
+    ],
+)
+def test_the_wire_is_what_requests_sent(wire, method, given, added, body):
+    """The head requests' Session wrote for each kind of body: its default headers in its
+    order, the caller's, then the body's length and type (what the sandbox and the services
+    have always been sent)."""
+    http = ServiceHttp("notes")
+    port = wire.server_address[1]
+    assert http.send(method, f"http://127.0.0.1:{port}/p?q=1", expect=(200,), **given).json() == {}
+    http.close()
+    [(lines, sent)] = wire.seen
+    assert lines == [
+        f"{method} /p?q=1 HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        f"User-Agent: syncd/{syncd.__version__}",
+        "Accept-Encoding: identity",
+        "Accept: */*",
+        "Connection: keep-alive",
+        *added,
+    ]
+    assert sent == body
+
+
+def test_tls_is_verified_against_certifi_or_the_bundle_the_environment_names(tmp_path, monkeypatch):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+
+    class Tls(socketserver.ThreadingTCPServer):
+        def get_request(self):
+            sock, address = super().get_request()
+            return context.wrap_socket(sock, server_side=True), address
+
+    server = Tls(("127.0.0.1", 0), _Capture)
+    server.seen = []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{server.server_address[1]}/"
+    try:
+        for variable in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+            monkeypatch.delenv(variable, raising=False)
+        http = ServiceHttp("ads")  # certifi's bundle: a self-signed server is refused
+        with pytest.raises(
+            RetryableError, match=r"ads: connection failed: .*CERTIFICATE_VERIFY_FAILED"
+        ):
+            http.send("GET", url, expect=(200,))
+        http.close()
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+        http = ServiceHttp("ads")
+        assert http.send("GET", url, expect=(200,)).status == 200
+        http.close()
+    finally:
+        server.shutdown()
+        server.server_close()

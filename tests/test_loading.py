@@ -1,5 +1,5 @@
-"""Imports put off until first use: each that brings requests in goes through
-`services.loading.load`, whose lock keeps two threads from importing requests at once."""
+"""Imports put off until first use: each that brings urllib3 in (requests brings it too) goes
+through `services.loading.load`, whose lock keeps two threads from importing them at once."""
 
 from __future__ import annotations
 
@@ -42,14 +42,14 @@ import os, sys
 for name in sys.argv[1:]:
     if (pid := os.fork()) == 0:
         __import__(name)
-        os._exit(10 if "requests" in sys.modules else 0)
+        os._exit(10 if "urllib3" in sys.modules else 0)
     print(name, os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
 """
 """Each module imported in a child of an interpreter that has loaded nothing else."""
 
 
-def loading_requests(modules: list[str]) -> set[str]:
-    """Those of `modules` whose import brings requests in."""
+def loading_urllib3(modules: list[str]) -> set[str]:
+    """Those of `modules` whose import brings urllib3 (and so any HTTP library) in."""
     result = subprocess.run(
         [sys.executable, "-c", PROBE, *modules],
         capture_output=True,
@@ -62,11 +62,11 @@ def loading_requests(modules: list[str]) -> set[str]:
     return {name for name, code in codes.items() if code == "10"}
 
 
-def test_no_deferred_import_of_requests_bypasses_the_loader():
+def test_no_deferred_import_of_an_http_library_bypasses_the_loader():
     found = deferred_imports()
     assert "hashlib" in found, "files.py's deferred import is found"
     third_party = [name for name in found if name.partition(".")[0] not in sys.stdlib_module_names]
-    loading = loading_requests([*third_party, "syncd.services.http", "syncd.services.loading"])
+    loading = loading_urllib3([*third_party, "syncd.services.http", "syncd.services.loading"])
     assert "syncd.services.http" in loading and "syncd.services.loading" not in loading
     bypassing = {name: found[name] for name in third_party if name in loading}
     assert not bypassing, f"import these through services.loading.load: {bypassing}"

@@ -80,6 +80,10 @@ class HttpLimits:
     max_retry_after: float = MAX_RETRY_AFTER
 
 
+Sign = Callable[[str, str, str | None], str]
+"""The Authorization header of one attempt at a request: (method, URL, the body when it is a
+form, which OAuth signs). Called for every attempt, so that no OAuth nonce is sent twice."""
+
 RequestObserver = Callable[[str, str], None]
 """Told (service, code) after every exchange: the HTTP status, or http.NO_REPLY."""
 

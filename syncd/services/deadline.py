@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from requests.adapters import HTTPAdapter
+from urllib3 import PoolManager, ProxyManager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
@@ -152,15 +152,15 @@ class _TlsPool(HTTPSConnectionPool):
 _POOLS = {"http": _Pool, "https": _TlsPool}
 
 
-class DeadlineAdapter(HTTPAdapter):
-    """requests' adapter whose connections report to the exchange that uses them."""
+def pools(**settings: Any) -> PoolManager:
+    """urllib3's pools, whose connections report to the exchange that uses them."""
+    manager = PoolManager(**settings)
+    manager.pool_classes_by_scheme = _POOLS
+    return manager
 
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _POOLS
 
-    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **kwargs)
-        if not proxy.lower().startswith("socks"):
-            manager.pool_classes_by_scheme = _POOLS
-        return manager
+def proxied_pools(proxy: str, **settings: Any) -> ProxyManager:
+    """The same, through an HTTP(S) proxy."""
+    manager = ProxyManager(proxy, **settings)
+    manager.pool_classes_by_scheme = _POOLS
+    return manager

@@ -1,7 +1,7 @@
-"""HTTP for the service modules: one session per service, and what a reply means.
+"""HTTP for the service modules: one transport per service, and what a reply means.
 
-Hygiene from protocols.md ("syncd's choices"): redirects are never followed (requests
-treats TON's 308 with a Location as one and would re-send the chunk elsewhere), no
+Hygiene from protocols.md ("syncd's choices"): redirects are never followed (a client
+that treats TON's 308 with a Location as one re-sends the chunk elsewhere), no
 library-level retries (they would re-send a signed request's nonce), one total deadline
 per exchange that holds through connect, send, headers and every read (`deadline`), and
 reply bodies read streamed and capped with `Accept-Encoding: identity`. Everything read
@@ -16,36 +16,27 @@ from __future__ import annotations
 import email.utils
 import http.client
 import json
-import os
 import random
 import re
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
-from urllib.parse import urlsplit
 
-import requests
 import urllib3
-from requests.auth import AuthBase
-from requests.structures import CaseInsensitiveDict
-from requests.utils import get_environ_proxies
 
-from syncd import __version__
-from syncd.config.values import is_loopback
 from syncd.errors import PermanentError, RateLimited, RetryableError
 from syncd.services.base import MAX_RETRY_AFTER as MAX_RETRY_AFTER
 from syncd.services.base import REQUEST_TIMEOUT as REQUEST_TIMEOUT
 from syncd.services.base import HttpLimits as HttpLimits
 from syncd.services.base import RequestObserver as RequestObserver
-from syncd.services.deadline import DeadlineAdapter, exchange_within
-from syncd.services.metering import current_meter, paced_body
+from syncd.services.base import Sign
+from syncd.services.deadline import exchange_within
+from syncd.services.metering import current_meter, length_of, paced_body
+from syncd.services.transport import InvalidHeader, Transport, UnsupportedUrl
 
 MAX_REPLY = 1024 * 1024
 """A reply body larger than this is cut: a broken or hostile server cannot exhaust memory."""
-CONNECT_TIMEOUT = 10.0
-READ_TIMEOUT = 120.0
-"""Between two socket operations, sending included: a chunk that stalls this long fails."""
 FLOOR_RATE = 8 * 1024
 """Bytes a second a request body is allowed at the slowest: an 8 MiB chunk adds 1024 s."""
 TEXT_MAX = 200
@@ -61,7 +52,8 @@ BACKOFF_CAP = 300.0
 @dataclass(frozen=True, slots=True)
 class Reply:
     status: int
-    headers: CaseInsensitiveDict[str]
+    headers: Mapping[str, str]
+    """Case-insensitive, as HTTP's header names are."""
     body: bytes
 
     def json(self) -> Any:
@@ -192,7 +184,7 @@ def raise_for(
 
 
 class ServiceHttp:
-    """One requests.Session per service, so connections are reused per host."""
+    """One service's connections, reused per host (services/transport.py)."""
 
     def __init__(
         self,
@@ -205,34 +197,10 @@ class ServiceHttp:
         self.explain = explain
         self.limits = limits or HttpLimits()
         self._observe = observe
-        self._session = requests.Session()
-        self._session.headers.update(
-            {"User-Agent": f"syncd/{__version__}", "Accept-Encoding": "identity"}
-        )
-        adapter = DeadlineAdapter(max_retries=0, pool_maxsize=16)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
-        # requests re-reads the proxy variables on every request (a scan of os.environ,
-        # a good part of a small upload's cost); the environment of a daemon does not change,
-        # so read it once per origin. A CA bundle named in the environment still counts.
-        self._session.trust_env = False
-        self._verify: bool | str = (
-            os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-        )
-        self._proxies: dict[str, dict[str, str]] = {}
+        self._transport = Transport()
 
     def close(self) -> None:
-        self._session.close()
-
-    def _proxies_for(self, url: str) -> dict[str, str]:
-        """The environment's proxies for `url`'s origin; none for loopback, whatever
-        NO_PROXY says, so that neither requests nor credentials for it leave the host."""
-        parts = urlsplit(url)
-        origin = f"{parts.scheme}://{parts.netloc}"
-        if origin not in self._proxies:
-            local = is_loopback(parts.hostname or "")
-            self._proxies[origin] = {} if local else get_environ_proxies(origin)
-        return self._proxies[origin]
+        self._transport.close()
 
     def send(
         self,
@@ -240,7 +208,7 @@ class ServiceHttp:
         url: str,
         *,
         expect: Collection[int],
-        auth: AuthBase | None = None,
+        auth: Sign | None = None,
         headers: Mapping[str, str] | None = None,
         data: bytes | IO[bytes] | Mapping[str, str] | Any = None,
         json_body: Any = None,
@@ -255,23 +223,10 @@ class ServiceHttp:
         answered = False
         with exchange_within(seconds) as exchange:
             try:
-                response = self._session.request(
-                    method,
-                    url,
-                    auth=auth,
-                    headers=dict(headers or {}),
-                    data=data,
-                    json=json_body,
-                    timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
-                    allow_redirects=False,
-                    stream=True,
-                    verify=self._verify,
-                    proxies=self._proxies_for(url),
-                )
+                response = self._transport.open(method, url, headers, data, json_body, auth)
                 answered = True
-                self._observed(str(response.status_code))
-                with response:
-                    body = _read_capped(response)
+                self._observed(str(response.status))
+                body = _read_capped(response)
             except BROKEN as exc:
                 if not answered:
                     self._observed(NO_REPLY)
@@ -280,7 +235,7 @@ class ServiceHttp:
                         f"{self.service}: no complete answer within {seconds:.0f} s"
                     ) from None
                 raise self._error(exc) from None
-        reply = Reply(response.status_code, response.headers, body)
+        reply = Reply(response.status, response.headers, body)
         if reply.status not in expect:
             try:
                 raise_for(self.service, reply, self.explain, self.limits.max_retry_after)
@@ -295,23 +250,22 @@ class ServiceHttp:
             self._observe(self.service, code)
 
     def _error(self, exc: BaseException) -> RetryableError | PermanentError:
-        if isinstance(exc, requests.Timeout):
+        if isinstance(exc, TIMEOUTS) and not isinstance(exc, NOT_A_TIMEOUT):
             return RetryableError(f"{self.service}: timed out: {type(exc).__name__}")
         if _unsendable(exc):
-            # requests' and http.client's messages about a bad header quote its value, and
+            # http.client's and urllib3's messages about a bad header quote its value, and
             # the value can be a credential: say which kind of problem, never the text.
             return PermanentError(
                 f"{self.service}: the request cannot be sent: a header or the URL holds a"
                 f" character HTTP does not allow ({type(exc).__name__}); check the"
                 " credentials and the endpoint"
             )
-        if isinstance(exc, requests.exceptions.InvalidSchema | requests.exceptions.MissingSchema):
-            return PermanentError(f"{self.service}: {_short(exc)}")
+        if isinstance(exc, UnsupportedUrl):
+            return PermanentError(f"{self.service}: {exc}")
         return RetryableError(f"{self.service}: connection failed: {_short(exc)}")
 
 
 BROKEN = (
-    requests.RequestException,
     urllib3.exceptions.HTTPError,
     http.client.HTTPException,
     OSError,
@@ -321,9 +275,14 @@ BROKEN = (
 """What an exchange can end in besides a reply: the connection, the server or the request."""
 
 
+TIMEOUTS = (urllib3.exceptions.TimeoutError, TimeoutError)
+NOT_A_TIMEOUT = urllib3.exceptions.NewConnectionError
+"""urllib3 counts a refused connection among its connect timeouts; it is not one."""
+
+
 def _unsendable(exc: BaseException) -> bool:
     """Whether the request itself could not be built (a header value or the URL)."""
-    if isinstance(exc, requests.exceptions.InvalidHeader | requests.exceptions.InvalidURL):
+    if isinstance(exc, InvalidHeader | urllib3.exceptions.LocationValueError):
         return True
     if isinstance(exc, UnicodeEncodeError):
         return True
@@ -335,24 +294,36 @@ def _size_of(data: Any) -> int:
     if data is None or isinstance(data, Mapping):
         return 0
     try:
-        return max(0, int(requests.utils.super_len(data)))  # type: ignore[no-untyped-call]
+        return max(0, length_of(data) or 0)
     except (OSError, TypeError, ValueError, AttributeError):
         return 0
 
 
-def _read_capped(response: requests.Response) -> bytes:
+def _read_capped(response: urllib3.BaseHTTPResponse) -> bytes:
+    """The reply's body, at most MAX_REPLY of it; its connection goes back to the pool only
+    when the body was read to its end (else it is closed: the rest is never read)."""
     pieces: list[bytes] = []
     size = 0
-    for piece in response.iter_content(64 * 1024):
-        pieces.append(piece)
-        size += len(piece)
-        if size >= MAX_REPLY:
-            break
+    whole = True
+    try:
+        for piece in response.stream(64 * 1024, decode_content=True):
+            pieces.append(piece)
+            size += len(piece)
+            if size >= MAX_REPLY:
+                whole = False
+                break
+    except BaseException:
+        whole = False
+        raise
+    finally:
+        if not whole:
+            response.close()
+        response.release_conn()
     return b"".join(pieces)[:MAX_REPLY]
 
 
 def _short(exc: BaseException) -> str:
-    """The innermost reason, without the URL-laden chain requests builds."""
+    """The innermost reason, without the URL-laden chain urllib3 builds."""
     while exc.__context__ is not None and exc.__context__ is not exc:
         exc = exc.__context__
     text = one_line(str(exc), 80)

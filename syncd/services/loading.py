@@ -1,6 +1,6 @@
-"""First-use imports of the modules that load requests, one thread at a time.
+"""First-use imports of the modules that load urllib3 (and requests), one thread at a time.
 
-requests, urllib3, OAuth and the multipart encoder load when a service is first used, not
+urllib3, OAuth, the multipart encoder and requests load when a service is first used, not
 at start (services/__init__.py). Two threads importing requests' submodules at once can
 see the package half initialised: workers building different uploaders together failed
 files with an ImportError. So every import put off until first use goes through `load`,

@@ -8,12 +8,11 @@ tells it of a rate limit at once. The worker sets the meter (`metered`) around a
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any, Protocol
-
-from syncd.services.loading import load
 
 PACE_PIECE = 64 * 1024
 """A metered body is handed out in pieces this big, each let through on its own."""
@@ -54,8 +53,8 @@ def current_meter() -> Meter | None:
 class PacedBody:
     """A request body handed out in pieces, each let through by the pace first.
 
-    Iterable, so that requests streams it piece by piece (with its Content-Length) instead
-    of reading it in urllib3's 16 KiB blocks: bytes bodies go out as zero-copy slices.
+    Iterable, so that urllib3 sends it piece by piece (with its Content-Length) instead
+    of reading it in its 16 KiB blocks: bytes bodies go out as zero-copy slices.
     """
 
     def __init__(self, body: bytes | memoryview | IO[bytes], length: int, pace: Pace) -> None:
@@ -83,5 +82,21 @@ def paced_body(data: Any, pace: Pace) -> Any:
     """`data` as a paced body when it is bytes or a stream (forms and JSON are small)."""
     if not (isinstance(data, bytes | bytearray | memoryview) or hasattr(data, "read")):
         return data
-    length = int(load("requests.utils").super_len(data))  # requests is loaded by now
+    length = length_of(data)
     return PacedBody(data, length, pace) if length else data
+
+
+def length_of(body: Any) -> int | None:
+    """The bytes a request body has left to send, or None when that cannot be known: its
+    length, a multipart encoder's `len`, or a file's size past its position."""
+    if hasattr(body, "__len__"):
+        return len(body)
+    if hasattr(body, "len"):
+        return int(body.len)
+    try:
+        position = body.tell()
+        end = body.seek(0, os.SEEK_END)
+        body.seek(position)
+    except (AttributeError, OSError, ValueError):
+        return None
+    return max(0, int(end) - int(position))

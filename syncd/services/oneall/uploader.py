@@ -14,8 +14,6 @@ import re
 import time
 from typing import Any
 
-from requests.auth import HTTPBasicAuth
-
 from syncd.config import OneAllService
 from syncd.errors import PermanentError
 from syncd.services.base import AwaitCallback, Job, Result
@@ -29,6 +27,7 @@ from syncd.services.http import (
 )
 from syncd.services.oneall.formats import SNIFF, picture_format, url_name, video_format
 from syncd.services.oneall.signer import Signer
+from syncd.services.transport import basic_auth
 
 PICTURE_MAX = 5 * 1024 * 1024
 """5 MB in the 1024-based units the TON document uses (protocols.md, syncd's choices)."""
@@ -90,7 +89,7 @@ class OneAllUploader:
         self.config = config
         self.signer = signer
         self.http = ServiceHttp(config.name, limits=limits, observe=observe)
-        self.auth = HTTPBasicAuth(config.public_key, config.private_key)
+        self.auth = basic_auth(config.public_key, config.private_key)
         self.base = f"{config.endpoint}/push/identities/{config.identity_token}/twitter"
 
     def still_valid(self, result: Result) -> bool:
