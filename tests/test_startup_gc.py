@@ -1,4 +1,5 @@
-"""The cycle collector is paused while the daemon starts, and only then (control/collector.py).
+"""The cycle collector is paused while the daemon starts, and only then (control/collector.py);
+the daemon's switch interval is set once (control/switching.py).
 
 A restart over tens of thousands of done files allocates much and frees next to nothing, so
 the collector waits till the start-up scan is done; it must come back then (a daemon runs
@@ -16,12 +17,14 @@ from pathlib import Path
 
 from conftest import base_config, wait_until
 
+from syncd.control.switching import SWITCH_INTERVAL
+
 OBSERVER = textwrap.dedent(
     """
-    import gc, os, threading, time
+    import gc, os, sys, threading, time
 
     def watch():
-        seen = gc.isenabled()
+        seen, switch = gc.isenabled(), sys.getswitchinterval()
         with open(os.environ["GC_RECORD"], "a") as record:
             record.write(f"enabled={seen}\\n")
             record.flush()
@@ -32,13 +35,17 @@ OBSERVER = textwrap.dedent(
                     record.write(f"{state} frozen={gc.get_freeze_count()}\\n")
                     record.flush()
                     seen = now
+                if sys.getswitchinterval() != switch:
+                    switch = sys.getswitchinterval()
+                    record.write(f"switch interval={switch}\\n")
+                    record.flush()
                 time.sleep(0.002)
 
     threading.Thread(target=watch, daemon=True).start()
     """
 )
 """A sitecustomize that records, from before the first import, each time the collector is
-turned off or on in the process it runs in."""
+turned off or on in the process it runs in, and each change of its switch interval."""
 
 
 def _observed_env(tmp_path: Path) -> dict[str, str]:
@@ -50,6 +57,11 @@ def _observed_env(tmp_path: Path) -> dict[str, str]:
 
 
 def _record(tmp_path: Path) -> list[str]:
+    """The collector's states as recorded (the switch interval's changes apart)."""
+    return [line for line in _lines(tmp_path) if not line.startswith("switch")]
+
+
+def _lines(tmp_path: Path) -> list[str]:
     path = tmp_path / "gc.record"
     return path.read_text().splitlines() if path.exists() else []
 
@@ -74,15 +86,22 @@ def test_the_daemon_resumes_the_collector_once_its_start_up_scan_is_done(
     assert record[0] == "enabled=True" and record[1].startswith("paused")
     assert int(record[-1].split("=")[1]) > 0  # what the start built is frozen
     assert "scan of 20 files took" in daemon.log()
+    # and its threads hand the GIL over sooner (control/switching.py), set once
+    assert [line for line in _lines(tmp_path) if line.startswith("switch")] == [
+        f"switch interval={SWITCH_INTERVAL}"
+    ]
 
 
 def test_importing_the_command_line_leaves_the_collector_running(tmp_path):
     """A test run or a tool importing syncd's modules gets its collector back at once."""
-    script = "import gc, syncd.cli; print(gc.isenabled(), gc.get_freeze_count() > 0)"
+    script = (
+        "import gc, sys, syncd.cli;"
+        " print(gc.isenabled(), gc.get_freeze_count() > 0, sys.getswitchinterval())"
+    )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
     )
-    assert done.stdout.split() == ["True", "True"], done.stderr
+    assert done.stdout.split() == ["True", "True", str(sys.getswitchinterval())], done.stderr
 
 
 def test_a_start_that_takes_start_limit_resumes_it_even_so(tmp_path):

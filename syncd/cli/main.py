@@ -15,7 +15,7 @@ from typing import Any
 
 from syncd import __version__
 from syncd.config import default_config_path, default_status_socket, load, load_daemon
-from syncd.control import collector, signals
+from syncd.control import collector, signals, switching
 from syncd.control.printable import printable
 from syncd.control.status import ask
 from syncd.errors import DaemonNotRunning, SyncdError, UsageError
@@ -149,6 +149,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         signals.release()  # not the daemon: a SIGHUP ends it, as it ends any command
     else:
         collector.pause(collector.START_LIMIT)  # till the start-up scan is done
+        switching.quicken()
     if command == "run":
         return _run(args)
     if command == "status":
