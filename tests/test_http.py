@@ -3,12 +3,16 @@ x-rate-limit-reset strictly and capped, error bodies of any shape, nesting and e
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import json
+import select
+import socket
 import socketserver
 import ssl
 import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -210,6 +214,28 @@ def test_the_wire_is_what_requests_sent(wire, method, given, added, body):
 
 
 def test_tls_is_verified_against_certifi_or_the_bundle_the_environment_names(tmp_path, monkeypatch):
+    cert, server = _tls_server(tmp_path, "IP:127.0.0.1")
+    url = f"https://127.0.0.1:{server.server_address[1]}/"
+    try:
+        for variable in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+            monkeypatch.delenv(variable, raising=False)
+        http = ServiceHttp("ads")  # certifi's bundle: a self-signed server is refused
+        with pytest.raises(
+            RetryableError, match=r"ads: connection failed: .*CERTIFICATE_VERIFY_FAILED"
+        ):
+            http.send("GET", url, expect=(200,))
+        http.close()
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+        http = ServiceHttp("ads")
+        assert http.send("GET", url, expect=(200,)).status == 200
+        http.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _tls_server(tmp_path, names: str) -> tuple[Path, socketserver.ThreadingTCPServer]:
+    """A TLS server on loopback answering 200, its self-signed certificate for `names`."""
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         [
@@ -228,9 +254,9 @@ def test_tls_is_verified_against_certifi_or_the_bundle_the_environment_names(tmp
             "-days",
             "1",
             "-subj",
-            "/CN=127.0.0.1",
+            "/CN=syncd",
             "-addext",
-            "subjectAltName=IP:127.0.0.1",
+            f"subjectAltName={names}",
         ],
         check=True,
         capture_output=True,
@@ -240,6 +266,8 @@ def test_tls_is_verified_against_certifi_or_the_bundle_the_environment_names(tmp
     context.load_cert_chain(cert, key)
 
     class Tls(socketserver.ThreadingTCPServer):
+        daemon_threads = True
+
         def get_request(self):
             sock, address = super().get_request()
             return context.wrap_socket(sock, server_side=True), address
@@ -247,20 +275,53 @@ def test_tls_is_verified_against_certifi_or_the_bundle_the_environment_names(tmp
     server = Tls(("127.0.0.1", 0), _Capture)
     server.seen = []  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"https://127.0.0.1:{server.server_address[1]}/"
+    return cert, server
+
+
+class _Tunnel(socketserver.BaseRequestHandler):
+    """An HTTP proxy that tunnels every CONNECT to the server it was made for."""
+
+    def handle(self) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += self.request.recv(4096)
+        self.server.asked.append(head.decode("latin-1").split("\r\n")[:-2])  # type: ignore[attr-defined]
+        upstream = socket.create_connection(("127.0.0.1", self.server.target))  # type: ignore[attr-defined]
+        self.request.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        ends = [self.request, upstream]
+        while True:
+            ready, _, _ = select.select(ends, [], [], 5)
+            if not ready:
+                break
+            for end in ready:
+                data = end.recv(65536)
+                if not data:
+                    upstream.close()
+                    return
+                (upstream if end is self.request else self.request).sendall(data)
+
+
+def test_a_remote_endpoint_goes_through_the_environments_proxy(tmp_path, monkeypatch):
+    """HTTPS_PROXY, with its credentials, for a remote host; TLS verified end to end through
+    the tunnel, for the remote host's name, against the bundle the environment names."""
+    cert, server = _tls_server(tmp_path, "DNS:ton.example")
+    proxy = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Tunnel)
+    proxy.daemon_threads = True
+    proxy.asked, proxy.target = [], server.server_address[1]  # type: ignore[attr-defined]
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    url = f"https://ton.example:{server.server_address[1]}/"
+    for variable in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "https_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://user:pa%20ss@127.0.0.1:{proxy.server_address[1]}")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
     try:
-        for variable in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
-            monkeypatch.delenv(variable, raising=False)
-        http = ServiceHttp("ads")  # certifi's bundle: a self-signed server is refused
-        with pytest.raises(
-            RetryableError, match=r"ads: connection failed: .*CERTIFICATE_VERIFY_FAILED"
-        ):
-            http.send("GET", url, expect=(200,))
-        http.close()
-        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
         http = ServiceHttp("ads")
         assert http.send("GET", url, expect=(200,)).status == 200
         http.close()
+        [asked] = proxy.asked  # type: ignore[attr-defined]
+        assert asked[0].startswith(f"CONNECT ton.example:{server.server_address[1]} HTTP/1.")
+        assert f"Proxy-Authorization: Basic {base64.b64encode(b'user:pa ss').decode()}" in asked
     finally:
-        server.shutdown()
-        server.server_close()
+        for running in (proxy, server):
+            running.shutdown()
+            running.server_close()

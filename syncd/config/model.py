@@ -76,6 +76,9 @@ class ServiceConfig:
     """Minute of the local day at which the day's quota starts again."""
 
     type: ClassVar[str]
+    captioned: ClassVar[bool] = False
+    """Whether the service sends a caption (NAME.caption beside the file): only then is one
+    looked for, an open less a small file for the others."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +111,7 @@ class TwitPicService(EchoService):
     """A [services.NAME] of type "twitpic": images through OAuth Echo."""
 
     type: ClassVar[str] = "twitpic"
+    captioned: ClassVar[bool] = True
     message: str = ""
     """The caption when no NAME.caption lies beside the file."""
 
@@ -127,6 +131,7 @@ class OneAllService(ServiceConfig):
     """A [services.NAME] of type "oneall": the Push API, media fetched from our server."""
 
     type: ClassVar[str] = "oneall"
+    captioned: ClassVar[bool] = True
     public_key: str
     private_key: str = field(repr=False)
     identity_token: str

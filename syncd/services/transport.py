@@ -150,7 +150,10 @@ class Transport:
             user, password = load("requests.utils").get_auth_from_url(proxy)
             settings = dict(self._settings)
             if user:
-                settings["proxy_headers"] = make_headers(proxy_basic_auth=f"{user}:{password}")
+                credentials = make_headers(proxy_basic_auth=f"{user}:{password}")
+                settings["proxy_headers"] = {
+                    "Proxy-Authorization": credentials["proxy-authorization"]
+                }
             self._proxied[proxy] = proxied_pools(proxy, **settings)
         return self._proxied[proxy]
 

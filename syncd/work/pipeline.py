@@ -323,7 +323,7 @@ class Pipeline:
             size=row.identity.size,
             sha256=row.sha256,
             media_type=media_type(path),
-            caption=place.read_caption(),
+            caption=place.read_caption() if service.captioned else None,
             store=JournalStore(self.journal, row, stop),
             progress=progress,
             stopping=stop,
