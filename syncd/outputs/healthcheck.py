@@ -43,7 +43,7 @@ class HealthCheck:
         self._url = url.rstrip("/")
         self._interval = interval
         self._problem = problem
-        # requests: only when a URL is configured
+        # urllib3: only when a URL is configured
         self._http: ServiceHttp = load("syncd.services.http").ServiceHttp("healthcheck")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="healthcheck", daemon=True)

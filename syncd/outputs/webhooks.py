@@ -160,7 +160,7 @@ class Webhooks:
         return self._thread.is_alive()
 
     def _loop(self) -> None:
-        # requests loads here, with the first webhook configured, not at every start.
+        # urllib3 loads here, with the first webhook configured, not at every start.
         http: ServiceHttp = load("syncd.services.http").ServiceHttp("webhook")
         try:
             while not self._stop.is_set():

@@ -1,6 +1,6 @@
 """One module per service type, each behind the Uploader protocol of `base`.
 
-A service module, and what it imports (requests, urllib3, OAuth, the multipart encoder),
+A service module, and what it imports (urllib3, OAuth, the multipart encoder),
 is loaded when its first upload starts, not when the daemon starts: the imports take
 longer than a restart's whole scan of tens of thousands of done files.
 """

@@ -74,7 +74,7 @@ max_retry_after` sets it."""
 @dataclass(frozen=True, slots=True)
 class HttpLimits:
     """The daemon-wide limits of every exchange (from `[daemon]`). Here, not in http.py,
-    so that the daemon names them without loading requests at start."""
+    so that the daemon names them without loading urllib3 at start."""
 
     request_timeout: float = REQUEST_TIMEOUT
     max_retry_after: float = MAX_RETRY_AFTER
