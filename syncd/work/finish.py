@@ -165,6 +165,7 @@ class Finisher:
         with self._lock:
             self._finishing.discard(finished.row.id)
         self._failed(finished.row, exc)
+        self._journal.release(finished.row.id)  # its worker handed the claim over with it
 
     def _done(self, batch: list[Finished]) -> None:
         """Every sidecar of `batch` is durable: their actions, `done` and the claims'
