@@ -304,17 +304,15 @@ def _read_capped(response: urllib3.BaseHTTPResponse) -> bytes:
     when the body was read to its end (else it is closed: the rest is never read)."""
     pieces: list[bytes] = []
     size = 0
-    whole = True
+    whole = False
     try:
         for piece in response.stream(64 * 1024, decode_content=True):
             pieces.append(piece)
             size += len(piece)
             if size >= MAX_REPLY:
-                whole = False
                 break
-    except BaseException:
-        whole = False
-        raise
+        else:
+            whole = True
     finally:
         if not whole:
             response.close()

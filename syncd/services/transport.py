@@ -48,6 +48,7 @@ DEFAULT_HEADERS = {
     "Accept": "*/*",
     "Connection": "keep-alive",
 }
+TIMEOUT = Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT)
 _NAME = re.compile(r"[^:\s][^:\r\n]*")
 _VALUE = re.compile(r"(?:\S[^\r\n]*)?")
 _BODILESS = ("GET", "HEAD")
@@ -63,7 +64,8 @@ class UnsupportedUrl(ValueError):
 
 
 def basic_auth(user: str, password: str) -> Sign:
-    """HTTP Basic authentication (OneAll's keys)."""
+    """HTTP Basic authentication (OneAll's keys). The header is made at each request, so a
+    key that cannot be sent fails that request, as any header HTTP does not allow does."""
     return lambda method, url, form: make_headers(basic_auth=f"{user}:{password}")["authorization"]
 
 
@@ -128,7 +130,7 @@ class Transport:
             headers=sent,
             redirect=False,
             retries=False,
-            timeout=Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT),
+            timeout=TIMEOUT,
             preload_content=False,
             decode_content=False,
             chunked=chunked,
