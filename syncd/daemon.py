@@ -110,9 +110,6 @@ class Daemon:
             lambda: self.pipeline.services,
             lambda path: self.watcher.hint(path, quick=False),
         )
-        self.hooks = Hooks(
-            self.journal, lambda: self.config.watches, lambda: self.pipeline.services
-        )
         self.pipeline = Pipeline(
             self.journal,
             lambda: self.config.watches,
@@ -122,6 +119,8 @@ class Daemon:
             self.flow,
             self.faults,
         )
+        watches, services = lambda: self.config.watches, lambda: self.pipeline.services
+        self.hooks = Hooks(self.journal, watches, services, self.pipeline.shortage)
         self.callbacks = Callbacks(self.journal, self.pipeline)
         self.media: MediaServer | None = None
         self.fleet = self.journal if isinstance(self.journal, Fleet) else None
@@ -288,7 +287,8 @@ class Daemon:
                     self.faults.changes,
                 )
                 if changes != last_changes:
-                    self.notifier.status(self.control.status_line())
+                    if self.notifier.enabled:  # the line counts every row of the journal
+                        self.notifier.status(self.control.status_line())
                     self._catch_up |= changes[1] != last_changes[1]  # after every full scan
                     last_changes = changes
             except StorageFault:

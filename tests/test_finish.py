@@ -1,12 +1,17 @@
-"""A sidecar the committer cannot make durable for good fails its file, and gives back the
-claim the worker handed over with the row: otherwise `syncd retry` could never take the file
-again (no worker claims a claimed row)."""
+"""The committer, with a real journal. A sidecar it cannot make durable for good fails its
+file, and gives back the claim the worker handed over with the row: otherwise `syncd retry`
+could never take the file again (no worker claims a claimed row). A row that another host
+finished while the batch waited is not this host's upload: not counted, logged or completed
+here."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from pathlib import Path
+
+import pytest
 
 from syncd.control.degraded import Degraded
 from syncd.files import Identity, Place
@@ -64,4 +69,30 @@ def test_a_folder_that_cannot_be_fsynced_for_good_fails_the_file_and_frees_its_c
     assert "cannot write the sidecar" in (failed.error or "")
     with sqlite3.connect(tmp_path / "journal.sqlite") as db:
         assert db.execute("SELECT claim_owner FROM files").fetchall() == [(None,)]
+    store.close()
+
+
+def test_a_row_finished_elsewhere_meanwhile_is_not_counted_as_this_hosts_upload(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In a fleet: the batch waited out the database, the claim ran out, and the host that
+    took the row over wrote its sidecar and made it `done`. The first host's commit then
+    finds the row done: it counted it, logged "uploaded" and scheduled its after-upload
+    work all the same (two hosts each logging the one upload)."""
+    store = SqliteStore(tmp_path / "journal.sqlite", "host-a", None)
+    row = _uploaded(store)
+    assert store.mark_done(row.id)  # the other host's commit
+    assert not store.mark_done(row.id)
+    completed: list[Row] = []
+    finisher = Finisher(
+        store, _no_place, _Outcomes(), completed.append, store.mark_failed, Degraded()
+    )
+    caplog.set_level(logging.INFO, logger="syncd.work.finish")
+    finisher.committer.start()
+    finisher.committer.submit(Finished(row, DONE, os.open(tmp_path, os.O_RDONLY)))
+    finisher.committer.stop()
+    assert finisher.committer.join(10)
+    assert completed == []
+    assert "uploaded /w/a" not in caplog.text
+    assert "/w/a: finished by another host" in caplog.text
     store.close()

@@ -169,6 +169,23 @@ def test_without_notify_socket_everything_is_a_no_op(use_systemd_python: bool) -
     notifier.stopping()
 
 
+@pytest.mark.skipif(not HAS_SYSTEMD_PYTHON, reason="systemd-python is not installed")
+@pytest.mark.parametrize("socket_set", [False, True])
+def test_systemd_python_is_loaded_only_when_there_is_someone_to_notify(socket_set: bool) -> None:
+    """Outside a Type=notify unit a start does not pay for importing it."""
+    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    if socket_set:
+        env["NOTIFY_SOCKET"] = "/run/nobody-listens"
+    probe = (
+        "import sys; from syncd.control.notify import Notifier; n = Notifier.from_env();"
+        " print('systemd.daemon' in sys.modules, n.uses_systemd_python)"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=WAIT * 6
+    )
+    assert found.stdout.split() == [str(socket_set)] * 2, found.stderr
+
+
 def test_a_missing_receiver_does_not_raise(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,

@@ -61,7 +61,9 @@ class Notifier:
         """
         self._address = address or None
         self._watchdog_usec = watchdog_usec
-        daemon = None if use_systemd_python is False else _systemd_daemon()
+        # Nobody to notify: systemd-python is not loaded (a few ms of every start elsewhere).
+        wanted = use_systemd_python or (use_systemd_python is None and self._address is not None)
+        daemon = _systemd_daemon() if wanted else None
         if use_systemd_python and daemon is None:
             raise ImportError("systemd-python is not installed")
         self._daemon = daemon

@@ -353,19 +353,21 @@ class PostgresStore(
             row, State.AWAITING_CALLBACK, "state='awaiting_callback', due=%(due)s", due=deadline
         )
 
-    def mark_done(self, row_id: int) -> None:
+    def mark_done(self, row_id: int) -> bool:
         """Fenced by this host's claim on the row when it holds one; a done row is nobody's."""
         fence = self.leases.fence(row_id)
         now = time.time()
         with self._write() as db:
-            if db.execute(
+            done = db.execute(
                 "UPDATE files SET state='done', updated_at=%(now)s, claim_owner=NULL,"
                 " claim_expires=NULL WHERE id=%(id)s"
                 " AND state='uploaded' AND (claim_owner IS NULL OR claim_owner=%(owner)s)"
                 " AND (%(fence)s::bigint IS NULL OR claim_fence=%(fence)s)",
                 {"id": row_id, "owner": self.owner, "fence": fence, "now": now},
-            ).rowcount:
+            ).rowcount
+            if done:
                 self.outbox.record(db, State.DONE, row_id, now)
+        return bool(done)
 
     def mark_retry(self, row: Row, error: str, due: float) -> bool:
         return self._update(

@@ -359,15 +359,17 @@ class SqliteStore(SqliteClaims, SqliteReads, SqliteFlow, SqliteAfterUpload):
     def mark_awaiting(self, row: Row, deadline: float) -> bool:
         return self._update(row, State.AWAITING_CALLBACK, "due=?", deadline)
 
-    def mark_done(self, row_id: int) -> None:
+    def mark_done(self, row_id: int) -> bool:
         check_move(State.UPLOADED, State.DONE)
         now = time.time()
         with self._write() as db:
-            if db.execute(
+            done = db.execute(
                 "UPDATE files SET state=?, updated_at=? WHERE id=? AND state=?",
                 (State.DONE, now, row_id, State.UPLOADED),
-            ).rowcount:
+            ).rowcount
+            if done:
                 self.outbox.record(db, State.DONE, row_id, now)
+        return bool(done)
 
     def mark_retry(self, row: Row, error: str, due: float) -> bool:
         now = time.time()

@@ -231,8 +231,9 @@ class Store(AfterUploadStore, Protocol):
     def mark_awaiting(self, row: Row, deadline: float) -> bool:
         """Waiting for a service's callback; `due` holds the deadline."""
 
-    def mark_done(self, row_id: int) -> None:
-        """The sidecar is written: an `uploaded` row is done (any other is left alone)."""
+    def mark_done(self, row_id: int) -> bool:
+        """The sidecar is written: an `uploaded` row is done (any other is left alone, and
+        False: in a fleet, another host took the row over and finished it)."""
 
     def mark_retry(self, row: Row, error: str, due: float) -> bool: ...
 

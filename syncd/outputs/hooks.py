@@ -24,10 +24,12 @@ from typing import IO, TYPE_CHECKING, Any
 
 from syncd.config import ServiceConfig, WatchConfig
 from syncd.control.logs import log_fields
+from syncd.files import SCARCE, scarce_import
 from syncd.intake.routing import route
 from syncd.journal.after import HookEvent, HookRow
 from syncd.journal.store import Row, Store
 from syncd.outputs.sidecar import sidecar_path
+from syncd.work.descriptors import Shortage
 from syncd.work.loop import Loop
 
 if TYPE_CHECKING:
@@ -115,8 +117,15 @@ def failed_event(row: Row, watch: WatchConfig, service_type: str) -> HookEvent |
 
 def run(event: HookEvent, started: Callable[[Process], None]) -> str | None:
     """Run one hook to its end or its timeout; None when it succeeded, else why not.
-    `started` is told of the process (to be killed at stop)."""
-    import subprocess  # at the first hook: most daemons run none, and it is 4 ms of a start
+    `started` is told of the process (to be killed at stop). A shortage of descriptors
+    that keeps it from starting raises (files.SCARCE): it passes, the hook does not fail."""
+    try:
+        import subprocess  # at the first hook: most daemons run none, and it is 4 ms of a start
+    except ImportError as exc:
+        short = scarce_import(exc)
+        if short is None:
+            raise
+        raise short from exc
 
     fields = log_fields(event.path, event.env["SYNCD_SERVICE"])
     try:
@@ -129,6 +138,8 @@ def run(event: HookEvent, started: Callable[[Process], None]) -> str | None:
             start_new_session=True,  # its own process group, so a timeout kills all of it
         )
     except OSError as exc:
+        if exc.errno in SCARCE:
+            raise
         return f"cannot run {event.argv[0]}: {exc.strerror or exc}"
     started(process)
     output = bytearray()
@@ -168,10 +179,12 @@ class Hooks:
         journal: Store,
         watches: Callable[[], tuple[WatchConfig, ...]],
         services: Callable[[], dict[str, ServiceConfig]],
+        shortage: Shortage,
     ) -> None:
         self._journal = journal
         self._watches = watches
         self._services = services
+        self._shortage = shortage
         self._claiming = threading.Lock()
         """One runner claims at a time. Its journal call may wait out an outage: nothing
         else ever waits for this lock (stop() must not)."""
@@ -209,8 +222,7 @@ class Hooks:
         if hook is None:
             self._seen_changes = changes
             return POLL
-        self._run(hook)
-        return 0
+        return 0 if self._run(hook) else POLL
 
     def _claim(self) -> HookRow | None:
         with self._claiming:
@@ -223,16 +235,25 @@ class Hooks:
                 self._running[found[0].id] = None
             return found[0]
 
-    def _run(self, hook: HookRow) -> None:
+    def _run(self, hook: HookRow) -> bool:
+        """False when it could not start for want of descriptors: it stays queued."""
+
         def started(process: Process) -> None:
+            self._shortage.opened()
             with self._claims:
                 self._running[hook.id] = process
 
         try:
             began = time.monotonic()
-            error = run(hook.event, started)
+            try:
+                error = run(hook.event, started)
+            except OSError as exc:
+                if exc.errno not in SCARCE:
+                    raise
+                self._shortage.noted(exc)
+                return False
             if self.loop.stopping():
-                return
+                return True
             path = os.fsdecode(hook.event.path)
             fields = log_fields(hook.event.path, hook.event.env["SYNCD_SERVICE"])
             if error is None:
@@ -246,6 +267,7 @@ class Hooks:
             else:
                 log.error("%s hook for %s: %s", hook.event.event, path, error, extra=fields)
             self._journal.hook_finished(hook.id, error)
+            return True
         finally:
             with self._claims:
                 self._running.pop(hook.id, None)

@@ -101,8 +101,9 @@ class AfterUpload:
     # -- the pipeline's side -------------------------------------------------------------
 
     def completed(self, row: Row) -> None:
-        """A file's sidecar is durable and its row about to be done: schedule its action,
-        or (keep) its done hook. Idempotent, so a crash before `done` costs nothing."""
+        """A file's sidecar is durable and its row made `done` in this same commit: schedule
+        its action, or (keep) its done hook. Idempotent, so a crash before `done` costs
+        nothing."""
         path = Path(os.fsdecode(row.path))
         watch = route(self._watches(), path)
         if watch is None:

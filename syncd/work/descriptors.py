@@ -27,16 +27,21 @@ class Shortage:
         self._met_at = -QUIET
 
     def opened(self) -> None:
-        """A file was opened: a spell that has been quiet long enough is over."""
+        """A file was opened, or a hook started: a spell quiet long enough is over."""
         if time.monotonic() > self._met_at + QUIET:
             self._faults.clear(DESCRIPTORS)
 
-    def met(self, row: Row, exc: OSError) -> NoReturn:
-        """Opening the file, its folder, a socket or a module found no descriptor to spare:
-        said once (degraded), not once a file. The file stays claimable (an upload under way
-        waits as a retry) and the worker waits (work/pool.py)."""
+    def noted(self, exc: OSError) -> None:
+        """A shortage was met, by a file or by a hook that could not start: said once a
+        spell (degraded), not once each."""
         self._faults.set(DESCRIPTORS, f"{exc.strerror}: raise LimitNOFILE= (ulimit -n)")
         self._met_at = time.monotonic()
+
+    def met(self, row: Row, exc: OSError) -> NoReturn:
+        """Opening the file, its folder, a socket or a module found no descriptor to spare.
+        The file stays claimable (an upload under way waits as a retry) and the worker waits
+        (work/pool.py)."""
+        self.noted(exc)
         current = self._journal.get(row.id)
         if current is not None and allowed(current.state, State.RETRY_WAIT):
             self._journal.mark_retry(current, f"{os.fsdecode(row.path)}: {exc.strerror}", 0.0)

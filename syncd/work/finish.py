@@ -169,27 +169,36 @@ class Finisher:
 
     def _done(self, batch: list[Finished]) -> None:
         """Every sidecar of `batch` is durable: their actions, `done` and the claims'
-        release, in one commit."""
+        release, in one commit. Only the rows this host made `done` count as its uploads:
+        in a fleet, a row whose claim ran out meanwhile (its commit waited out the
+        database) was finished by the host that took it over."""
         try:
-            self._journal.batch(lambda: self._complete(batch))
+            done = self._journal.batch(lambda: self._complete(batch))
         finally:
             with self._lock:
                 self._finishing.difference_update(item.row.id for item in batch)
         now = time.time()
         for item in batch:
             row = item.row
+            if row.id not in done:
+                log.info("%s: finished by another host", os.fsdecode(row.path))
+                continue
             waited = None if row.queued_at is None else now - row.queued_at
             self._outcomes.finished(row.service, item.outcome, row.identity.size, waited)
             log.info("uploaded %s", os.fsdecode(row.path), extra=_done_fields(row))
 
-    def _complete(self, batch: list[Finished]) -> None:
-        # In row order: two hosts' batches then lock their rows in one order (PostgreSQL
-        # would otherwise find a deadlock and roll one back).
+    def _complete(self, batch: list[Finished]) -> set[int]:
+        """The ids of the rows made `done`. In row order: two hosts' batches then lock
+        their rows in one order (PostgreSQL would otherwise find a deadlock and roll one
+        back)."""
+        done = set()
         for item in sorted(batch, key=lambda item: item.row.id):
-            if item.written:
-                self._completed(item.row)
-            self._journal.mark_done(item.row.id)
+            if self._journal.mark_done(item.row.id):
+                done.add(item.row.id)
+                if item.written:
+                    self._completed(item.row)
             self._journal.release(item.row.id)
+        return done
 
     # -- mending -------------------------------------------------------------------------
 

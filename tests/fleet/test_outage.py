@@ -80,11 +80,13 @@ def test_hooks_stop_at_once_while_the_database_is_out(postgres_cluster, postgres
     from syncd.journal.patience import Calls, persevering
     from syncd.journal.postgres import PostgresStore
     from syncd.outputs.hooks import RUNNERS, Hooks
+    from syncd.work.descriptors import Shortage
 
     assert RUNNERS >= 2
     store = PostgresStore(postgres_url, postgres_cluster.password, "host-a", 30.0)
     faults = Degraded()
-    hooks = Hooks(persevering(store, faults, Calls()), lambda: (), lambda: {})
+    journal = persevering(store, faults, Calls())
+    hooks = Hooks(journal, lambda: (), lambda: {}, Shortage(journal, faults))
     try:
         outage(postgres_cluster, postgres_url, on=True)
         hooks.loop.start()

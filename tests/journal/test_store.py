@@ -73,6 +73,18 @@ def test_a_changed_file_goes_back_to_seen_from_any_state(store: Store) -> None:
     assert again.result == {"url": "u"}, "kept: the same bytes need no new upload"
 
 
+def test_mark_done_says_whether_it_made_the_row_done(store: Store) -> None:
+    """The committer counts only the rows it made `done` (in a fleet another host may have
+    finished one while its batch waited)."""
+    row = uploaded(store, b"/w/a", {"url": "u"})
+    waiting = hashed(store, b"/w/b", n=2)
+    assert store.mark_done(row.id) is True
+    assert store.mark_done(row.id) is False, "done already"
+    assert store.mark_done(waiting.id) is False, "not uploaded"
+    again = store.get(waiting.id)
+    assert again is not None and again.state is State.HASHED
+
+
 def test_forget_missing_drops_only_rows_not_uploaded(store: Store) -> None:
     done = uploaded(store, b"/w/done", {"url": "u"}, n=2)
     store.mark_done(done.id)

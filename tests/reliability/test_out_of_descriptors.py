@@ -124,3 +124,41 @@ def test_an_extension_module_loaded_at_first_use_short_of_descriptors_is_a_short
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.stdout.split() == [str(errno.EMFILE), "None"], done.stdout + done.stderr
+
+
+HOOK = """
+import os, sys
+with open(sys.argv[1], "a") as out:
+    out.write(os.environ["SYNCD_PATH"] + "\\n")
+"""
+
+
+def test_a_hook_short_of_descriptors_waits_and_runs_once_there_is_room(
+    tmp_path: Path, sandbox: SandboxClient, make_daemon: Callable[..., RunningDaemon]
+) -> None:
+    """A hook is the operator's program: a shortage that keeps it from starting (a pipe, its
+    stdin) passes, as it does for a file, so the hook waits in the queue and runs once there
+    is room; it is not failed for good ("cannot run ...: Too many open files")."""
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    script, ran = tmp_path / "hook.py", tmp_path / "ran.txt"
+    script.write_text(HOOK)
+    watch = {"path": str(drop), "on_done": [sys.executable, str(script), str(ran)]}
+    daemon = make_daemon(base_config(tmp_path, sandbox.url, [watch], workers=1)).start()
+    daemon.wait_scan()
+    (drop / "first.bin").write_bytes(b"warms the connection and the hook runner up")
+    wait_until(ran.exists, 60, "the first file's hook")
+    old = resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE)
+    held = {int(fd) for fd in os.listdir(f"/proc/{daemon.pid}/fd")}
+    lowest_free = min(set(range(len(held) + 1)) - held)
+    # Room for a file's folder, the file and its sidecar; not for a hook's five (its stdin,
+    # the pipe of its output and the one that reports its exec).
+    resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE, (lowest_free + 4, old[1]))
+    (drop / "second.bin").write_bytes(b"done while descriptors are short")
+    wait_until(lambda: "Too many open files" in daemon.log(), 60, "the hook meeting it")
+    resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE, old)
+    wait_until(lambda: len(ran.read_text().splitlines()) == 2, 60, "the second file's hook")
+    daemon.wait_counts(done=2, timeout=60)
+    status = wait_until(lambda: daemon.poll_status(), 30, "a status reply")
+    assert status["failing_hooks"] == []
+    assert "hook for" not in daemon.log(), "a hook was failed by the shortage"
