@@ -28,8 +28,8 @@ from syncd.journal import rules
 from syncd.journal.codec import decode, encode
 from syncd.journal.migrations import MIGRATIONS
 from syncd.journal.outbox import SqliteOutbox
-from syncd.journal.patience import StorageFault
 from syncd.journal.sqlite_after import SqliteAfterUpload
+from syncd.journal.sqlite_base import BUSY_SECONDS
 from syncd.journal.sqlite_claims import SqliteClaims
 from syncd.journal.sqlite_flow import SqliteFlow
 from syncd.journal.sqlite_reads import SqliteReads
@@ -41,8 +41,6 @@ KNOWN = "SELECT path, dev, inode, size, mtime_ns FROM files"
 """Every identity, for a rescan: read from the `files_identity` index alone (migration 9)."""
 DROP_CLAIMS = "UPDATE files SET claim_owner=NULL, claim_expires=NULL WHERE claim_owner IS NOT NULL"
 """A start's: through the `files_claims` index of claimed rows alone (migration 10)."""
-STORAGE_FAULTS = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
-"""SQLite's primary codes for a full disk and for I/O errors: they pass by themselves."""
 _CLAIMABLE = ", ".join(f"'{s}'" for s in sorted(CLAIMABLE))
 _IN_FLIGHT_OR_UPLOADED = ", ".join(
     f"'{s}'" for s in sorted({*IN_FLIGHT, State.UPLOADED, State.DONE})
@@ -86,7 +84,7 @@ class SqliteStore(SqliteClaims, SqliteReads, SqliteFlow, SqliteAfterUpload):
         self._counted = self._durable = False
         """Whether the open transaction holds a counted change, a durable one."""
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000:.0f}")
         self._db.execute("PRAGMA foreign_keys=ON")
         try:
             self._migrate()
@@ -104,9 +102,9 @@ class SqliteStore(SqliteClaims, SqliteReads, SqliteFlow, SqliteAfterUpload):
         """One transaction, or a part of the `batch()` this thread has open. `durable`
         commits it with synchronous=FULL: what it records cannot be taken back (a post, a
         tweet, a session, a move on disk that follows), so it must outlive a power cut, not
-        only a killed process. `counted` ones tell `changes`. A full disk or an I/O error
-        raises StorageFault, after a rollback that never hides it (SQLite may have rolled
-        back by itself already)."""
+        only a killed process. `counted` ones tell `changes`. A full disk, an I/O error or
+        another process's lock held past BUSY_SECONDS raises StorageFault, after a rollback
+        that never hides it (SQLite may have rolled back by itself already)."""
         with self._lock:
             if self._db.in_transaction:
                 self._counted = self._counted or counted
@@ -127,9 +125,7 @@ class SqliteStore(SqliteClaims, SqliteReads, SqliteFlow, SqliteAfterUpload):
                             self._db.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
-                if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in STORAGE_FAULTS:
-                    raise StorageFault(f"{self._path}: {exc}") from None
-                raise self._damage(exc) from None
+                raise self._fault(exc) from None
             finally:
                 if durable:
                     self._db.execute("PRAGMA synchronous=NORMAL")
@@ -156,7 +152,7 @@ class SqliteStore(SqliteClaims, SqliteReads, SqliteFlow, SqliteAfterUpload):
             try:
                 return self._db.execute(query, values).fetchall()
             except sqlite3.DatabaseError as exc:
-                raise self._damage(exc) from None
+                raise self._fault(exc) from None
 
     def _migrate(self) -> None:
         with self._write() as db:
@@ -195,7 +191,7 @@ class SqliteStore(SqliteClaims, SqliteReads, SqliteFlow, SqliteAfterUpload):
             try:
                 return {r[0]: r[1:] for r in cursor.execute(KNOWN)}
             except sqlite3.DatabaseError as exc:
-                raise self._damage(exc) from None
+                raise self._fault(exc) from None
 
     def record_seen(
         self,

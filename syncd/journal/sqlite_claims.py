@@ -68,5 +68,5 @@ class SqliteClaims(SqlitePart):
                     {"now": time.time(), **skipped},
                 ).fetchone()
             except sqlite3.DatabaseError as exc:
-                raise self._damage(exc) from None
+                raise self._fault(exc) from None
         return None if found["due"] is None else float(found["due"])

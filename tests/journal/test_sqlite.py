@@ -1,15 +1,19 @@
-"""The SQLite store's own concerns: its file, and forward migrations that keep every row."""
+"""The SQLite store's own concerns: its file, forward migrations that keep every row, and
+another process holding its lock."""
 
 from __future__ import annotations
 
 import sqlite3
+import time
 
 import pytest
 
 from syncd.errors import SyncdError
 from syncd.files import Identity
 from syncd.journal.migrations import MIGRATIONS
+from syncd.journal.patience import StorageFault
 from syncd.journal.sqlite import DROP_CLAIMS, KNOWN, SqliteStore
+from syncd.journal.sqlite_base import BUSY_SECONDS
 from syncd.journal.states import State
 
 
@@ -136,3 +140,29 @@ def test_a_start_finds_the_claims_to_drop_through_their_index_not_every_row(tmp_
     with sqlite3.connect(path) as db:
         plan = " ".join(row[-1] for row in db.execute(f"EXPLAIN QUERY PLAN {DROP_CLAIMS}"))
     assert "USING INDEX files_claims" in plan and "SCAN" not in plan
+
+
+def test_a_write_behind_another_process_lock_is_a_storage_fault_saying_so(tmp_path):
+    """Waited out like a full disk (journal/patience.py), not an unexpected error that fails
+    the file or drops the settler's batch; the wait inside SQLite is short, so the connection
+    is soon free for the status reply's reads."""
+    path = tmp_path / "journal.sqlite"
+    store = SqliteStore(path)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(StorageFault) as raised:
+            store.claim(time.time())
+        waited = time.monotonic() - started
+        assert str(raised.value) == (
+            f"{path}: database is locked: another process holds the journal's lock (an open"
+            " `sqlite3` session or a backup tool?)"
+        )
+        assert BUSY_SECONDS <= waited < BUSY_SECONDS + 5
+        assert store.ping()  # reads go on meanwhile (WAL)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert store.claim(time.time()) is None
+    store.close()
