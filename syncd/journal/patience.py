@@ -164,8 +164,9 @@ class _Persevering:
                     continue
                 finally:
                     _patience.batch = None
-                if not self._failing.isdisjoint(inner or {name}):
-                    # What failed works again: the disk takes writes.
+                if not self._failing.isdisjoint(inner | {name}):
+                    # What failed works again: the disk takes writes. (A batch that failed
+                    # before any call inside, at its BEGIN, is cleared by any batch's commit.)
                     self._failing.clear()
                     self._faults.clear(JOURNAL)
                 return result

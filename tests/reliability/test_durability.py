@@ -3,6 +3,7 @@ disk says so, waits where waiting is safe, and fails fast where it is not."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
@@ -78,6 +79,24 @@ def test_an_impatient_call_fails_fast_and_leaves_the_fault_shown():
         store.record(1)  # the main loop or a socket: never blocks
     assert faults.has(JOURNAL)
     assert store.record(2) == 4  # what failed works again
+    assert not faults.has(JOURNAL)
+
+
+def test_a_batch_refused_at_its_start_is_cleared_by_the_next_batch_that_commits(tmp_path):
+    """Another process's lock refuses a batch before any call inside it runs: the fault is
+    the batch's own, and the next batch that commits shows the journal writes again."""
+    path = tmp_path / "journal.sqlite"
+    faults = Degraded()
+    store = persevering(SqliteStore(path), faults, Calls())
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    identity = Identity(1, 2, 3, 4)
+    with pytest.raises(StorageFault):
+        store.batch(lambda: store.record_seen(b"/w/a", "ads", identity))
+    assert faults.has(JOURNAL)
+    holder.execute("ROLLBACK")
+    holder.close()
+    assert store.batch(lambda: store.record_seen(b"/w/a", "ads", identity))
     assert not faults.has(JOURNAL)
 
 
