@@ -4,6 +4,7 @@ dropping connections, so the session's PostgreSQL serves the other tests meanwhi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -285,27 +286,32 @@ def test_a_start_while_the_database_is_out_waits_for_it(
         notify.close()
 
 
-def freeze(postgres_cluster: Any, url: str) -> list[int]:
-    """SIGSTOP the server's postmaster (no new connection either) and the backends of
-    `url`'s database: a hung server, which answers nothing and refuses nothing."""
+def freeze(postgres_cluster: Any) -> list[int]:
+    """SIGSTOP the server's postmaster (no new connection either) and every process it
+    started: a hung server, which answers nothing and refuses nothing. Every child, not only
+    the backends `pg_stat_activity` lists for the daemon's database: a backend still starting
+    up (a pool's new connection) is listed without its database, and could go on serving."""
     import signal
 
     import psycopg
 
-    name = url.rsplit("/", 1)[1]
-    frozen: list[int] = []
     with psycopg.connect(postgres_cluster.dsn(), autocommit=True) as admin:
         own = admin.execute("SELECT pg_backend_pid()").fetchone()[0]
         stat = Path(f"/proc/{own}/stat").read_text()
-        postmaster = int(stat.rsplit(")", 1)[1].split()[1])
-        os.kill(postmaster, signal.SIGSTOP)
-        frozen.append(postmaster)
-        backends = admin.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,)
-        ).fetchall()
-        for (pid,) in backends:
-            os.kill(pid, signal.SIGSTOP)
-            frozen.append(pid)
+    postmaster = int(stat.rsplit(")", 1)[1].split()[1])
+    os.kill(postmaster, signal.SIGSTOP)
+    frozen = [postmaster]
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # exited meanwhile
+        if parent == postmaster:
+            with contextlib.suppress(ProcessLookupError):  # exited meanwhile
+                os.kill(int(entry.name), signal.SIGSTOP)
+                frozen.append(int(entry.name))
     assert len(frozen) > 1
     return frozen
 
@@ -314,7 +320,8 @@ def thaw(frozen: list[int]) -> None:
     import signal
 
     for pid in frozen:
-        os.kill(pid, signal.SIGCONT)
+        with contextlib.suppress(ProcessLookupError):  # the admin query's backend, gone
+            os.kill(pid, signal.SIGCONT)
 
 
 def test_status_is_answered_while_the_database_is_frozen(
@@ -330,7 +337,7 @@ def test_status_is_answered_while_the_database_is_frozen(
     config = base_config(tmp_path, sandbox.url, [{"path": str(tmp_path / "drop")}])
     config["journal"] = {"url": postgres_url, "password_file": str(postgres_cluster.password_file)}
     daemon = make_daemon(config).start()
-    frozen = freeze(postgres_cluster, postgres_url)
+    frozen = freeze(postgres_cluster)
     try:
         for _ in range(3):  # the first waits on the journal; the next ones behind it
             shown = daemon.cli("status")
@@ -357,7 +364,7 @@ def test_the_watchdog_is_pinged_while_the_database_is_frozen(
         daemon = make_daemon(config, NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="2000000")
         daemon.start()
         wait_until(lambda: notify.with_line("WATCHDOG=1"), 30, "the first WATCHDOG=1")
-        frozen = freeze(postgres_cluster, postgres_url)
+        frozen = freeze(postgres_cluster)
         frozen_at = time.monotonic()
         try:
             (tmp_path / "drop" / "new.bin").write_bytes(b"journaled once it moves again")
