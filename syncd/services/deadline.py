@@ -10,6 +10,12 @@ it ran out of time.
 
 from __future__ import annotations
 
+# urllib3 encodes every host with the idna codec as it connects. Looked up for the first
+# time, the codec is imported; short of descriptors, that import fails (the dlopen of
+# unicodedata) and `encodings` caches the codec as unknown for the life of the process:
+# every later connection could fail its file ("LookupError: unknown encoding: idna").
+# Imported here, it loads with the services, where a shortage is one the file waits out.
+import encodings.idna  # noqa: F401
 import socket
 import threading
 import time

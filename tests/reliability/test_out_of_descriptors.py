@@ -126,6 +126,42 @@ def test_an_extension_module_loaded_at_first_use_short_of_descriptors_is_a_short
     assert done.stdout.split() == [str(errno.EMFILE), "None"], done.stdout + done.stderr
 
 
+def test_a_codec_first_needed_short_of_descriptors_does_not_fail_every_later_connection(
+    sandbox: SandboxClient,
+) -> None:
+    """urllib3 encodes each host with the idna codec; imported at its first lookup, the codec
+    met the shortage there (unicodedata's dlopen, refused here as it is when short), and
+    `encodings` took it for unknown for good. It loads with the services now: their load is
+    what is short, and once there is room, a connection goes."""
+    probe = textwrap.dedent(
+        f"""
+        import sys
+        from syncd.services.loading import load
+
+        def connect():
+            transport = load("syncd.services.transport").Transport()
+            try:
+                print(transport.open("GET", "{sandbox.url}/", None, None, None, None).status)
+            except Exception as exc:
+                print(type(exc).__name__, exc)
+
+        sys.modules["unicodedata"] = None  # its dlopen fails as it does short of descriptors
+        try:
+            load("syncd.services.http")
+        except ImportError as exc:
+            print("short:", exc)
+        else:
+            connect()
+        del sys.modules["unicodedata"]  # room again
+        connect()
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.stdout.splitlines()[-1:] == ["404"], done.stdout + done.stderr
+
+
 HOOK = """
 import os, sys
 with open(sys.argv[1], "a") as out:
