@@ -13,6 +13,7 @@ import pytest
 from conftest import wait_until
 
 from syncd.config import WatchConfig
+from syncd.control.degraded import SETTLER, Degraded
 from syncd.files import Identity
 from syncd.intake.routing import IGNORED, IGNORED_PREFIXES, IGNORED_SUFFIXES, route
 from syncd.intake.scan import Scanner
@@ -139,6 +140,35 @@ def test_known_files_are_skipped_by_the_scan(tmp_path):
         wait_until(lambda: completed.paths() == [fresh], 10, "only the new file")
         wait_until(lambda: watcher.scans.count >= 1, 10, "the scan")
         assert completed.paths() == [fresh]
+    finally:
+        watcher.stop()
+
+
+def test_a_pass_that_meets_a_defect_is_done_again_not_dropped(tmp_path):
+    """The first file told to the journal raises, as a bug in it would: the file that
+    settled in that pass is found by the scan the settler asks for, not at the next
+    start, and `degraded` names the settler until a pass goes through."""
+    folder = watch(tmp_path / "drop")
+    completed = Completed()
+    faults = Degraded()
+    raised: list[Path] = []
+
+    def complete(path: Path, watch: WatchConfig, identity: Identity) -> None:
+        if not raised:
+            raised.append(path)
+            raise RuntimeError("a defect")
+        completed(path, watch, identity)
+
+    watcher = Watcher((folder,), 0.2, complete, dict, faults=faults)
+    try:
+        watcher.start()
+        wait_until(lambda: watcher.scans.count >= 1, 10, "the start's scan")
+        path = folder.path / "a.bin"
+        path.write_bytes(b"x")
+        wait_until(lambda: raised == [path], 10, "the defect")
+        assert faults.has(SETTLER)
+        wait_until(lambda: completed.paths() == [path], 10, "the file, found again")
+        wait_until(lambda: not faults.has(SETTLER), 10, "the settler cleared")
     finally:
         watcher.stop()
 

@@ -25,6 +25,8 @@ DESCRIPTORS = "open files"
 """Files cannot be opened for want of descriptors (files.SCARCE): they wait, then go on."""
 INOTIFY = "inotify"
 """No inotify instance to spare: changes are found by rescans only."""
+SETTLER = "settler"
+"""A pass of intake's settler met a defect: it scans again, with backoff, until one passes."""
 FLEET = "fleet"
 """Another process took this one's host_id over (journal/pg_hosts.py): no new work here."""
 

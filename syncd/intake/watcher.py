@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 
 from syncd.config import WatchConfig
-from syncd.control.degraded import INOTIFY, Backoff, Degraded
+from syncd.control.degraded import INOTIFY, SETTLER, Backoff, Degraded
 from syncd.errors import PermanentError
 from syncd.files import Identity, Vanished, locate
 from syncd.intake.events import Pollers
@@ -207,9 +207,15 @@ class Watcher:
                     self._folders |= folders
                     if not self._stopped:
                         self._cond.wait(backoff.failed())
-            except Exception:
-                log.exception("the settler hit an unexpected error; it goes on")
+            except Exception as exc:  # a defect: what this pass took is found again
+                log.exception("the settler hit an unexpected error; it scans again")
+                self._faults.set(SETTLER, f"unexpected {type(exc).__name__}; scanning again")
+                with self._cond:
+                    self._rescan = True
+                    if not self._stopped:
+                        self._cond.wait(backoff.failed())
             else:
+                self._faults.clear(SETTLER)
                 backoff.reset()
 
     def _look_at_roots(self) -> None:
