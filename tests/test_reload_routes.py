@@ -222,6 +222,26 @@ def test_a_reload_met_by_a_file_still_being_written_reads_it_again(tmp_path, san
     assert watched == {str(tmp_path / "drop"), str(tmp_path / "more")}, watched
 
 
+def test_a_reload_met_by_a_first_part_that_parses_waits_for_the_rest(
+    tmp_path, sandbox, make_daemon
+):
+    """The same tool, its first part already a valid file (the first [[watch]]): the reload
+    does not take that part and miss the rest, written after the signal with no other."""
+    config = ton_config(tmp_path, sandbox)
+    daemon = make_daemon(config).start()
+    daemon.wait_scan()
+    (tmp_path / "more").mkdir()
+    edited = copy.deepcopy(config)
+    edited["watch"].append({"path": str(tmp_path / "more"), "service": "ads"})
+    daemon.write_config(config)
+    daemon.signal(signal.SIGHUP)
+    time.sleep(0.5)  # the slow writer: the reload meets the first part alone
+    daemon.write_config(edited)
+    wait_until(lambda: "configuration reloaded" in daemon.log(), 20, "the reload")
+    watched = {w["path"] for w in daemon.status()["watches"]}
+    assert watched == {str(tmp_path / "drop"), str(tmp_path / "more")}, watched
+
+
 def test_a_callback_that_comes_while_a_reload_left_its_video_unrouted_is_kept(
     tmp_path, sandbox, make_daemon
 ):

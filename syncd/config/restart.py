@@ -13,9 +13,9 @@ from syncd.config.model import Config
 from syncd.errors import ConfigError
 
 BEING_WRITTEN = 2.0
-"""Seconds since its last change during which a refused file is read again: a config tool
-(or an editor saving in place) that truncates the file, is signalled, then writes the rest
-would otherwise have its change refused, and never reloaded."""
+"""Seconds since its last change during which the file is read again: a config tool (or an
+editor saving in place) that truncates the file, is signalled, then writes the rest would
+otherwise have its change refused, or a first part that parses taken, and the rest never."""
 REREAD = 0.1
 """Seconds between those reads."""
 DAEMON_KEYS = ("state_dir", "status_socket", "workers", "status_group")
@@ -43,15 +43,22 @@ def reloaded(running: Config, path: Path) -> Config:
     with no [[watch]] at all while watches are running: an editor or a config tool that
     truncates the file before writing it, with a SIGHUP in between, would otherwise stop
     every watch until the next reload. (At start such a file is accepted, as it always was.)
-    A file refused while it is still being written is read again (see BEING_WRITTEN)."""
+    A file still being written is read again until it is still (see BEING_WRITTEN)."""
     deadline = time.monotonic() + BEING_WRITTEN
     while True:
         try:
-            return _checked(running, path)
+            loaded = _checked(running, path)
         except ConfigError:
-            if time.monotonic() >= deadline or not _just_changed(path):
+            if not _still_written(path, deadline):
                 raise
-            time.sleep(REREAD)
+        else:
+            if not _still_written(path, deadline):
+                return loaded
+        time.sleep(REREAD)
+
+
+def _still_written(path: Path, deadline: float) -> bool:
+    return time.monotonic() < deadline and _just_changed(path)
 
 
 def _just_changed(path: Path) -> bool:
