@@ -68,14 +68,23 @@ def test_watch_in_a_terminal_shows_a_bar_that_advances(slow_upload):
     assert child.exitstatus == 0, (child.exitstatus, child.signalstatus)
 
 
-def test_watch_piped_prints_plain_lines(slow_upload):
-    watching = subprocess.Popen(
-        [sys.executable, *watch_argv(slow_upload)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=slow_upload.env,
-    )
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_watch_piped_prints_plain_lines(slow_upload, sigint):
+    """Ctrl-C (SIGINT) ends it, also when it was started with SIGINT ignored, as a shell
+    script's `&` starts it (a CI job run in the background did: the view never ended)."""
+    # An ignored signal stays ignored across exec; a handler of Python's becomes the default.
+    inherited = signal.SIG_IGN if sigint == "ignored" else signal.default_int_handler
+    previous = signal.signal(signal.SIGINT, inherited)
+    try:
+        watching = subprocess.Popen(
+            [sys.executable, *watch_argv(slow_upload)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=slow_upload.env,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         assert watching.stdout is not None
         lines = [watching.stdout.readline() for _ in range(3)]

@@ -8,7 +8,9 @@ names are shown with control characters escaped, so no name can move the cursor.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -44,7 +46,11 @@ def shown(value: object) -> str:
 
 
 def watch(fetch: Fetch, out: TextIO = sys.stdout, interval: float = INTERVAL) -> int:
-    """Until Ctrl-C, which ends it cleanly with exit code 0."""
+    """Until Ctrl-C (SIGINT), which ends it cleanly with exit code 0: also when it was
+    started with SIGINT ignored, as a shell script starts what it runs with `&` (Python
+    then sets no handler of its own, and a SIGINT would never end the view)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         if out.isatty():
             _live(fetch, Console(file=out), interval)
