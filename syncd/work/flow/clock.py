@@ -17,7 +17,8 @@ DAY = 86400.0
 
 STEP = 5.0
 """Seconds the wall clock must jump against the monotonic one to count as a step (NTP
-slews far slower; a suspend moves both)."""
+slews far slower). A suspend shows as a step forward (CLOCK_MONOTONIC stops while the
+machine sleeps): only steps back move due times."""
 
 
 class Steps:
