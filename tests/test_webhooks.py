@@ -196,3 +196,41 @@ def test_a_webhook_without_a_secret_is_delivered_unsigned(tmp_path, sandbox, mak
     assert [d["signature"] for d in deliveries] == [None, None]
     assert {d["event"]["path"] for d in deliveries} == set(done)
     assert all(d["event"]["event"] == "done" for d in deliveries)
+
+
+UNLOADABLE_URLLIB3 = '''\
+"""urllib3 whose import is cut short, as one short of descriptors is, until a flag file
+exists; then the real one, loaded in its place."""
+import importlib
+import os
+import sys
+
+if not os.path.exists(os.environ["SYNCD_TEST_URLLIB3_FLAG"]):
+    raise OSError(24, "Too many open files")
+shim = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != shim]
+del sys.modules["urllib3"]
+sys.modules["urllib3"] = importlib.import_module("urllib3")
+'''
+
+
+def test_a_sender_whose_http_client_cannot_load_yet_delivers_once_it_can(
+    tmp_path, sandbox, make_daemon
+):
+    """The sender loads urllib3 at its start; cut short there (no descriptor to spare), it
+    says so once and tries again, where its thread ended and no event was ever delivered."""
+    shim = tmp_path / "shim"
+    (shim / "urllib3").mkdir(parents=True)
+    (shim / "urllib3" / "__init__.py").write_text(UNLOADABLE_URLLIB3)
+    flag = tmp_path / "urllib3-loads"
+    daemon = make_daemon(
+        hooks_config(tmp_path, sandbox), PYTHONPATH=str(shim), SYNCD_TEST_URLLIB3_FLAG=str(flag)
+    ).start()
+    wait_until(lambda: "[Errno 24] Too many open files" in daemon.log(), 30, "the failed load")
+    flag.touch()
+    done = drop(tmp_path / "ads", 2, "ok")
+    daemon.wait_counts(done=2)
+    events = wait_until(lambda: len(e := by_id(received(sandbox))) == 2 and e, 60, "2 events")
+    assert {e["path"] for e in events.values()} == set(done)
+    assert daemon.log().count("webhooks wait: cannot load") == 1
+    assert daemon.status()["webhooks"] == {"pending": 0, "failing": []}

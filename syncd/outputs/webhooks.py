@@ -127,6 +127,8 @@ class Webhooks:
         self._unpruned: dict[str, tuple[str, ...]] | None = None
         """Receivers whose outbox a reload could not prune yet (the journal out of reach)."""
         self._stop = threading.Event()
+        self._unloaded = False
+        """The HTTP client could not be loaded last round (said once)."""
         self._thread = threading.Thread(target=self._loop, name="webhooks", daemon=True)
         self.use(webhooks)
 
@@ -160,19 +162,35 @@ class Webhooks:
         return self._thread.is_alive()
 
     def _loop(self) -> None:
-        # urllib3 loads here, with the first webhook configured, not at every start.
-        http: ServiceHttp = load("syncd.services.http").ServiceHttp("webhook")
+        http: ServiceHttp | None = None
         try:
             while not self._stop.is_set():
                 try:
                     self._write_waiting()
-                    with patiently():  # the outbox waits out a full disk (journal/patience.py)
-                        self._round(http)
+                    http = http or self._http()
+                    if http is not None:
+                        with patiently():  # the outbox waits out a full disk (patience.py)
+                            self._round(http)
                 except Exception:
                     log.exception("the webhook sender hit an unexpected error; it goes on")
                 self._stop.wait(IDLE_WAIT)
         finally:
-            http.close()
+            if http is not None:
+                http.close()
+
+    def _http(self) -> ServiceHttp | None:
+        """urllib3 loads here, with the first webhook configured, not at every start. A load
+        cut short (no descriptor to spare: a module is a file to open) is tried again the
+        next round, said once: the thread must not end with it, nor the deliveries."""
+        try:
+            http: ServiceHttp = load("syncd.services.http").ServiceHttp("webhook")
+        except (ImportError, OSError) as exc:
+            if not self._unloaded:
+                log.warning("webhooks wait: cannot load their HTTP client: %s", exc)
+            self._unloaded = True
+            return None
+        self._unloaded = False
+        return http
 
     def _round(self, http: _Poster) -> None:
         """Deliver what is due, a batch at a time, until nothing is or a receiver fails."""
