@@ -152,11 +152,13 @@ def test_a_pass_that_meets_a_defect_is_done_again_not_dropped(tmp_path):
     completed = Completed()
     faults = Degraded()
     raised: list[Path] = []
+    degraded_when_found_again: list[bool] = []
 
     def complete(path: Path, watch: WatchConfig, identity: Identity) -> None:
         if not raised:
             raised.append(path)
             raise RuntimeError("a defect")
+        degraded_when_found_again.append(faults.has(SETTLER))
         completed(path, watch, identity)
 
     watcher = Watcher((folder,), 0.2, complete, dict, faults=faults)
@@ -166,8 +168,8 @@ def test_a_pass_that_meets_a_defect_is_done_again_not_dropped(tmp_path):
         path = folder.path / "a.bin"
         path.write_bytes(b"x")
         wait_until(lambda: raised == [path], 10, "the defect")
-        assert faults.has(SETTLER)
         wait_until(lambda: completed.paths() == [path], 10, "the file, found again")
+        assert degraded_when_found_again == [True]
         wait_until(lambda: not faults.has(SETTLER), 10, "the settler cleared")
     finally:
         watcher.stop()
