@@ -202,21 +202,22 @@ class Watcher:
                         self._scanner.missed = False
                         self.request_rescan()
             except StorageFault:  # the journal cannot be read or written: look again later
-                with self._cond:
-                    self._rescan = self._rescan or rescan
-                    self._folders |= folders
-                    if not self._stopped:
-                        self._cond.wait(backoff.failed())
+                self._again_after(backoff, rescan, folders)
             except Exception as exc:  # a defect: what this pass took is found again
                 log.exception("the settler hit an unexpected error; it scans again")
                 self._faults.set(SETTLER, f"unexpected {type(exc).__name__}; scanning again")
-                with self._cond:
-                    self._rescan = True
-                    if not self._stopped:
-                        self._cond.wait(backoff.failed())
+                self._again_after(backoff, True, set())
             else:
                 self._faults.clear(SETTLER)
                 backoff.reset()
+
+    def _again_after(self, backoff: Backoff, rescan: bool, folders: set[Path]) -> None:
+        """A failed pass: its scans are asked for again, once the backoff has passed."""
+        with self._cond:
+            self._rescan = self._rescan or rescan
+            self._folders |= folders
+            if not self._stopped:
+                self._cond.wait(backoff.failed())
 
     def _look_at_roots(self) -> None:
         """See ROOT_LOOK. A watch's folder is scanned again when the kernel dropped its
