@@ -123,3 +123,24 @@ def test_offset_file_moves_the_clock(tmp_path: Path) -> None:
     assert abs(clock.now() - datetime.now().timestamp()) < 5  # no file: no offset
     knob.write_text("3600")
     assert 3595 < clock.now() - datetime.now().timestamp() < 3605
+
+
+def test_a_time_of_day_the_clocks_skip_comes_when_they_go_forward(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    import time
+
+    time.tzset()
+    try:
+        clock = Clock(offset_file="")
+        # 2027-03-28: at 02:00 the clocks go forward to 03:00; 02:30 never shows.
+        change = datetime(2027, 3, 28, 3, 0).astimezone().timestamp()
+        evening = datetime(2027, 3, 27, 20, 0).astimezone().timestamp()
+        for minute in (2 * 60, 2 * 60 + 30, 2 * 60 + 59):
+            assert clock.next_time_of_day(minute, evening) == change  # not an hour early
+            assert clock.last_time_of_day(minute, change + 600) == change
+        assert clock.local(clock.next_time_of_day(150, change)).strftime("%d %H:%M") == "29 02:30"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()

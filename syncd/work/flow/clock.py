@@ -47,13 +47,13 @@ class Clock:
         return datetime.fromtimestamp(self.now() if when is None else when).astimezone()
 
     def next_time_of_day(self, minute: int, after: float | None = None) -> float:
-        """The first moment after `after` at which the local clock reads `minute` (HH:MM)."""
+        """The first moment after `after` at which the local clock reads `minute` (HH:MM), or
+        reads past it for the first time, on the night the clocks skip it."""
         start = self.local(after)
         day = start.replace(second=0, microsecond=0)
         for days in range(3):
             candidate = (day + timedelta(days=days)).replace(hour=minute // 60, minute=minute % 60)
-            # astimezone() settles the UTC offset of the candidate day (DST).
-            when = candidate.replace(tzinfo=None).astimezone().timestamp()
+            when = _first_reading(candidate.replace(tzinfo=None))
             if when > start.timestamp():
                 return when
         raise AssertionError("a time of day recurs within three days")
@@ -74,3 +74,18 @@ class Clock:
                 return float(f.read().strip() or 0)
         except (OSError, ValueError):
             return 0.0
+
+
+def _first_reading(wall: datetime) -> float:
+    """The first moment the local clock reads `wall` or later: in the hour that a spring
+    DST change skips, the change itself (as cron does), not an hour early."""
+    when = wall.astimezone().timestamp()  # astimezone() settles the day's UTC offset (DST)
+    if datetime.fromtimestamp(when) == wall:
+        return when
+    earlier, later = sorted((when, wall.replace(fold=1).astimezone().timestamp()))
+    while later - earlier > 0.001:  # the change, at a whole second, lies between the two
+        middle = (earlier + later) / 2
+        earlier, later = (
+            (middle, later) if datetime.fromtimestamp(middle) < wall else (earlier, middle)
+        )
+    return float(round(later))
