@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gzip
 import hashlib
 import itertools
 import json
 import os
 import sqlite3
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -320,3 +322,32 @@ def test_secrets_are_trimmed_and_never_shown(tmp_path, sandbox, make_daemon):
     assert check.returncode == 2
     assert "api_key_file: holds control or non-ASCII characters" in check.stderr
     assert credentials.TWITLONGER_API_KEY[4:] not in check.stderr + check.stdout
+
+
+def test_a_compressed_answer_that_would_fill_the_memory_is_read_capped(
+    tmp_path, sandbox, make_daemon
+):
+    """A server that ignores `Accept-Encoding: identity` and answers gzip inside gzip: 3 KiB
+    that unpack to 1 GiB. What is read stays within MAX_REPLY; the file is failed or retried
+    with a reason, and the daemon's peak memory stays far below the bomb."""
+    inner = zlib.compressobj(9, zlib.DEFLATED, 31)
+    layer = b"".join(inner.compress(bytes(1 << 20)) for _ in range(1024)) + inner.flush()
+    bomb = gzip.compress(layer, 9)
+    assert len(bomb) < 8192
+    config = base_config(tmp_path, sandbox.url, [{"path": str(tmp_path / "drop")}])
+    (tmp_path / "drop").mkdir()
+    daemon = make_daemon(config).start()
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip, gzip"}
+    sandbox.fault(method="POST", raw_reply=base64.b64encode(answer(201, headers, bomb)).decode())
+    path = tmp_path / "drop" / "a.bin"
+    path.write_bytes(b"bombed" * 100)
+    state, error = wait_until(
+        lambda: (s := journal_state(tmp_path, path)) and s[0] in ("failed", "retry_wait") and s,
+        60,
+        "the bombed upload to be failed or retried",
+    )
+    assert readable(error), (state, error)
+    status = Path(f"/proc/{daemon.pid}/status").read_text()
+    peak_kib = int(next(s for s in status.splitlines() if s.startswith("VmHWM:")).split()[1])
+    assert peak_kib < 160 * 1024, f"peak {peak_kib} KiB"
+    assert daemon.process.poll() is None
