@@ -113,6 +113,12 @@ class PostgresFlow(Connected):
                 (json.dumps(change(json.loads(found["value"]))), key),
             )
 
+    def not_done(self, ids: list[int]) -> set[int]:
+        found = self._read(
+            "SELECT id FROM files WHERE state<>%s AND id = ANY(%s)", (State.DONE, ids)
+        )
+        return {int(r["id"]) for r in found}
+
     def once_outcome(self, retries: int) -> tuple[int, int]:
         unfinished = rules.once_unfinished("%(retries)s")
         failed = rules.once_failed("%(retries)s")

@@ -104,6 +104,14 @@ class SqliteFlow:
                 (key, json.dumps(value)),
             )
 
+    def not_done(self: _Base, ids: list[int]) -> set[int]:
+        found = self._read(
+            "SELECT id FROM files WHERE state<>? AND id IN (SELECT value FROM json_each(?))",
+            State.DONE,
+            json.dumps(ids),
+        )
+        return {int(r["id"]) for r in found}
+
     def once_outcome(self: _Base, retries: int) -> tuple[int, int]:
         found = self._read(
             f"SELECT SUM({rules.once_unfinished('?')}) AS unfinished,"  # noqa: S608

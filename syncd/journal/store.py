@@ -281,6 +281,10 @@ class Store(AfterUploadStore, Protocol):
         """Replace the value by `change(value)` (None when absent), atomically: in a fleet,
         no other host reads or changes it meanwhile."""
 
+    def not_done(self, ids: list[int]) -> set[int]:
+        """Those of the files `ids` whose rows are there and not `done` (a quota's count
+        keeps only them)."""
+
     def once_outcome(self, retries: int) -> tuple[int, int]:
         """For `run --once`: rows still to work, and rows failed (a retryable error tried
         more than `retries` times counts as failed)."""

@@ -156,3 +156,12 @@ def test_taken_ids_are_renumbered_and_what_names_them_follows(
     finally:
         fleet.close()
         host.close()
+
+
+def test_a_host_count_whose_files_are_all_done_adds_up_and_one_copied_before_does_not() -> None:
+    """A count lists only the files that may come back (quota.py): a host whose counted files
+    are all done lists none, and its count still joins the fleet's."""
+    fleet = [1000.0, 2, 30, [1]]
+    assert merge_flow("quota:ads", fleet, [1000.0, 5, 50, []], {}) == [1000.0, 7, 80, [1]]
+    copied = [1000.0, 7, 80, [1, 7]]
+    assert merge_flow("quota:ads", copied, [1000.0, 5, 50, [3]], {3: 7}) == copied

@@ -8,8 +8,11 @@ from collections.abc import Callable
 
 import pytest
 
+from syncd.config.model import ServiceConfig
 from syncd.journal.states import IllegalTransition, State
 from syncd.journal.store import Decision, Store
+from syncd.work.flow.clock import Clock
+from syncd.work.flow.quota import PRUNE_FROM, Quotas
 
 from .test_store import FAR, always_valid, claimed, hashed, ident, uploaded
 
@@ -168,3 +171,37 @@ def test_a_clock_step_moves_retry_due_times_and_nothing_else(store: Store) -> No
     again = store.claim(1_400.0)
     assert again is not None and again.path == b"/w/retry"
     assert [r.due for r in store.held(10)] == [9_000.0]
+
+
+def test_not_done_leaves_out_the_done_files_and_those_gone(store: Store) -> None:
+    done = uploaded(store, b"/w/done", {"url": "u"}, n=1)
+    assert store.mark_done(done.id)
+    waiting = hashed(store, b"/w/waiting", n=2)
+    failed = hashed(store, b"/w/failed", n=3)
+    assert store.mark_failed(failed, "HTTP 400")
+    assert store.not_done([done.id, waiting.id, failed.id, 10**9]) == {waiting.id, failed.id}
+    assert store.not_done([]) == set()
+
+
+def test_a_quota_count_lists_the_files_that_may_come_back_not_the_whole_day(
+    store: Store,
+) -> None:
+    """Every admit rewrites the day's count: one listing every file of the day made each
+    admit cost as much as all those before it. Files done since they were counted leave the
+    list; one still in flight stays, and is not counted twice when it comes back."""
+    quotas = Quotas(store, Clock(offset_file=""))
+    service = ServiceConfig("ads", "http://127.0.0.1", daily_bytes=10**12)
+    in_flight = hashed(store, b"/w/in-flight", n=1)
+    assert quotas.admit(service, in_flight.id, 10) is None
+    total = 3 * PRUNE_FROM
+    for n in range(2, total + 1):
+        decision = store.begin_upload(hashed(store, b"/w/%d" % n, f"{n:064x}", n), always_valid)
+        assert decision is not None and decision[0] is Decision.UPLOAD
+        assert quotas.admit(service, decision[1].id, 10) is None
+        row = store.mark_uploaded(decision[1], {"url": "u"})
+        assert row is not None and store.mark_done(row.id)
+    _, files, sent, listed = store.flow_state("quota:ads")
+    assert (files, sent) == (total, 10 * total)
+    assert in_flight.id in listed and len(listed) < PRUNE_FROM
+    assert quotas.admit(service, in_flight.id, 10) is None
+    assert store.flow_state("quota:ads")[1:3] == [total, 10 * total], "counted once a day"

@@ -29,14 +29,15 @@ def merge_flow(key: str, fleet: Any, host: Any, ids: Mapping[int, int]) -> Any:
 
 def _merge_quota(fleet: Any, host: Any, ids: Mapping[int, int]) -> Any:
     """[day, files, bytes, ids] of the later day; of one day, the sum, unless the fleet
-    counted the host's files already (a copy run again)."""
+    counted the host's files already (a copy run again). The ids are those that may still
+    come back (quota.py drops the done ones): a host that lists none adds its count."""
     if not _is_count(host):
         return fleet
     day, files, sent, counted = host
     mine = [ids[i] for i in counted if i in ids]
     if not _is_count(fleet) or fleet[0] < day:
         return [day, files, sent, mine]
-    if fleet[0] > day or not mine or set(mine) <= set(fleet[3]):
+    if fleet[0] > day or (mine and set(mine) <= set(fleet[3])):
         return fleet
     return [day, fleet[1] + files, fleet[2] + sent, [*fleet[3], *mine]]
 
