@@ -157,4 +157,9 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX files_claims ON files(claim_owner) WHERE claim_owner IS NOT NULL
     """,
+    # 11: each service's last success (a metric, read at every scrape), from an index of the
+    # done rows alone: the query read every done row, 360 ms a scrape over a million.
+    """
+    CREATE INDEX files_success ON files(service, uploaded_at) WHERE state='done'
+    """,
 )

@@ -124,7 +124,7 @@ class PostgresFlow(Connected):
         failed = rules.once_failed("%(retries)s")
         found = self._read(
             f"SELECT COUNT(*) FILTER (WHERE {unfinished}) AS unfinished,"  # noqa: S608
-            f" COUNT(*) FILTER (WHERE {failed}) AS failed FROM files",
+            f" COUNT(*) FILTER (WHERE {failed}) AS failed FROM files WHERE state IN {rules.ONCE}",
             {"retries": retries},
         )
         return int(found[0]["unfinished"]), int(found[0]["failed"])

@@ -158,6 +158,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE hosts ADD COLUMN pid_space TEXT;
     ALTER TABLE hosts ADD COLUMN pid_started BIGINT
     """,
+    # 7 (SQLite's 11): each service's last success, from an index of the done rows alone.
+    """
+    CREATE INDEX files_success ON files(service, uploaded_at) WHERE state='done'
+    """,
 )
 
 

@@ -115,7 +115,7 @@ class SqliteFlow:
     def once_outcome(self: _Base, retries: int) -> tuple[int, int]:
         found = self._read(
             f"SELECT SUM({rules.once_unfinished('?')}) AS unfinished,"  # noqa: S608
-            f" SUM({rules.once_failed('?')}) AS failed FROM files",
+            f" SUM({rules.once_failed('?')}) AS failed FROM files WHERE state IN {rules.ONCE}",
             retries,
             retries,
         )

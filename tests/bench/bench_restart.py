@@ -135,7 +135,7 @@ def before_daemon(populated: Daemon, root: Path, source: Path) -> Daemon:
     """A daemon of `source` on its own copy of the populated journal, without the indexes
     that `source`'s migrations do not create (so it reads its rows as it always did), at
     the schema version it knows (only indexes were added since the benchmark's first
-    `--before`: migrations 9 and 10)."""
+    `--before`: migrations 9, 10 and 11)."""
     root.mkdir()
     state = root / "state"
     shutil.copytree(Path(populated.config["daemon"]["state_dir"]), state)
