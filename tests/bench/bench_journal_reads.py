@@ -10,10 +10,7 @@ another source tree too, in a process of its own, for a before/after in one run.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also under PYTHONSAFEPATH (--before)
-from common import PYTHON, daemon_env, parse_args, print_table, ratio_figure
+from common import in_process_variants, print_table, ratio_figure
 
 SERVICES = ("ads", "photos", "notes")
 
@@ -68,31 +65,10 @@ def timings(rows: int) -> dict[str, float]:
 
 
 def main() -> None:
-    def options(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--before", type=Path, help="a syncd source tree to compare")
-        parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
-
-    args = parse_args(__doc__, options)
-    if args.child:
-        print(json.dumps(timings(args.child)))
-        return
-    rows = 100_000 if args.quick else 1_000_000
-    variants: list[tuple[str, Path | None]] = [("syncd", None)]
-    if args.before is not None:
-        variants.insert(0, ("before", args.before))
+    rows, measured = in_process_variants(__doc__, timings, quick=100_000, full=1_000_000)
     figures = []
-    for name, source in variants:
-        out = subprocess.run(
-            [PYTHON, __file__, "--child", str(rows)],
-            env=daemon_env(source),
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=3600,
-        ).stdout
-        best = json.loads(out)
+    for label, best in measured:
         floor = best.pop("count every row") * 1000
-        label = "" if len(variants) == 1 else f"{name}: "
         figures += [
             ratio_figure(f"{label}{read}", seconds * 1000, floor, "ms")
             for read, seconds in best.items()
@@ -101,4 +77,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

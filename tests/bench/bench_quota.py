@@ -11,16 +11,13 @@ SRC`) runs another source tree too, in a process of its own, for a before/after 
 
 from __future__ import annotations
 
-import argparse
-import json
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also under PYTHONSAFEPATH (--before)
-from common import PYTHON, daemon_env, parse_args, print_table, ratio_figure
+from common import in_process_variants, print_table, ratio_figure
 
 SLICE = 1000
 """Admits timed together: the day's first and its last."""
@@ -67,41 +64,19 @@ def one_day(files: int) -> dict[str, float]:
 
 
 def main() -> None:
-    def options(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--before", type=Path, help="a syncd source tree to compare")
-        parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
-
-    args = parse_args(__doc__, options)
-    if args.child:
-        print(json.dumps(one_day(args.child)))
-        return
-    files = 5000 if args.quick else 20000
-    variants: list[tuple[str, Path | None]] = [("syncd", None)]
-    if args.before is not None:
-        variants.insert(0, ("before", args.before))
-    figures = []
-    for name, source in variants:
-        out = subprocess.run(
-            [PYTHON, __file__, "--child", str(files)],
-            env=daemon_env(source),
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=3600,
-        ).stdout
-        slices = json.loads(out)
-        label = "" if len(variants) == 1 else f"{name}: "
-        figures.append(
-            ratio_figure(
-                f"{label}admit, the day's last {SLICE:,} vs its first",
-                slices["last"] / SLICE * 1000,
-                slices["first"] / SLICE * 1000,
-                "ms",
-                at_most=1.5,
-            )
+    files, measured = in_process_variants(__doc__, one_day, quick=5000, full=20000)
+    figures = [
+        ratio_figure(
+            f"{label}admit, the day's last {SLICE:,} vs its first",
+            slices["last"] / SLICE * 1000,
+            slices["first"] / SLICE * 1000,
+            "ms",
+            at_most=1.5,
         )
+        for label, slices in measured
+    ]
     print_table(f"a daily_bytes quota over a day of {files:,} files", figures)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

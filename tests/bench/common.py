@@ -313,6 +313,42 @@ def daemon_env(source: Path | None) -> dict[str, str] | None:
     return env
 
 
+def in_process_variants(
+    doc: str | None, measure: Callable[[int], Any], quick: int, full: int
+) -> tuple[int, list[tuple[str, Any]]]:
+    """For benchmarks that time syncd's code in-process: `measure(size)` runs in a child
+    Python of this tree, and with `--before SRC` of that tree too (as `daemon_env` runs the
+    daemon), each printing its JSON. Returns the size and (label prefix, measured) per tree.
+    In the child, measures, prints, and exits."""
+
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--before", type=Path, help="a syncd source tree to compare")
+        parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+
+    args = parse_args(doc, options)
+    if args.child:
+        print(json.dumps(measure(args.child)))
+        sys.exit(0)
+    size = quick if args.quick else full
+    trees: list[tuple[str, Path | None]] = [("", None)]
+    if args.before is not None:
+        trees = [("before: ", args.before), ("syncd: ", None)]
+    script = sys.modules["__main__"].__file__
+    assert script is not None
+    measured = []
+    for label, source in trees:
+        out = subprocess.run(
+            [PYTHON, script, "--child", str(size)],
+            env=daemon_env(source),
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=3600,
+        ).stdout
+        measured.append((label, json.loads(out)))
+    return size, measured
+
+
 def uploaded_tree(root: Path, sandbox_url: str, folders: int) -> tuple[Daemon, Path, int, float]:
     """`populate(root / "tree", folders)`, uploaded by a daemon (`workers = 8`) until every
     file is done, for the benchmarks of a restart over done files. Returns that daemon
