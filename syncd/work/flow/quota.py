@@ -59,13 +59,13 @@ class Quotas:
         day = self._clock.last_time_of_day(service.quota_reset, now)
         key = f"{QUOTA_PREFIX}{service.name}"
         full: str | None = None
-        listed = 0
+        listed: list[int] = []
 
         def count(stored: Any) -> Any:
             nonlocal full, listed
             files, sent, counted = _usage(stored, day)
             full = None
-            listed = len(counted)
+            listed = counted
             if file_id in counted:
                 return stored
             if service.daily_files and files + 1 > service.daily_files:
@@ -77,16 +77,16 @@ class Quotas:
             return [day, files + 1, sent + size, [*counted, file_id]]
 
         self._store.change_flow_state(key, count)
-        if listed >= self._prune_at.get(key, PRUNE_FROM):
-            self._prune(key, day)
+        if len(listed) >= self._prune_at.get(key, PRUNE_FROM):
+            self._prune(key, day, listed)
         if full is None:
             return None
         return self._clock.next_time_of_day(service.quota_reset, now), full
 
-    def _prune(self, key: str, day: float) -> None:
-        """Drops from `day`'s count the files done since they were counted: they do not come
-        back to be admitted. Those counted meanwhile stay."""
-        _, _, listed = _usage(self._store.flow_state(key), day)
+    def _prune(self, key: str, day: float, listed: list[int]) -> None:
+        """Drops from `day`'s count the files of `listed` (what the admit saw) done since
+        they were counted: they do not come back to be admitted. Those counted meanwhile
+        stay."""
         looked_at = set(listed)
         left = self._store.not_done(listed)
 
