@@ -146,7 +146,7 @@ class Daemon:
             config.watches,
             config.daemon.settle_seconds,
             queue.add,
-            self.journal.known,
+            self.journal.known_in,
             queue.together,
             self.faults,
             config.daemon.rescan_interval,

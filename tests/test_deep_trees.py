@@ -66,7 +66,7 @@ def test_scan_and_folder_count_of_a_deep_tree(deep_root: Path) -> None:
 
     def scan(watch: WatchConfig) -> Scanner:
         watched: list[bytes] = []
-        scanner = Scanner(dict, lambda folder, opened: watched.append(folder))
+        scanner = Scanner(None, lambda folder, opened: watched.append(folder))
         scanner.full((watch,), lambda path, st: found.append(path) is None)
         assert len(watched) == len(set(watched)) == scanner.stats.folders, "each watched once"
         return scanner
@@ -85,7 +85,9 @@ def test_polling_a_deep_tree(deep_root: Path) -> None:
     bottom = chain(deep_root, DEPTH)
     completed: list[Path] = []
     watch = WatchConfig(path=deep_root, service="s", poll_interval=0.2)
-    watcher = Watcher((watch,), 0.3, lambda path, w, identity: completed.append(path), dict)
+    watcher = Watcher(
+        (watch,), 0.3, lambda path, w, identity: completed.append(path), lambda folder: {}
+    )
     watcher.start()
     try:
         wait_until(lambda: watcher.scans.count >= 1, 30, "the start-up scan")

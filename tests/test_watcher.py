@@ -42,7 +42,7 @@ def watching(tmp_path: Path) -> Iterator[Callable[..., tuple[Watcher, Completed]
 
     def start(*watches: WatchConfig, settle: float = 0.5) -> tuple[Watcher, Completed]:
         completed = Completed()
-        watcher = Watcher(tuple(watches), settle, completed, dict)
+        watcher = Watcher(tuple(watches), settle, completed, lambda folder: {})
         watcher.start()
         started.append(watcher)
         return watcher, completed
@@ -104,7 +104,7 @@ def test_files_present_at_start_are_found(tmp_path):
     old.parent.mkdir()
     old.write_text("was here first")
     completed = Completed()
-    watcher = Watcher((folder,), 5.0, completed, dict)
+    watcher = Watcher((folder,), 5.0, completed, lambda folder: {})
     try:
         watcher.start()
         wait_until(lambda: completed.paths() == [old], 10, "the old file")
@@ -133,13 +133,20 @@ def test_known_files_are_skipped_by_the_scan(tmp_path):
     fresh = folder.path / "fresh.txt"
     fresh.write_text("new")
     known = {os.fsencode(done): Identity.of(done.lstat())}
+    asked: list[bytes] = []
+
+    def known_in(folder: bytes) -> dict[bytes, tuple[int, int, int, int]]:
+        asked.append(folder)
+        return {path: tuple(ident) for path, ident in known.items() if path.startswith(folder)}
+
     completed = Completed()
-    watcher = Watcher((folder,), 0.2, completed, lambda: known)
+    watcher = Watcher((folder,), 0.2, completed, known_in)
     try:
         watcher.start()
         wait_until(lambda: completed.paths() == [fresh], 10, "only the new file")
         wait_until(lambda: watcher.scans.count >= 1, 10, "the scan")
         assert completed.paths() == [fresh]
+        assert asked == [os.fsencode(folder.path) + b"/"], "the folder's, once"
     finally:
         watcher.stop()
 
@@ -161,7 +168,7 @@ def test_a_pass_that_meets_a_defect_is_done_again_not_dropped(tmp_path):
         degraded_when_found_again.append(faults.has(SETTLER))
         completed(path, watch, identity)
 
-    watcher = Watcher((folder,), 0.2, complete, dict, faults=faults)
+    watcher = Watcher((folder,), 0.2, complete, lambda folder: {}, faults=faults)
     try:
         watcher.start()
         wait_until(lambda: watcher.scans.count >= 1, 10, "the start's scan")
@@ -199,7 +206,7 @@ def test_a_folder_gone_before_its_scan_is_no_warning_a_missing_watch_is(tmp_path
     """Folders come and go under a watch (an application's temporary ones); a watch whose
     own folder is missing is the operator's to know."""
     folder = watch(tmp_path / "drop")
-    scanner = Scanner(dict, lambda folder, opened: None)
+    scanner = Scanner(None, lambda folder, opened: None)
     with caplog.at_level(logging.WARNING, logger="syncd.intake.scan"):
         scanner.folders((folder,), [folder.path / "gone"], lambda path, st: True)
         assert caplog.records == []

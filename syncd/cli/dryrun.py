@@ -118,7 +118,7 @@ def _planned(config: Config) -> list[Planned]:
         found[path] = (-watch.priority, rank(watch.order, os.fsencode(path), identity))
         return True
 
-    Scanner(dict, lambda folder, opened: None).full(config.watches, take)
+    Scanner(None, lambda folder, opened: None).full(config.watches, take)
     planned = []
     for path in sorted(found, key=lambda p: (found[p][0], queue_rank(found[p][1]))):
         watch = route(config.watches, path)

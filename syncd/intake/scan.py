@@ -34,8 +34,9 @@ from syncd.outputs.sidecar import remove_left_temp
 
 log = logging.getLogger(__name__)
 
-Known = Callable[[], dict[bytes, tuple[int, int, int, int]]]
-"""The identities the journal already holds, so a scan skips what is done."""
+Known = Callable[[bytes], dict[bytes, tuple[int, int, int, int]]]
+"""The identities the journal holds of the files directly in a folder (its path ending in
+"/"), so a scan skips what is done: asked a folder at a time, it holds no more."""
 Found = Callable[[Path, os.stat_result], bool]
 """Told of each file that is new or changed; True when it became a new candidate."""
 WatchFolder = Callable[[bytes, int], None]
@@ -66,12 +67,13 @@ class Scanner:
 
     def __init__(
         self,
-        known: Known,
+        known: Known | None,
         watch_folder: WatchFolder,
         stopped: Callable[[], bool] = lambda: False,
         tidy: bool = False,
     ) -> None:
         self._known = known
+        """None: every file is new to the scan (a dry run plans them all)."""
         self._watch_folder = watch_folder
         self._stopped = stopped
         """The daemon stops: a scan ends at the next folder (the next start scans again)."""
@@ -92,9 +94,7 @@ class Scanner:
         started = time.monotonic()
         try:
             roots = list(dict.fromkeys(w.path for w in watches))
-            self.stats.files, self.stats.folders = self.folders(
-                watches, roots, found, self._known()
-            )
+            self.stats.files, self.stats.folders = self.folders(watches, roots, found, self._known)
         finally:
             self.stats.running = False
             self.stats.count += 1
@@ -106,19 +106,18 @@ class Scanner:
         watches: tuple[WatchConfig, ...],
         folders: list[Path],
         found: Found,
-        known: dict[bytes, tuple[int, int, int, int]] | None = None,
+        known: Known | None = None,
     ) -> tuple[int, int]:
-        """Tell `found` of the files below `folders` not in `known` (all of them without
-        it), with the identity they have now, watching each folder an inotify watch takes
-        before listing it. Returns how many files the watches take, and how many of the
-        folders walked are inotify's to watch.
+        """Tell `found` of the files below `folders` that `known` does not hold as they
+        are (all of them without it), with the identity they have now, watching each
+        folder an inotify watch takes before listing it. Returns how many files the
+        watches take, and how many of the folders walked are inotify's to watch.
 
         The hot loop of a rescan over tens of thousands of done files: folders are routed
         once, the built-in ignores tested on bytes, names matched by one regex (not at
         all with the default patterns), and only files that turn out new or changed
         become Path objects.
         """
-        known = known or {}
         tidy = self._tidy
         new = seen = watched = 0
         stack = [os.fsencode(f) for f in folders]
@@ -146,6 +145,8 @@ class Scanner:
                     entries = list(listing)
                 every_name = any(takes_every_name(watch) for watch, _ in folder_takers)
                 prefix = folder.rstrip(b"/") + b"/"  # a watch of / itself lists "/etc", not "//etc"
+                held: dict[bytes, tuple[int, int, int, int]] | None = None
+                """The journal's identities of the folder's files, read at its first file."""
                 for entry in entries:
                     name = _encode(entry.name, ENCODING, ERRORS)
                     if name.endswith(IGNORED_SUFFIXES) or name.startswith(IGNORED_PREFIXES):
@@ -169,7 +170,9 @@ class Scanner:
                         continue
                     seen += 1
                     path = prefix + name
-                    if known.get(path) == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns):
+                    if held is None:
+                        held = {} if known is None else known(prefix)
+                    if held.get(path) == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns):
                         continue
                     if found(Path(os.fsdecode(path)), st):
                         new += 1

@@ -153,8 +153,13 @@ class PostgresStore(
 
     # -- intake's side -----------------------------------------------------------------
 
-    def known(self) -> dict[bytes, tuple[int, int, int, int]]:
-        rows = self._read("SELECT path, dev, inode, size, mtime_ns FROM files")
+    def known_in(self, folder: bytes) -> dict[bytes, tuple[int, int, int, int]]:
+        rows = self._read(
+            "SELECT path, dev, inode, size, mtime_ns FROM files WHERE path > %(folder)s"
+            " AND path < %(past)s"
+            " AND position('\\x2f'::bytea IN substring(path FROM %(name)s)) = 0",
+            rules.below(folder),
+        )
         return {
             bytes(r["path"]): (unsigned(r["dev"]), unsigned(r["inode"]), r["size"], r["mtime_ns"])
             for r in rows

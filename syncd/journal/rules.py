@@ -140,3 +140,11 @@ def queue_rank(rank: int | bytes | None) -> bytes:
     if isinstance(rank, int):
         return b"\x01" + (rank + (1 << 63)).to_bytes(8, "big")
     return b"\x02" + rank
+
+
+def below(folder: bytes) -> dict[str, bytes | int]:
+    """The parameters of a query for the files directly in `folder` (a path ending in "/"):
+    paths after it and before the first that does not start with it (the byte after "/" is
+    "0"), whose part after it (from byte `name`, 1-based) holds no "/". A range of the path
+    index, so that a scan holds one folder's identities at a time, not the journal's."""
+    return {"folder": folder, "past": folder[:-1] + b"0", "name": len(folder) + 1}

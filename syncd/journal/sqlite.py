@@ -37,8 +37,12 @@ from syncd.journal.states import CLAIMABLE, IN_FLIGHT, State, allowed, check_mov
 from syncd.journal.store import Decision, Row
 
 T = TypeVar("T")
-KNOWN = "SELECT path, dev, inode, size, mtime_ns FROM files"
-"""Every identity, for a rescan: read from the `files_identity` index alone (migration 9)."""
+KNOWN_IN = (
+    "SELECT path, dev, inode, size, mtime_ns FROM files WHERE path > :folder AND path < :past"
+    " AND instr(substr(path, :name), X'2F') = 0"
+)
+"""The identities of one folder's files, for a scan: from the `files_identity` index alone
+(migration 9), its range of paths below the folder, the subfolders' skipped there."""
 DROP_CLAIMS = "UPDATE files SET claim_owner=NULL, claim_expires=NULL WHERE claim_owner IS NOT NULL"
 """A start's: through the `files_claims` index of claimed rows alone (migration 10)."""
 _CLAIMABLE = ", ".join(f"'{s}'" for s in sorted(CLAIMABLE))
@@ -183,13 +187,13 @@ class SqliteStore(SqliteClaims, SqliteReads, SqliteFlow, SqliteAfterUpload):
 
     # -- intake's side -----------------------------------------------------------------
 
-    def known(self) -> dict[bytes, tuple[int, int, int, int]]:
+    def known_in(self, folder: bytes) -> dict[bytes, tuple[int, int, int, int]]:
         with self._lock:
-            # Plain tuples, fast: a rescan builds tens of thousands of them.
+            # Plain tuples, fast: a scan builds one for each file it meets.
             cursor = self._db.cursor()
             cursor.row_factory = None
             try:
-                return {r[0]: r[1:] for r in cursor.execute(KNOWN)}
+                return {r[0]: r[1:] for r in cursor.execute(KNOWN_IN, rules.below(folder))}
             except sqlite3.DatabaseError as exc:
                 raise self._fault(exc) from None
 

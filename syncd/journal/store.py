@@ -171,9 +171,11 @@ class Store(AfterUploadStore, Protocol):
 
     # -- intake's side -----------------------------------------------------------------
 
-    def known(self) -> dict[bytes, tuple[int, int, int, int]]:
-        """Every path's identity (dev, inode, size, mtime_ns), for the reconciliation scans:
-        plain tuples, which an Identity compares equal to."""
+    def known_in(self, folder: bytes) -> dict[bytes, tuple[int, int, int, int]]:
+        """The identity (dev, inode, size, mtime_ns) of each file directly in `folder` (a
+        path ending in "/"), by path, for the reconciliation scans: plain tuples, which an
+        Identity compares equal to. A folder at a time, so that a rescan of a million files
+        holds one folder's, not the journal's (330 MiB)."""
 
     def record_seen(
         self,

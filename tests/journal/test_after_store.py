@@ -74,7 +74,7 @@ def test_a_restore_makes_the_row_done_with_the_restored_identity(store):
     assert restored is not None and restored.state is State.DONE
     assert restored.identity == identity and restored.version == row.version + 1
     assert restored.uploaded_sha256 == row.sha256
-    assert store.known()[b"/w/a"] == tuple(identity)
+    assert store.known_in(b"/w/")[b"/w/a"] == tuple(identity)
     # Its own record: the restored version is never scheduled again.
     store.schedule_action(row.id, restored.version, "delete", row.path, b"/w/.syncd-trash", 0)
     [restoring] = store.due_actions(FAR)

@@ -52,10 +52,39 @@ def uploaded(store: Store, path: bytes, result: dict[str, Any], n: int = 1) -> R
 # -- intake's side -----------------------------------------------------------------------
 
 
+def test_known_in_holds_a_folders_own_files_and_nothing_beside_or_below(store: Store) -> None:
+    """The scans ask a folder at a time: its files, not its subfolders' nor a sibling's
+    whose name starts alike or sorts between (bytes before and after "/")."""
+    paths = [
+        b"/top",
+        b"/w/a",
+        b"/w/b.txt",
+        b"/w/\x01",
+        b"/w/\xff\xfe not UTF-8",
+        b"/w/sub/c",
+        b"/w/sub/deeper/d",
+        b"/w-x/e",
+        b"/w.x/f",
+        b"/w0/g",
+        b"/wa",
+    ]
+    for n, path in enumerate(paths):
+        store.record_seen(path, "ads", ident(n))
+    for folder in (b"/", b"/w/", b"/w/sub/", b"/w/sub/deeper/", b"/w-x/", b"/nothing/"):
+        expected = {
+            path: tuple(ident(n))
+            for n, path in enumerate(paths)
+            if path.startswith(folder) and b"/" not in path[len(folder) :]
+        }
+        assert store.known_in(folder) == expected, folder
+    mine = {b"/w/a", b"/w/b.txt", b"/w/\x01", b"/w/\xff\xfe not UTF-8"}
+    assert set(store.known_in(b"/w/")) == mine
+
+
 def test_record_seen_tells_new_and_changed_files_from_known_ones(store: Store) -> None:
     assert store.record_seen(b"/w/a", "ads", ident(1)) is True
     assert store.record_seen(b"/w/a", "ads", ident(1)) is False
-    assert store.known() == {b"/w/a": ident(1)}
+    assert store.known_in(b"/w/") == {b"/w/a": ident(1)}
     [first] = store.in_state(State.SEEN)
     assert store.record_seen(b"/w/a", "ads", ident(2)) is True
     [changed] = store.in_state(State.SEEN)
@@ -91,7 +120,7 @@ def test_forget_missing_drops_only_rows_not_uploaded(store: Store) -> None:
     store.record_seen(b"/w/waiting", "ads", ident(1))
     store.forget_missing(b"/w/waiting")
     store.forget_missing(b"/w/done")
-    assert set(store.known()) == {b"/w/done"}
+    assert set(store.known_in(b"/w/")) == {b"/w/done"}
 
 
 def test_row_ids_are_never_reused(store: Store) -> None:

@@ -248,7 +248,7 @@ def test_a_scan_never_lists_or_watches_a_folder_swapped_for_a_symlink(tmp_path):
     watched: list[bytes] = []
     found: list[Path] = []
     try:
-        scanner = Scanner(dict, lambda folder, fd: watched.append(folder))
+        scanner = Scanner(None, lambda folder, fd: watched.append(folder))
         scanner.folders((watch,), [drop / "sub", drop / "real"], lambda p, st: not found.append(p))
         scanner.full((watch,), lambda p, st: not found.append(p))
         time.sleep(0.2)  # the test's own inotify reader reports asynchronously
@@ -268,7 +268,9 @@ def test_a_polled_watch_never_lists_through_a_symlink(tmp_path):
     completed: list[Path] = []
     watch = WatchConfig(path=drop, service="s", poll_interval=0.1)
     opened = _Opened(outside)
-    watcher = Watcher((watch,), 0.2, lambda path, w, identity: completed.append(path), dict)
+    watcher = Watcher(
+        (watch,), 0.2, lambda path, w, identity: completed.append(path), lambda folder: {}
+    )
     watcher.start()
     try:
         wait_until(lambda: watcher.scans.count >= 1, 30, "the start-up scan")
@@ -297,7 +299,7 @@ watches = inotify.InotifyWatches(Hints(), lambda: None)
 watches.start()
 found = []
 watch = WatchConfig(path=drop, service="s")
-Scanner(dict, watches.add).full((watch,), lambda path, st: not found.append(str(path)))
+Scanner(None, watches.add).full((watch,), lambda path, st: not found.append(str(path)))
 print(json.dumps({"proc": inotify.PROC_MOUNTED, "found": found, "watching": watches.watching()}))
 watches.stop()
 """
