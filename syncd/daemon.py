@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from syncd import __version__
 from syncd.config import Config, MetricsConfig
 from syncd.config.restart import reloaded, restart_only
-from syncd.control import collector, signals
+from syncd.control import collector, signals, switching
 from syncd.control.counters import Counters, Uncounted
 from syncd.control.degraded import FLEET, Degraded
 from syncd.control.health import Health, inotify_shortfall
@@ -218,7 +218,9 @@ class Daemon:
 
     def run(self) -> int:
         return_large_buffers()
-        self._install_signals()
+        if self.config.daemon.one_cpu:  # before any thread starts: they all keep to it
+            switching.share_one_cpu()
+        signals.take((signal.SIGTERM, signal.SIGINT, signal.SIGHUP), self._on_signal)
         if self.metrics_server is not None:
             self.metrics_server.start()  # before the status socket: once that answers, so does this
         self.status.start(listen_fds("status"))
@@ -227,13 +229,15 @@ class Daemon:
             if recovered:
                 log.info("resuming %d uploads interrupted by the last stop", recovered)
             if self.media is not None:
-                self.media.start()
+                with switching.every_cpu():  # its threads send whole videos
+                    self.media.start()
             self.after.recover()
             self.pipeline.catch_up(self.workers.wake)
         self.watcher.start()
         self.workers.start()
         self.after.loop.start()
-        self.hooks.loop.start()
+        with switching.every_cpu():  # as the commands its threads start
+            self.hooks.loop.start()
         if self.config.webhooks:
             self.webhooks.start()
         if self.healthcheck is not None:
@@ -250,9 +254,6 @@ class Daemon:
         failed = self.once.failed() if self.once is not None else 0
         code = self._shutdown()
         return EXIT_FAILED if code == 0 and failed else code
-
-    def _install_signals(self) -> None:
-        signals.take((signal.SIGTERM, signal.SIGINT, signal.SIGHUP), self._on_signal)
 
     def _on_signal(self, signum: int) -> None:
         """On the signals thread (control/signals.py): SIGHUP reloads, the others stop (a

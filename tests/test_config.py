@@ -201,6 +201,7 @@ def test_service_defaults(tmp_path: Path) -> None:
         ('[daemon]\nworkers = "4"', "[daemon] workers", "expected an integer, got a string"),
         ("[daemon]\nworkers = true", "[daemon] workers", "expected an integer, got a boolean"),
         ("[daemon]\nworkers = 2.0", "[daemon] workers", "expected an integer, got a float"),
+        ("[daemon]\none_cpu = 'yes'", "[daemon] one_cpu", "expected a boolean, got a string"),
         ("[daemon]\nworkers = 0", "[daemon] workers", "must be 1 to 256"),
         ("[daemon]\nworkers = 100000", "[daemon] workers", "must be 1 to 256"),
         ("[daemon]\nsettle_seconds = -1", "[daemon] settle_seconds", "a duration must be finite"),

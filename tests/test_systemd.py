@@ -163,13 +163,14 @@ def test_reload_with_a_broken_config_keeps_the_old_one(tmp_path, sandbox, make_d
 def test_reload_names_what_waits_for_a_restart(tmp_path, sandbox, make_daemon):
     config = drop_config(tmp_path, sandbox)
     daemon = make_daemon(config).start()
-    changed = {**config, "daemon": {**config["daemon"], "workers": 7}}
+    changed = {**config, "daemon": {**config["daemon"], "workers": 7, "one_cpu": False}}
     changed["metrics"] = {"listen": "127.0.0.1:9"}
     daemon.write_config(changed)
     daemon.signal(signal.SIGHUP)
     wait_until(lambda: "configuration reloaded" in daemon.log(), 10, "the reload")
     log = daemon.log()
     assert "[daemon] workers changes only when syncd restarts" in log
+    assert "[daemon] one_cpu changes only when syncd restarts" in log
     assert "[metrics] changes only when syncd restarts" in log
     assert "status_socket changes" not in log and "[journal] changes" not in log
 

@@ -99,6 +99,7 @@ _READERS: dict[str, _Reader] = {
     "settle_seconds": _value(parse_duration),
     "status_group": _value(string),
     "log_level": _value(string, lambda s: s in LOG_LEVELS, "must be debug, info, warning or error"),
+    "one_cpu": _value(boolean),
     "rescan_interval": _value(parse_duration),
     "request_timeout": _value(parse_duration, lambda s: s >= 1, "must be at least 1s"),
     "max_retry_after": _value(parse_duration, lambda s: s >= 1, "must be at least 1s"),

@@ -32,6 +32,8 @@ class DaemonConfig:
     """A group that may also query the status socket (mode 0660 instead of 0600)."""
     log_level: str = "info"
     """debug, info, warning or error."""
+    one_cpu: bool = True
+    """The daemon's threads take their turns at the GIL on one CPU (control/switching.py)."""
     rescan_interval: float = 3600.0
     """A full rescan this often, beside the watcher: inotify can drop events."""
     request_timeout: float = 120.0

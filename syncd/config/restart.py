@@ -18,7 +18,7 @@ editor saving in place) that truncates the file, is signalled, then writes the r
 otherwise have its change refused, or a first part that parses taken, and the rest never."""
 REREAD = 0.1
 """Seconds between those reads."""
-DAEMON_KEYS = ("state_dir", "status_socket", "workers", "status_group")
+DAEMON_KEYS = ("state_dir", "status_socket", "workers", "status_group", "one_cpu")
 """[daemon] keys read once at start."""
 
 

@@ -11,6 +11,7 @@ import os
 import threading
 import time
 
+from syncd.control import switching
 from syncd.control.degraded import SIDECARS, Backoff, Degraded
 from syncd.files import scarce_import
 from syncd.journal.patience import StorageFault, patiently
@@ -129,7 +130,8 @@ class Workers:
             return
         self.wake()  # pass the baton: if more rows are due, the next idle worker takes one
         try:
-            self._pipeline.process(row)
+            with switching.cpus_for(row.identity.size):
+                self._pipeline.process(row)
         except (StorageFault, OutOfDescriptors):
             raise
         except Exception as exc:
