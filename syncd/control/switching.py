@@ -12,10 +12,11 @@ spent waiting for that lock. At 1 ms the hand-over comes five times sooner (meas
 Every hand-over wakes the thread that takes the GIL. Spread over the machine's CPUs, that
 is a wake-up of another CPU (on a virtual machine, an interrupt through the hypervisor)
 dozens of times a file, for threads that can only take turns anyway: a burst of small files
-cost 5.3 ms of CPU a file and 42 context switches, against 2.6 ms and 13 with the threads on
-one CPU, at 1.6x the files/s. So `syncd run` keeps its threads on the CPU it starts on
-(`[daemon] one_cpu`, on by default), and what works at length without the GIL goes to every
-CPU: a large file's hashing and upload, the media server sending videos, and hook commands.
+cost 2.85 ms of CPU a file and 42 context switches, against 2.07 ms and 13 with the threads
+on one CPU, at 1.17x the files/s (tests/bench/README.md). So `syncd run` keeps its threads
+on the CPU it starts on (`[daemon] one_cpu`, on by default), and what works at length
+without the GIL goes to every CPU: a large file's hashing and upload, the media server
+sending videos, and hook commands.
 """
 
 from __future__ import annotations
