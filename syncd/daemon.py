@@ -299,6 +299,7 @@ class Daemon:
                 collector.resume()  # the start is over (control/collector.py)
                 self._warn_inotify_limit()
             self._journal_chores()
+            switching.follow_the_load(time.monotonic())
             if self.once is not None and self.once.finished():
                 break
 

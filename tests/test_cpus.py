@@ -1,6 +1,7 @@
 """On which CPUs the daemon's threads run (control/switching.py), read from /proc: its
 threads share the CPU it started on, a large file's job and hook commands get every CPU
-the daemon may use, and `one_cpu = false` leaves every thread to the scheduler."""
+the daemon may use, the threads move off a CPU that another process keeps busy, and
+`one_cpu = false` leaves every thread to the scheduler."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import base_config, wait_until
 from harness import RunningDaemon
+
+from syncd.control.switching import Load, less_crowded
 
 MACHINE = os.sched_getaffinity(0)
 
@@ -86,6 +89,51 @@ def test_the_threads_share_one_cpu_a_large_file_and_the_hooks_get_every_cpu(
     wait_until(lambda: not widened(daemon, narrow), 10, "its worker back on the one CPU")
     assert threads_cpus(daemon.pid)[daemon.pid] == {cpu}
     assert daemon.stop() == 0
+
+
+def test_the_threads_move_off_a_cpu_another_process_keeps_busy(tmp_path, sandbox, make_daemon):
+    daemon = make_daemon(config_for(tmp_path, sandbox.url)).start()
+    wait_until(lambda: "watching 1 folders" in daemon.log(), 30, "every thread started")
+    [cpu] = threads_cpus(daemon.pid)[daemon.pid]
+    narrow = narrow_threads(daemon)
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        os.sched_setaffinity(hog.pid, {cpu})
+        wait_until(lambda: threads_cpus(daemon.pid)[daemon.pid] != {cpu}, 60, "a move")
+    finally:
+        hog.kill()
+        hog.wait()
+    [moved_to] = threads_cpus(daemon.pid)[daemon.pid]
+    assert moved_to != cpu
+    still = {tid: cpus for tid, cpus in threads_cpus(daemon.pid).items() if tid in narrow}
+    assert set(map(frozenset, still.values())) == {frozenset({moved_to})}, "all of them"
+    assert f"moved from CPU {cpu} to CPU {moved_to}" in daemon.log()
+    (tmp_path / "drop" / "a.bin").write_bytes(b"a")
+    wait_until((tmp_path / "hook-cpus").exists, 60, "the done hook's report: it still works")
+    assert daemon.stop() == 0
+
+
+def load(at: float, busy: tuple[int, int], idle: tuple[int, int], ours: int) -> Load:
+    return Load(at, dict(enumerate(busy)), dict(enumerate(idle)), ours)
+
+
+@pytest.mark.parametrize(
+    ("after", "expected"),
+    [
+        (load(5, (500, 50), (0, 450), 0), 1),  # another process took all of CPU 0; 1 idle
+        (load(5, (500, 50), (0, 450), 400), None),  # the daemon itself kept CPU 0 busy
+        (load(5, (300, 50), (200, 450), 0), 1),  # others took 60 %; CPU 1 idle 90 %
+        (load(5, (250, 50), (250, 450), 0), None),  # others took 50 %: not crowded
+        (load(5, (500, 400), (0, 100), 0), None),  # both CPUs busy: no better place
+        (load(5, (500, 300), (0, 200), 0), 1),  # CPU 1 idle 40 %, CPU 0 left none: worth it
+        (load(5, (400, 300), (100, 200), 0), None),  # 80 % taken, CPU 1 idle 40 %: < margin
+        (load(5, (0, 0), (0, 0), 0), None),  # no time passed (ticks) at all
+    ],
+)
+def test_a_move_needs_a_crowded_cpu_and_a_clearly_idler_one(after: Load, expected: int | None):
+    before = load(0, (0, 0), (0, 0), 0)
+    assert less_crowded(0, {0, 1}, before, after) == expected
+    assert less_crowded(0, {0}, before, after) is None, "only CPUs the daemon may use"
 
 
 def test_one_cpu_false_leaves_every_thread_to_the_scheduler(tmp_path, sandbox, make_daemon):

@@ -17,15 +17,24 @@ on one CPU, at 1.17x the files/s (tests/bench/README.md). So `syncd run` keeps i
 on the CPU it starts on (`[daemon] one_cpu`, on by default), and what works at length
 without the GIL goes to every CPU: a large file's hashing and upload, the media server
 sending videos, and hook commands.
+
+A CPU kept busy by other processes would hold the daemon back, and the scheduler cannot
+move threads that are pinned: so the main loop looks at the CPUs' load every few seconds
+(`follow_the_load`), and the threads move to another CPU when others take most of theirs
+while that one stands idle.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 SWITCH_INTERVAL = 0.001
 """Seconds; Python's default is 0.005."""
@@ -33,8 +42,37 @@ LARGE = 1 << 20
 """Bytes from which a file's hashing and upload (which let go of the GIL for each piece)
 use every CPU."""
 
+LOOK = 5.0
+"""Seconds between two looks at the CPUs' load."""
+CROWDED = 0.5
+"""The share of the shared CPU's time other processes take, from which the threads move."""
+MARGIN = 0.25
+"""How much more of its time the other CPU must stand idle than the shared one leaves the
+daemon: a move costs each thread a cold cache, and two busy CPUs are no reason to move."""
+
 _machine: set[int] = set()
 """The CPUs the daemon may use, once its threads share one of them (empty: they do not)."""
+
+
+@dataclass(frozen=True)
+class Load:
+    """What /proc/stat and the process's own times said at one moment, in clock ticks."""
+
+    at: float
+    busy: dict[int, int]
+    """By CPU: time spent on anything (steal included: the hypervisor's, not ours either)."""
+    idle: dict[int, int]
+    ours: int
+    """The daemon's own CPU time, all its threads."""
+
+
+@dataclass
+class _Shared:
+    cpu: int | None = None
+    last: Load | None = None
+
+
+_shared = _Shared()
 
 
 def quicken() -> None:
@@ -49,7 +87,8 @@ def share_one_cpu() -> None:
     if len(allowed) < 2:
         return
     current = _current_cpu()
-    os.sched_setaffinity(0, {current if current in allowed else min(allowed)})
+    _shared.cpu = current if current in allowed else min(allowed)
+    os.sched_setaffinity(0, {_shared.cpu})
     _machine.update(allowed)
 
 
@@ -65,13 +104,106 @@ def every_cpu() -> Iterator[None]:
     os.sched_setaffinity(0, _machine)
     try:
         yield
-    finally:
-        os.sched_setaffinity(0, own)
+    finally:  # back to the shared CPU, which may have moved meanwhile
+        shared = _shared.cpu
+        os.sched_setaffinity(0, own if own == _machine or shared is None else {shared})
 
 
 def cpus_for(size: int) -> AbstractContextManager[None]:
     """Where a job on a file of `size` bytes runs: a large one on every CPU."""
     return every_cpu() if size >= LARGE else nullcontext()
+
+
+def follow_the_load(now: float) -> None:
+    """Called on every tick of the main loop: every LOOK seconds, moves the threads that
+    share one CPU to another when other processes crowd theirs (`less_crowded`)."""
+    cpu = _shared.cpu
+    if cpu is None or (_shared.last is not None and now - _shared.last.at < LOOK):
+        return
+    before, after = _shared.last, _load(now)
+    _shared.last = after
+    if before is None or after is None:
+        return
+    target = less_crowded(cpu, _machine, before, after)
+    if target is not None:
+        _move(cpu, target)
+        log.info(
+            "the daemon's threads moved from CPU %d to CPU %d: other processes took %.0f %%"
+            " of CPU %d",
+            cpu,
+            target,
+            100 * others_share(cpu, before, after),
+            cpu,
+        )
+
+
+def less_crowded(cpu: int, allowed: set[int], before: Load, after: Load) -> int | None:
+    """The CPU of `allowed` to move to from `cpu`, judged over the span from `before` to
+    `after`, if any: other processes took more than CROWDED of `cpu`, and that one stood
+    idle MARGIN more of the time than they left."""
+    others = others_share(cpu, before, after)
+    if others <= CROWDED:
+        return None
+    idle = {
+        other: _part(other, after.idle[other] - before.idle[other], before, after)
+        for other in allowed - {cpu}
+        if other in before.idle and other in after.idle
+    }
+    best = max(idle, key=idle.__getitem__, default=None)
+    return best if best is not None and idle[best] > 1 - others + MARGIN else None
+
+
+def others_share(cpu: int, before: Load, after: Load) -> float:
+    """The share of `cpu`'s time that other processes took. The daemon's own time all
+    counts as spent there (a large file's worker spends some elsewhere: an overestimate,
+    so a move comes later, never sooner)."""
+    if cpu not in before.busy or cpu not in after.busy:
+        return 0.0
+    busy = after.busy[cpu] - before.busy[cpu]
+    return _part(cpu, busy - (after.ours - before.ours), before, after)
+
+
+def _part(cpu: int, ticks: int, before: Load, after: Load) -> float:
+    """The share of `cpu`'s time from `before` to `after` that `ticks` are."""
+    elapsed = after.busy[cpu] + after.idle[cpu] - before.busy[cpu] - before.idle[cpu]
+    return ticks / elapsed if elapsed > 0 else 0.0
+
+
+def _load(now: float) -> Load | None:
+    """None without /proc/stat."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    busy, idle = {}, {}
+    for line in lines:
+        if not line.startswith("cpu") or line.startswith("cpu "):
+            continue
+        name, *fields = line.split()
+        # user nice system idle iowait irq softirq steal (guest time is within user)
+        ticks = [int(field) for field in fields[:8]]
+        cpu = int(name[3:])
+        idle[cpu] = ticks[3] + ticks[4]
+        busy[cpu] = sum(ticks) - idle[cpu]
+    times = os.times()
+    return Load(now, busy, idle, round((times.user + times.system) * os.sysconf("SC_CLK_TCK")))
+
+
+def _move(old: int, new: int) -> None:
+    """Every thread on `old` alone to `new`. One started meanwhile by a thread not moved
+    yet inherits `old`: so again, until none is left there."""
+    _shared.cpu = new  # first: a thread leaving `every_cpu` meanwhile comes to `new`
+    for _ in range(3):
+        moved = 0
+        for task in os.listdir("/proc/self/task"):
+            try:
+                if os.sched_getaffinity(int(task)) == {old}:
+                    os.sched_setaffinity(int(task), {new})
+                    moved += 1
+            except OSError:  # it ended meanwhile
+                continue
+        if not moved:
+            return
 
 
 def _current_cpu() -> int | None:
