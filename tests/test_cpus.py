@@ -8,12 +8,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from conftest import base_config, wait_until
 from harness import RunningDaemon
 
+from syncd.control import switching
 from syncd.control.switching import Load, less_crowded
 
 MACHINE = os.sched_getaffinity(0)
@@ -91,7 +93,9 @@ def test_the_threads_share_one_cpu_a_large_file_and_the_hooks_get_every_cpu(
     assert daemon.stop() == 0
 
 
-def test_the_threads_move_off_a_cpu_another_process_keeps_busy(tmp_path, sandbox, make_daemon):
+def test_the_threads_move_off_a_cpu_another_process_keeps_busy_and_do_not_chase_it(
+    tmp_path, sandbox, make_daemon
+):
     daemon = make_daemon(config_for(tmp_path, sandbox.url)).start()
     wait_until(lambda: "watching 1 folders" in daemon.log(), 30, "every thread started")
     [cpu] = threads_cpus(daemon.pid)[daemon.pid]
@@ -100,14 +104,23 @@ def test_the_threads_move_off_a_cpu_another_process_keeps_busy(tmp_path, sandbox
     try:
         os.sched_setaffinity(hog.pid, {cpu})
         wait_until(lambda: threads_cpus(daemon.pid)[daemon.pid] != {cpu}, 60, "a move")
+        moved = time.monotonic()
+        [moved_to] = threads_cpus(daemon.pid)[daemon.pid]
+        assert moved_to != cpu
+        still = {tid: cpus for tid, cpus in threads_cpus(daemon.pid).items() if tid in narrow}
+        assert set(map(frozenset, still.values())) == {frozenset({moved_to})}, "all of them"
+        assert f"moved from CPU {moved_to}" not in daemon.log()
+
+        # The busy process follows: the threads move back, but look twice as long first.
+        os.sched_setaffinity(hog.pid, {moved_to})
+        wait_until(lambda: threads_cpus(daemon.pid)[daemon.pid] != {moved_to}, 60, "again")
+        assert time.monotonic() - moved >= 2 * switching.LOOK - 1
     finally:
         hog.kill()
         hog.wait()
-    [moved_to] = threads_cpus(daemon.pid)[daemon.pid]
-    assert moved_to != cpu
-    still = {tid: cpus for tid, cpus in threads_cpus(daemon.pid).items() if tid in narrow}
-    assert set(map(frozenset, still.values())) == {frozenset({moved_to})}, "all of them"
-    assert f"moved from CPU {cpu} to CPU {moved_to}" in daemon.log()
+    log = daemon.log()
+    assert f"moved from CPU {cpu} to CPU {moved_to}" in log
+    assert f"moved from CPU {moved_to} to CPU" in log
     (tmp_path / "drop" / "a.bin").write_bytes(b"a")
     wait_until((tmp_path / "hook-cpus").exists, 60, "the done hook's report: it still works")
     assert daemon.stop() == 0
@@ -166,6 +179,8 @@ with switching.cpus_for(switching.LARGE):
     seen["large job"] = os.sched_getaffinity(0)
 wide.join()
 seen["back"] = os.sched_getaffinity(0)
+assert not switching._move(min(pinned), 1 << 20)  # no such CPU: nobody moves, no error
+seen["not moved"] = os.sched_getaffinity(0)
 print(len(pinned), *(f"{k}={sorted(v)}" for k, v in seen.items()), sep="\\n")
 """
     out = subprocess.run(
@@ -180,4 +195,5 @@ print(len(pinned), *(f"{k}={sorted(v)}" for k, v in seen.items()), sep="\\n")
         "small job": one,
         "large job": every,
         "back": one,
+        "not moved": one,
     }

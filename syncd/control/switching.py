@@ -43,7 +43,10 @@ LARGE = 1 << 20
 use every CPU."""
 
 LOOK = 5.0
-"""Seconds between two looks at the CPUs' load."""
+"""Seconds between two looks at the CPUs' load; twice as long after each move that follows
+one, up to LONGEST: the threads do not chase a load that follows them."""
+LONGEST = 320.0
+"""Seconds, the longest pause between two looks."""
 CROWDED = 0.5
 """The share of the shared CPU's time other processes take, from which the threads move."""
 MARGIN = 0.25
@@ -70,6 +73,8 @@ class Load:
 class _Shared:
     cpu: int | None = None
     last: Load | None = None
+    pause: float = LOOK
+    """Seconds from one look to the next."""
 
 
 _shared = _Shared()
@@ -101,12 +106,12 @@ def every_cpu() -> Iterator[None]:
         yield
         return
     own = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, _machine)
+    _pin(0, _machine)
     try:
         yield
     finally:  # back to the shared CPU, which may have moved meanwhile
         shared = _shared.cpu
-        os.sched_setaffinity(0, own if own == _machine or shared is None else {shared})
+        _pin(0, own if own == _machine or shared is None else {shared})
 
 
 def cpus_for(size: int) -> AbstractContextManager[None]:
@@ -115,18 +120,18 @@ def cpus_for(size: int) -> AbstractContextManager[None]:
 
 
 def follow_the_load(now: float) -> None:
-    """Called on every tick of the main loop: every LOOK seconds, moves the threads that
-    share one CPU to another when other processes crowd theirs (`less_crowded`)."""
+    """Called on every tick of the main loop: every LOOK seconds or so, moves the threads
+    that share one CPU to another when other processes crowd theirs (`less_crowded`)."""
     cpu = _shared.cpu
-    if cpu is None or (_shared.last is not None and now - _shared.last.at < LOOK):
+    if cpu is None or (_shared.last is not None and now - _shared.last.at < _shared.pause):
         return
     before, after = _shared.last, _load(now)
     _shared.last = after
     if before is None or after is None:
         return
     target = less_crowded(cpu, _machine, before, after)
-    if target is not None:
-        _move(cpu, target)
+    _shared.pause = LOOK if target is None else min(2 * _shared.pause, LONGEST)
+    if target is not None and _move(cpu, target):
         log.info(
             "the daemon's threads moved from CPU %d to CPU %d: other processes took %.0f %%"
             " of CPU %d",
@@ -189,21 +194,35 @@ def _load(now: float) -> Load | None:
     return Load(now, busy, idle, round((times.user + times.system) * os.sysconf("SC_CLK_TCK")))
 
 
-def _move(old: int, new: int) -> None:
-    """Every thread on `old` alone to `new`. One started meanwhile by a thread not moved
-    yet inherits `old`: so again, until none is left there."""
-    _shared.cpu = new  # first: a thread leaving `every_cpu` meanwhile comes to `new`
+def _move(old: int, new: int) -> bool:
+    """Every thread on `old` alone to `new`, the calling one first (False: it may not go
+    there, none goes). One started meanwhile by a thread not moved yet inherits `old`: so
+    again, until none is left there."""
+    if not _pin(0, {new}):
+        return False
+    _shared.cpu = new  # before the others: a thread leaving `every_cpu` comes to `new`
     for _ in range(3):
         moved = 0
         for task in os.listdir("/proc/self/task"):
             try:
-                if os.sched_getaffinity(int(task)) == {old}:
-                    os.sched_setaffinity(int(task), {new})
-                    moved += 1
+                there = os.sched_getaffinity(int(task)) == {old}
             except OSError:  # it ended meanwhile
                 continue
+            if there and _pin(int(task), {new}):
+                moved += 1
         if not moved:
-            return
+            break
+    return True
+
+
+def _pin(tid: int, cpus: set[int]) -> bool:
+    """Where a thread runs is a matter of speed, never of correctness: refused (a cpuset
+    that shrank meanwhile, a thread that ended), it stays where it is."""
+    try:
+        os.sched_setaffinity(tid, cpus)
+    except OSError:
+        return False
+    return True
 
 
 def _current_cpu() -> int | None:
