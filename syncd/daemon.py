@@ -225,8 +225,7 @@ class Daemon:
             self.metrics_server.start()  # before the status socket: once that answers, so does this
         self.status.start(listen_fds("status"))
         with patiently():  # a full disk at start: wait, status saying so, rather than loop
-            recovered = self.journal.recover()
-            if recovered:
+            if recovered := self.journal.recover():
                 log.info("resuming %d uploads interrupted by the last stop", recovered)
             if self.media is not None:
                 with switching.every_cpu():  # its threads send whole videos
@@ -236,8 +235,7 @@ class Daemon:
         self.watcher.start()
         self.workers.start()
         self.after.loop.start()
-        with switching.every_cpu():  # as the commands its threads start
-            self.hooks.loop.start()
+        self.hooks.start()
         if self.config.webhooks:
             self.webhooks.start()
         if self.healthcheck is not None:

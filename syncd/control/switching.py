@@ -31,7 +31,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -53,9 +53,6 @@ MARGIN = 0.25
 """How much more of its time the other CPU must stand idle than the shared one leaves the
 daemon: a move costs each thread a cold cache, and two busy CPUs are no reason to move."""
 
-_machine: set[int] = set()
-"""The CPUs the daemon may use, once its threads share one of them (empty: they do not)."""
-
 
 @dataclass(frozen=True)
 class Load:
@@ -71,7 +68,10 @@ class Load:
 
 @dataclass
 class _Shared:
+    machine: set[int] = field(default_factory=set)
+    """The CPUs the daemon may use, once its threads share one of them (empty: they do not)."""
     cpu: int | None = None
+    """That one."""
     last: Load | None = None
     pause: float = LOOK
     """Seconds from one look to the next."""
@@ -94,7 +94,7 @@ def share_one_cpu() -> None:
     current = _current_cpu()
     _shared.cpu = current if current in allowed else min(allowed)
     os.sched_setaffinity(0, {_shared.cpu})
-    _machine.update(allowed)
+    _shared.machine = allowed
 
 
 @contextmanager
@@ -102,16 +102,17 @@ def every_cpu() -> Iterator[None]:
     """The calling thread on every CPU the daemon may use while inside; threads and
     processes started inside keep that for good (the HTTP deadline watcher, started on
     demand, may so run wide until it next leaves for want of work: it wakes rarely)."""
-    if not _machine:
+    machine = _shared.machine
+    if not machine:
         yield
         return
     own = os.sched_getaffinity(0)
-    _pin(0, _machine)
+    _pin(0, machine)
     try:
         yield
     finally:  # back to the shared CPU, which may have moved meanwhile
         shared = _shared.cpu
-        _pin(0, own if own == _machine or shared is None else {shared})
+        _pin(0, own if own == machine or shared is None else {shared})
 
 
 def cpus_for(size: int) -> AbstractContextManager[None]:
@@ -129,7 +130,7 @@ def follow_the_load(now: float) -> None:
     _shared.last = after
     if before is None or after is None:
         return
-    target = less_crowded(cpu, _machine, before, after)
+    target = less_crowded(cpu, _shared.machine, before, after)
     _shared.pause = LOOK if target is None else min(2 * _shared.pause, LONGEST)
     if target is not None and _move(cpu, target):
         log.info(
@@ -202,14 +203,13 @@ def _move(old: int, new: int) -> bool:
         return False
     _shared.cpu = new  # before the others: a thread leaving `every_cpu` comes to `new`
     for _ in range(3):
-        moved = 0
+        moved = False
         for task in os.listdir("/proc/self/task"):
             try:
                 there = os.sched_getaffinity(int(task)) == {old}
             except OSError:  # it ended meanwhile
                 continue
-            if there and _pin(int(task), {new}):
-                moved += 1
+            moved |= there and _pin(int(task), {new})
         if not moved:
             break
     return True

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from syncd.config import ServiceConfig, WatchConfig
+from syncd.control import switching
 from syncd.control.logs import log_fields
 from syncd.files import SCARCE, scarce_import
 from syncd.intake.routing import route
@@ -198,6 +199,11 @@ class Hooks:
         """The journal's change count when the queue was last found empty: while it stands
         still, an idle runner asks the journal nothing."""
         self.loop = Loop("hooks", self._step, RUNNERS)
+
+    def start(self) -> None:
+        """Its runners on every CPU the daemon may use, as the commands they start."""
+        with switching.every_cpu():
+            self.loop.start()
 
     def stop(self) -> None:
         """Hooks still running are killed, and stay in the queue: they run again at the

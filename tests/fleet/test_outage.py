@@ -90,7 +90,7 @@ def test_hooks_stop_at_once_while_the_database_is_out(postgres_cluster, postgres
     hooks = Hooks(journal, lambda: (), lambda: {}, Shortage(journal, faults))
     try:
         outage(postgres_cluster, postgres_url, on=True)
-        hooks.loop.start()
+        hooks.start()
         wait_until(lambda: faults.has(JOURNAL), 30, "the runners meeting the outage")
         stopping = threading.Thread(target=hooks.stop, daemon=True)
         stopping.start()
