@@ -320,7 +320,7 @@ def ask(path: Path, request: dict[str, Any], timeout: float = TIMEOUT) -> dict[s
     sock.settimeout(timeout)
     try:
         with sock:
-            _connect(sock, path, time.monotonic() + timeout)
+            connect(sock, path, time.monotonic() + timeout)
             sock.sendall(json.dumps(request).encode() + b"\n")
             data = b""
             while True:
@@ -343,7 +343,7 @@ def ask(path: Path, request: dict[str, Any], timeout: float = TIMEOUT) -> dict[s
     return reply
 
 
-def _connect(sock: socket.socket, path: Path, deadline: float) -> None:
+def connect(sock: socket.socket, path: Path, deadline: float) -> None:
     """A full backlog (EAGAIN: a flood, or the daemon busy for a moment) is waited out
     until `deadline`, as a blocking connect would, rather than taken for no daemon."""
     while True:

@@ -21,7 +21,7 @@ from pathlib import Path
 from conftest import SCALE, base_config
 
 from syncd.control.exchange import MAX_REQUEST, TIMEOUT
-from syncd.control.status import MAX_CLIENTS, ask
+from syncd.control.status import MAX_CLIENTS, ask, connect
 
 HUGE = b"[" + b"{}," * 350_000 + b"{}]\n"
 """About 1 MiB: 350,000 JSON objects on one line."""
@@ -35,10 +35,11 @@ def rss_kib(pid: int) -> int:
 
 
 def huge_request(path: Path) -> bytes:
-    """Send the huge line; the reply (the refusal) once the daemon has closed its side."""
+    """Send the huge line; the reply (the refusal) once the daemon has closed its side. A
+    full backlog (the flood's own doing) is waited out, as `syncd status` waits it out."""
     with socket.socket(socket.AF_UNIX) as client:
         client.settimeout(TIMEOUT * 2)
-        client.connect(str(path))
+        connect(client, path, time.monotonic() + TIMEOUT * 2)
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             client.sendall(HUGE)
         try:
