@@ -7,14 +7,17 @@ target is about this one) and one after the other from one thread; each once bef
 and once after each round of syncd runs (best counts; the sandbox is reset between runs).
 The sandbox keeps what it receives on /dev/shm: on disk, its file an upload cost the bare
 run before any syncd round (no files removed yet) far less than every later run, the
-baseline's best came from that state alone (5.57 s against 7.80-8.11 s after each round).
+baseline's best came from that state alone (5.57 s against 7.80-8.11 s after each round;
+RECENTLY_DELETED is the reason).
 The settle wait (`settle_seconds`, a latency paid once, not per file) counts against
 syncd; the rate without it and the rate of the upload phase alone (first TON request ->
 last sidecar) are shown too, and CPU-seconds a file of the daemon and of the sandbox (this
 process), which load on the machine does not inflate the way it does wall time.
 `--before SRC` runs the daemon from another source tree too (`git archive COMMIT syncd |
 tar -x -C SRC`), in turn with this one, for a before/after measured in one run;
-`--rounds N` runs each N times. Issues 2 and 9.
+`--rounds N` runs each N times (default 3, quick 1): syncd's best of N against the bare
+client's best of N + 1. Nothing is removed between rounds (RECENTLY_DELETED says why).
+Issues 2 and 9.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,17 @@ WORKERS = 4
 BARE_THREADS = 4
 """The issue's baseline: a bare client from as many threads as syncd has workers."""
 SETTLE = 0.2
+RECENTLY_DELETED = 360
+"""Seconds during which ext4 without a journal (this machine's root file system) will not
+hand out an inode freed that recently, and finds a free one by stepping over each of them
+(`recently_deleted` in the kernel's find_inode_bit). After a mass removal, every file
+created in the same block group costs up to 16x more kernel time: the bench's own writer
+took 0.2 s for the 5,000 files on a quiet file system and 3.3-3.8 s minutes after a
+removal, and syncd's sidecars pay the same. So nothing is removed between rounds (each
+has folders of its own, removed with the work folder at the end), and the bench says when
+writing the files was slow (a removal on the same file system in the last minutes)."""
+SLOW_WRITE = 1.0
+"""Seconds the writer may take for the burst before the figure is flagged as skewed."""
 
 
 def make_contents(count: int, seed: int = 2) -> list[bytes]:
@@ -81,15 +94,19 @@ class Run:
     sandbox_cpu: float
 
 
-def run_syncd(root: Path, control: Control, contents: list[bytes], source: Path | None) -> Run:
+def run_syncd(
+    root: Path, control: Control, contents: list[bytes], source: Path | None, name: str
+) -> Run:
+    """One round in folders of its own (`name`), left in place: see RECENTLY_DELETED."""
     count = len(contents)
-    drop = root / "drop"
+    drop = root / f"drop-{name}"
     drop.mkdir()
+    state = root / f"state-{name}"
     config = base_config(
         root,
         control.url,
         [{"path": str(drop)}],
-        daemon={"workers": WORKERS, "settle_seconds": SETTLE},
+        daemon={"workers": WORKERS, "settle_seconds": SETTLE, "state_dir": str(state)},
     )
     with Daemon(root, config, env=daemon_env(source)) as daemon:
         daemon.start()
@@ -108,8 +125,6 @@ def run_syncd(root: Path, control: Control, contents: list[bytes], source: Path 
     if len(control.get("ton/objects")) != count:
         raise RuntimeError("the sandbox does not hold every upload")
     control.reset()
-    shutil.rmtree(drop)
-    shutil.rmtree(root / "state", ignore_errors=True)
     return Run(
         last - started,
         last - first_request,
@@ -136,10 +151,13 @@ def run_bare(control: Control, listing: Path, threads: int) -> tuple[float, floa
 def main() -> None:
     def options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--before", type=Path, help="a syncd source tree to compare")
-        parser.add_argument("--rounds", type=int, default=1, help="syncd runs per variant")
+        parser.add_argument(
+            "--rounds", type=int, help="syncd runs per variant (default 3, quick 1)"
+        )
 
     args = parse_args(__doc__, options)
     count = 2000 if args.quick else 5000
+    rounds = args.rounds or (1 if args.quick else 3)
     contents = make_contents(count)
     variants: list[tuple[str, Path | None]] = [("syncd", None)]
     if args.before is not None:
@@ -152,9 +170,9 @@ def main() -> None:
         listing.write_text("".join(f"{p}\n" for p in bare_paths))
         for threads in bare:
             bare[threads].append(run_bare(control, listing, threads))
-        for _ in range(args.rounds):
+        for turn in range(rounds):
             for name, source in variants:
-                runs[name].append(run_syncd(root, control, contents, source))
+                runs[name].append(run_syncd(root, control, contents, source, f"{name}-{turn}"))
             for threads in reversed(bare):
                 bare[threads].append(run_bare(control, listing, threads))
 
@@ -198,6 +216,12 @@ def main() -> None:
             f"{ms(least.sandbox_cpu)} a file; every round: "
             + ", ".join(ms(r.daemon_user + r.daemon_system) for r in rounds),
         ]
+        if run.written > SLOW_WRITE:
+            notes.append(
+                f"{label}WARNING: writing the files took {run.written:.2f} s: files were removed"
+                f" on this file system in the last {RECENTLY_DELETED // 60} minutes (see"
+                " RECENTLY_DELETED); the figure is skewed, run again later"
+            )
     for threads, timings in bare.items():
         notes.append(
             f"bare, {threads} thread(s), before syncd and after each round (best counts): "
