@@ -43,8 +43,9 @@ LARGE = 1 << 20
 use every CPU."""
 
 LOOK = 5.0
-"""Seconds between two looks at the CPUs' load; twice as long after each move that follows
-one, up to LONGEST: the threads do not chase a load that follows them."""
+"""Seconds between two looks at the CPUs' load; after a move, twice the pause before it (moves
+in a row: 10, 20, 40 s ... up to LONGEST), back to LOOK once a look finds no reason to
+move: the threads do not chase a load that follows them."""
 LONGEST = 320.0
 """Seconds, the longest pause between two looks."""
 CROWDED = 0.5
